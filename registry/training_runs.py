@@ -1,0 +1,272 @@
+"""Train a prefix and register it: data -> train -> evaluate -> adapter files -> MLflow run -> new version.
+
+Everything that can be refused (task name, data, config, base model) is checked before the MLflow run starts, so a
+bad request leaves the registry as it was; a failure during training marks the run FAILED and registers nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from registry.aliases import CHAMPION
+from registry.runs import RecordedRun
+from registry.store import PrefixRegistry, validate_task_name
+from registry.versions import (
+    METRIC_TAG_PREFIX,
+    TAG_ADAPTER_SHA256,
+    TAG_BASE,
+    TAG_BASE_FINGERPRINT,
+    TAG_DATA_FINGERPRINT,
+    TAG_DATA_ORIGIN,
+    TAG_LABELS,
+    TAG_METHOD,
+    TAG_PARENT,
+    TAG_TRIGGER,
+    TAG_TRIGGER_REASON,
+    PrefixVersion,
+)
+from training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
+from training.base_models import load_base_for_classification, resolve_base
+from training.config import TrainConfig
+from training.data import LabelledTexts
+from training.evaluation import Predictions, classification_metrics, flat_metrics
+from training.splits import DataSplits, split_labelled_texts
+from training.trainer import TrainedPrefix, train_prefix
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_FILE = "validation.parquet"
+
+
+@dataclass
+class TrainOutcome:
+    """What `prefixctl train` reports."""
+
+    task: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    trainable_params: int
+    total_params: int
+    adapter_bytes: int
+    train_seconds: float
+    method: str
+    base: str
+    promoted: bool
+    best_epoch: int
+    steps: int
+    split_sizes: dict[str, int]
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "version": self.version,
+            "run_id": self.run_id,
+            "metrics": self.metrics,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "adapter_bytes": self.adapter_bytes,
+            "train_seconds": round(self.train_seconds, 2),
+            "method": self.method,
+            "base": self.base,
+            "promoted": self.promoted,
+            "best_epoch": self.best_epoch,
+            "steps": self.steps,
+            "split_sizes": self.split_sizes,
+        }
+
+
+def predictions_frame(frame: pd.DataFrame, predictions: Predictions) -> pd.DataFrame:
+    """`frame` (text, label, ...) with predicted label, confidence and one `prob_<label>` column per class."""
+    result = frame.reset_index(drop=True).copy()
+    result["predicted"] = predictions.predicted
+    result["confidence"] = predictions.confidence
+    for i, label in enumerate(predictions.labels):
+        result[f"prob_{label}"] = predictions.probabilities[:, i]
+    return result
+
+
+def train_and_register(
+    registry: PrefixRegistry,
+    task: str,
+    data: LabelledTexts,
+    config: TrainConfig,
+    *,
+    promote: bool = False,
+    alias: str | None = None,
+    trigger: str = "manual",
+    trigger_reason: str | None = None,
+    parent: PrefixVersion | None = None,
+    warm_start: dict[str, torch.Tensor] | None = None,
+    splits: DataSplits | None = None,
+    extra_evaluations: dict[str, pd.DataFrame] | None = None,
+    extra_tags: dict[str, str] | None = None,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Train on `data` (or on the given `splits`) and register the result as a new version of `task`.
+
+    Args:
+        promote: point `champion` at the new version when it is registered.
+        alias: point this alias (e.g. `challenger`) at the new version instead.
+        parent: the version this one descends from (lineage; its checkpoint is `warm_start` when given).
+        extra_evaluations: named labelled frames evaluated and logged as `<name>_macro_f1`, ... (e.g. fresh
+            held-out traffic), so versions can be compared on the same sets in the MLflow UI.
+        extra_tags: more version tags (e.g. the drift verdict that triggered a retrain).
+    """
+    validate_task_name(task)
+    splits = splits or split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
+    base_ref = resolve_base(config.base, registry.settings.resolved_cache_dir)
+    base = load_base_for_classification(base_ref, splits.labels)
+    registry.ensure_task(task)
+
+    with RecordedRun(
+        registry, task, run_name=f"train-{config.method.value}", kind="train", tags={TAG_TRIGGER: trigger}
+    ) as run:
+        run.log_params(
+            {
+                **config.to_dict(),
+                "data_origin": data.origin,
+                "data_fingerprint": data.fingerprint,
+                "rows_train": len(splits.train),
+                "rows_validation": len(splits.validation),
+                "rows_test": len(splits.test),
+                "labels": splits.labels,
+                "parent_version": parent.version if parent else "",
+                "warm_start": warm_start is not None,
+                "trigger": trigger,
+            }
+        )
+        trained = train_prefix(
+            base, splits, config, on_evaluation=run.log_evaluation, warm_start=warm_start, progress=progress
+        )
+        test_metrics = classification_metrics(
+            splits.test["label"].tolist(),
+            trained.predict(splits.test["text"].tolist()).predicted,
+            trained.labels,
+        )
+        evaluations = {"test": test_metrics, "best_validation": trained.best_validation}
+        for name, frame in (extra_evaluations or {}).items():
+            evaluations[name] = classification_metrics(
+                frame["label"].tolist(), trained.predict(frame["text"].tolist()).predicted, trained.labels
+            )
+        final_metrics: dict[str, float] = {}
+        for name, metrics in evaluations.items():
+            final_metrics.update(flat_metrics(metrics, name))
+        final_metrics.update(
+            {
+                "best_epoch": trained.best_epoch,
+                "train_seconds": trained.train_seconds,
+                "trainable_params": trained.trainable_params,
+                "total_params": trained.total_params,
+            }
+        )
+        with tempfile.TemporaryDirectory(prefix="prefix-run-") as scratch:
+            folder = Path(scratch)
+            manifest = save_adapter(
+                trained,
+                folder / "adapter",
+                data_fingerprint=data.fingerprint,
+                parent_version=parent.version if parent else None,
+                trigger=trigger,
+                trigger_reason=trigger_reason,
+            )
+            adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
+            final_metrics["adapter_bytes"] = adapter_bytes
+            run.log_metrics(final_metrics, step=trained.best_epoch)
+            save_checkpoint(trained, folder / "checkpoint")
+            _write_reference_and_splits(trained, splits, folder)
+            for sub in ("adapter", "checkpoint", "reference", "data"):
+                run.log_artifacts(folder / sub, sub)
+            run.log_json(evaluations, "evaluations.json")
+
+        tags = {
+            TAG_METHOD: config.method.value,
+            TAG_BASE: base_ref.name,
+            TAG_BASE_FINGERPRINT: base.fingerprint,
+            TAG_DATA_FINGERPRINT: data.fingerprint,
+            TAG_DATA_ORIGIN: data.origin[:500],
+            TAG_ADAPTER_SHA256: manifest.adapter_sha256,
+            TAG_TRIGGER: trigger,
+            TAG_PARENT: parent.version if parent else "",
+            TAG_LABELS: json.dumps(trained.labels),
+            **{
+                f"{METRIC_TAG_PREFIX}{key}": f"{value:.4f}"
+                for key, value in final_metrics.items()
+                if key.endswith(("_accuracy", "_macro_f1"))
+            },
+            **(extra_tags or {}),
+        }
+        if trigger_reason:
+            tags[TAG_TRIGGER_REASON] = trigger_reason[:5000]
+        version = registry.register_version(
+            task,
+            run.run_id,
+            run.artifact_uri,
+            tags,
+            _describe(config, data, trained, test_metrics, trigger, parent),
+        )
+        run.set_tags({"prefix_registry.version": version.version})
+
+    promoted = False
+    if promote:
+        registry.promote(task, version.version, CHAMPION, reason=f"trained with --promote ({trigger})")
+        promoted = True
+    if alias:
+        registry.promote(task, version.version, alias, reason=f"registered as {alias} ({trigger})")
+    return TrainOutcome(
+        task=task,
+        version=version.version,
+        run_id=run.run_id,
+        metrics={
+            "accuracy": test_metrics["accuracy"],
+            "macro_f1": test_metrics["macro_f1"],
+            "validation_macro_f1": trained.best_validation["macro_f1"],
+        },
+        trainable_params=trained.trainable_params,
+        total_params=trained.total_params,
+        adapter_bytes=adapter_bytes,
+        train_seconds=trained.train_seconds,
+        method=config.method.value,
+        base=base_ref.name,
+        promoted=promoted,
+        best_epoch=trained.best_epoch,
+        steps=trained.steps,
+        split_sizes=splits.sizes(),
+        evaluations=evaluations,
+    )
+
+
+def _write_reference_and_splits(trained: TrainedPrefix, splits: DataSplits, folder: Path) -> None:
+    """The validation split with the new version's predictions (the drift reference window), and all splits."""
+    (folder / "reference").mkdir()
+    (folder / "data").mkdir()
+    validation = predictions_frame(splits.validation, trained.predict(splits.validation["text"].tolist()))
+    validation.to_parquet(folder / "reference" / REFERENCE_FILE, index=False)
+    for name in ("train", "validation", "test"):
+        getattr(splits, name).to_parquet(folder / "data" / f"{name}.parquet", index=False)
+
+
+def _describe(
+    config: TrainConfig,
+    data: LabelledTexts,
+    trained: TrainedPrefix,
+    test_metrics: dict[str, Any],
+    trigger: str,
+    parent: PrefixVersion | None,
+) -> str:
+    lineage = f"warm-started from version {parent.version}" if parent else "trained from scratch"
+    return (
+        f"{config.method.value} tuning ({config.virtual_tokens} virtual tokens) on {trained.base.ref.name}, "
+        f"{lineage}; trigger: {trigger}. Data: {data.origin} ({len(data)} rows). "
+        f"Test macro-F1 {test_metrics['macro_f1']:.3f}, accuracy {test_metrics['accuracy']:.3f} "
+        f"(n={test_metrics['n']}); best epoch {trained.best_epoch} of {len(trained.history)}."
+    )

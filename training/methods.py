@@ -1,0 +1,90 @@
+"""PEFT configurations for the three continuous-prompt methods, and the prefix's starting point."""
+
+from __future__ import annotations
+
+import torch
+from peft import (
+    PeftConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptEncoderReparameterizationType,
+    PromptTuningConfig,
+    PromptTuningInit,
+    TaskType,
+)
+from transformers import DynamicCache
+
+from training.base_models import LoadedBase
+from training.config import Method, PromptInit, TrainConfig
+from training.errors import ConfigError
+
+
+def build_peft_config(config: TrainConfig, base: LoadedBase) -> PeftConfig:
+    """The PEFT config for `config.method`, for sequence classification on `base`."""
+    common = {"task_type": TaskType.SEQ_CLS, "num_virtual_tokens": config.virtual_tokens}
+    if config.method is Method.PREFIX:
+        # No projection: the trained parameters are the key/values themselves, so the saved adapter is complete.
+        return PrefixTuningConfig(**common, prefix_projection=False)
+    if config.method is Method.PROMPT:
+        if config.prompt_init is PromptInit.TEXT:
+            return PromptTuningConfig(
+                **common,
+                prompt_tuning_init=PromptTuningInit.TEXT,
+                prompt_tuning_init_text=config.init_text,
+                tokenizer_name_or_path=base.ref.load_path,
+            )
+        return PromptTuningConfig(**common, prompt_tuning_init=PromptTuningInit.RANDOM)
+    if config.method is Method.PTUNING:
+        return PromptEncoderConfig(
+            **common,
+            encoder_hidden_size=config.encoder_hidden_size,
+            encoder_reparameterization_type=PromptEncoderReparameterizationType.MLP,
+        )
+    raise ConfigError(f"unknown method {config.method!r}")
+
+
+def init_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]) -> None:
+    """Start a prefix as the key/values the frozen base computes for real text.
+
+    PEFT starts a prefix from random vectors, which a decoder reads as garbage context (its zero-shot accuracy
+    collapses before training starts). Real tokens' key/values are context the model already understands. Only
+    prefix tuning without projection has a key/value table to fill.
+    """
+    peft_config = model.active_peft_config
+    encoder = model.prompt_encoder[model.active_adapter]
+    n_tokens = peft_config.num_virtual_tokens
+    token_ids = _first_tokens(base, texts, n_tokens)
+    cache = DynamicCache()
+    backbone = model.get_base_model().base_model  # e.g. BertModel or LlamaModel, without the task head
+    with torch.no_grad():
+        backbone(
+            input_ids=token_ids,
+            attention_mask=torch.ones_like(token_ids),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        columns = []
+        for layer in cache.layers:
+            # (1, heads, tokens, head_dim) -> (tokens, heads * head_dim), PEFT's layout for one layer's key or value
+            for states in (layer.keys, layer.values):
+                columns.append(states[0].permute(1, 0, 2).reshape(n_tokens, -1))
+        table = torch.cat(columns, dim=-1)
+        if table.shape != encoder.embedding.weight.shape:
+            raise ConfigError(
+                f"prefix table shape {tuple(encoder.embedding.weight.shape)} does not match the base's key/values "
+                f"{tuple(table.shape)}; use prefix_init='random' for this base"
+            )
+        encoder.embedding.weight.copy_(table)
+
+
+def _first_tokens(base: LoadedBase, texts: list[str], n_tokens: int) -> torch.Tensor:
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(base.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) >= n_tokens:
+            break
+    if len(ids) < n_tokens:
+        filler = base.tokenizer.pad_token_id or 0
+        ids.extend([filler] * (n_tokens - len(ids)))
+    return torch.tensor([ids[:n_tokens]])
