@@ -478,11 +478,13 @@ class AlertDispatcher:
                     "claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (alert.alert_id, alert.kind, alert.task, sink, body, now, now, claimed_until),
                 )
-                rows.append(_OutboxRow(cursor.lastrowid or 0, alert.alert_id, alert.kind, alert.task, sink,
-                                       body, 0, None, now, now))
+                rows.append(
+                    _OutboxRow(
+                        cursor.lastrowid or 0, alert.alert_id, alert.kind, alert.task, sink, body, 0, None, now, now
+                    )
+                )
             conn.execute("COMMIT")
-        logger.debug("alert %s (%s, task %s) queued for %d sink(s)", alert.alert_id, alert.kind, alert.task,
-                     len(rows))
+        logger.debug("alert %s (%s, task %s) queued for %d sink(s)", alert.alert_id, alert.kind, alert.task, len(rows))
         return rows
 
     def _claim_due(self, force: bool) -> list[_OutboxRow]:
@@ -491,10 +493,16 @@ class AlertDispatcher:
             conn.execute("BEGIN IMMEDIATE")
             due = "claimed_until <= ?" if force else "claimed_until <= ? AND next_attempt_at <= ?"
             params = (now,) if force else (now, now)
-            rows = [_OutboxRow(*r) for r in conn.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE {due} ORDER BY created_at, id", params).fetchall()]
-            conn.executemany("UPDATE outbox SET claimed_until = ? WHERE id = ?",
-                             [(now + self._lease_seconds, row.id) for row in rows])
+            rows = [
+                _OutboxRow(*r)
+                for r in conn.execute(
+                    f"SELECT {_COLUMNS} FROM outbox WHERE {due} ORDER BY created_at, id", params
+                ).fetchall()
+            ]
+            conn.executemany(
+                "UPDATE outbox SET claimed_until = ? WHERE id = ?",
+                [(now + self._lease_seconds, row.id) for row in rows],
+            )
             conn.execute("COMMIT")
         return rows
 
@@ -510,8 +518,7 @@ class AlertDispatcher:
         next_attempt_at = time.time() + min(self.backoff * 2**attempts, _MAX_REDELIVERY_DELAY)
         with self._connect() as conn:
             conn.execute(
-                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, claimed_until = 0 "
-                "WHERE id = ?",
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, claimed_until = 0 WHERE id = ?",
                 (attempts, error, next_attempt_at, row.id),
             )
         return next_attempt_at
@@ -557,8 +564,7 @@ class AlertDispatcher:
             if error_or_none is None:
                 self._delete(row)
                 total = row.attempts + attempt + 1
-                logger.info("alert %s delivered to %s (attempt %d)", row.alert_id, redact_url(row.sink),
-                            total)
+                logger.info("alert %s delivered to %s (attempt %d)", row.alert_id, redact_url(row.sink), total)
                 return SinkDelivery(redact_url(row.sink), row.alert_id, True, total)
             error = error_or_none
             logger.debug("alert %s to %s: attempt failed: %s", row.alert_id, redact_url(row.sink), error)
@@ -566,7 +572,11 @@ class AlertDispatcher:
         next_at = self._record_failure(row, total, error)
         logger.warning(
             "alert %s (%s) not delivered to %s after %d attempt(s): %s; kept in outbox, next try after %s",
-            row.alert_id, row.kind, redact_url(row.sink), total, error,
+            row.alert_id,
+            row.kind,
+            redact_url(row.sink),
+            total,
+            error,
             datetime.fromtimestamp(next_at, UTC).isoformat(timespec="seconds"),
         )
         return SinkDelivery(redact_url(row.sink), row.alert_id, False, total, error)
@@ -622,9 +632,7 @@ def dispatcher_from_settings(settings: Settings | None = None) -> AlertDispatche
     return AlertDispatcher(list(settings.alert_webhooks), secret, settings.home / OUTBOX_FILE)
 
 
-def send_alert(
-    alert: Alert, settings: Settings | None = None, background: bool = False
-) -> DispatchReport | None:
+def send_alert(alert: Alert, settings: Settings | None = None, background: bool = False) -> DispatchReport | None:
     """Send `alert` to the configured webhooks.
 
     Returns the report, or None when no webhook is configured or when `background=True` (delivery then runs
@@ -653,9 +661,7 @@ def alias_change_alert(change: AliasChange, kind: str) -> Alert:
     return Alert(kind=kind, task=change.task, title=title, details=change.summary(), severity=severity)
 
 
-def alert_alias_change(
-    change: AliasChange, kind: str, settings: Settings | None = None
-) -> DispatchReport | None:
+def alert_alias_change(change: AliasChange, kind: str, settings: Settings | None = None) -> DispatchReport | None:
     """Tell the webhooks that an alias moved ("promotion" or "rollback"); synchronous, bounded by timeouts.
 
     Returns the report, or None when no webhook is configured or the outbox itself failed. Never raises

@@ -323,6 +323,117 @@ def export(
         print_pairs(f"exported {task} v{resolved.version}", payload)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Serve only these tasks (repeatable).")] = None,
+    alias: Annotated[str, typer.Option(help="Alias whose version serves each task.")] = "champion",
+    poll_interval: Annotated[float, typer.Option(help="Seconds between checks for alias moves.")] = 5.0,
+    max_texts: Annotated[int, typer.Option(help="Most texts accepted in one request.")] = 64,
+    max_chars: Annotated[int, typer.Option(help="Most characters accepted in one text.")] = 20_000,
+    log: Annotated[bool, typer.Option(help="Write every prediction to the prediction log.")] = True,
+) -> None:
+    """Serve every task's champion over HTTP, following alias moves without restarting."""
+    import uvicorn
+
+    from monitoring.prediction_log import PredictionLog
+    from serving.app import ServingLimits
+    from serving.factory import build_serving_app
+
+    prediction_log = PredictionLog.from_settings() if log else None
+    app_ = build_serving_app(
+        _registry(),
+        tasks=task,
+        alias=alias,
+        prediction_log=prediction_log,
+        limits=ServingLimits(max_texts=max_texts, max_chars=max_chars),
+        watch_interval=poll_interval,
+    )
+    served = app_.state.table.served()
+    error_console.print(f"serving {', '.join(served) or 'no task yet'} on http://{host}:{port}", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def monitor(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    current_last: Annotated[int | None, typer.Option(help="Current window: the N most recent predictions.")] = None,
+    since: Annotated[str | None, typer.Option(help="Current window: predictions since this ISO time.")] = None,
+    reference: Annotated[str, typer.Option(help="champion-validation (default) or logged.")] = "champion-validation",
+    reference_last: Annotated[
+        int | None, typer.Option(help="Reference: the N logged predictions before the current window.")
+    ] = None,
+    version: VersionOption = None,
+    alias: AliasOption = None,
+    all_versions: Annotated[bool, typer.Option(help="Include predictions of every version in the windows.")] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML file of drift thresholds.")] = None,
+    alert: Annotated[bool, typer.Option(help="Send an alert when drift is detected.")] = True,
+    fail_on_drift: Annotated[bool, typer.Option(help="Exit with status 3 when drift is detected.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare recent predictions with a reference window (Evidently); log the report to MLflow; alert on drift."""
+    from monitoring.drift_config import DriftConfig
+    from monitoring.monitor import CHAMPION_VALIDATION, MonitorRequest, run_monitor
+    from monitoring.prediction_log import PredictionLog
+    from training.errors import ConfigError
+
+    if reference not in (CHAMPION_VALIDATION, "logged"):
+        raise ConfigError(f"--reference must be {CHAMPION_VALIDATION} or logged, got {reference!r}")
+    if reference == "logged" and reference_last is None:
+        raise ConfigError("--reference logged needs --reference-last N")
+    registry = _registry()
+    drift_config = DriftConfig.load(config or registry.settings.drift_config)
+    request = MonitorRequest(
+        task=task,
+        current_last=current_last if (current_last is not None or since is not None) else 500,
+        since=_parse_time(since) if since else None,
+        reference_last=reference_last,
+        version=version,
+        alias=alias,
+        all_versions=all_versions,
+    )
+    with PredictionLog.from_settings(registry.settings) as log:
+        outcome = run_monitor(registry, log, request, drift_config, send_alerts=alert)
+    verdict = outcome.verdict
+    if as_json:
+        print_json(outcome.summary())
+    else:
+        print_pairs(
+            f"{task} v{verdict.version}: {verdict.status}",
+            {
+                "message": verdict.message,
+                "reference": verdict.reference,
+                "current": verdict.current,
+                "mlflow_run_id": outcome.run_id,
+                **outcome.html_files,
+            },
+        )
+        if verdict.signals:
+            print_table(
+                "signals",
+                ["signal", "group", "method", "score", "threshold", "drifted"],
+                [
+                    (s.name, s.group, s.method, f"{s.score:.4f}", s.threshold, "DRIFT" if s.drifted else "ok")
+                    for s in verdict.signals.values()
+                ],
+            )
+    if fail_on_drift and verdict.drift_detected:
+        raise typer.Exit(3)
+
+
+def _parse_time(value: str):
+    from datetime import UTC, datetime
+
+    from training.errors import ConfigError
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--since must be an ISO time such as 2026-11-22T10:00:00Z, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> list[str]:
     from training.errors import DataError
 

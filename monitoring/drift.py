@@ -1,0 +1,338 @@
+"""Judge a window of live traffic against a reference window, with Evidently.
+
+    reference window (e.g. the serving version's validation texts and predictions)
+    current window   (recent logged predictions)      --detect_drift-->  DriftVerdict (+ Evidently HTML report)
+
+Signals:
+    input:      text_length, oov_rate (Evidently ValueDrift on text descriptors), embedding (a domain classifier on
+                the base model's sentence embeddings, an Evidently embedding-drift method called directly: its
+                report widget would run a t-SNE taking tens of seconds)
+    prediction: predicted_label (label distribution), confidence
+    quality:    accuracy and macro-F1 of the window's feedback-labelled rows, against the reference accuracy
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+
+from monitoring.drift_config import DriftConfig, SignalConfig
+from training.errors import ConfigError
+
+INPUT_SIGNALS = ("text_length", "oov_rate", "embedding")
+PREDICTION_SIGNALS = ("predicted_label", "confidence")
+# Evidently methods whose score is a p-value (drift when below the threshold); the others are distances.
+P_VALUE_METHODS = {
+    "ks",
+    "chisquare",
+    "z",
+    "t_test",
+    "mannw",
+    "fisher_exact",
+    "g_test",
+    "cramer_von_mises",
+    "anderson",
+    "empirical_mmd",
+    "epps_singleton",
+}
+DISTANCE_METHODS = {"wasserstein", "jensenshannon", "hellinger", "kl_div", "psi", "energy", "tvd"}
+WINDOW_COLUMNS = ["text", "predicted_label", "confidence", "true_label"]
+
+
+@dataclass
+class DriftWindow:
+    """Rows to compare: `text`, `predicted_label`, `confidence` and `true_label` (None where unknown)."""
+
+    frame: pd.DataFrame
+    kind: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in WINDOW_COLUMNS if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"a drift window needs columns {WINDOW_COLUMNS}; missing {missing}")
+        self.frame = self.frame[WINDOW_COLUMNS].reset_index(drop=True)
+
+    @property
+    def size(self) -> int:
+        return len(self.frame)
+
+    def describe(self) -> dict[str, Any]:
+        labelled = int(self.frame["true_label"].notna().sum())
+        return {"kind": self.kind, "size": self.size, "labelled": labelled, **self.details}
+
+
+@dataclass
+class SignalResult:
+    name: str
+    group: str
+    method: str
+    score_kind: str  # "distance", "p_value" or "roc_auc"
+    score: float
+    threshold: float
+    drifted: bool
+    alarm: bool
+
+
+@dataclass
+class DriftVerdict:
+    """The answer of one drift check, as printed by `prefixctl monitor --json`."""
+
+    task: str
+    version: str
+    status: str  # "ok", "drift" or "insufficient_data"
+    drift_detected: bool
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    signals: dict[str, SignalResult] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None
+    message: str = ""
+    checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    seconds: float = 0.0
+
+    @property
+    def drifted_signals(self) -> list[str]:
+        return [name for name, signal in self.signals.items() if signal.drifted and signal.alarm]
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["drifted_signals"] = self.drifted_signals
+        values["window_sizes"] = {"reference": self.reference.get("size"), "current": self.current.get("size")}
+        return values
+
+
+@dataclass
+class DriftReport:
+    verdict: DriftVerdict
+    html_files: dict[str, Path] = field(default_factory=dict)
+
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+
+
+def detect_drift(
+    task: str,
+    version: str,
+    reference: DriftWindow,
+    current: DriftWindow,
+    config: DriftConfig,
+    oov_rate: Callable[[Sequence[str]], np.ndarray],
+    embed: Embedder,
+    html_dir: Path | None = None,
+) -> DriftReport:
+    """Compare `current` with `reference`; write Evidently HTML reports into `html_dir` when given."""
+    started = time.perf_counter()
+    _check_methods(config)
+    verdict = DriftVerdict(
+        task=task,
+        version=version,
+        status="ok",
+        drift_detected=False,
+        reference=reference.describe(),
+        current=current.describe(),
+    )
+    if min(reference.size, current.size) < config.min_window:
+        verdict.status = "insufficient_data"
+        verdict.message = (
+            f"insufficient data: the current window has {current.size} row(s) and the reference "
+            f"{reference.size}; at least {config.min_window} each are needed"
+        )
+        verdict.seconds = time.perf_counter() - started
+        return DriftReport(verdict)
+
+    ref_frame = _with_descriptors(reference.frame, oov_rate)
+    cur_frame = _with_descriptors(current.frame, oov_rate)
+    report = DriftReport(verdict)
+    evidently_scores, snapshot = _evidently_value_drift(ref_frame, cur_frame, config)
+    for name, score in evidently_scores.items():
+        verdict.signals[name] = _signal(name, config.signals[name], score)
+    verdict.signals["embedding"] = _embedding_signal(reference.frame, current.frame, config, embed)
+    verdict.quality = _quality(reference.frame, current.frame, config)
+    if verdict.quality is not None and verdict.quality.get("accuracy_drop") is not None:
+        drop = verdict.quality["accuracy_drop"]
+        verdict.signals["accuracy_drop"] = SignalResult(
+            "accuracy_drop",
+            "quality",
+            "reference_accuracy - live_accuracy",
+            "distance",
+            drop,
+            config.accuracy_drop,
+            drop > config.accuracy_drop,
+            True,
+        )
+    verdict.drift_detected = bool(verdict.drifted_signals)
+    verdict.status = "drift" if verdict.drift_detected else "ok"
+    verdict.message = (
+        f"drift detected in {', '.join(verdict.drifted_signals)}"
+        if verdict.drift_detected
+        else "no drift: every signal is below its threshold"
+    )
+    if html_dir is not None:
+        html_dir.mkdir(parents=True, exist_ok=True)
+        report.html_files["drift"] = html_dir / "drift_report.html"
+        snapshot.save_html(str(report.html_files["drift"]))
+        quality_html = _evidently_quality_html(reference.frame, current.frame, html_dir / "quality_report.html", config)
+        if quality_html is not None:
+            report.html_files["quality"] = quality_html
+    verdict.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_methods(config: DriftConfig) -> None:
+    for name, signal in config.signals.items():
+        if name == "embedding":
+            if signal.method not in ("domain_classifier", "distance", "mmd"):
+                raise ConfigError(
+                    f"embedding drift method must be domain_classifier, distance or mmd; got {signal.method!r}"
+                )
+        elif signal.method not in P_VALUE_METHODS | DISTANCE_METHODS:
+            raise ConfigError(
+                f"signal {name}: unknown drift method {signal.method!r}; choose one of "
+                f"{sorted(P_VALUE_METHODS | DISTANCE_METHODS)}"
+            )
+
+
+def _with_descriptors(frame: pd.DataFrame, oov_rate: Callable[[Sequence[str]], np.ndarray]) -> pd.DataFrame:
+    result = frame.copy()
+    result["oov_rate"] = oov_rate(result["text"].tolist())
+    result["predicted_label"] = result["predicted_label"].astype(str)
+    result["confidence"] = result["confidence"].astype(float)
+    return result
+
+
+def _evidently_value_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig) -> tuple[dict, Any]:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.descriptors import TextLength
+    from evidently.metrics import ValueDrift
+
+    columns = ["text_length", "oov_rate", "confidence", "predicted_label"]
+    definition = DataDefinition(
+        text_columns=["text"], numerical_columns=["oov_rate", "confidence"], categorical_columns=["predicted_label"]
+    )
+
+    def dataset(frame: pd.DataFrame) -> Any:
+        return Dataset.from_pandas(
+            frame[["text", "oov_rate", "confidence", "predicted_label"]],
+            data_definition=definition,
+            descriptors=[TextLength("text", alias="text_length")],
+        )
+
+    metrics = [
+        ValueDrift(column=c, method=config.signals[c].method, threshold=config.signals[c].threshold) for c in columns
+    ]
+    snapshot = Report(metrics).run(dataset(current), dataset(reference))
+    scores = {}
+    for result in snapshot.dict()["metrics"]:
+        column = result.get("config", {}).get("column")
+        if column in columns:
+            scores[column] = float(result["value"])
+    missing = set(columns) - set(scores)
+    if missing:
+        raise RuntimeError(f"Evidently returned no drift score for {sorted(missing)}")
+    return scores, snapshot
+
+
+def _signal(name: str, signal: SignalConfig, score: float) -> SignalResult:
+    is_p_value = signal.method in P_VALUE_METHODS
+    drifted = score < signal.threshold if is_p_value else score > signal.threshold
+    group = "input" if name in INPUT_SIGNALS else "prediction"
+    return SignalResult(
+        name,
+        group,
+        signal.method,
+        "p_value" if is_p_value else "distance",
+        score,
+        signal.threshold,
+        bool(drifted),
+        signal.alarm,
+    )
+
+
+def _embedding_signal(
+    reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, embed: Embedder
+) -> SignalResult:
+    from evidently.legacy.metrics.data_drift.embedding_drift_methods import (
+        DistanceDriftMethod,
+        MMDDriftMethod,
+        ModelDriftMethod,
+    )
+
+    signal = config.signals["embedding"]
+    rng = np.random.default_rng(config.seed)
+
+    def sample(frame: pd.DataFrame) -> pd.DataFrame:
+        if len(frame) <= config.max_embedding_samples:
+            return frame
+        return frame.iloc[np.sort(rng.choice(len(frame), config.max_embedding_samples, replace=False))]
+
+    ref_vectors = embed(sample(reference)["text"].tolist())
+    cur_vectors = embed(sample(current)["text"].tolist())
+    # Evidently wants one numeric column per dimension.
+    columns = [f"e{i}" for i in range(ref_vectors.shape[1])]
+    ref_df, cur_df = pd.DataFrame(ref_vectors, columns=columns), pd.DataFrame(cur_vectors, columns=columns)
+    if signal.method == "domain_classifier":
+        method: Any = ModelDriftMethod(threshold=signal.threshold, bootstrap=False)
+        kind = "roc_auc"
+    elif signal.method == "mmd":
+        method, kind = MMDDriftMethod(threshold=signal.threshold, bootstrap=False), "distance"
+    else:
+        method, kind = DistanceDriftMethod(dist="cosine", threshold=signal.threshold, bootstrap=False), "distance"
+    score, drifted, _ = method(cur_df, ref_df)
+    return SignalResult(
+        "embedding", "input", signal.method, kind, float(score), signal.threshold, bool(drifted), signal.alarm
+    )
+
+
+def _quality(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig) -> dict[str, Any] | None:
+    labelled = current[current["true_label"].notna()]
+    ref_labelled = reference[reference["true_label"].notna()]
+    quality: dict[str, Any] = {"labelled": len(labelled)}
+    if len(ref_labelled):
+        quality["reference_accuracy"] = float(
+            accuracy_score(ref_labelled["true_label"].astype(str), ref_labelled["predicted_label"].astype(str))
+        )
+    if len(labelled) < config.min_labelled:
+        quality["message"] = f"{len(labelled)} feedback label(s); {config.min_labelled} needed to judge accuracy"
+        return quality
+    truth, predicted = labelled["true_label"].astype(str), labelled["predicted_label"].astype(str)
+    quality["accuracy"] = float(accuracy_score(truth, predicted))
+    quality["macro_f1"] = float(f1_score(truth, predicted, average="macro", zero_division=0))
+    if "reference_accuracy" in quality:
+        quality["accuracy_drop"] = quality["reference_accuracy"] - quality["accuracy"]
+    return quality
+
+
+def _evidently_quality_html(
+    reference: pd.DataFrame, current: pd.DataFrame, path: Path, config: DriftConfig
+) -> Path | None:
+    """Evidently's classification report on the labelled rows of both windows, when there are enough."""
+    labelled_current = current[current["true_label"].notna()]
+    labelled_reference = reference[reference["true_label"].notna()]
+    if len(labelled_current) < config.min_labelled or len(labelled_reference) < config.min_window:
+        return None
+    from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    labels = sorted(set(labelled_reference["true_label"].astype(str)) | set(labelled_current["true_label"].astype(str)))
+    if len(labels) == 2:
+        # Evidently takes two classes down its binary path, which needs to know which label is "positive".
+        task: Any = BinaryClassification(target="true_label", prediction_labels="predicted_label", pos_label=labels[1])
+    else:
+        task = MulticlassClassification(target="true_label", prediction_labels="predicted_label")
+    definition = DataDefinition(categorical_columns=["true_label", "predicted_label"], classification=[task])
+
+    def dataset(frame: pd.DataFrame) -> Any:
+        data = frame[["true_label", "predicted_label"]].astype(str)
+        return Dataset.from_pandas(data, data_definition=definition)
+
+    snapshot = Report([ClassificationPreset()]).run(dataset(labelled_current), dataset(labelled_reference))
+    snapshot.save_html(str(path))
+    return path

@@ -1,0 +1,36 @@
+"""Build a ready server: check the registry, load every task's serving version, then create the app."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+
+from monitoring.prediction_log import PredictionLog
+from registry.aliases import CHAMPION
+from registry.store import PrefixRegistry
+from serving.app import ServingLimits, create_app
+from serving.prefix_pool import PrefixPool
+from serving.table import ServingTable
+
+
+def build_serving_app(
+    registry: PrefixRegistry,
+    tasks: list[str] | None = None,
+    alias: str = CHAMPION,
+    prediction_log: PredictionLog | None = None,
+    limits: ServingLimits | None = None,
+    watch_interval: float | None = 5.0,
+) -> FastAPI:
+    """Load the serving versions and return the app.
+
+    Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
+    it would have nothing to serve. Later outages only pause alias following.
+    """
+    # An HTTP tracking server that is down should fail a check in seconds, not after minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    registry.ping()
+    table = ServingTable(registry, PrefixPool(registry.settings.resolved_cache_dir), alias=alias, tasks=tasks)
+    table.refresh(strict=tasks is not None)
+    return create_app(table, prediction_log=prediction_log, limits=limits, watch_interval=watch_interval)

@@ -1,0 +1,73 @@
+"""Prometheus metrics of one server (its own collector registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class TableCollector(Collector):
+    """Metrics read from the serving table at scrape time, so they can never disagree with it."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def collect(self) -> Iterator[Any]:
+        version = GaugeMetricFamily("prefix_serving_version", "Version serving each task.", labels=["task"])
+        swaps = CounterMetricFamily("prefix_swaps", "Alias moves followed without restart.", labels=["task"])
+        for state in self.table.states():
+            if state.attached is not None:
+                version.add_metric([state.task], float(state.attached.version))
+            swaps.add_metric([state.task], float(state.swaps))
+        yield version
+        yield swaps
+        yield GaugeMetricFamily(
+            "prefix_registry_up",
+            "1 when the last registry check succeeded, else 0.",
+            value=float(self.table.registry_ok),
+        )
+        yield GaugeMetricFamily(
+            "prefix_resident_base_models", "Base models in memory.", value=len(self.table.pool.bases)
+        )
+
+
+class ServingMetrics:
+    def __init__(self, table: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(TableCollector(table))
+        self.requests = Counter(
+            "prefix_requests",
+            "HTTP requests by endpoint, task and status code.",
+            ["endpoint", "task", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "prefix_request_seconds",
+            "Request latency by endpoint.",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.predictions = Counter(
+            "prefix_predictions",
+            "Texts classified, by task and version.",
+            ["task", "version"],
+            registry=self.registry,
+        )
+        self.swap_seconds = Histogram(
+            "prefix_swap_seconds",
+            "Time to attach a new version to its resident base.",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.log_pending = Gauge(
+            "prefix_prediction_log_pending", "Predictions waiting to be written to the log.", registry=self.registry
+        )
+        self.feedback = Counter("prefix_feedback", "Feedback labels received.", ["task"], registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,204 @@
+"""Which version serves each task, kept in step with the registry's aliases.
+
+`ServingTable.refresh()` asks the registry where each task's alias points and, when it moved, attaches the new
+version to the resident base and swaps the task's pointer (one assignment; requests in flight keep the object they
+took). When the registry cannot be reached, the last good version keeps serving and the error is reported.
+`AliasWatcher` calls `refresh()` every few seconds in a background thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from registry.aliases import CHAMPION
+from registry.errors import AliasNotSet, TaskNotFound
+from registry.loading import fetch_verified_adapter
+from registry.store import PrefixRegistry
+from serving.prefix_pool import AttachedPrefix, PrefixPool
+from training.errors import PrefixRegistryError
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownTask(PrefixRegistryError):
+    """A request named a task that has no servable version."""
+
+
+@dataclass
+class TaskState:
+    """What the server knows about one task."""
+
+    task: str
+    alias: str
+    attached: AttachedPrefix | None = None
+    last_checked: datetime | None = None
+    last_error: str | None = None
+    swaps: int = 0
+    history: list[tuple[str, str]] = field(default_factory=list)  # (version, loaded_at)
+
+    def summary(self) -> dict[str, Any]:
+        attached = self.attached
+        return {
+            "task": self.task,
+            "alias": self.alias,
+            "serving_version": attached.version if attached else None,
+            "loaded_at": attached.loaded_at.isoformat(timespec="seconds") if attached else None,
+            "method": attached.peft_type if attached else None,
+            "base": attached.base.name if attached else None,
+            "labels": attached.labels if attached else [],
+            "swaps": self.swaps,
+            "last_checked": self.last_checked.isoformat(timespec="seconds") if self.last_checked else None,
+            "registry_ok": self.last_error is None,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class Swap:
+    task: str
+    from_version: str | None
+    to_version: str
+    seconds: float
+
+
+class ServingTable:
+    """Task -> serving version, following `alias` in the registry."""
+
+    def __init__(
+        self, registry: PrefixRegistry, pool: PrefixPool, alias: str = CHAMPION, tasks: list[str] | None = None
+    ) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.alias = alias
+        self.pinned_tasks = list(tasks) if tasks else None
+        self._states: dict[str, TaskState] = {}
+        self._lock = threading.Lock()
+        self.registry_ok = True
+        self.last_error: str | None = None
+        self.swap_listeners: list[Callable[[Swap], None]] = []
+
+    def current(self, task: str) -> AttachedPrefix:
+        """The version serving `task` right now; a task not seen yet is looked up once in the registry."""
+        state = self._states.get(task)
+        if state is None or state.attached is None:
+            if self.pinned_tasks is not None and task not in self.pinned_tasks:
+                raise UnknownTask(f"unknown task {task!r} (serving: {', '.join(self.served()) or 'none'})")
+            with contextlib.suppress(TaskNotFound, AliasNotSet):  # reported below as an unknown task
+                self.refresh([task])
+            state = self._states.get(task)
+        if state is None or state.attached is None:
+            detail = f"; {state.last_error}" if state is not None and state.last_error else ""
+            raise UnknownTask(f"unknown task {task!r} (serving: {', '.join(self.served()) or 'none'}){detail}")
+        return state.attached
+
+    def served(self) -> list[str]:
+        return sorted(task for task, state in self._states.items() if state.attached is not None)
+
+    def states(self) -> list[TaskState]:
+        return [self._states[task] for task in sorted(self._states)]
+
+    def refresh(self, tasks: list[str] | None = None, strict: bool = False) -> list[Swap]:
+        """Bring tasks in step with the registry; returns the swaps made.
+
+        Args:
+            tasks: tasks to check (default: the pinned tasks, else every registry task with the alias set).
+            strict: raise registry errors instead of recording them (used once at start-up, where an unreachable
+                registry must stop the server with a clear message).
+        """
+        swaps: list[Swap] = []
+        with self._lock:
+            try:
+                names = tasks or self.pinned_tasks or self.registry.tasks()
+                self.registry_ok, self.last_error = True, None
+            except Exception as error:
+                self._record_registry_error(error)
+                if strict:
+                    raise
+                return swaps
+            for task in names:
+                state = self._states.setdefault(task, TaskState(task=task, alias=self.alias))
+                state.last_checked = datetime.now(UTC)
+                try:
+                    swap = self._refresh_one(state)
+                except (TaskNotFound, AliasNotSet) as error:
+                    state.last_error = str(error)
+                    if strict or tasks:
+                        raise
+                    continue
+                except Exception as error:
+                    state.last_error = _one_line(error)
+                    self._record_registry_error(error, task)
+                    if strict:
+                        raise
+                    continue
+                state.last_error = None
+                if swap is not None:
+                    swaps.append(swap)
+                    for listener in self.swap_listeners:
+                        listener(swap)
+        return swaps
+
+    def _refresh_one(self, state: TaskState) -> Swap | None:
+        target = self.registry.aliases(state.task).get(self.alias)
+        if target is None:
+            raise AliasNotSet(f"task {state.task!r} has no {self.alias!r} alias")
+        current = state.attached
+        if current is not None and current.version == target:
+            return None
+        version = self.registry.version(state.task, target)
+        adapter_dir, manifest = fetch_verified_adapter(self.registry, version)
+        attached = self.pool.attach(state.task, target, adapter_dir, manifest)
+        state.attached = attached  # the swap: one reference assignment
+        state.swaps += 1 if current is not None else 0
+        state.history.append((target, attached.loaded_at.isoformat(timespec="seconds")))
+        logger.info(
+            "%s: serving version %s (was %s), attached in %.1f ms",
+            state.task,
+            target,
+            current.version if current else "none",
+            attached.load_seconds * 1000,
+        )
+        return Swap(state.task, current.version if current else None, target, attached.load_seconds)
+
+    def _record_registry_error(self, error: BaseException, task: str | None = None) -> None:
+        self.registry_ok = False
+        self.last_error = _one_line(error)
+        logger.warning(
+            "registry check failed%s; serving the last good versions: %s",
+            f" for {task}" if task else "",
+            self.last_error,
+        )
+
+
+class AliasWatcher:
+    """Calls `table.refresh()` every `interval` seconds until stopped."""
+
+    def __init__(self, table: ServingTable, interval: float = 5.0) -> None:
+        self.table = table
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alias-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.table.refresh()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}"[:300]

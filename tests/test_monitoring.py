@@ -1,0 +1,219 @@
+"""Specification of drift monitoring: real Evidently, real base-model embeddings, real windows of movie reviews."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.drift import DriftWindow, detect_drift
+from monitoring.drift_config import DriftConfig
+from monitoring.monitor import MonitorRequest, _text_models, run_monitor
+from monitoring.prediction_log import PredictionLog, PredictionRecord
+from monitoring.text_features import OovRate, sentence_embeddings
+from registry.loading import load_version
+from registry.settings import Settings
+from registry.store import PrefixRegistry
+from registry.training_runs import train_and_register
+from tests.conftest import tiny_config, tiny_data
+from tests.webhook_receiver import WebhookReceiver
+from training.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def text_models(module_home: Path):
+    (model, tokenizer), oov = _text_models("minilm", str(Settings().resolved_cache_dir))
+    return oov, lambda texts: sentence_embeddings(model, tokenizer, texts)
+
+
+def _window(
+    frame: pd.DataFrame, predicted: list[str] | None = None, confidence: np.ndarray | None = None, labelled: bool = True
+) -> DriftWindow:
+    rng = np.random.default_rng(len(frame))
+    return DriftWindow(
+        pd.DataFrame(
+            {
+                "text": frame["text"].tolist(),
+                "predicted_label": predicted if predicted is not None else frame["label"].tolist(),
+                "confidence": confidence if confidence is not None else rng.uniform(0.5, 1.0, len(frame)),
+                "true_label": frame["label"].tolist() if labelled else [None] * len(frame),
+            }
+        ),
+        kind="test",
+    )
+
+
+@pytest.fixture(scope="module")
+def windows() -> dict[str, pd.DataFrame]:
+    rt = tiny_data(limit=8530).frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    imdb = tiny_data(limit=400, source="imdb").frame
+    return {"reference": rt.iloc[:400], "rt": rt.iloc[400:700], "rt2": rt.iloc[700:1000], "imdb": imdb}
+
+
+def _check(reference: DriftWindow, current: DriftWindow, text_models, **config):
+    oov, embed = text_models
+    return detect_drift("t", "1", reference, current, DriftConfig(**config), oov, embed).verdict
+
+
+def test_clean_traffic_raises_no_alarm(windows, text_models) -> None:
+    verdict = _check(_window(windows["reference"]), _window(windows["rt"]), text_models)
+    assert verdict.status == "ok" and not verdict.drift_detected and verdict.drifted_signals == []
+    assert set(verdict.signals) == {
+        "text_length",
+        "oov_rate",
+        "embedding",
+        "predicted_label",
+        "confidence",
+        "accuracy_drop",
+    }
+    for signal in verdict.signals.values():
+        assert signal.score < signal.threshold, signal
+    assert verdict.to_dict()["window_sizes"] == {"reference": 400, "current": 300}
+
+
+def test_a_shift_to_imdb_reviews_is_input_drift(windows, text_models) -> None:
+    verdict = _check(_window(windows["reference"]), _window(windows["imdb"]), text_models)
+    assert verdict.drift_detected and verdict.status == "drift"
+    assert {"text_length", "oov_rate", "embedding"} <= set(verdict.drifted_signals)
+    assert verdict.signals["embedding"].score_kind == "roc_auc" and verdict.signals["embedding"].score > 0.9
+    assert verdict.signals["text_length"].method == "wasserstein"
+    assert verdict.signals["text_length"].score > 10 * verdict.signals["text_length"].threshold
+
+
+def test_prediction_and_confidence_drift_on_the_same_inputs(windows, text_models) -> None:
+    current = windows["rt"]
+    skewed = _window(
+        current, predicted=["positive"] * len(current), confidence=np.full(len(current), 0.99), labelled=False
+    )
+    verdict = _check(_window(windows["reference"]), skewed, text_models)
+    assert set(verdict.drifted_signals) == {"predicted_label", "confidence"}
+    assert not verdict.signals["embedding"].drifted and not verdict.signals["text_length"].drifted
+    assert verdict.quality == {
+        "labelled": 0,
+        "reference_accuracy": 1.0,
+        "message": "0 feedback label(s); 100 needed to judge accuracy",
+    }
+
+
+def test_live_accuracy_drop_from_feedback_labels(windows, text_models) -> None:
+    current = windows["rt2"]
+    flipped = ["negative" if label == "positive" else "positive" for label in current["label"]]
+    flipped[: len(flipped) // 2] = current["label"].tolist()[: len(flipped) // 2]  # half right, half wrong
+    verdict = _check(_window(windows["reference"]), _window(current, predicted=flipped), text_models)
+    assert verdict.quality["accuracy"] == pytest.approx(0.5) and verdict.quality["labelled"] == 300
+    assert verdict.quality["reference_accuracy"] == 1.0
+    assert verdict.signals["accuracy_drop"].drifted and verdict.signals["accuracy_drop"].score == pytest.approx(0.5)
+
+
+def test_too_small_a_window_is_insufficient_data_not_an_alarm(windows, text_models) -> None:
+    verdict = _check(_window(windows["reference"]), _window(windows["imdb"].iloc[:50]), text_models)
+    assert verdict.status == "insufficient_data" and not verdict.drift_detected and verdict.signals == {}
+    assert "the current window has 50 row(s)" in verdict.message
+
+
+def test_oov_rate_counts_words_the_tokenizer_splits() -> None:
+    _, oov = _text_models("minilm", str(Settings().resolved_cache_dir))
+    rates = oov(["the film was good", "the zxqvw blorptastic film", "", "12 34"])
+    assert rates.tolist() == [0.0, 0.5, 0.0, 0.0]
+    assert isinstance(oov, OovRate)
+
+
+def test_drift_config_file_overrides_and_validation(tmp_path: Path) -> None:
+    path = tmp_path / "drift.yaml"
+    path.write_text("min_window: 50\nsignals:\n  text_length: {method: ks, threshold: 0.01}\n")
+    config = DriftConfig.load(path)
+    assert config.min_window == 50 and config.signals["text_length"].method == "ks"
+    assert config.signals["embedding"].threshold == DriftConfig().signals["embedding"].threshold
+    path.write_text("signals:\n  colour: {method: ks, threshold: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"unknown signal\(s\) \['colour'\]"):
+        DriftConfig.load(path)
+    path.write_text("min_window: 3\n")
+    with pytest.raises(ConfigError, match="min_window"):
+        DriftConfig.load(path)
+    with pytest.raises(ConfigError, match="not found"):
+        DriftConfig.load(tmp_path / "missing.yaml")
+
+
+def test_p_value_methods_alarm_below_their_threshold(windows, text_models) -> None:
+    oov, embed = text_models
+    config = DriftConfig.load(None).model_copy(deep=True)
+    config.signals["text_length"].method, config.signals["text_length"].threshold = "ks", 0.001
+    verdict = detect_drift(
+        "t", "1", _window(windows["reference"]), _window(windows["imdb"]), config, oov, embed
+    ).verdict
+    signal = verdict.signals["text_length"]
+    assert signal.score_kind == "p_value" and signal.score < 0.001 and signal.drifted
+
+
+@pytest.fixture(scope="module")
+def monitored(module_home: Path) -> PrefixRegistry:
+    registry = PrefixRegistry(Settings())
+    data = tiny_data(limit=1100)  # a validation split of 110 texts: the reference window
+    train_and_register(registry, "reviews", data, tiny_config(), promote=True, progress=False)
+    return registry
+
+
+def _log_traffic(registry: PrefixRegistry, log: PredictionLog, frame: pd.DataFrame, labelled: bool) -> None:
+    version = registry.resolve("reviews")
+    predictions = load_version(registry, version).predict(frame["text"].tolist())
+    records = [
+        PredictionRecord.new("reviews", version.version, text, label, dict(zip(predictions.labels, p)))
+        for text, label, p in zip(frame["text"], predictions.predicted, predictions.probabilities.tolist())
+    ]
+    log.write(records)
+    if labelled:
+        for record, truth in zip(records, frame["label"], strict=True):
+            log.attach_feedback(record.prediction_id, truth)
+
+
+def test_monitor_logs_reports_to_mlflow_and_alerts_on_drift(
+    monitored: PrefixRegistry, windows, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    log = PredictionLog(monitored.settings.resolved_prediction_log_url)
+    empty = run_monitor(monitored, log, MonitorRequest("reviews"), send_alerts=False)
+    assert empty.verdict.status == "insufficient_data" and empty.verdict.current["size"] == 0
+
+    _log_traffic(monitored, log, windows["rt"].iloc[:150], labelled=True)
+    clean = run_monitor(monitored, log, MonitorRequest("reviews", current_last=150))
+    assert clean.verdict.status == "ok", clean.verdict.drifted_signals
+    assert clean.verdict.reference == {"kind": "champion-validation", "size": 110, "labelled": 110, "version": "1"}
+    assert clean.verdict.quality["labelled"] == 150 and 0 <= clean.verdict.quality["accuracy"] <= 1
+    run = monitored.run(clean.run_id)
+    assert run.data.tags["prefix_registry.kind"] == "monitor" and run.data.tags["prefix_registry.version"] == "1"
+    assert run.data.metrics["drift_detected"] == 0.0 and "drift_embedding" in run.data.metrics
+    artifacts = {a.path for a in monitored.client.list_artifacts(clean.run_id, "drift")}
+    assert {"drift/verdict.json", "drift/drift_report.html", "drift/quality_report.html"} <= artifacts
+    assert Path(clean.html_files["drift"]).stat().st_size > 10_000
+
+    _log_traffic(monitored, log, windows["imdb"].iloc[:150], labelled=False)
+    secret = "s3cr3t"
+    with WebhookReceiver(secret=secret) as receiver:
+        monkeypatch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
+        monkeypatch.setenv("PREFIX_REGISTRY_ALERT_SECRET", secret)
+        result = cli("monitor", "reviews", "--current-last", "150", "--json", "--fail-on-drift")
+        assert result.exit_code == 3, result.stderr
+        verdict = result.json()
+        assert verdict["drift_detected"] and "embedding" in verdict["drifted_signals"]
+        assert verdict["alert"]["deliveries"][0]["delivered"] is True
+        assert receiver.wait_for(1)
+        alert = receiver.requests[0]
+        assert alert.signature_valid and alert.json()["kind"] == "drift_detected"
+        assert alert.json()["task"] == "reviews"
+    log.close()
+
+
+def test_monitor_with_a_logged_reference_window(monitored: PrefixRegistry, tmp_path: Path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    rt = tiny_data(limit=8530).frame.sample(n=400, random_state=3)
+    _log_traffic(monitored, log, rt.iloc[:200], labelled=False)
+    _log_traffic(monitored, log, rt.iloc[200:], labelled=False)
+    outcome = run_monitor(
+        monitored, log, MonitorRequest("reviews", current_last=200, reference_last=200), send_alerts=False, record=False
+    )
+    assert outcome.verdict.reference["size"] == 200 and outcome.verdict.current["size"] == 200
+    assert outcome.verdict.status == "ok" and outcome.run_id is None
+    json.dumps(outcome.summary())
+    log.close()
