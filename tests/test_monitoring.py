@@ -160,8 +160,8 @@ def _log_traffic(registry: PrefixRegistry, log: PredictionLog, frame: pd.DataFra
     version = registry.resolve("reviews")
     predictions = load_version(registry, version).predict(frame["text"].tolist())
     records = [
-        PredictionRecord.new("reviews", version.version, text, label, dict(zip(predictions.labels, p)))
-        for text, label, p in zip(frame["text"], predictions.predicted, predictions.probabilities.tolist())
+        PredictionRecord.new("reviews", version.version, text, label, dict(zip(predictions.labels, p, strict=True)))
+        for text, label, p in zip(frame["text"], predictions.predicted, predictions.probabilities.tolist(), strict=True)
     ]
     log.write(records)
     if labelled:
