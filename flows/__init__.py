@@ -1,0 +1,6 @@
+"""Prefect flows: thin compositions of the training, registry and monitoring libraries.
+
+train-prefix    data -> train -> evaluate -> register (-> promote)
+monitor-prefix  every N minutes: drift check per task -> report in MLflow -> alert -> `prefix.drift.detected`
+retrain-prefix  on that event (or by hand): fresh labels + replay -> challenger -> gated promotion
+"""

@@ -188,3 +188,15 @@ def _log_rows(frame: pd.DataFrame) -> pd.DataFrame:
             "true_label": frame["feedback_label"],
         }
     )
+
+
+def latest_drift_verdict(registry: PrefixRegistry, task: str) -> dict[str, Any] | None:
+    """The verdict of the task's most recent monitoring run that detected drift, or None."""
+    runs = registry.runs(task, "monitor", "tags.`prefix_registry.drift_status` = 'drift'", max_results=1)
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = registry.download_run_artifacts(runs[0].info.run_id, "drift/verdict.json", Path(scratch))
+        verdict = json.loads(Path(folder).read_text(encoding="utf-8"))
+    verdict["mlflow_run_id"] = runs[0].info.run_id
+    return verdict

@@ -5,7 +5,9 @@ User mistakes (unknown task, bad data, missing version...) print one `error:` li
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -341,17 +343,27 @@ def serve(
     from serving.app import ServingLimits
     from serving.factory import build_serving_app
 
+    # An HTTP tracking server that is down should fail a check in seconds, not after minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     prediction_log = PredictionLog.from_settings() if log else None
-    app_ = build_serving_app(
-        _registry(),
-        tasks=task,
-        alias=alias,
-        prediction_log=prediction_log,
-        limits=ServingLimits(max_texts=max_texts, max_chars=max_chars),
-        watch_interval=poll_interval,
-    )
+    try:
+        app_ = build_serving_app(
+            _registry(),
+            tasks=task,
+            alias=alias,
+            prediction_log=prediction_log,
+            limits=ServingLimits(max_texts=max_texts, max_chars=max_chars),
+            watch_interval=poll_interval,
+        )
+    except BaseException:
+        if prediction_log is not None:
+            prediction_log.close()
+        raise
     served = app_.state.table.served()
     error_console.print(f"serving {', '.join(served) or 'no task yet'} on http://{host}:{port}", highlight=False)
+    # uvicorn re-raises SIGTERM after its graceful shutdown (log flushed); such a stop exits 0, not 143.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -432,6 +444,79 @@ def _parse_time(value: str):
     except ValueError:
         raise ConfigError(f"--since must be an ISO time such as 2026-11-22T10:00:00Z, got {value!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+flows_app = typer.Typer(help="Prefect flows: serve the deployments, or run one flow now.", no_args_is_help=True)
+app.add_typer(flows_app, name="flows")
+
+
+@flows_app.command("serve")
+def flows_serve(
+    monitor_every: Annotated[float, typer.Option(help="Minutes between monitoring runs.")] = 10.0,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Monitor only these tasks.")] = None,
+    current_last: Annotated[int, typer.Option(help="Predictions in each monitoring window.")] = 500,
+    cooldown_minutes: Annotated[float, typer.Option(help="Minimum minutes between retrains of a task.")] = 60.0,
+    margin: Annotated[float, typer.Option(help="Macro-F1 a challenger must gain to be promoted.")] = 0.01,
+) -> None:
+    """Register the train / monitor / retrain deployments with the Prefect server (PREFECT_API_URL) and run them."""
+    from flows.deployments import serve_deployments
+
+    serve_deployments(
+        monitor_every_minutes=monitor_every,
+        tasks=task,
+        current_last=current_last,
+        retrain_policy={"cooldown_minutes": cooldown_minutes, "margin": margin},
+    )
+
+
+@app.command()
+def retrain(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    margin: Annotated[float, typer.Option(help="Macro-F1 the challenger must gain on fresh held-out data.")] = 0.01,
+    cooldown_minutes: Annotated[float, typer.Option(help="Refuse if the task was retrained this recently.")] = 60.0,
+    min_fresh_labels: Annotated[int, typer.Option(help="Fresh feedback labels needed.")] = 100,
+    since: Annotated[str | None, typer.Option(help="Fresh labels since this ISO time (default: drift start).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Challenger epochs.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a challenger on fresh feedback labels (+ replay) and promote it only if it beats the champion."""
+    from monitoring.monitor import latest_drift_verdict
+    from monitoring.prediction_log import PredictionLog
+    from monitoring.retraining import RetrainPolicy, notify_decision
+    from monitoring.retraining import retrain as run_retrain
+
+    registry = _registry()
+    policy = RetrainPolicy(
+        margin=margin, cooldown_minutes=cooldown_minutes, min_fresh_labels=min_fresh_labels, epochs=epochs
+    )
+    verdict = latest_drift_verdict(registry, task)
+    with PredictionLog.from_settings(registry.settings) as log:
+        decision = run_retrain(
+            registry,
+            log,
+            task,
+            policy,
+            trigger="drift" if verdict else "manual",
+            drift_verdict=verdict,
+            since=_parse_time(since) if since else None,
+            progress=sys.stderr.isatty(),
+        )
+    notify_decision(decision, registry.settings)
+    if as_json:
+        print_json(decision.summary())
+    else:
+        outcome = (
+            f"promoted v{decision.challenger_version}" if decision.promoted else f"kept v{decision.champion_version}"
+        )
+        print_pairs(
+            f"{task}: {outcome}",
+            {
+                "reason": decision.reason,
+                "champion": decision.champion_scores,
+                "challenger": decision.challenger_scores,
+                "data": decision.data,
+            },
+        )
 
 
 def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> list[str]:

@@ -72,8 +72,16 @@ class Settings(BaseSettings):
         return self.registry_uri or self.resolved_tracking_uri
 
     @property
-    def resolved_artifact_root(self) -> str:
-        return (self.artifact_root or (self.home / "artifacts").as_uri()).rstrip("/")
+    def resolved_artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts; None lets a remote tracking server choose (proxied artifacts).
+
+        A folder on this machine is right for a local store only: other machines cannot read it.
+        """
+        if self.artifact_root:
+            return self.artifact_root.rstrip("/")
+        if self.resolved_tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None
+        return (self.home / "artifacts").as_uri()
 
     @property
     def resolved_cache_dir(self) -> Path:

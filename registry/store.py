@@ -90,6 +90,7 @@ class PrefixRegistry:
             if self.settings.tracking_uri is None or self.settings.artifact_root is None:
                 self.settings.ensure_home()
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # keeps `--json` stdout JSON
             for name in ("mlflow", "alembic"):
                 logging.getLogger(name).setLevel(logging.WARNING)
             from mlflow import MlflowClient
@@ -154,10 +155,9 @@ class PrefixRegistry:
             experiment = self.client.get_experiment_by_name(name)
             if experiment is not None:
                 return experiment.experiment_id
+            root = self.settings.resolved_artifact_root
             return self.client.create_experiment(
-                name,
-                artifact_location=f"{self.settings.resolved_artifact_root}/{task}",
-                tags={TASK_TAG: task},
+                name, artifact_location=f"{root}/{task}" if root else None, tags={TASK_TAG: task}
             )
 
     def require_task(self, task: str) -> Any:
@@ -327,6 +327,17 @@ class PrefixRegistry:
     def run(self, run_id: str) -> Any:
         with self._mlflow_errors(f"read run {run_id}"):
             return self.client.get_run(run_id)
+
+    def runs(self, task: str, kind: str, filter_string: str = "", max_results: int = 20) -> list[Any]:
+        """The task's runs of one kind (`train`, `monitor`), newest first."""
+        query = f"tags.`prefix_registry.kind` = '{kind}'" + (f" and {filter_string}" if filter_string else "")
+        with self._mlflow_errors(f"search {kind} runs of {task}"):
+            return self.client.search_runs(
+                [self.experiment_id(task)],
+                filter_string=query,
+                order_by=["attributes.start_time DESC"],
+                max_results=max_results,
+            )
 
     def download_run_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         """Download one artifact folder/file of a run into `destination` (created); returns the local path."""

@@ -125,7 +125,7 @@ def train_and_register(
     validate_task_name(task)
     splits = splits or split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
     base_ref = resolve_base(config.base, registry.settings.resolved_cache_dir)
-    base = load_base_for_classification(base_ref, splits.labels)
+    base = load_base_for_classification(base_ref, splits.labels, seed=config.seed)
     registry.ensure_task(task)
 
     with RecordedRun(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from fastapi import FastAPI
 
 from monitoring.prediction_log import PredictionLog
@@ -27,9 +25,6 @@ def build_serving_app(
     Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
     it would have nothing to serve. Later outages only pause alias following.
     """
-    # An HTTP tracking server that is down should fail a check in seconds, not after minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     registry.ping()
     table = ServingTable(registry, PrefixPool(registry.settings.resolved_cache_dir), alias=alias, tasks=tasks)
     table.refresh(strict=tasks is not None)

@@ -169,6 +169,9 @@ class ServingTable:
     def _record_registry_error(self, error: BaseException, task: str | None = None) -> None:
         self.registry_ok = False
         self.last_error = _one_line(error)
+        if task is None:  # the registry itself is unreachable: no task could be checked
+            for state in self._states.values():
+                state.last_error = self.last_error
         logger.warning(
             "registry check failed%s; serving the last good versions: %s",
             f" for {task}" if task else "",

@@ -15,6 +15,22 @@ from training.quiet import quiet_libraries
 quiet_libraries()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# Prefect reads its API URL when first imported, and its worker threads keep that value: fix the URL of the test
+# session's Prefect server (started on demand by tests/test_flows.py) before anything imports Prefect.
+PREFECT_TEST_PORT = _free_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{PREFECT_TEST_PORT}/api"
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # no log shipping to servers that tests stop
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Converted base models are shared by every test of the session (SmolLM2's GGUF converts once)."""

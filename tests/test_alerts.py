@@ -54,8 +54,7 @@ def make_dispatcher(outbox: Path) -> Iterator[MakeDispatcher]:
     made: list[AlertDispatcher] = []
 
     def make(sinks: list[str], **options: object) -> AlertDispatcher:
-        settings: dict = {"secret": SECRET, "outbox_path": outbox, "timeout": 2.0, "max_attempts": 3,
-                          "backoff": 0.01}
+        settings: dict = {"secret": SECRET, "outbox_path": outbox, "timeout": 2.0, "max_attempts": 3, "backoff": 0.01}
         settings.update(options)
         dispatcher = AlertDispatcher(sinks, **settings)  # type: ignore[arg-type]
         made.append(dispatcher)
@@ -98,9 +97,7 @@ def test_alert_has_uuid_id_utc_time_and_rejects_unknown_severity() -> None:
         _alert(severity="loud")
 
 
-def test_generic_sink_receives_the_alert_as_json(
-    receiver: WebhookReceiver, make_dispatcher: MakeDispatcher
-) -> None:
+def test_generic_sink_receives_the_alert_as_json(receiver: WebhookReceiver, make_dispatcher: MakeDispatcher) -> None:
     alert = _alert()
     report = make_dispatcher([receiver.url + "/hooks/alerts"]).dispatch(alert)
 
@@ -179,9 +176,7 @@ def test_stale_but_correctly_signed_request_is_rejected() -> None:
     assert verify_signature(SECRET, stale, b"{}", sign(SECRET, stale, b"{}"), tolerance_seconds=900)
 
 
-def test_requests_are_unsigned_without_a_secret(
-    receiver: WebhookReceiver, make_dispatcher: MakeDispatcher
-) -> None:
+def test_requests_are_unsigned_without_a_secret(receiver: WebhookReceiver, make_dispatcher: MakeDispatcher) -> None:
     make_dispatcher([receiver.url], secret=None).dispatch(_alert())
 
     (request,) = receiver.requests
@@ -190,9 +185,7 @@ def test_requests_are_unsigned_without_a_secret(
 
 
 # -- delivery, retries and the outbox ------------------------------------------------------------------------
-def test_retries_until_the_receiver_recovers(
-    receiver: WebhookReceiver, make_dispatcher: MakeDispatcher
-) -> None:
+def test_retries_until_the_receiver_recovers(receiver: WebhookReceiver, make_dispatcher: MakeDispatcher) -> None:
     receiver.fail_next(2)
     dispatcher = make_dispatcher([receiver.url], max_attempts=4)
 
@@ -262,9 +255,7 @@ def test_redelivery_tries_a_dead_sink_once_per_pass(make_dispatcher: MakeDispatc
     assert after == [before[0] + 1, *before[1:]]  # only the oldest row was tried
 
 
-def test_slow_receiver_does_not_hold_the_caller(
-    receiver: WebhookReceiver, make_dispatcher: MakeDispatcher
-) -> None:
+def test_slow_receiver_does_not_hold_the_caller(receiver: WebhookReceiver, make_dispatcher: MakeDispatcher) -> None:
     receiver.delay = 5.0
     dispatcher = make_dispatcher([receiver.url], timeout=0.3, max_attempts=2)
 
@@ -354,9 +345,7 @@ def test_alias_change_alerts_carry_the_change(receiver: WebhookReceiver, tmp_pat
     assert all(request.signature_valid for request in receiver.requests)
 
 
-def test_alias_change_with_receiver_down_waits_in_the_outbox(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_alias_change_with_receiver_down_waits_in_the_outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(alerts, "AlertDispatcher", functools.partial(AlertDispatcher, backoff=0.01))
     home = tmp_path / "home"
     settings = Settings(home=home, alert_webhooks=[f"http://127.0.0.1:{free_port()}"], alert_secret=SECRET)
@@ -384,8 +373,7 @@ def test_drift_alert_names_the_drifted_signals() -> None:
     assert (alert.kind, alert.severity, alert.task) == ("drift_detected", "warning", "sentiment")
     assert alert.title == "sentiment v3: 1 of 2 signal(s) drifted: embedding"
     assert alert.details["drifted_signals"] == ["embedding"]
-    assert alert.details["signals"]["embedding"] == {"score": 0.41, "threshold": 0.2, "drifted": True,
-                                                     "method": "mmd"}
+    assert alert.details["signals"]["embedding"] == {"score": 0.41, "threshold": 0.2, "drifted": True, "method": "mmd"}
     assert (alert.details["current_size"], alert.details["reference_size"]) == (500, 2000)
 
 

@@ -31,7 +31,7 @@ def _train(model_cache: Path, **changes):
     config = tiny_config(**changes)
     data = tiny_data()
     splits = split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
-    base = load_base_for_classification(resolve_base(config.base, model_cache), splits.labels)
+    base = load_base_for_classification(resolve_base(config.base, model_cache), splits.labels, seed=config.seed)
     fingerprint_before = base.fingerprint
     initial = {n: p.detach().clone() for n, p in base.model.named_parameters()}
     trained = train_prefix(base, splits, config, progress=False)
@@ -174,3 +174,10 @@ def test_smollm2_prefix_trains_and_roundtrips(model_cache: Path, tmp_path: Path)
     np.testing.assert_allclose(actual.probabilities, trained.predict(texts).probabilities, atol=1e-5)
     metrics = classification_metrics(splits.test["label"].tolist()[:8], actual.predicted, manifest.labels)
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n"] == 8
+
+
+def test_the_same_config_trains_the_same_adapter(model_cache: Path) -> None:
+    first, *_ = _train(model_cache)
+    second, *_ = _train(model_cache)
+    for name, tensor in first.trainable_state().items():
+        torch.testing.assert_close(tensor, second.trainable_state()[name], msg=name)

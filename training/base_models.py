@@ -95,10 +95,15 @@ def resolve_base(name: str, cache_dir: Path | None = None) -> BaseModelRef:
     return BaseModelRef(name=name, load_path=load_path, is_decoder=_is_decoder(load_path, name))
 
 
-def load_base_for_classification(ref: BaseModelRef, labels: list[str]) -> LoadedBase:
-    """Load the base with a fresh classification head for `labels`, and fingerprint its frozen part."""
+def load_base_for_classification(ref: BaseModelRef, labels: list[str], seed: int | None = None) -> LoadedBase:
+    """Load the base with a fresh classification head for `labels`, and fingerprint its frozen part.
+
+    `seed` fixes the new head's random start, so that two runs with the same config start from the same point.
+    """
     tokenizer = load_tokenizer(ref)
     id2label = dict(enumerate(labels))
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             ref.load_path,

@@ -104,7 +104,7 @@ def train_prefix(
             training continues from it instead of from scratch.
         progress: show a progress bar over optimizer steps.
     """
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model = get_peft_model(base.model, build_peft_config(config, base))
     if warm_start is not None:
         load_trainable_state(model, warm_start)
@@ -139,7 +139,7 @@ def train_prefix(
     for epoch in range(1, config.epochs + 1):
         model.train()
         losses: list[float] = []
-        for indices in _length_grouped_batches(lengths, config.batch_size, rng):
+        for indices in length_grouped_batches(lengths, config.batch_size, rng):
             batch = base.tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
             logits = model(**batch).logits
             loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(targets[indices]))
@@ -208,7 +208,7 @@ def load_trainable_state(model: PeftModel, state: dict[str, torch.Tensor]) -> No
             param.copy_(state[name])
 
 
-def _length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffled batches whose texts have similar lengths: random order, far less padding than random batches."""
     permutation = rng.permutation(len(lengths))
     window = batch_size * 50
@@ -221,7 +221,7 @@ def _length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random
     return [batches[i] for i in order]
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

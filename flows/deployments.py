@@ -1,0 +1,92 @@
+"""Deployments of the three flows: monitoring on a schedule, retraining on the drift event, training by hand."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from flows.events import DRIFT_DETECTED, RESOURCE_PREFIX, TASK_LABEL
+from training.errors import PrefixRegistryError
+
+
+class PrefectUnavailable(PrefixRegistryError):
+    pass
+
+
+def drift_trigger() -> Any:
+    """Run `retrain-prefix` for the task named in each `prefix.drift.detected` event."""
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="retrain-on-drift",
+        description="Retrain a task's prefix when its monitor detects drift.",
+        expect={DRIFT_DETECTED},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        parameters={
+            "task": f"{{{{ event.resource['{TASK_LABEL}'] }}}}",
+            "trigger": "drift",
+            "drift_event_id": "{{ event.id | string }}",
+        },
+    )
+
+
+def build_deployments(
+    monitor_every_minutes: float = 10.0,
+    tasks: list[str] | None = None,
+    current_last: int = 500,
+    retrain_policy: dict[str, Any] | None = None,
+) -> list[Any]:
+    """The three runner deployments. Retraining runs one at a time: a second trigger during a retrain is dropped
+    (and the cooldown turns away later ones)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    from flows.monitor import monitor_prefix_flow
+    from flows.retrain import retrain_prefix_flow
+    from flows.train import train_prefix_flow
+
+    return [
+        train_prefix_flow.to_deployment(name="train-prefix", description="Train and register a prefix by hand."),
+        monitor_prefix_flow.to_deployment(
+            name="monitor-prefix",
+            interval=timedelta(minutes=monitor_every_minutes),
+            parameters={"tasks": tasks, "current_last": current_last},
+            description=f"Drift check of every served task every {monitor_every_minutes:g} minutes.",
+        ),
+        retrain_prefix_flow.to_deployment(
+            name="retrain-prefix",
+            triggers=[drift_trigger()],
+            parameters={"policy": retrain_policy or {}},
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+            description="Retrain on drift; promote only a challenger that beats the champion.",
+        ),
+    ]
+
+
+def check_prefect_api(timeout: float = 10.0) -> str:
+    """The Prefect API URL, after checking that it answers; raises PrefectUnavailable with a clear message."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")
+    if not url:
+        raise PrefectUnavailable(
+            "no Prefect server configured: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api) to a running "
+            "server (start one with `prefect server start`)"
+        )
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise PrefectUnavailable(
+            f"the Prefect server at {url} is unavailable ({type(error).__name__}); nothing was registered"
+        ) from None
+    return url
+
+
+def serve_deployments(**kwargs: Any) -> None:
+    """Register the deployments with the Prefect server and run them here until interrupted."""
+    check_prefect_api()
+    from prefect import serve
+
+    serve(*build_deployments(**kwargs), print_starting_message=True)

