@@ -37,8 +37,8 @@ def build_deployments(
     current_last: int = 500,
     retrain_policy: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """The three runner deployments. Retraining runs one at a time: a second trigger during a retrain is dropped
-    (and the cooldown turns away later ones)."""
+    """The three runner deployments. Retraining runs one at a time: a second trigger during a retrain waits, then
+    meets the cooldown."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     from flows.monitor import monitor_prefix_flow
@@ -57,7 +57,8 @@ def build_deployments(
             name="retrain-prefix",
             triggers=[drift_trigger()],
             parameters={"policy": retrain_policy or {}},
-            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+            # Queued, not dropped: the per-task lock and the cooldown turn a duplicate away once it runs.
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             description="Retrain on drift; promote only a challenger that beats the champion.",
         ),
     ]

@@ -60,7 +60,7 @@ def ensure_retrain_lock(task_name: str) -> str:
     return name
 
 
-@flow(name="retrain-prefix", log_prints=True)
+@flow(name="retrain-prefix", log_prints=True, persist_result=True)
 def retrain_prefix_flow(
     task: str, trigger: str = "manual", drift_event_id: str | None = None, policy: dict[str, Any] | None = None
 ) -> dict[str, Any]:

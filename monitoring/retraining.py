@@ -24,10 +24,10 @@ from registry.loading import load_training_split, load_version, load_warm_start
 from registry.store import PrefixRegistry
 from registry.training_runs import TrainOutcome, train_and_register
 from registry.versions import PrefixVersion
-from training.config import TrainConfig
+from training.config import DEFAULT_LEARNING_RATES, TrainConfig
 from training.data import LabelledTexts
 from training.errors import PrefixRegistryError
-from training.evaluation import classification_metrics
+from training.evaluation import classification_metrics, flat_metrics
 from training.splits import DataSplits
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,18 @@ class RetrainPolicy:
     holdout_fraction: float = field(default=0.3, metadata={"help": "Share of fresh labels kept for the judgement."})
     min_fresh_labels: int = field(default=100, metadata={"help": "Fewer fresh labels than this: no retrain."})
     max_fresh_labels: int = field(default=5000, metadata={"help": "Use at most this many (the newest) fresh labels."})
+    # Measured on RT -> IMDB with 1,500 fresh labels (see the README): half as much replay as fresh data and twice
+    # the champion's learning rate gave +9 macro-F1 points on fresh held-out data (replay 1.0, same rate: +7 after 5
+    # epochs) without forgetting the old domain, in the least time.
     replay_ratio: float = field(
-        default=1.0, metadata={"help": "Rows of the champion's training data replayed per fresh training row."}
+        default=0.5, metadata={"help": "Rows of the champion's training data replayed per fresh training row."}
     )
     cooldown_minutes: float = field(default=60.0, metadata={"help": "Minimum time between two retrains of a task."})
     epochs: int | None = field(default=None, metadata={"help": "Challenger epochs (default: the champion's)."})
-    learning_rate: float | None = field(default=None, metadata={"help": "Challenger learning rate."})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "Challenger learning rate (default: the method's default times the scale)."}
+    )
+    learning_rate_scale: float = field(default=2.0, metadata={"help": "Challenger rate / the method's default."})
     max_length: int | None = field(default=None, metadata={"help": "Challenger max tokens (default: champion's)."})
     seed: int = field(default=42, metadata={"help": "Seed for the fresh-data split and the replay sample."})
 
@@ -161,8 +167,10 @@ def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy:
     manifest = AdapterManifest.read(registry.download_version_folder(champion, "adapter"))
     values = {k: v for k, v in manifest.train_config.items()}
     config = TrainConfig.from_dict(values)
+    # Scaled from the method's default, not the champion's rate: a chain of retrains must not compound the scale.
+    learning_rate = policy.learning_rate or DEFAULT_LEARNING_RATES[config.method] * policy.learning_rate_scale
     return config.replace(
-        epochs=policy.epochs, learning_rate=policy.learning_rate, max_length=policy.max_length, seed=policy.seed
+        epochs=policy.epochs, learning_rate=learning_rate, max_length=policy.max_length, seed=policy.seed
     )
 
 
@@ -309,6 +317,15 @@ def judge_and_record(
             f"{challenger_scores['fresh_holdout']['macro_f1']:.3f}."
         ),
     )
+    # The champion's scores on the very sets that judged the challenger, in its own run: side by side in the UI.
+    registry.log_run_metrics(
+        champion.run_id,
+        {
+            **flat_metrics(champion_scores["fresh_holdout"], "fresh_holdout"),
+            **flat_metrics(champion_scores["reference_test"], "reference_test"),
+        },
+        step=int(challenger.version),
+    )
     if promoted:
         registry.promote(champion.task, challenger.version, CHAMPION, reason=f"retrain ({trigger}): {reason}")
     return decision
@@ -318,15 +335,27 @@ def notify_decision(decision: RetrainDecision, settings: Any = None) -> None:
     """Tell people what a retrain decided (the alert waits in the outbox if no receiver answers)."""
     from monitoring.alerts import Alert, send_alert
 
-    title = (f"{decision.task}: challenger v{decision.challenger_version} promoted over v{decision.champion_version}"
-             if decision.promoted else
-             f"{decision.task}: kept champion v{decision.champion_version}; challenger "
-             f"v{decision.challenger_version} not promoted")
-    send_alert(Alert(kind="retrain_decision", task=decision.task, title=title,
-                     severity="info" if decision.promoted else "warning",
-                     details={"reason": decision.reason, "champion": decision.champion_scores,
-                              "challenger": decision.challenger_scores, "data": decision.data}),
-               settings=settings)
+    title = (
+        f"{decision.task}: challenger v{decision.challenger_version} promoted over v{decision.champion_version}"
+        if decision.promoted
+        else f"{decision.task}: kept champion v{decision.champion_version}; challenger "
+        f"v{decision.challenger_version} not promoted"
+    )
+    send_alert(
+        Alert(
+            kind="retrain_decision",
+            task=decision.task,
+            title=title,
+            severity="info" if decision.promoted else "warning",
+            details={
+                "reason": decision.reason,
+                "champion": decision.champion_scores,
+                "challenger": decision.challenger_scores,
+                "data": decision.data,
+            },
+        ),
+        settings=settings,
+    )
 
 
 def _stratified_take(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:

@@ -457,16 +457,23 @@ def flows_serve(
     current_last: Annotated[int, typer.Option(help="Predictions in each monitoring window.")] = 500,
     cooldown_minutes: Annotated[float, typer.Option(help="Minimum minutes between retrains of a task.")] = 60.0,
     margin: Annotated[float, typer.Option(help="Macro-F1 a challenger must gain to be promoted.")] = 0.01,
+    min_fresh_labels: Annotated[int, typer.Option(help="Fresh feedback labels a retrain needs.")] = 100,
+    challenger_epochs: Annotated[int | None, typer.Option(help="Epochs of a challenger.")] = None,
+    challenger_max_length: Annotated[int | None, typer.Option(help="Max tokens of a challenger.")] = None,
 ) -> None:
     """Register the train / monitor / retrain deployments with the Prefect server (PREFECT_API_URL) and run them."""
     from flows.deployments import serve_deployments
 
-    serve_deployments(
-        monitor_every_minutes=monitor_every,
-        tasks=task,
-        current_last=current_last,
-        retrain_policy={"cooldown_minutes": cooldown_minutes, "margin": margin},
-    )
+    policy: dict[str, float | int] = {
+        "cooldown_minutes": cooldown_minutes,
+        "margin": margin,
+        "min_fresh_labels": min_fresh_labels,
+    }
+    if challenger_epochs is not None:
+        policy["epochs"] = challenger_epochs
+    if challenger_max_length is not None:
+        policy["max_length"] = challenger_max_length
+    serve_deployments(monitor_every_minutes=monitor_every, tasks=task, current_last=current_last, retrain_policy=policy)
 
 
 @app.command()
@@ -517,6 +524,62 @@ def retrain(
                 "data": decision.data,
             },
         )
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller story (about 5 minutes).")] = False,
+    home: Annotated[Path | None, typer.Option(help="Folder for the demo's stores (wiped first).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole story on real data: train, serve, drift, alert, retrain, promote, recover, roll back."""
+    from registry.settings import Settings
+
+    demo_home = (home or Settings().home / "demo").expanduser().resolve()
+    from flows.demo import DemoConfig, run_demo
+
+    config = DemoConfig.quick(demo_home) if quick else DemoConfig(home=demo_home)
+
+    def say(line: str) -> None:
+        error_console.print(line, highlight=False, soft_wrap=True)
+
+    summary = run_demo(config, say)
+    if as_json:
+        print_json(summary)
+        return
+    print_table(
+        "live traffic, window by window",
+        ["window", "texts", "served by", "live accuracy", "monitor"],
+        [
+            (
+                w["name"],
+                w["size"],
+                "v" + "/v".join(w["served_by"]),
+                f"{w['accuracy']:.3f}",
+                ", ".join(w["drift"]["drifted_signals"])
+                if w["drift"] and w["drift"]["drift_detected"]
+                else (w["drift"] or {}).get("status", ""),
+            )
+            for w in summary["windows"]
+        ],
+    )
+    print_pairs(
+        "summary",
+        {
+            key: summary[key]
+            for key in (
+                "champion_before",
+                "champion_after",
+                "drift_detected_in_window",
+                "live_accuracy",
+                "fresh_holdout",
+                "rollback",
+                "alerts_delivered",
+                "seconds",
+            )
+        },
+    )
+    print_pairs("open the UIs", summary["open_the_uis"])
 
 
 def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> list[str]:

@@ -339,6 +339,16 @@ class PrefixRegistry:
                 max_results=max_results,
             )
 
+    def log_run_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """Add metrics to an existing (even finished) run, e.g. a champion scored on a challenger's judge sets."""
+        import time as _time
+
+        from mlflow.entities import Metric
+
+        now = int(_time.time() * 1000)
+        with self._mlflow_errors(f"log metrics to run {run_id}"):
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
     def download_run_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         """Download one artifact folder/file of a run into `destination` (created); returns the local path."""
         destination.mkdir(parents=True, exist_ok=True)
