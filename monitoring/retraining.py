@@ -234,8 +234,9 @@ def retrain(
 
 
 def fresh_since(champion: PrefixVersion, drift_verdict: dict[str, Any] | None) -> datetime:
-    """Fresh data starts where the drifted window started, else when the champion was registered."""
-    start = (drift_verdict or {}).get("current", {}).get("from")
+    """Fresh data starts where the drift episode started, else when the champion was registered."""
+    verdict = drift_verdict or {}
+    start = verdict.get("drift_started_at") or verdict.get("current", {}).get("from")
     return datetime.fromisoformat(start) if start else champion.created_at
 
 
@@ -267,6 +268,8 @@ def train_challenger(
         splits=data.splits,
         extra_evaluations={"fresh_holdout": data.holdout, "reference_test": data.reference_test},
         extra_tags={"data_window_since": data.since or "", "data_sizes": json.dumps(data.sizes)},
+        # The traffic the challenger is judged on is also what its monitor should compare new traffic with.
+        reference=data.holdout,
         progress=progress,
     )
 
@@ -374,5 +377,16 @@ def _headline(scores: dict[str, Any]) -> dict[str, Any]:
 def _verdict_brief(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
     if not verdict:
         return None
-    keys = ("status", "drift_detected", "drifted_signals", "window_sizes", "checked_at", "current", "version")
+    keys = (
+        "status",
+        "drift_detected",
+        "drifted_signals",
+        "window_sizes",
+        "checked_at",
+        "current",
+        "version",
+        "drift_started_at",
+        "drifted_windows",
+        "mlflow_run_id",
+    )
     return {key: verdict.get(key) for key in keys if key in verdict}

@@ -541,7 +541,7 @@ def demo(
     config = DemoConfig.quick(demo_home) if quick else DemoConfig(home=demo_home)
 
     def say(line: str) -> None:
-        error_console.print(line, highlight=False, soft_wrap=True)
+        error_console.print(line, highlight=False, soft_wrap=True, markup=False)
 
     summary = run_demo(config, say)
     if as_json:
@@ -593,9 +593,9 @@ def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> l
         return list(text)
     import pandas as pd
 
-    from training.data import _read_table
+    from training.data import read_table
 
-    frame = _read_table(Path(data))
+    frame = read_table(Path(data))
     if text_column not in frame.columns:
         raise DataError(
             f"column {text_column!r} not found in {data}; available columns: {', '.join(map(str, frame.columns))}"

@@ -110,6 +110,7 @@ def train_and_register(
     splits: DataSplits | None = None,
     extra_evaluations: dict[str, pd.DataFrame] | None = None,
     extra_tags: dict[str, str] | None = None,
+    reference: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> TrainOutcome:
     """Train on `data` (or on the given `splits`) and register the result as a new version of `task`.
@@ -121,6 +122,8 @@ def train_and_register(
         extra_evaluations: named labelled frames evaluated and logged as `<name>_macro_f1`, ... (e.g. fresh
             held-out traffic), so versions can be compared on the same sets in the MLflow UI.
         extra_tags: more version tags (e.g. the drift verdict that triggered a retrain).
+        reference: labelled texts whose predictions become the version's drift reference window (default: the
+            validation split); a retrained version takes the fresh traffic it was judged on.
     """
     validate_task_name(task)
     splits = splits or split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
@@ -183,7 +186,7 @@ def train_and_register(
             final_metrics["adapter_bytes"] = adapter_bytes
             run.log_metrics(final_metrics, step=trained.best_epoch)
             save_checkpoint(trained, folder / "checkpoint")
-            _write_reference_and_splits(trained, splits, folder)
+            _write_reference_and_splits(trained, splits, folder, reference)
             for sub in ("adapter", "checkpoint", "reference", "data"):
                 run.log_artifacts(folder / sub, sub)
             run.log_json(evaluations, "evaluations.json")
@@ -245,12 +248,15 @@ def train_and_register(
     )
 
 
-def _write_reference_and_splits(trained: TrainedPrefix, splits: DataSplits, folder: Path) -> None:
-    """The validation split with the new version's predictions (the drift reference window), and all splits."""
+def _write_reference_and_splits(
+    trained: TrainedPrefix, splits: DataSplits, folder: Path, reference: pd.DataFrame | None
+) -> None:
+    """The reference texts with the new version's predictions (the drift reference window), and all splits."""
     (folder / "reference").mkdir()
     (folder / "data").mkdir()
-    validation = predictions_frame(splits.validation, trained.predict(splits.validation["text"].tolist()))
-    validation.to_parquet(folder / "reference" / REFERENCE_FILE, index=False)
+    texts = splits.validation if reference is None else reference
+    window = predictions_frame(texts[["text", "label"]], trained.predict(texts["text"].tolist()))
+    window.to_parquet(folder / "reference" / REFERENCE_FILE, index=False)
     for name in ("train", "validation", "test"):
         getattr(splits, name).to_parquet(folder / "data" / f"{name}.parquet", index=False)
 

@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-REQUIRE_INTEGRATION_ENV = "PREFIX_REGISTRY_REQUIRE_INTEGRATION"
+from tests.integration import missing_server
+
 HOST = "127.0.0.1"
 
 
@@ -203,9 +203,7 @@ def running_mlflow() -> Iterator[MlflowServer]:
         server.start()
     except MlflowNotInstalled as exc:
         server.close()
-        if os.environ.get(REQUIRE_INTEGRATION_ENV) == "1":
-            pytest.fail(f"{exc} ({REQUIRE_INTEGRATION_ENV}=1 requires it; pip install mlflow)")
-        pytest.skip(f"{exc} (pip install mlflow to run this test)")
+        missing_server(exc, "pip install mlflow")
     except BaseException:
         server.close()
         raise

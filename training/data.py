@@ -81,7 +81,7 @@ def load_labelled_texts(
         origin = spec
     else:
         path = Path(spec).expanduser()
-        frame = _read_table(path)
+        frame = read_table(path)
         frame = _select_columns(frame, text_column, label_column, path)
         origin = str(path.resolve())
     frame = validate_frame(frame, origin, require_classes)
@@ -156,7 +156,7 @@ def _movie_reviews_frame(spec: str) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     if path.is_dir():

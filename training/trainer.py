@@ -112,48 +112,15 @@ def train_prefix(
         init_prefix_from_tokens(model, base, splits.train["text"].tolist())
 
     trained = TrainedPrefix(model=model, base=base, config=config, labels=list(splits.labels))
-    label_index = {label: i for i, label in enumerate(splits.labels)}
-    unknown = sorted(set(splits.train["label"]) - set(label_index))
-    if unknown:
-        raise ConfigError(f"training labels {unknown} are not in the label set {splits.labels}")
-    encoded = base.tokenizer(splits.train["text"].tolist(), truncation=True, max_length=config.max_length)["input_ids"]
-    targets = np.array([label_index[label] for label in splits.train["label"]])
-    lengths = np.array([len(ids) for ids in encoded])
-
-    batches_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total_steps = config.epochs * batches_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.effective_learning_rate, weight_decay=0.0)
-    warmup = max(1, int(total_steps * config.warmup_fraction))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total_steps - step) / total_steps)
-    )
-    rng = np.random.default_rng(config.seed)
+    plan = plan_steps(trainable, base.tokenizer, splits, config, config.effective_learning_rate)
 
     best_f1, best_state, evaluations_without_gain = -1.0, trained.trainable_state(), 0
     started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"train {config.method.value}", disable=not progress, unit="step")
+    bar = tqdm(total=plan.total_steps, desc=f"train {config.method.value}", disable=not progress, unit="step")
     step = 0
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses: list[float] = []
-        for indices in length_grouped_batches(lengths, config.batch_size, rng):
-            batch = base.tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
-            logits = model(**batch).logits
-            loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(targets[indices]))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=epoch)
-            if step >= total_steps:
-                break
+        losses, step = train_one_epoch(model, plan, base.tokenizer, config.batch_size, bar, step, epoch)
         validation = trained.predict(splits.validation["text"].tolist())
         metrics = classification_metrics(splits.validation["label"].tolist(), validation.predicted, trained.labels)
         report = EpochReport(
@@ -175,7 +142,7 @@ def train_prefix(
             )
         else:
             evaluations_without_gain += 1
-        if step >= total_steps:
+        if step >= plan.total_steps:
             break
         if evaluations_without_gain >= config.patience:
             trained.stopped_early = True
@@ -187,6 +154,72 @@ def train_prefix(
     trained.steps = step
     trained.train_seconds = time.perf_counter() - started
     return trained
+
+
+@dataclass
+class StepPlan:
+    """The tokenised training split and the optimizer schedule: the recipe every trainer here shares."""
+
+    encoded: list[list[int]]
+    targets: np.ndarray
+    lengths: np.ndarray
+    total_steps: int
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rng: np.random.Generator
+
+
+def plan_steps(
+    params: list[torch.nn.Parameter], tokenizer: Any, splits: DataSplits, config: TrainConfig, learning_rate: float
+) -> StepPlan:
+    """AdamW on `params` with linear warmup then linear decay over `epochs` (or `max_steps`) of the train split."""
+    label_index = {label: i for i, label in enumerate(splits.labels)}
+    unknown = sorted(set(splits.train["label"]) - set(label_index))
+    if unknown:
+        raise ConfigError(f"training labels {unknown} are not in the label set {splits.labels}")
+    encoded = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=config.max_length)["input_ids"]
+    total_steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    warmup = max(1, int(total_steps * config.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total_steps - step) / total_steps)
+    )
+    return StepPlan(
+        encoded=encoded,
+        targets=np.array([label_index[label] for label in splits.train["label"]]),
+        lengths=np.array([len(ids) for ids in encoded]),
+        total_steps=total_steps,
+        params=params,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        rng=np.random.default_rng(config.seed),
+    )
+
+
+def train_one_epoch(
+    model: torch.nn.Module, plan: StepPlan, tokenizer: Any, batch_size: int, bar: Any, step: int, epoch: int
+) -> tuple[list[float], int]:
+    """One pass of length-grouped batches (stopping at `plan.total_steps`); returns the losses and the step reached."""
+    model.train()
+    losses: list[float] = []
+    for indices in length_grouped_batches(plan.lengths, batch_size, plan.rng):
+        batch = tokenizer.pad({"input_ids": [plan.encoded[i] for i in indices]}, return_tensors="pt")
+        loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.as_tensor(plan.targets[indices]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
+        plan.optimizer.step()
+        plan.scheduler.step()
+        plan.optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=epoch)
+        if step >= plan.total_steps:
+            break
+    return losses, step
 
 
 def load_trainable_state(model: PeftModel, state: dict[str, torch.Tensor]) -> None:
