@@ -1,6 +1,6 @@
 """Serving benchmark: what one resident base buys over loading a model per version, measured in the same run.
 
-    python bench/serving.py                  # the full run (waits for a quiet machine first; ~10 min of work)
+    python bench/serving.py                  # the full run (waits for a quiet machine, then ~5 min)
     python bench/serving.py --quick          # a smoke run (about a minute)
     python bench/serving.py --skip-wait      # start at once, whatever the load
 
@@ -17,6 +17,8 @@ serving holds): `sentiment` v1 (champion) and v2 (prefix tuning, another seed), 
     http        a real uvicorn server on 127.0.0.1 in a thread, concurrent httpx clients: the same requests sent
                 round-robin over 1 task and over 4 tasks, with 8-text and 1-text requests; texts/s, ratio 4 / 1,
                 p50 / p99 latency per request
+    service     the same requests through pool.predict in-process, per task (no HTTP, no queue): what each method
+                costs, and the 4 / 1 ratio those costs alone predict
     monitor     run_monitor over prediction logs (SQLite) of 1,000 and 10,000 real predictions of task 1 (RT texts,
                 predicted by the served version, every 5th with its true label as feedback): the first call (models
                 load) and warm calls, ratio 10k / 1k
@@ -117,6 +119,7 @@ class BenchSettings:
     single_requests: int = 200  # 1-text requests per scenario and round
     clients: int = 4  # concurrent client threads
     rounds: int = 3  # HTTP rounds; each runs every scenario once, interleaved, so load drifts hit all alike
+    service_batches: int = 25  # in-process forward passes per task and request size (no HTTP, no concurrency)
     monitor_sizes: tuple[int, ...] = (1000, 10_000)
     monitor_repeats: int = 2  # warm run_monitor calls per size (after one warm-up call)
     seed: int = 42
@@ -130,6 +133,7 @@ class BenchSettings:
             "single_requests": self.single_requests,
             "clients": self.clients,
             "rounds": self.rounds,
+            "service_batches": self.service_batches,
             "monitor_repeats": self.monitor_repeats,
         }
         bad = {name: value for name, value in counts.items() if value < 1}
@@ -149,7 +153,8 @@ QUICK = BenchSettings(
     single_requests=8,
     clients=2,
     rounds=1,
-    monitor_sizes=(100, 250),
+    service_batches=2,
+    monitor_sizes=(100, 200),
     monitor_repeats=1,
 )
 
@@ -399,6 +404,31 @@ def send_requests(url: str, scenario: Scenario, texts: Sequence[str], clients: i
     }
 
 
+def measure_service_times(table: ServingTable, texts: Sequence[str], settings: BenchSettings) -> dict[str, Any]:
+    """What one request costs each task with the HTTP layer and the queue taken away: `pool.predict` alone.
+
+    The same batches of texts (those the HTTP runs send first) for every task, tasks interleaved. Prompt and
+    P-tuning put their virtual tokens into the input sequence, prefix tuning into attention only, so tasks differ
+    in cost; `expected_*_4_vs_1_tasks` is the throughput ratio these costs alone predict for the HTTP runs.
+    """
+    result: dict[str, Any] = {"batches": settings.service_batches}
+    for k in (settings.texts_per_request, 1):
+        seconds: dict[str, list[float]] = {task: [] for task in TASKS}
+        for b in range(settings.service_batches):
+            batch = [texts[(b * k + j) % len(texts)] for j in range(k)]
+            for task in TASKS:
+                attached = table.current(task)
+                began = time.perf_counter()
+                table.pool.predict(attached, batch)
+                seconds[task].append(time.perf_counter() - began)
+        median_ms = {task: float(np.median(values) * 1000) for task, values in seconds.items()}
+        result[f"{k}_text_median_ms"] = median_ms
+        result[f"expected_{k}_text_throughput_4_vs_1_tasks"] = median_ms[TASKS[0]] / float(
+            np.mean(list(median_ms.values()))
+        )
+    return result
+
+
 def measure_http(table: ServingTable, home: Path, texts: Sequence[str], settings: BenchSettings) -> dict[str, Any]:
     """The same requests over 1 task and over 4 tasks through real HTTP, in interleaved rounds."""
     scenarios = [
@@ -449,6 +479,7 @@ def measure_http(table: ServingTable, home: Path, texts: Sequence[str], settings
             "load_average_1m": [run["load_average_1m"] for run in rounds],
         }
     batch, single = settings.texts_per_request, 1
+    service = measure_service_times(table, texts, settings)
     return {
         "server": "uvicorn (one process, FastAPI threadpool) on 127.0.0.1, httpx clients in threads, keep-alive",
         "clients": settings.clients,
@@ -466,6 +497,7 @@ def measure_http(table: ServingTable, home: Path, texts: Sequence[str], settings
             / summaries[f"{k}-text, 1 task"]["latency_ms"]["p50"]
             for k in (batch, single)
         },
+        "service_times": service,
         "server_tasks": {
             "resident_base_models": listing["resident_base_models"],
             "base_loads": listing["base_loads"],
@@ -689,6 +721,13 @@ def render_table(results: dict[str, Any], console: Console) -> None:
             f"1 task: {one['texts_per_second']:.1f} texts/s",
             f"4 ÷ 1 tasks = {http['ratios'][f'{n}_text_throughput_4_vs_1_tasks']:.2f}",
         )
+        service = http["service_times"]
+        table.add_row(
+            f"  in-process forward, {n}-text, mean of 4 tasks (no HTTP, median of {service['batches']})",
+            f"{np.mean(list(service[f'{n}_text_median_ms'].values())):.1f} ms",
+            f"task 1: {service[f'{n}_text_median_ms'][TASKS[0]]:.1f} ms",
+            f"predicts 4 ÷ 1 = {service[f'expected_{n}_text_throughput_4_vs_1_tasks']:.2f}",
+        )
         table.add_row(
             f"  p50 / p99 latency, {n}-text, 4 tasks",
             f"{four['latency_ms']['p50']:.0f} / {four['latency_ms']['p99']:.0f} ms",
@@ -743,9 +782,12 @@ def render_table(results: dict[str, Any], console: Console) -> None:
     console.print(latency)
     machine, load = results["machine"], results["load"]
     four = scenarios[f"{k}-text, 4 tasks"]["latency_p50_ms_by_task"]
+    service = http["service_times"][f"{k}_text_median_ms"]
     notes = [
-        f"p50 by task in the {k}-text 4-task run: "
+        f"p50 by task in the {k}-text 4-task run (includes queueing behind the other clients' requests): "
         + ", ".join(f"{task} {value:.0f} ms ({memory['methods'][task]})" for task, value in four.items()),
+        f"in-process forward per {k}-text request, by task: "
+        + ", ".join(f"{task} {value:.1f} ms" for task, value in service.items()),
         f"in-process batch prediction (no HTTP, batches of 64): {monitor['fill']['predict_texts_per_second']:.0f} "
         "texts/s",
         f"monitor verdicts: first {monitor['first_call']['status']}; "
@@ -812,7 +854,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    quick: Annotated[bool, typer.Option(help="Smoke run: tiny training, few requests, monitor on 100 / 250.")] = False,
+    quick: Annotated[bool, typer.Option(help="Smoke run: tiny training, few requests, monitor on 100 / 200.")] = False,
     out: Annotated[Path, typer.Option(help="Where the JSON results go.")] = DEFAULT_OUT,
     skip_wait: Annotated[bool, typer.Option(help="Start at once instead of waiting for a quiet machine.")] = False,
     max_load: Annotated[float, typer.Option(help="Start when the 1-minute load average is below this.")] = 1.0,

@@ -89,6 +89,11 @@ def test_every_http_request_is_answered_and_throughput_ratios_divide_the_runs(qu
         assert http["ratios"][f"{n}_text_p50_latency_4_vs_1_tasks"] == pytest.approx(
             four["latency_ms"]["p50"] / one["latency_ms"]["p50"]
         )
+        service = http["service_times"][f"{n}_text_median_ms"]
+        assert set(service) == set(TASKS) and all(ms > 0 for ms in service.values())
+        assert http["service_times"][f"expected_{n}_text_throughput_4_vs_1_tasks"] == pytest.approx(
+            service[TASKS[0]] / (sum(service.values()) / len(service))
+        )
     # The server logged what it answered (the warm-up included).
     assert http["predictions_logged_for_task_1"] >= scenarios["8-text, 1 task"]["texts"]
 
