@@ -5,7 +5,6 @@ User mistakes (unknown task, bad data, missing version...) print one `error:` li
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
@@ -343,9 +342,6 @@ def serve(
     from serving.app import ServingLimits
     from serving.factory import build_serving_app
 
-    # An HTTP tracking server that is down should fail a check in seconds, not after minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     prediction_log = PredictionLog.from_settings() if log else None
     try:
         app_ = build_serving_app(
@@ -580,6 +576,46 @@ def demo(
         },
     )
     print_pairs("open the UIs", summary["open_the_uis"])
+
+
+alerts_app = typer.Typer(help="Alerts waiting in the durable outbox.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+def _dispatcher():
+    from monitoring.alerts import dispatcher_from_settings
+    from registry.settings import Settings
+
+    dispatcher = dispatcher_from_settings(Settings())
+    if dispatcher is None:
+        raise PrefixRegistryError("no alert webhooks configured: set PREFIX_REGISTRY_ALERT_WEBHOOKS")
+    return dispatcher
+
+
+@alerts_app.command("pending")
+def alerts_pending(as_json: JsonOption = False) -> None:
+    """List alerts not yet delivered (webhook URLs shown redacted)."""
+    rows = _dispatcher().pending()
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        f"{len(rows)} alert(s) waiting",
+        ["alert", "kind", "task", "sink", "attempts", "last error"],
+        [(r["alert_id"][:8], r["kind"], r["task"], r["sink"], r["attempts"], r["last_error"] or "") for r in rows],
+    )
+
+
+@alerts_app.command("resend")
+def alerts_resend(as_json: JsonOption = False) -> None:
+    """Try every waiting alert again now, oldest first."""
+    dispatcher = _dispatcher()
+    report = dispatcher.redeliver_outbox(force=True)
+    summary = {"delivered": sum(d.delivered for d in report.deliveries), "still_waiting": len(dispatcher.pending())}
+    if as_json:
+        print_json({**summary, **report.to_dict()})
+    else:
+        print_pairs("resend", summary)
 
 
 def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 
 from monitoring.prediction_log import PredictionLog
@@ -25,6 +27,10 @@ def build_serving_app(
     Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
     it would have nothing to serve. Later outages only pause alias following.
     """
+    # A serving process must notice a registry outage in seconds, not retry for minutes while holding the refresh
+    # loop: MLflow takes these bounds from the environment only, so they are set for this process (unless given).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     registry.ping()
     table = ServingTable(registry, PrefixPool(registry.settings.resolved_cache_dir), alias=alias, tasks=tasks)
     table.refresh(strict=tasks is not None)

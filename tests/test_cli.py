@@ -342,3 +342,23 @@ def test_predict_with_log_replays_texts_as_live_traffic(trained_home: Path, cli,
     assert window["predicted_label"].tolist() == [p["label"] for p in predicted]
     assert set(window["source"]) == {"cli"} and set(window["version"]) == {"1"}
     assert window["confidence"].tolist() == pytest.approx([p["confidence"] for p in predicted])
+
+
+def test_undelivered_alerts_wait_in_the_outbox_until_resent(
+    trained_home: Path,
+    cli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.webhook_receiver import WebhookReceiver, free_port
+
+    port = free_port()
+    monkeypatch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", f"http://127.0.0.1:{port}/hook")
+    assert cli("promote", "solo", "1", "--alias", "challenger").exit_code == 0  # the receiver is down
+    waiting = cli("alerts", "pending", "--json").json()
+    assert [(row["kind"], row["task"]) for row in waiting] == [("promotion", "solo")]
+    assert waiting[0]["attempts"] >= 1 and waiting[0]["last_error"]
+    with WebhookReceiver(port=port) as receiver:
+        resent = cli("alerts", "resend", "--json").json()
+        assert resent["delivered"] == 1 and resent["still_waiting"] == 0
+        assert receiver.requests[0].json()["kind"] == "promotion"
+    assert cli("alerts", "pending", "--json").json() == []
