@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,6 +37,10 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+# Run as a script, this file's folder heads sys.path: the repository root is needed for `bench` and the project.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import machine_info
 from training.adapter_files import ADAPTER_WEIGHTS, save_adapter
 from training.base_models import (
     MINILM,
@@ -343,25 +346,6 @@ def add_ratios(rows: list[RowResult], full_model_bytes: int) -> None:
         }
 
 
-def machine_info() -> dict[str, Any]:
-    import peft
-    import sklearn
-    import transformers
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
-        "peft_version": peft.__version__,
-        "sklearn_version": sklearn.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cuda": torch.cuda.is_available(),
-    }
-
-
 def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     """Run the selected rows on one split and return the results document (what `--out` receives)."""
     data, splits = load_splits(settings)
@@ -396,7 +380,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
             "splits": splits.sizes(),
             "labels": splits.labels,
         },
-        "machine": machine_info(),
+        "machine": machine_info(("scikit-learn",)),
         "full_model": {"name": MINILM, "file": FULL_MODEL_WEIGHTS, **full_model},
         "acceptance": {
             "row": Method.PREFIX.value,

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
+from bench.machine import machine_info
+
 console = Console(stderr=True)
 
 
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "mixed": mixed,
         "seconds": round(time.perf_counter() - started, 1),
+        "machine": machine_info(("evidently",)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))

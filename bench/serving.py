@@ -33,7 +33,6 @@ import gc
 import json
 import multiprocessing
 import os
-import platform
 import socket
 import sys
 import tempfile
@@ -53,12 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import numpy as np
 import pandas as pd
-import torch
 import typer
 import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from bench.machine import machine_info
 from monitoring.monitor import MonitorRequest, run_monitor
 from monitoring.prediction_log import PredictionLog, PredictionRecord
 from registry.loading import load_version
@@ -655,31 +654,11 @@ def run_benchmark(settings: BenchSettings, wait: dict[str, Any] | None = None) -
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": time.perf_counter() - started,
         "settings": asdict(settings),
-        "machine": machine_info(),
+        "machine": machine_info(("fastapi", "uvicorn", "httpx")),
         "load": {"wait": wait, "before": loads_before, "after": _load_averages()},
         "data": {"spec": DATA_SPEC, "rows": len(rt)},
         "training": {"seconds": train_seconds, "versions": trained},
         **results,
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    import fastapi
-    import peft
-    import transformers
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
-        "peft_version": peft.__version__,
-        "fastapi_version": fastapi.__version__,
-        "uvicorn_version": uvicorn.__version__,
-        "httpx_version": httpx.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
     }
 
 
