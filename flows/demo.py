@@ -34,7 +34,7 @@ Say = Callable[[str], None]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the story. The defaults take about 12 minutes on a 2-core CPU; `quick()` about 5."""
+    """Sizes of the story. The defaults take about 9 minutes on a quiet 2-core CPU; `quick()` about 4."""
 
     home: Path
     task: str = "movie-sentiment"
