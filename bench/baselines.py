@@ -19,8 +19,6 @@ everything (with machine info) to a JSON file, `bench/results/baselines.json` by
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import tempfile
 import time
@@ -40,7 +38,8 @@ from tqdm.auto import tqdm
 # Run as a script, this file's folder heads sys.path: the repository root is needed for `bench` and the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import machine_info
+from bench.machine import load_average_1m, machine_info
+from bench.report import log, publish
 from training.adapter_files import ADAPTER_WEIGHTS, save_adapter
 from training.base_models import (
     MINILM,
@@ -117,10 +116,6 @@ class RowResult:
     needs_base: bool  # whether the artifact is useless without the MiniLM weights next to it
     details: dict[str, Any] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def load_splits(settings: BenchSettings) -> tuple[LabelledTexts, DataSplits]:
@@ -355,7 +350,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     started = time.perf_counter()
     for name in (row for row in ROWS if row in settings.rows):
         log(f"{name}: {ROW_TITLES[name]}")
-        load_before = _load_average()
+        load_before = load_average_1m()
         if name in ADAPTER_ROWS:
             row = bench_adapter(name, data, splits, settings)
         elif name == FULL_FT:
@@ -363,7 +358,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
         else:
             row = bench_embedding_logreg(splits, settings)
         # Other processes on the machine stretch the timings; the load average says by how much.
-        row.details["load_average_1m"] = {"before": load_before, "after": _load_average()}
+        row.details["load_average_1m"] = {"before": load_before, "after": load_average_1m()}
         log(f"{name}: test macro-F1 {row.test_macro_f1:.4f}, trained in {row.train_seconds:.1f} s")
         rows.append(row)
     add_ratios(rows, full_model["bytes"])
@@ -474,10 +469,6 @@ def _predict(base: LoadedBase, texts: list[str], labels: list[str], config: Trai
     )
 
 
-def _load_average() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-
-
 def _ratio(value: float, baseline: float | None) -> float | None:
     return None if baseline is None or baseline == 0 else value / baseline
 
@@ -526,11 +517,7 @@ def main(
     except PrefixRegistryError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=TABLE_WIDTH)
-    render_table(results, console)
-    console.print(f"results: {out}", highlight=False, soft_wrap=True)
+    publish(results, out, render_table, TABLE_WIDTH)
 
 
 if __name__ == "__main__":

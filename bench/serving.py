@@ -30,7 +30,6 @@ The table goes to stdout, progress to stderr, every figure with machine info and
 from __future__ import annotations
 
 import gc
-import json
 import multiprocessing
 import os
 import socket
@@ -57,7 +56,8 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from bench.machine import machine_info
+from bench.machine import load_average_1m, load_averages, machine_info
+from bench.report import log, publish
 from monitoring.monitor import MonitorRequest, run_monitor
 from monitoring.prediction_log import PredictionLog, PredictionRecord
 from registry.loading import load_version
@@ -156,10 +156,6 @@ QUICK = BenchSettings(
     monitor_sizes=(100, 200),
     monitor_repeats=1,
 )
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # --- setup ------------------------------------------------------------------------------------------------------
@@ -443,9 +439,9 @@ def measure_http(table: ServingTable, home: Path, texts: Sequence[str], settings
         send_requests(server.url, warmup, texts, settings.clients)
         for round_no in range(settings.rounds):
             for scenario in scenarios:
-                load = _load_average()
+                load = load_average_1m()
                 run = send_requests(server.url, scenario, texts, settings.clients)
-                run["load_average_1m"] = {"before": load, "after": _load_average()}
+                run["load_average_1m"] = {"before": load, "after": load_average_1m()}
                 runs[scenario.name].append(run)
                 log(
                     f"http round {round_no + 1}/{settings.rounds}, {scenario.name}: "
@@ -607,7 +603,7 @@ def wait_for_quiet(threshold: float, max_seconds: float, poll_seconds: float = 3
     """Wait until the 1-minute load average is below `threshold` (or `max_seconds` passed)."""
     began = time.monotonic()
     while True:
-        load = _load_average()
+        load = load_average_1m()
         waited = time.monotonic() - began
         if load is None or load < threshold or waited >= max_seconds:
             return {
@@ -623,7 +619,7 @@ def wait_for_quiet(threshold: float, max_seconds: float, poll_seconds: float = 3
 def run_benchmark(settings: BenchSettings, wait: dict[str, Any] | None = None) -> dict[str, Any]:
     """Set up a throwaway home, train the adapters, measure; returns the results document (what `--out` gets)."""
     started = time.perf_counter()
-    loads_before = _load_averages()
+    loads_before = load_averages()
     with tempfile.TemporaryDirectory(prefix="serving-bench-", ignore_cleanup_errors=True) as scratch:
         home = Path(scratch) / "home"
         with bench_home(home):
@@ -643,9 +639,9 @@ def run_benchmark(settings: BenchSettings, wait: dict[str, Any] | None = None) -
             }
             results: dict[str, Any] = {}
             for name, phase in phases.items():
-                load = _load_average()
+                load = load_average_1m()
                 results[name] = phase()
-                results[name]["load_average_1m"] = {"before": load, "after": _load_average()}
+                results[name]["load_average_1m"] = {"before": load, "after": load_average_1m()}
             gc.collect()
             results["memory"]["rss_bytes"]["after_http_and_monitor"] = rss_bytes()
             results["memory"]["base_loads_at_end"] = table.pool.base_loads
@@ -655,7 +651,7 @@ def run_benchmark(settings: BenchSettings, wait: dict[str, Any] | None = None) -
         "wall_seconds": time.perf_counter() - started,
         "settings": asdict(settings),
         "machine": machine_info(("fastapi", "uvicorn", "httpx")),
-        "load": {"wait": wait, "before": loads_before, "after": _load_averages()},
+        "load": {"wait": wait, "before": loads_before, "after": load_averages()},
         "data": {"spec": DATA_SPEC, "rows": len(rt)},
         "training": {"seconds": train_seconds, "versions": trained},
         **results,
@@ -804,14 +800,6 @@ def _percentiles(seconds: np.ndarray) -> dict[str, float]:
     return {**values, "mean": float(seconds.mean() * 1000), "max": float(seconds.max() * 1000)}
 
 
-def _load_average() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-
-
-def _load_averages() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else _seconds(seconds)
 
@@ -854,11 +842,7 @@ def main(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     results["settings"]["quick"] = quick
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=TABLE_WIDTH)
-    render_table(results, console)
-    console.print(f"results: {out}", highlight=False, soft_wrap=True)
+    publish(results, out, render_table, TABLE_WIDTH)
 
 
 if __name__ == "__main__":
