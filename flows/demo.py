@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from flows.local_server import LocalPrefectServer, free_port
+from flows.local_server import LocalPrefectServer, free_port, stop_process
 
 Say = Callable[[str], None]
 
@@ -154,12 +154,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
     finally:
         for server in servers:
             server.stop()  # flushes the prediction log
-        if runner is not None:
-            runner.terminate()
-            try:
-                runner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                runner.kill()
+        stop_process(runner)
         prefect.stop()
         inbox.stop()
     summary["alerts_delivered"] = {

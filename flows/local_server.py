@@ -22,6 +22,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen | None, grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds; nothing for a process already gone."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class LocalPrefectServer:
     """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME (SQLite), services included (automations).
 
@@ -82,15 +94,7 @@ class LocalPrefectServer:
         )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         self.process = None
 
     def __enter__(self) -> LocalPrefectServer:

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from flows.local_server import stop_process
 from tests.integration import missing_server
 from tests.mlflow_server import HOST, free_ports
 
@@ -212,13 +213,7 @@ class SeaweedS3:
     def stop(self) -> None:
         """Stop SeaweedFS (SIGTERM, SIGKILL after `stop_grace` s) and delete its folder; safe to call twice."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=self.stop_grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process, self.stop_grace)
         # SeaweedFS puts its gRPC unix sockets in /tmp, named by port; they outlive a killed server.
         for name in COMPONENTS:
             port = self.ports.get(f"{name}.grpc")

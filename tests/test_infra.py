@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 
+from flows.local_server import stop_process
 from tests.mlflow_server import free_ports
 from tests.s3_server import find_weed
 
@@ -808,12 +809,7 @@ def test_runner_health_checks_of_compose_and_k8s_answer_from_a_real_runner(prefe
             time.sleep(1)
         assert answered == [0, 0], (tmp_path / "runner.log").read_text()[-3000:]
     finally:
-        runner.terminate()
-        try:
-            runner.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            runner.wait(timeout=10)
+        stop_process(runner)
         log.close()
 
 
@@ -913,12 +909,7 @@ def test_compose_mlflow_keeps_runs_in_postgres_and_artifacts_in_the_s3_bucket_of
         assert len(keys) == 1 and keys[0].startswith("mlflow-artifacts/"), listed
         assert run.info.run_id in keys[0]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop_process(server)
         log.close()
 
     import psycopg
