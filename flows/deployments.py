@@ -6,8 +6,8 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from flows.events import DRIFT_DETECTED, RESOURCE_PREFIX, TASK_LABEL
-from training.errors import PrefixRegistryError
+from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.flows.events import DRIFT_DETECTED, RESOURCE_PREFIX, TASK_LABEL
 
 
 class PrefectUnavailable(PrefixRegistryError):
@@ -41,9 +41,9 @@ def build_deployments(
     meets the cooldown."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
-    from flows.monitor import monitor_prefix_flow
-    from flows.retrain import retrain_prefix_flow
-    from flows.train import train_prefix_flow
+    from prefix_registry.flows.monitor import monitor_prefix_flow
+    from prefix_registry.flows.retrain import retrain_prefix_flow
+    from prefix_registry.flows.train import train_prefix_flow
 
     return [
         train_prefix_flow.to_deployment(name="train-prefix", description="Train and register a prefix by hand."),

@@ -13,7 +13,7 @@ from types import TracebackType
 
 import httpx
 
-from flows.deployments import PrefectUnavailable
+from prefix_registry.flows.deployments import PrefectUnavailable
 
 
 def free_port() -> int:

@@ -7,8 +7,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows.events import emit_drift_event
-from registry.store import PrefixRegistry
+from prefix_registry.flows.events import emit_drift_event
+from prefix_registry.registry.store import PrefixRegistry
 
 
 @task(name="tasks-with-a-champion", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -20,8 +20,8 @@ def served_tasks(tasks: list[str] | None) -> list[str]:
 
 @task(name="check-drift", retries=2, retry_delay_seconds=10, cache_policy=NONE)
 def check_drift(task_name: str, current_last: int, all_versions: bool) -> dict[str, Any]:
-    from monitoring.monitor import MonitorRequest, run_monitor
-    from monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
+    from prefix_registry.monitoring.prediction_log import PredictionLog
 
     registry = PrefixRegistry()
     with PredictionLog.from_settings(registry.settings) as log:

@@ -9,13 +9,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
 
-from monitoring.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
-from registry.store import PrefixRegistry
+from prefix_registry.monitoring.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
+from prefix_registry.registry.store import PrefixRegistry
 
 
 @task(name="drift-verdict", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 def drift_verdict(task_name: str) -> dict[str, Any] | None:
-    from monitoring.monitor import latest_drift_verdict
+    from prefix_registry.monitoring.monitor import latest_drift_verdict
 
     return latest_drift_verdict(PrefixRegistry(), task_name)
 
@@ -24,8 +24,8 @@ def drift_verdict(task_name: str) -> dict[str, Any] | None:
 def train_and_judge(
     task_name: str, policy: dict[str, Any], trigger: str, verdict: dict[str, Any] | None
 ) -> dict[str, Any]:
-    from monitoring.prediction_log import PredictionLog
-    from monitoring.retraining import retrain
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.retraining import retrain
 
     registry = PrefixRegistry()
     with PredictionLog.from_settings(registry.settings) as log:
@@ -37,7 +37,7 @@ def train_and_judge(
 
 @task(name="notify", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 def notify(decision: dict[str, Any]) -> None:
-    from monitoring.retraining import notify_decision
+    from prefix_registry.monitoring.retraining import notify_decision
 
     notify_decision(RetrainDecision(**decision))
 

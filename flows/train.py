@@ -7,13 +7,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from registry.store import PrefixRegistry
-from training.data import LabelledTexts
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.training.data import LabelledTexts
 
 
 @task(name="load-labelled-data", cache_policy=NONE)
 def load_data(data: str, text_column: str, label_column: str, limit: int | None, seed: int) -> LabelledTexts:
-    from training.data import load_labelled_texts
+    from prefix_registry.training.data import load_labelled_texts
 
     labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=seed)
     get_run_logger().info(
@@ -24,8 +24,8 @@ def load_data(data: str, text_column: str, label_column: str, limit: int | None,
 
 @task(name="train-evaluate-register", cache_policy=NONE)
 def train_and_register_task(task_name: str, labelled: LabelledTexts, config: dict[str, Any]) -> dict[str, Any]:
-    from registry.training_runs import train_and_register
-    from training.config import TrainConfig
+    from prefix_registry.registry.training_runs import train_and_register
+    from prefix_registry.training.config import TrainConfig
 
     outcome = train_and_register(PrefixRegistry(), task_name, labelled, TrainConfig.from_dict(config), progress=False)
     get_run_logger().info(
@@ -44,7 +44,7 @@ def train_and_register_task(task_name: str, labelled: LabelledTexts, config: dic
 
 @task(name="promote", retries=3, retry_delay_seconds=5, cache_policy=NONE)
 def promote_task(task_name: str, version: str, reason: str) -> dict[str, Any]:
-    from monitoring.alerts import alert_alias_change
+    from prefix_registry.monitoring.alerts import alert_alias_change
 
     change = PrefixRegistry().promote(task_name, version, reason=reason)
     alert_alias_change(change, "promotion")
@@ -63,7 +63,7 @@ def train_prefix_flow(
     promote: bool = False,
 ) -> dict[str, Any]:
     """Train an adapter for `task` on `data` and register it; `config` holds TrainConfig fields."""
-    from training.config import TrainConfig
+    from prefix_registry.training.config import TrainConfig
 
     train_config = TrainConfig.from_dict(config or {})
     labelled = load_data(data, text_column, label_column, limit, train_config.seed)

@@ -42,10 +42,10 @@ import httpx
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
-    from registry.settings import Settings
-    from registry.store import AliasChange
+    from prefix_registry.registry.store import AliasChange
+    from prefix_registry.settings import Settings
 
-logger = logging.getLogger("monitoring.alerts")
+logger = logging.getLogger("prefix_registry.monitoring.alerts")
 
 SEVERITIES = ("info", "warning", "critical")
 SLACK_PREFIX = "slack+"
@@ -622,7 +622,7 @@ class AlertDispatcher:
 # -- convenience ---------------------------------------------------------------------------------------------
 def dispatcher_from_settings(settings: Settings | None = None) -> AlertDispatcher | None:
     """An `AlertDispatcher` for the configured webhooks, outbox in `home/alerts_outbox.db`; None if none."""
-    from registry.settings import Settings
+    from prefix_registry.settings import Settings
 
     settings = settings or Settings()
     if not settings.alert_webhooks:

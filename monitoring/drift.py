@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
-from monitoring.drift_config import DriftConfig, SignalConfig
-from training.errors import ConfigError
+from prefix_registry.errors import ConfigError
+from prefix_registry.monitoring.drift_config import DriftConfig, SignalConfig
 
 INPUT_SIGNALS = ("text_length", "oov_rate", "embedding")
 PREDICTION_SIGNALS = ("predicted_label", "confidence")

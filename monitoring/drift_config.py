@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from training.errors import ConfigError
+from prefix_registry.errors import ConfigError
 
 
 class SignalConfig(BaseModel):

@@ -13,17 +13,17 @@ from typing import Any
 
 import pandas as pd
 
-from monitoring.alerts import drift_alert, send_alert
-from monitoring.drift import DriftReport, DriftVerdict, DriftWindow, detect_drift
-from monitoring.drift_config import DriftConfig
-from monitoring.prediction_log import PredictionLog
-from monitoring.text_features import OovRate, sentence_embeddings
-from registry.loading import load_reference_frame
-from registry.runs import RecordedRun
-from registry.store import PrefixRegistry
-from registry.versions import PrefixVersion
-from training.base_models import load_base_encoder, resolve_base
-from training.errors import ConfigError
+from prefix_registry.errors import ConfigError
+from prefix_registry.monitoring.alerts import drift_alert, send_alert
+from prefix_registry.monitoring.drift import DriftReport, DriftVerdict, DriftWindow, detect_drift
+from prefix_registry.monitoring.drift_config import DriftConfig
+from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
+from prefix_registry.registry.loading import load_reference_frame
+from prefix_registry.registry.runs import RecordedRun
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.training.base_models import load_base_encoder, resolve_base
 
 logger = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from training.errors import PrefixRegistryError
+from prefix_registry.errors import PrefixRegistryError
 
 if TYPE_CHECKING:
-    from registry.settings import Settings
+    from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class PredictionLog:
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> PredictionLog:
         """The log at `settings.resolved_prediction_log_url` (default: SQLite in the registry home)."""
-        from registry.settings import Settings
+        from prefix_registry.settings import Settings
 
         return cls((settings or Settings()).resolved_prediction_log_url, **kwargs)
 

@@ -18,17 +18,17 @@ from typing import Any
 
 import pandas as pd
 
-from monitoring.prediction_log import PredictionLog
-from registry.aliases import CHALLENGER, CHAMPION
-from registry.loading import load_training_split, load_version, load_warm_start
-from registry.store import PrefixRegistry
-from registry.training_runs import TrainOutcome, train_and_register
-from registry.versions import PrefixVersion
-from training.config import DEFAULT_LEARNING_RATES, TrainConfig
-from training.data import LabelledTexts
-from training.errors import PrefixRegistryError
-from training.evaluation import classification_metrics, flat_metrics
-from training.splits import DataSplits
+from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
+from prefix_registry.registry.loading import load_training_split, load_version, load_warm_start
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.training_runs import TrainOutcome, train_and_register
+from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.training.config import DEFAULT_LEARNING_RATES, TrainConfig
+from prefix_registry.training.data import LabelledTexts
+from prefix_registry.training.evaluation import classification_metrics, flat_metrics
+from prefix_registry.training.splits import DataSplits
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def assemble_data(
 
 def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy: RetrainPolicy) -> TrainConfig:
     """The champion's own training settings (a warm start needs the same shapes), with the policy's overrides."""
-    from training.adapter_files import AdapterManifest
+    from prefix_registry.training.adapter_files import AdapterManifest
 
     manifest = AdapterManifest.read(registry.download_version_folder(champion, "adapter"))
     values = {k: v for k, v in manifest.train_config.items()}
@@ -336,7 +336,7 @@ def judge_and_record(
 
 def notify_decision(decision: RetrainDecision, settings: Any = None) -> None:
     """Tell people what a retrain decided (the alert waits in the outbox if no receiver answers)."""
-    from monitoring.alerts import Alert, send_alert
+    from prefix_registry.monitoring.alerts import Alert, send_alert
 
     title = (
         f"{decision.task}: challenger v{decision.challenger_version} promoted over v{decision.champion_version}"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.evaluation import batch_order
+from prefix_registry.training.evaluation import batch_order
 
 WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 

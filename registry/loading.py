@@ -9,11 +9,16 @@ from pathlib import Path
 import pandas as pd
 from peft import PeftModel
 
-from registry.store import PrefixRegistry
-from registry.versions import PrefixVersion
-from training.adapter_files import AdapterManifest, check_base_matches, load_checkpoint, verify_adapter_files
-from training.base_models import LoadedBase, load_base_for_classification, resolve_base
-from training.evaluation import Predictions, predict_probabilities
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.training.adapter_files import (
+    AdapterManifest,
+    check_base_matches,
+    load_checkpoint,
+    verify_adapter_files,
+)
+from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
+from prefix_registry.training.evaluation import Predictions, predict_probabilities
 
 
 @dataclass

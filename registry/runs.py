@@ -10,8 +10,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from registry.store import PrefixRegistry
-from training.trainer import EpochReport
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.training.trainer import EpochReport
 
 RUN_KIND_TAG = "prefix_registry.kind"
 MAX_PARAM_LENGTH = 6000

@@ -18,14 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.aliases import (
-    CHAMPION,
-    AliasEvent,
-    history_from_tags,
-    new_event,
-    rollback_target,
-)
-from registry.errors import (
+from prefix_registry.errors import (
     AliasNotSet,
     InvalidTaskName,
     NoRollbackHistory,
@@ -34,8 +27,15 @@ from registry.errors import (
     TaskNotFound,
     VersionNotFound,
 )
-from registry.settings import Settings
-from registry.versions import PrefixVersion
+from prefix_registry.registry.aliases import (
+    CHAMPION,
+    AliasEvent,
+    history_from_tags,
+    new_event,
+    rollback_target,
+)
+from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from registry.aliases import CHAMPION
-from registry.runs import RecordedRun
-from registry.store import PrefixRegistry, validate_task_name
-from registry.versions import (
+from prefix_registry.registry.aliases import CHAMPION
+from prefix_registry.registry.runs import RecordedRun
+from prefix_registry.registry.store import PrefixRegistry, validate_task_name
+from prefix_registry.registry.versions import (
     METRIC_TAG_PREFIX,
     TAG_ADAPTER_SHA256,
     TAG_BASE,
@@ -33,13 +33,13 @@ from registry.versions import (
     TAG_TRIGGER_REASON,
     PrefixVersion,
 )
-from training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
-from training.base_models import load_base_for_classification, resolve_base
-from training.config import TrainConfig
-from training.data import LabelledTexts
-from training.evaluation import Predictions, classification_metrics, flat_metrics
-from training.splits import DataSplits, split_labelled_texts
-from training.trainer import TrainedPrefix, train_prefix
+from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
+from prefix_registry.training.base_models import load_base_for_classification, resolve_base
+from prefix_registry.training.config import TrainConfig
+from prefix_registry.training.data import LabelledTexts
+from prefix_registry.training.evaluation import Predictions, classification_metrics, flat_metrics
+from prefix_registry.training.splits import DataSplits, split_labelled_texts
+from prefix_registry.training.trainer import TrainedPrefix, train_prefix
 
 logger = logging.getLogger(__name__)
 

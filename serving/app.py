@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from monitoring.prediction_log import PredictionLog, PredictionRecord
-from serving.metrics import ServingMetrics
-from serving.table import AliasWatcher, ServingTable, UnknownTask
+from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.serving.metrics import ServingMetrics
+from prefix_registry.serving.table import AliasWatcher, ServingTable, UnknownTask
 
 logger = logging.getLogger(__name__)
 

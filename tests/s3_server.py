@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from flows.local_server import stop_process
+from prefix_registry.flows.local_server import stop_process
 from tests.integration import missing_server
 from tests.mlflow_server import HOST, free_ports
 

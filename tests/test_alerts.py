@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring import alerts
-from monitoring.alerts import (
+from prefix_registry.monitoring import alerts
+from prefix_registry.monitoring.alerts import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     Alert,
@@ -26,9 +26,9 @@ from monitoring.alerts import (
     sign,
     verify_signature,
 )
-from registry.aliases import new_event
-from registry.settings import Settings
-from registry.store import AliasChange
+from prefix_registry.registry.aliases import new_event
+from prefix_registry.registry.store import AliasChange
+from prefix_registry.settings import Settings
 from tests.webhook_receiver import WebhookReceiver, free_port
 
 SECRET = "hmac-secret-do-not-leak-7f3a"
@@ -297,7 +297,7 @@ def test_secret_and_webhook_token_never_leak(
     outbox: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="monitoring.alerts")
+    caplog.set_level(logging.DEBUG, logger="prefix_registry.monitoring.alerts")
     receiver.fail_next(10)
     dead = f"slack+http://127.0.0.1:{free_port()}{SLACK_TOKEN_PATH}"
     dispatcher = make_dispatcher([dead, receiver.url + SLACK_TOKEN_PATH], max_attempts=2)

@@ -1,6 +1,6 @@
 """Specification of the alias history that rollback walks back down."""
 
-from registry.aliases import AliasEvent, alias_stack, history_from_tags, new_event, rollback_target
+from prefix_registry.registry.aliases import AliasEvent, alias_stack, history_from_tags, new_event, rollback_target
 
 
 def _history(*moves: tuple[str, str | None, str]) -> list[AliasEvent]:

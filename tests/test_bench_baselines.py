@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.baselines import ADAPTER_ROWS, FULL_FT, LOGREG, ROWS, RowResult, add_ratios, app
-from training.config import TrainConfig
-from training.data import load_labelled_texts
-from training.splits import split_labelled_texts
+from prefix_registry.training.config import TrainConfig
+from prefix_registry.training.data import load_labelled_texts
+from prefix_registry.training.splits import split_labelled_texts
 
 TINY = ["--limit", "120", "--max-steps", "2", "--no-progress"]
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.serving import QUICK, TASKS, BenchSettings, app
-from training.errors import PrefixRegistryError
+from prefix_registry.errors import PrefixRegistryError
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from registry.settings import Settings
-from registry.store import PrefixRegistry
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.settings import Settings
+from prefix_registry.training.adapter_files import sha256_file
 from tests.conftest import TINY_TRAIN, tiny_config, tiny_data
-from training.adapter_files import sha256_file
 
 
 def _registry() -> PrefixRegistry:
@@ -40,7 +40,7 @@ def _snapshot(registry: PrefixRegistry) -> dict:
 @pytest.fixture(scope="module")
 def trained_home(module_home: Path) -> Iterator[Path]:
     """Task `sentiment` with versions 1 and 2 (no alias yet), and task `solo` with one promoted version."""
-    from registry.training_runs import train_and_register
+    from prefix_registry.registry.training_runs import train_and_register
 
     registry = _registry()
     data = tiny_data()
@@ -170,7 +170,7 @@ def test_predict_evaluate_and_export_agree_with_plain_peft(trained_home: Path, c
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.base_models import resolve_base
+    from prefix_registry.training.base_models import resolve_base
 
     base_path = resolve_base("minilm").load_path
     labels = json.loads((out / "labels.json").read_text())["labels"]
@@ -275,7 +275,7 @@ def test_corrupted_adapter_in_the_store_is_refused(trained_home: Path, cli) -> N
 def test_adapter_trained_on_another_base_is_refused(home: Path, cli, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from training.base_models import resolve_base
+    from prefix_registry.training.base_models import resolve_base
 
     local_base = tmp_path / "my-minilm"
     shutil.copytree(resolve_base("minilm").load_path, local_base)
@@ -306,7 +306,7 @@ def test_failed_training_marks_the_run_failed_and_registers_nothing(
     cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import registry.training_runs as training_runs
+    import prefix_registry.registry.training_runs as training_runs
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory in epoch 1")
@@ -328,7 +328,7 @@ def test_tasks_lists_tasks_with_aliases(trained_home: Path, cli) -> None:
 
 
 def test_predict_with_log_replays_texts_as_live_traffic(trained_home: Path, cli, tmp_path: Path) -> None:
-    from monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.prediction_log import PredictionLog
 
     texts = tiny_data(limit=30, source="imdb").frame
     path = tmp_path / "batch.jsonl"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.config import Method, TrainConfig
-from training.data import load_labelled_texts
-from training.errors import ConfigError, DataError
-from training.splits import split_labelled_texts
+from prefix_registry.errors import ConfigError, DataError
+from prefix_registry.training.config import Method, TrainConfig
+from prefix_registry.training.data import load_labelled_texts
+from prefix_registry.training.splits import split_labelled_texts
 
 
 def _frame(n_per_class: int = 10) -> pd.DataFrame:

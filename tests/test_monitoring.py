@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.drift import DriftWindow, detect_drift
-from monitoring.drift_config import DriftConfig
-from monitoring.monitor import MonitorRequest, _text_models, run_monitor
-from monitoring.prediction_log import PredictionLog, PredictionRecord
-from monitoring.text_features import OovRate, sentence_embeddings
-from registry.loading import load_version
-from registry.settings import Settings
-from registry.store import PrefixRegistry
-from registry.training_runs import train_and_register
+from prefix_registry.errors import ConfigError
+from prefix_registry.monitoring.drift import DriftWindow, detect_drift
+from prefix_registry.monitoring.drift_config import DriftConfig
+from prefix_registry.monitoring.monitor import MonitorRequest, _text_models, run_monitor
+from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
+from prefix_registry.registry.loading import load_version
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.settings import Settings
 from tests.conftest import tiny_config, tiny_data
 from tests.webhook_receiver import WebhookReceiver
-from training.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from monitoring.prediction_log import PredictionLog
-from registry.loading import load_version
-from registry.settings import Settings
-from registry.store import PrefixRegistry
-from registry.training_runs import train_and_register
-from serving.app import ServingLimits
-from serving.factory import build_serving_app
+from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.registry.loading import load_version
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.serving.app import ServingLimits
+from prefix_registry.serving.factory import build_serving_app
+from prefix_registry.settings import Settings
+from prefix_registry.training.data import LabelledTexts
 from tests.conftest import tiny_config, tiny_data
-from training.data import LabelledTexts
 
 TEXTS = [
     "A warm, funny and wise film.",

@@ -9,8 +9,8 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from tests.conftest import tiny_config, tiny_data
-from training.adapter_files import (
+from prefix_registry.errors import AdapterError
+from prefix_registry.training.adapter_files import (
     ADAPTER_WEIGHTS,
     AdapterManifest,
     load_adapter,
@@ -19,12 +19,12 @@ from training.adapter_files import (
     save_checkpoint,
     verify_adapter_files,
 )
-from training.base_models import fingerprint_backbone, load_base_for_classification, resolve_base
-from training.errors import AdapterError
-from training.evaluation import classification_metrics, predict_probabilities
-from training.methods import _first_tokens, build_peft_config, init_prefix_from_tokens
-from training.splits import split_labelled_texts
-from training.trainer import load_trainable_state, train_prefix
+from prefix_registry.training.base_models import fingerprint_backbone, load_base_for_classification, resolve_base
+from prefix_registry.training.evaluation import classification_metrics, predict_probabilities
+from prefix_registry.training.methods import _first_tokens, build_peft_config, init_prefix_from_tokens
+from prefix_registry.training.splits import split_labelled_texts
+from prefix_registry.training.trainer import load_trainable_state, train_prefix
+from tests.conftest import tiny_config, tiny_data
 
 
 def _train(model_cache: Path, **changes):

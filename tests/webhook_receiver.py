@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from monitoring.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from prefix_registry.monitoring.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 HOST = "127.0.0.1"
 

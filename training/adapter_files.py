@@ -25,9 +25,9 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from training.base_models import MINILM, SMOLLM2, LoadedBase
-from training.errors import AdapterError
-from training.trainer import TrainedPrefix
+from prefix_registry.errors import AdapterError
+from prefix_registry.training.base_models import MINILM, SMOLLM2, LoadedBase
+from prefix_registry.training.trainer import TrainedPrefix
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

@@ -28,7 +28,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from training.errors import BaseModelError
+from prefix_registry.errors import BaseModelError
 
 logger = logging.getLogger(__name__)
 

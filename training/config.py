@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from training.errors import ConfigError
+from prefix_registry.errors import ConfigError
 
 
 class Method(StrEnum):

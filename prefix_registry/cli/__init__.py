@@ -1,0 +1,38 @@
+"""`prefixctl`: the command line. Each command parses its options, calls the libraries, and prints the result.
+
+User mistakes (unknown task, bad data, missing version...) print one `error:` line and exit with status 2, and so
+does a start under library versions the project does not support.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from prefix_registry.cli.app import app
+from prefix_registry.cli.output import error_console
+from prefix_registry.errors import PrefixRegistryError
+
+__all__ = ["app", "main"]
+
+# Importing a command module registers its commands on `app`; this order is the order `prefixctl --help` lists.
+COMMAND_MODULES = ("train", "versions", "predict", "serve", "monitor", "flows", "demo", "alerts")
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_module}")
+
+
+def main() -> None:
+    """Entry point of the `prefixctl` console script."""
+    from prefix_registry.compat import require_supported_versions
+    from prefix_registry.training.quiet import quiet_libraries
+
+    try:
+        require_supported_versions()
+        quiet_libraries()
+        app()
+    except PrefixRegistryError as error:
+        error_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,34 @@
+"""The root `prefixctl` application, the options every command shares, and the entry point.
+
+Each command group lives in a module of its own (`train`, `versions`, `predict`, `serve`, `monitor`, `flows`,
+`demo`, `alerts`), registered on this one app. Commands import the libraries they call inside the command, so that
+`prefixctl --help` or a mistyped option answers at once instead of first loading torch, transformers and MLflow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from prefix_registry.registry.store import PrefixRegistry
+
+app = typer.Typer(
+    name="prefixctl",
+    help="Train, version, promote, roll back, serve and monitor continuous prompts (prefix / prompt / P-tuning).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+VersionOption = Annotated[str | None, typer.Option("--version", "-v", help="A version number.")]
+AliasOption = Annotated[str | None, typer.Option("--alias", "-a", help="An alias, e.g. champion (the default).")]
+
+
+def open_registry() -> PrefixRegistry:
+    """The registry named by the settings of this moment (environment, then defaults)."""
+    from prefix_registry.registry.store import PrefixRegistry
+
+    return PrefixRegistry()

@@ -1,0 +1,67 @@
+"""`prefixctl demo`: the whole story on real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prefix_registry.cli.app import JsonOption, app
+from prefix_registry.cli.output import error_console, print_json, print_pairs, print_table
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller story (about 5 minutes).")] = False,
+    home: Annotated[Path | None, typer.Option(help="Folder for the demo's stores (wiped first).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole story on real data: train, serve, drift, alert, retrain, promote, recover, roll back."""
+    from prefix_registry.settings import Settings
+
+    demo_home = (home or Settings().home / "demo").expanduser().resolve()
+    from prefix_registry.flows.demo import DemoConfig, run_demo
+
+    config = DemoConfig.quick(demo_home) if quick else DemoConfig(home=demo_home)
+
+    def say(line: str) -> None:
+        error_console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    summary = run_demo(config, say)
+    if as_json:
+        print_json(summary)
+        return
+    print_table(
+        "live traffic, window by window",
+        ["window", "texts", "served by", "live accuracy", "monitor"],
+        [
+            (
+                w["name"],
+                w["size"],
+                "v" + "/v".join(w["served_by"]),
+                f"{w['accuracy']:.3f}",
+                ", ".join(w["drift"]["drifted_signals"])
+                if w["drift"] and w["drift"]["drift_detected"]
+                else (w["drift"] or {}).get("status", ""),
+            )
+            for w in summary["windows"]
+        ],
+    )
+    print_pairs(
+        "summary",
+        {
+            key: summary[key]
+            for key in (
+                "champion_before",
+                "champion_after",
+                "drift_detected_in_window",
+                "live_accuracy",
+                "fresh_holdout",
+                "rollback",
+                "alerts_delivered",
+                "seconds",
+            )
+        },
+    )
+    print_pairs("open the UIs", summary["open_the_uis"])

@@ -1,0 +1,141 @@
+"""`prefixctl monitor | retrain`: judge drift on logged traffic, and train a gated challenger by hand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, app, open_registry
+from prefix_registry.cli.output import print_json, print_pairs, print_table
+
+
+@app.command()
+def monitor(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    current_last: Annotated[int | None, typer.Option(help="Current window: the N most recent predictions.")] = None,
+    since: Annotated[str | None, typer.Option(help="Current window: predictions since this ISO time.")] = None,
+    reference: Annotated[str, typer.Option(help="champion-validation (default) or logged.")] = "champion-validation",
+    reference_last: Annotated[
+        int | None, typer.Option(help="Reference: the N logged predictions before the current window.")
+    ] = None,
+    version: VersionOption = None,
+    alias: AliasOption = None,
+    all_versions: Annotated[bool, typer.Option(help="Include predictions of every version in the windows.")] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML file of drift thresholds.")] = None,
+    alert: Annotated[bool, typer.Option(help="Send an alert when drift is detected.")] = True,
+    fail_on_drift: Annotated[bool, typer.Option(help="Exit with status 3 when drift is detected.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare recent predictions with a reference window (Evidently); log the report to MLflow; alert on drift."""
+    from prefix_registry.errors import ConfigError
+    from prefix_registry.monitoring.drift_config import DriftConfig
+    from prefix_registry.monitoring.monitor import CHAMPION_VALIDATION, MonitorRequest, run_monitor
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+
+    if reference not in (CHAMPION_VALIDATION, "logged"):
+        raise ConfigError(f"--reference must be {CHAMPION_VALIDATION} or logged, got {reference!r}")
+    if reference == "logged" and reference_last is None:
+        raise ConfigError("--reference logged needs --reference-last N")
+    registry = open_registry()
+    drift_config = DriftConfig.load(config or registry.settings.drift_config)
+    request = MonitorRequest(
+        task=task,
+        current_last=current_last if (current_last is not None or since is not None) else 500,
+        since=_parse_time(since) if since else None,
+        reference_last=reference_last,
+        version=version,
+        alias=alias,
+        all_versions=all_versions,
+    )
+    with PredictionLog.from_settings(registry.settings) as log:
+        outcome = run_monitor(registry, log, request, drift_config, send_alerts=alert)
+    verdict = outcome.verdict
+    if as_json:
+        print_json(outcome.summary())
+    else:
+        print_pairs(
+            f"{task} v{verdict.version}: {verdict.status}",
+            {
+                "message": verdict.message,
+                "reference": verdict.reference,
+                "current": verdict.current,
+                "mlflow_run_id": outcome.run_id,
+                **outcome.html_files,
+            },
+        )
+        if verdict.signals:
+            print_table(
+                "signals",
+                ["signal", "group", "method", "score", "threshold", "drifted"],
+                [
+                    (s.name, s.group, s.method, f"{s.score:.4f}", s.threshold, "DRIFT" if s.drifted else "ok")
+                    for s in verdict.signals.values()
+                ],
+            )
+    if fail_on_drift and verdict.drift_detected:
+        raise typer.Exit(3)
+
+
+@app.command()
+def retrain(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    margin: Annotated[float, typer.Option(help="Macro-F1 the challenger must gain on fresh held-out data.")] = 0.01,
+    cooldown_minutes: Annotated[float, typer.Option(help="Refuse if the task was retrained this recently.")] = 60.0,
+    min_fresh_labels: Annotated[int, typer.Option(help="Fresh feedback labels needed.")] = 100,
+    since: Annotated[str | None, typer.Option(help="Fresh labels since this ISO time (default: drift start).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Challenger epochs.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a challenger on fresh feedback labels (+ replay) and promote it only if it beats the champion."""
+    from prefix_registry.monitoring.monitor import latest_drift_verdict
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.retraining import RetrainPolicy, notify_decision
+    from prefix_registry.monitoring.retraining import retrain as run_retrain
+
+    registry = open_registry()
+    policy = RetrainPolicy(
+        margin=margin, cooldown_minutes=cooldown_minutes, min_fresh_labels=min_fresh_labels, epochs=epochs
+    )
+    verdict = latest_drift_verdict(registry, task)
+    with PredictionLog.from_settings(registry.settings) as log:
+        decision = run_retrain(
+            registry,
+            log,
+            task,
+            policy,
+            trigger="drift" if verdict else "manual",
+            drift_verdict=verdict,
+            since=_parse_time(since) if since else None,
+            progress=sys.stderr.isatty(),
+        )
+    notify_decision(decision, registry.settings)
+    if as_json:
+        print_json(decision.summary())
+    else:
+        outcome = (
+            f"promoted v{decision.challenger_version}" if decision.promoted else f"kept v{decision.champion_version}"
+        )
+        print_pairs(
+            f"{task}: {outcome}",
+            {
+                "reason": decision.reason,
+                "champion": decision.champion_scores,
+                "challenger": decision.challenger_scores,
+                "data": decision.data,
+            },
+        )
+
+
+def _parse_time(value: str):
+    from datetime import UTC, datetime
+
+    from prefix_registry.errors import ConfigError
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--since must be an ISO time such as 2026-11-22T10:00:00Z, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

