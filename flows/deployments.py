@@ -7,7 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 from prefix_registry.errors import PrefixRegistryError
-from prefix_registry.flows.events import DRIFT_DETECTED, RESOURCE_PREFIX, TASK_LABEL
+from prefix_registry.flows.events import DRIFT_DETECTED, MONITORING_RUN_KEY, RESOURCE_PREFIX, TASK_LABEL
+from prefix_registry.flows.schedule import MonitorSchedule
+from prefix_registry.monitoring.retrain_policy import RetrainPolicy
 
 
 class PrefectUnavailable(PrefixRegistryError):
@@ -27,18 +29,24 @@ def drift_trigger() -> Any:
             "task": f"{{{{ event.resource['{TASK_LABEL}'] }}}}",
             "trigger": "drift",
             "drift_event_id": "{{ event.id | string }}",
+            # The retrain judges the monitoring run that found the drift, not whichever ran last.
+            "monitoring_run_id": f"{{{{ event.payload.{MONITORING_RUN_KEY} }}}}",
         },
     )
 
 
 def build_deployments(
-    monitor_every_minutes: float = 10.0,
-    tasks: list[str] | None = None,
-    current_last: int = 500,
-    retrain_policy: dict[str, Any] | None = None,
+    schedule: MonitorSchedule | None = None, retrain_policy: RetrainPolicy | dict[str, Any] | None = None
 ) -> list[Any]:
     """The three runner deployments. Retraining runs one at a time: a second trigger during a retrain waits, then
-    meets the cooldown."""
+    meets the cooldown.
+
+    Args:
+        schedule: the monitoring schedule (default: `MonitorSchedule()`).
+        retrain_policy: the retrain's settings; only those set explicitly become the deployment's `policy`.
+    """
+    schedule = schedule or MonitorSchedule()
+    policy = retrain_policy if isinstance(retrain_policy, RetrainPolicy) else RetrainPolicy.from_values(retrain_policy)
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     from prefix_registry.flows.monitor import monitor_prefix_flow
@@ -49,14 +57,14 @@ def build_deployments(
         train_prefix_flow.to_deployment(name="train-prefix", description="Train and register a prefix by hand."),
         monitor_prefix_flow.to_deployment(
             name="monitor-prefix",
-            interval=timedelta(minutes=monitor_every_minutes),
-            parameters={"tasks": tasks, "current_last": current_last},
-            description=f"Drift check of every served task every {monitor_every_minutes:g} minutes.",
+            interval=timedelta(minutes=schedule.monitor_every_minutes),
+            parameters={"tasks": schedule.tasks, "current_last": schedule.current_last},
+            description=f"Drift check of every served task every {schedule.monitor_every_minutes:g} minutes.",
         ),
         retrain_prefix_flow.to_deployment(
             name="retrain-prefix",
             triggers=[drift_trigger()],
-            parameters={"policy": retrain_policy or {}},
+            parameters={"policy": policy.overrides()},
             # Queued, not dropped: the per-task lock and the cooldown turn a duplicate away once it runs.
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             description="Retrain on drift; promote only a challenger that beats the champion.",

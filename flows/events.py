@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from prefix_registry.monitoring.drift import DriftVerdict
 
 DRIFT_DETECTED = "prefix.drift.detected"
 RESOURCE_PREFIX = "prefix-registry.task."
 TASK_LABEL = "prefix-registry.task"
 VERSION_LABEL = "prefix-registry.version"
+# The payload key naming the monitoring run that found the drift: the retrain judges exactly that run.
+MONITORING_RUN_KEY = "monitoring_run_id"
 
 
 def task_resource(task: str, version: str) -> dict[str, str]:
@@ -20,12 +22,18 @@ def task_resource(task: str, version: str) -> dict[str, str]:
     }
 
 
-def emit_drift_event(task: str, version: str, verdict: dict[str, Any]) -> str | None:
-    """Emit `prefix.drift.detected` for a task; returns the event id (None when events are not being sent)."""
+def emit_drift_event(verdict: DriftVerdict, monitoring_run_id: str) -> str | None:
+    """Emit `prefix.drift.detected` for the verdict's task; returns the event id (None when events are not sent).
+
+    The payload names the monitoring run that holds the verdict, plus a few facts for people reading the event.
+    """
     from prefect.events import emit_event
 
     payload = {
-        key: verdict.get(key) for key in ("status", "drifted_signals", "window_sizes", "checked_at", "mlflow_run_id")
+        MONITORING_RUN_KEY: monitoring_run_id,
+        "drifted_signals": verdict.drifted_signals,
+        "window_sizes": verdict.window_sizes,
+        "checked_at": verdict.checked_at,
     }
-    event = emit_event(event=DRIFT_DETECTED, resource=task_resource(task, version), payload=payload)
+    event = emit_event(event=DRIFT_DETECTED, resource=task_resource(verdict.task, verdict.version), payload=payload)
     return str(event.id) if event is not None else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,24 +13,7 @@ from types import TracebackType
 import httpx
 
 from prefix_registry.flows.deployments import PrefectUnavailable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen | None, grace: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds; nothing for a process already gone."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+from prefix_registry.flows.loopback import free_port, stop_process
 
 
 class LocalPrefectServer:

@@ -8,6 +8,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from prefix_registry.flows.events import emit_drift_event
+from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
+from prefix_registry.monitoring.monitor import MonitorOutcome
+from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.store import PrefixRegistry
 
 
@@ -15,11 +18,12 @@ from prefix_registry.registry.store import PrefixRegistry
 def served_tasks(tasks: list[str] | None) -> list[str]:
     registry = PrefixRegistry()
     names = tasks or registry.tasks()
-    return [name for name in names if "champion" in registry.aliases(name)]
+    return [name for name in names if CHAMPION in registry.aliases(name)]
 
 
 @task(name="check-drift", retries=2, retry_delay_seconds=10, cache_policy=NONE)
-def check_drift(task_name: str, current_last: int, all_versions: bool) -> dict[str, Any]:
+def check_drift(task_name: str, current_last: int, all_versions: bool) -> MonitorOutcome:
+    """One drift check of `task_name`, recorded as a monitoring run (and alerted on drift)."""
     from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
     from prefix_registry.monitoring.prediction_log import PredictionLog
 
@@ -28,37 +32,42 @@ def check_drift(task_name: str, current_last: int, all_versions: bool) -> dict[s
         outcome = run_monitor(
             registry, log, MonitorRequest(task_name, current_last=current_last, all_versions=all_versions)
         )
-    verdict = outcome.summary()
+    verdict = outcome.verdict
     logger = get_run_logger()
-    if verdict["status"] == "insufficient_data":
-        logger.info("%s: %s", task_name, verdict["message"])
-    elif verdict["drift_detected"]:
+    if verdict.status == "insufficient_data":
+        logger.info("%s: %s", task_name, verdict.message)
+    elif verdict.drift_detected:
         logger.warning(
             "%s v%s: DRIFT in %s (current window %s, reference %s); report: MLflow run %s",
             task_name,
-            verdict["version"],
-            ", ".join(verdict["drifted_signals"]),
-            verdict["window_sizes"]["current"],
-            verdict["window_sizes"]["reference"],
-            verdict["mlflow_run_id"],
+            verdict.version,
+            ", ".join(verdict.drifted_signals),
+            verdict.window_sizes["current"],
+            verdict.window_sizes["reference"],
+            outcome.run_id,
         )
     else:
-        logger.info(
-            "%s v%s: no drift over %s predictions", task_name, verdict["version"], verdict["window_sizes"]["current"]
-        )
-    return verdict
+        logger.info("%s v%s: no drift over %s predictions", task_name, verdict.version, verdict.window_sizes["current"])
+    return outcome
 
 
 @flow(name="monitor-prefix", log_prints=True)
 def monitor_prefix_flow(
-    tasks: list[str] | None = None, current_last: int = 500, all_versions: bool = False, emit_events: bool = True
+    tasks: list[str] | None = None,
+    current_last: int = DEFAULT_CURRENT_WINDOW,
+    all_versions: bool = False,
+    emit_events: bool = True,
 ) -> list[dict[str, Any]]:
-    """One monitoring pass over `tasks` (default: every task with a champion)."""
-    verdicts = []
+    """One monitoring pass over `tasks` (default: every task with a champion).
+
+    Returns one summary per task (`MonitorOutcome.summary()`, plus `event_id` when a drift event was emitted).
+    """
+    summaries = []
     for name in served_tasks(tasks):
-        verdict = check_drift(name, current_last, all_versions)
-        if verdict["drift_detected"] and emit_events:
-            verdict["event_id"] = emit_drift_event(name, verdict["version"], verdict)
-            get_run_logger().info("emitted prefix.drift.detected for %s (event %s)", name, verdict["event_id"])
-        verdicts.append(verdict)
-    return verdicts
+        outcome = check_drift(name, current_last, all_versions)
+        summary = outcome.summary()
+        if outcome.verdict.drift_detected and emit_events and outcome.run_id:
+            summary["event_id"] = emit_drift_event(outcome.verdict, outcome.run_id)
+            get_run_logger().info("emitted prefix.drift.detected for %s (event %s)", name, summary["event_id"])
+        summaries.append(summary)
+    return summaries

@@ -44,10 +44,10 @@ def train_and_register_task(task_name: str, labelled: LabelledTexts, config: dic
 
 @task(name="promote", retries=3, retry_delay_seconds=5, cache_policy=NONE)
 def promote_task(task_name: str, version: str, reason: str) -> dict[str, Any]:
-    from prefix_registry.monitoring.alerts import alert_alias_change
+    from prefix_registry.monitoring.alerts import alerting_registry
 
-    change = PrefixRegistry().promote(task_name, version, reason=reason)
-    alert_alias_change(change, "promotion")
+    # The registry's alias observer sends the promotion alert.
+    change = alerting_registry().promote(task_name, version, reason=reason)
     get_run_logger().info("champion of %s: v%s -> v%s", task_name, change.from_version, change.to_version)
     return change.summary()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,32 @@ class DriftWindow:
             raise ValueError(f"a drift window needs columns {WINDOW_COLUMNS}; missing {missing}")
         self.frame = self.frame[WINDOW_COLUMNS].reset_index(drop=True)
 
+    @classmethod
+    def of_logged(cls, frame: pd.DataFrame, kind: str, details: dict[str, Any] | None = None) -> DriftWindow:
+        """A window of prediction-log rows (`text`, `predicted_label`, `confidence`, `feedback_label`)."""
+        rows = pd.DataFrame(
+            {
+                "text": frame.get("text", pd.Series(dtype=str)),
+                "predicted_label": frame.get("predicted_label", pd.Series(dtype=str)),
+                "confidence": frame.get("confidence", pd.Series(dtype=float)),
+                "true_label": frame.get("feedback_label", pd.Series(dtype=object)),
+            }
+        )
+        return cls(rows, kind=kind, details=dict(details or {}))
+
+    @classmethod
+    def of_reference(cls, frame: pd.DataFrame, kind: str, details: dict[str, Any] | None = None) -> DriftWindow:
+        """A window of a version's reference file (`text`, `predicted`, `confidence`, `label`), kept at training."""
+        rows = pd.DataFrame(
+            {
+                "text": frame["text"],
+                "predicted_label": frame["predicted"],
+                "confidence": frame["confidence"],
+                "true_label": frame["label"],
+            }
+        )
+        return cls(rows, kind=kind, details=dict(details or {}))
+
     @property
     def size(self) -> int:
         return len(self.frame)
@@ -70,8 +96,14 @@ class DriftWindow:
         return {"kind": self.kind, "size": self.size, "labelled": labelled, **self.details}
 
 
-@dataclass
+@dataclass(frozen=True)
 class SignalResult:
+    """One signal's judgement.
+
+    `drifted`: the score is past the threshold. `alarm_enabled`: the configuration lets this signal raise the alarm
+    on its own. `alarm`: both, i.e. this signal is one reason the verdict says "drift".
+    """
+
     name: str
     group: str
     method: str
@@ -79,17 +111,35 @@ class SignalResult:
     score: float
     threshold: float
     drifted: bool
-    alarm: bool
+    alarm_enabled: bool
+
+    @property
+    def alarm(self) -> bool:
+        return self.drifted and self.alarm_enabled
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "alarm": self.alarm}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SignalResult:
+        known = {f.name for f in fields(cls)}
+        if "alarm_enabled" not in values:
+            # Verdicts written before 0.2 called the configuration's flag `alarm`.
+            values = {**values, "alarm_enabled": values.get("alarm", True)}
+        return cls(**{key: value for key, value in values.items() if key in known})
 
 
-@dataclass
+@dataclass(frozen=True)
 class DriftVerdict:
-    """The answer of one drift check, as printed by `prefixctl monitor --json`."""
+    """The answer of one drift check: the one shape it has from `detect_drift` to the retrain it may start.
+
+    Written to a monitoring run as `drift/verdict.json` by `to_dict()` and read back by `from_dict()`; printed by
+    `prefixctl monitor --json`.
+    """
 
     task: str
     version: str
     status: str  # "ok", "drift" or "insufficient_data"
-    drift_detected: bool
     reference: dict[str, Any]
     current: dict[str, Any]
     signals: dict[str, SignalResult] = field(default_factory=dict)
@@ -99,14 +149,39 @@ class DriftVerdict:
     seconds: float = 0.0
 
     @property
+    def drift_detected(self) -> bool:
+        return self.status == "drift"
+
+    @property
     def drifted_signals(self) -> list[str]:
-        return [name for name, signal in self.signals.items() if signal.drifted and signal.alarm]
+        """The signals that raised the alarm (past their threshold and allowed to alarm)."""
+        return [name for name, signal in self.signals.items() if signal.alarm]
+
+    @property
+    def window_sizes(self) -> dict[str, int | None]:
+        return {"reference": self.reference.get("size"), "current": self.current.get("size")}
+
+    @property
+    def current_from(self) -> datetime | None:
+        """When the current window's first prediction was logged (None for an empty or synthetic window)."""
+        start = self.current.get("from")
+        return datetime.fromisoformat(start) if start else None
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["signals"] = {name: signal.to_dict() for name, signal in self.signals.items()}
+        values["drift_detected"] = self.drift_detected
         values["drifted_signals"] = self.drifted_signals
-        values["window_sizes"] = {"reference": self.reference.get("size"), "current": self.current.get("size")}
+        values["window_sizes"] = self.window_sizes
         return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DriftVerdict:
+        """The verdict `to_dict()` wrote (derived keys such as `drifted_signals` are recomputed, not read)."""
+        known = {f.name for f in fields(cls)}
+        given = {key: value for key, value in values.items() if key in known}
+        given["signals"] = {name: SignalResult.from_dict(s) for name, s in (values.get("signals") or {}).items()}
+        return cls(**given)
 
 
 @dataclass
@@ -131,34 +206,26 @@ def detect_drift(
     """Compare `current` with `reference`; write Evidently HTML reports into `html_dir` when given."""
     started = time.perf_counter()
     _check_methods(config)
-    verdict = DriftVerdict(
-        task=task,
-        version=version,
-        status="ok",
-        drift_detected=False,
-        reference=reference.describe(),
-        current=current.describe(),
-    )
+    described = {"task": task, "version": version, "reference": reference.describe(), "current": current.describe()}
     if min(reference.size, current.size) < config.min_window:
-        verdict.status = "insufficient_data"
-        verdict.message = (
+        message = (
             f"insufficient data: the current window has {current.size} row(s) and the reference "
             f"{reference.size}; at least {config.min_window} each are needed"
         )
-        verdict.seconds = time.perf_counter() - started
+        verdict = DriftVerdict(
+            **described, status="insufficient_data", message=message, seconds=time.perf_counter() - started
+        )
         return DriftReport(verdict)
 
     ref_frame = _with_descriptors(reference.frame, oov_rate)
     cur_frame = _with_descriptors(current.frame, oov_rate)
-    report = DriftReport(verdict)
     evidently_scores, snapshot = _evidently_value_drift(ref_frame, cur_frame, config)
-    for name, score in evidently_scores.items():
-        verdict.signals[name] = _signal(name, config.signals[name], score)
-    verdict.signals["embedding"] = _embedding_signal(reference.frame, current.frame, config, embed)
-    verdict.quality = _quality(reference.frame, current.frame, config)
-    if verdict.quality is not None and verdict.quality.get("accuracy_drop") is not None:
-        drop = verdict.quality["accuracy_drop"]
-        verdict.signals["accuracy_drop"] = SignalResult(
+    signals = {name: _signal(name, config.signals[name], score) for name, score in evidently_scores.items()}
+    signals["embedding"] = _embedding_signal(reference.frame, current.frame, config, embed)
+    quality = _quality(reference.frame, current.frame, config)
+    if quality is not None and quality.get("accuracy_drop") is not None:
+        drop = quality["accuracy_drop"]
+        signals["accuracy_drop"] = SignalResult(
             "accuracy_drop",
             "quality",
             "reference_accuracy - live_accuracy",
@@ -168,22 +235,24 @@ def detect_drift(
             drop > config.accuracy_drop,
             True,
         )
-    verdict.drift_detected = bool(verdict.drifted_signals)
-    verdict.status = "drift" if verdict.drift_detected else "ok"
-    verdict.message = (
-        f"drift detected in {', '.join(verdict.drifted_signals)}"
-        if verdict.drift_detected
-        else "no drift: every signal is below its threshold"
-    )
+    alarms = [name for name, signal in signals.items() if signal.alarm]
+    html_files: dict[str, Path] = {}
     if html_dir is not None:
         html_dir.mkdir(parents=True, exist_ok=True)
-        report.html_files["drift"] = html_dir / "drift_report.html"
-        snapshot.save_html(str(report.html_files["drift"]))
+        html_files["drift"] = html_dir / "drift_report.html"
+        snapshot.save_html(str(html_files["drift"]))
         quality_html = _evidently_quality_html(reference.frame, current.frame, html_dir / "quality_report.html", config)
         if quality_html is not None:
-            report.html_files["quality"] = quality_html
-    verdict.seconds = time.perf_counter() - started
-    return report
+            html_files["quality"] = quality_html
+    verdict = DriftVerdict(
+        **described,
+        status="drift" if alarms else "ok",
+        signals=signals,
+        quality=quality,
+        message=f"drift detected in {', '.join(alarms)}" if alarms else "no drift: every signal is below its threshold",
+        seconds=time.perf_counter() - started,
+    )
+    return DriftReport(verdict, html_files)
 
 
 def _check_methods(config: DriftConfig) -> None:
@@ -208,7 +277,9 @@ def _with_descriptors(frame: pd.DataFrame, oov_rate: Callable[[Sequence[str]], n
     return result
 
 
-def _evidently_value_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig) -> tuple[dict, Any]:
+def _evidently_value_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig
+) -> tuple[dict[str, float], Any]:
     from evidently import DataDefinition, Dataset, Report
     from evidently.descriptors import TextLength
     from evidently.metrics import ValueDrift
@@ -229,7 +300,7 @@ def _evidently_value_drift(reference: pd.DataFrame, current: pd.DataFrame, confi
         ValueDrift(column=c, method=config.signals[c].method, threshold=config.signals[c].threshold) for c in columns
     ]
     snapshot = Report(metrics).run(dataset(current), dataset(reference))
-    scores = {}
+    scores: dict[str, float] = {}
     for result in snapshot.dict()["metrics"]:
         column = result.get("config", {}).get("column")
         if column in columns:

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefix_registry.errors import ConfigError
 
+# Predictions in a monitoring pass's current window unless told otherwise (CLI, flow, deployment).
+DEFAULT_CURRENT_WINDOW = 500
+
 
 class SignalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from prefix_registry.errors import ConfigError
 from prefix_registry.monitoring.alerts import drift_alert, send_alert
 from prefix_registry.monitoring.drift import DriftReport, DriftVerdict, DriftWindow, detect_drift
-from prefix_registry.monitoring.drift_config import DriftConfig
+from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW, DriftConfig
+from prefix_registry.monitoring.drift_runs import record_verdict
 from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
 from prefix_registry.registry.loading import load_reference_frame
-from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.training.base_models import load_base_encoder, resolve_base
 
 logger = logging.getLogger(__name__)
 
+# The two kinds of reference window (`prefixctl monitor --reference`).
 CHAMPION_VALIDATION = "champion-validation"
-WINDOW_FROM_TAG = "prefix_registry.window_from"
+LOGGED = "logged"
+REFERENCE_KINDS = (CHAMPION_VALIDATION, LOGGED)
 
 
 @dataclass
@@ -38,23 +39,38 @@ class MonitorRequest:
     Attributes:
         current_last: the current window is the task's most recent N logged predictions...
         since: ...or those logged since this time (both may be combined).
-        reference_last: compare with the N logged predictions before the current window, instead of the
-            serving version's validation predictions (kept with it at training time).
+        reference: `champion-validation` (the judged version's validation texts and predictions, kept with it at
+            training time) or `logged` (the `reference_last` logged predictions before the current window).
+            Default: `logged` when `reference_last` is given, else `champion-validation`.
+        reference_last: size of a `logged` reference window.
         version / alias: the version judged (default: the one behind `champion`); its predictions form the
             current window unless `all_versions`.
     """
 
     task: str
-    current_last: int | None = 500
+    current_last: int | None = DEFAULT_CURRENT_WINDOW
     since: datetime | None = None
     reference_last: int | None = None
     version: str | None = None
     alias: str | None = None
     all_versions: bool = False
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reference is None:
+            self.reference = LOGGED if self.reference_last is not None else CHAMPION_VALIDATION
+        if self.reference not in REFERENCE_KINDS:
+            raise ConfigError(f"--reference must be {' or '.join(REFERENCE_KINDS)}, got {self.reference!r}")
+        if self.reference == LOGGED and self.reference_last is None:
+            raise ConfigError("--reference logged needs --reference-last N")
+        if self.reference == CHAMPION_VALIDATION and self.reference_last is not None:
+            raise ConfigError(f"--reference-last compares with logged predictions; it cannot go with {self.reference}")
 
 
 @dataclass
 class MonitorOutcome:
+    """One monitoring pass: the verdict, the MLflow run that keeps it, its HTML reports and the alert sent."""
+
     verdict: DriftVerdict
     run_id: str | None = None
     report_dir: Path | None = None
@@ -72,6 +88,7 @@ def _text_models(base_name: str, cache_dir: str) -> tuple[Any, OovRate]:
 
 
 def current_window(log: PredictionLog, request: MonitorRequest, version: PrefixVersion) -> DriftWindow:
+    """The window judged: recent logged predictions of `version` (of every version with `all_versions`)."""
     if request.current_last is None and request.since is None:
         raise ConfigError("choose the current window with --current-last N and/or --since TIME")
     frame = log.window(
@@ -84,23 +101,16 @@ def current_window(log: PredictionLog, request: MonitorRequest, version: PrefixV
     if len(frame):
         details["from"] = frame["created_at"].min().isoformat()
         details["to"] = frame["created_at"].max().isoformat()
-    return DriftWindow(_log_rows(frame), kind="recent predictions", details=details)
+    return DriftWindow.of_logged(frame, kind="recent predictions", details=details)
 
 
 def reference_window(
     registry: PrefixRegistry, log: PredictionLog, request: MonitorRequest, version: PrefixVersion, current: DriftWindow
 ) -> DriftWindow:
-    if request.reference_last is None:
+    """The window `current` is compared with, of the kind `request.reference` names."""
+    if request.reference == CHAMPION_VALIDATION:
         frame = load_reference_frame(registry, version)
-        rows = pd.DataFrame(
-            {
-                "text": frame["text"],
-                "predicted_label": frame["predicted"],
-                "confidence": frame["confidence"],
-                "true_label": frame["label"],
-            }
-        )
-        return DriftWindow(rows, kind=CHAMPION_VALIDATION, details={"version": version.version})
+        return DriftWindow.of_reference(frame, kind=CHAMPION_VALIDATION, details={"version": version.version})
     until = datetime.fromisoformat(current.details["from"]) if current.details.get("from") else None
     frame = log.window(
         request.task,
@@ -108,7 +118,7 @@ def reference_window(
         until=until,
         version=None if request.all_versions else version.version,
     )
-    return DriftWindow(_log_rows(frame), kind=f"{request.reference_last} logged predictions before the window")
+    return DriftWindow.of_logged(frame, kind=f"{request.reference_last} logged predictions before the window")
 
 
 def run_monitor(
@@ -127,7 +137,7 @@ def run_monitor(
     reference = reference_window(registry, log, request, version, current)
     (model, tokenizer), oov_rate = _text_models(version.base, str(registry.settings.resolved_cache_dir))
 
-    def embed(texts: list[str]) -> Any:
+    def embed(texts: Sequence[str]) -> np.ndarray:
         return sentence_embeddings(model, tokenizer, texts)
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -141,85 +151,10 @@ def run_monitor(
         html_files={name: str(path) for name, path in report.html_files.items()},
     )
     if record:
-        outcome.run_id = _record(registry, report, report_dir)
+        outcome.run_id = record_verdict(registry, report, report_dir)
     if send_alerts and report.verdict.drift_detected:
-        delivery = send_alert(
-            drift_alert(request.task, version.version, report.verdict.to_dict()), settings=registry.settings
-        )
+        delivery = send_alert(drift_alert(report.verdict, outcome.run_id), settings=registry.settings)
         outcome.alert = (
             delivery.to_dict() if delivery is not None else {"sent": False, "reason": "no webhooks configured"}
         )
     return outcome
-
-
-def _record(registry: PrefixRegistry, report: DriftReport, report_dir: Path) -> str:
-    verdict = report.verdict
-    tags = {
-        "prefix_registry.version": verdict.version,
-        "prefix_registry.drift_status": verdict.status,
-        WINDOW_FROM_TAG: str(verdict.current.get("from") or ""),
-    }
-    with RecordedRun(registry, verdict.task, run_name=f"monitor-v{verdict.version}", kind="monitor", tags=tags) as run:
-        run.log_params(
-            {
-                "reference": verdict.reference.get("kind"),
-                "reference_size": verdict.reference.get("size"),
-                "current_size": verdict.current.get("size"),
-                "version": verdict.version,
-            }
-        )
-        metrics = {f"drift_{name}": signal.score for name, signal in verdict.signals.items()}
-        metrics["drift_detected"] = float(verdict.drift_detected)
-        for key in ("accuracy", "macro_f1", "labelled"):
-            if verdict.quality and verdict.quality.get(key) is not None:
-                metrics[f"live_{key}"] = float(verdict.quality[key])
-        run.log_metrics(metrics)
-        with tempfile.TemporaryDirectory() as scratch:
-            (Path(scratch) / "verdict.json").write_text(json.dumps(verdict.to_dict(), indent=2, default=str))
-            run.log_artifacts(Path(scratch), "drift")
-        if report.html_files:
-            run.log_artifacts(report_dir, "drift")
-        return run.run_id
-
-
-def _log_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty:
-        return pd.DataFrame(columns=["text", "predicted_label", "confidence", "true_label"])
-    return pd.DataFrame(
-        {
-            "text": frame["text"],
-            "predicted_label": frame["predicted_label"],
-            "confidence": frame["confidence"],
-            "true_label": frame["feedback_label"],
-        }
-    )
-
-
-def latest_drift_verdict(registry: PrefixRegistry, task: str, lookback: int = 50) -> dict[str, Any] | None:
-    """The verdict of the task's latest monitoring run if it detected drift, else None.
-
-    Adds `drift_started_at`: where the first window of this drift episode began (consecutive drift verdicts of the
-    same version, back to the last clean one), so a retrain learns from all the drifted traffic, not one window.
-    """
-    runs = registry.runs(task, "monitor", max_results=lookback)
-    judged = [run for run in runs if run.data.tags.get("prefix_registry.drift_status") in ("drift", "ok")]
-    if not judged or judged[0].data.tags.get("prefix_registry.drift_status") != "drift":
-        return None
-    latest = judged[0]
-    version = latest.data.tags.get("prefix_registry.version")
-    starts = []
-    for run in judged:
-        if (
-            run.data.tags.get("prefix_registry.drift_status") != "drift"
-            or run.data.tags.get("prefix_registry.version") != version
-        ):
-            break
-        if run.data.tags.get(WINDOW_FROM_TAG):
-            starts.append(run.data.tags[WINDOW_FROM_TAG])
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = registry.download_run_artifacts(latest.info.run_id, "drift/verdict.json", Path(scratch))
-        verdict = json.loads(Path(folder).read_text(encoding="utf-8"))
-    verdict["mlflow_run_id"] = latest.info.run_id
-    verdict["drift_started_at"] = min(starts) if starts else verdict.get("current", {}).get("from")
-    verdict["drifted_windows"] = len(starts)
-    return verdict

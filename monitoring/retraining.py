@@ -14,14 +14,16 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.monitoring.drift_runs import DriftEpisode
 from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.monitoring.retrain_policy import RetrainPolicy
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
-from prefix_registry.registry.loading import load_training_split, load_version, load_warm_start
+from prefix_registry.registry.loading import load_training_splits, load_version, load_warm_start
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, train_and_register
 from prefix_registry.registry.versions import PrefixVersion
@@ -30,46 +32,40 @@ from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.evaluation import classification_metrics, flat_metrics
 from prefix_registry.training.splits import DataSplits
 
+if TYPE_CHECKING:
+    from prefix_registry.settings import Settings
+
+__all__ = [
+    "DECISION_TAG",
+    "JUDGE_SETS",
+    "LAST_RETRAIN_TAG",
+    "RetrainData",
+    "RetrainDecision",
+    "RetrainPolicy",
+    "RetrainSkipped",
+    "decide",
+    "notify_decision",
+    "retrain",
+]
+
 logger = logging.getLogger(__name__)
 
 LAST_RETRAIN_TAG = "prefix_registry.last_retrain_at"
 DECISION_TAG = "retrain_decision"
+# The sets champion and challenger are both judged on.
+JUDGE_SETS = ("fresh_holdout", "reference_test")
 
 
 class RetrainSkipped(PrefixRegistryError):
     """A retrain that did not start (cooldown, too little fresh data): the champion keeps serving."""
 
 
-@dataclass
-class RetrainPolicy:
-    """When and how a challenger is trained, and what it must do to replace the champion."""
-
-    margin: float = field(default=0.01, metadata={"help": "Macro-F1 the challenger must gain on fresh held-out data."})
-    max_reference_regression: float = field(
-        default=0.05, metadata={"help": "Macro-F1 the challenger may lose on the champion's own test split."}
-    )
-    holdout_fraction: float = field(default=0.3, metadata={"help": "Share of fresh labels kept for the judgement."})
-    min_fresh_labels: int = field(default=100, metadata={"help": "Fewer fresh labels than this: no retrain."})
-    max_fresh_labels: int = field(default=5000, metadata={"help": "Use at most this many (the newest) fresh labels."})
-    # Measured on RT -> IMDB with 1,500 fresh labels (see the README): half as much replay as fresh data and twice
-    # the champion's learning rate gave +9 macro-F1 points on fresh held-out data (replay 1.0, same rate: +7 after 5
-    # epochs) without forgetting the old domain, in the least time.
-    replay_ratio: float = field(
-        default=0.5, metadata={"help": "Rows of the champion's training data replayed per fresh training row."}
-    )
-    cooldown_minutes: float = field(default=60.0, metadata={"help": "Minimum time between two retrains of a task."})
-    epochs: int | None = field(default=None, metadata={"help": "Challenger epochs (default: the champion's)."})
-    learning_rate: float | None = field(
-        default=None, metadata={"help": "Challenger learning rate (default: the method's default times the scale)."}
-    )
-    learning_rate_scale: float = field(default=2.0, metadata={"help": "Challenger rate / the method's default."})
-    max_length: int | None = field(default=None, metadata={"help": "Challenger max tokens (default: champion's)."})
-    seed: int = field(default=42, metadata={"help": "Seed for the fresh-data split and the replay sample."})
-
-
-@dataclass
+@dataclass(frozen=True)
 class RetrainDecision:
-    """What a retrain did and why; stored on the challenger version and printed by `prefixctl retrain`."""
+    """What a retrain did and why; stored on the challenger version and printed by `prefixctl retrain`.
+
+    `drift_verdict` is the brief of the drift episode that started the retrain (`DriftEpisode.brief()`), if any.
+    """
 
     task: str
     champion_version: str
@@ -89,11 +85,17 @@ class RetrainDecision:
 
 @dataclass
 class RetrainData:
+    """The challenger's training splits and the two judge sets, with their sizes and where fresh data starts."""
+
     splits: DataSplits
     holdout: pd.DataFrame
     reference_test: pd.DataFrame
     sizes: dict[str, int]
     since: str | None
+
+    def judge_sets(self) -> dict[str, pd.DataFrame]:
+        """The labelled sets champion and challenger are compared on (named as in JUDGE_SETS)."""
+        return {"fresh_holdout": self.holdout, "reference_test": self.reference_test}
 
 
 def check_cooldown(registry: PrefixRegistry, task: str, policy: RetrainPolicy, now: datetime | None = None) -> None:
@@ -138,9 +140,8 @@ def assemble_data(
     rest = fresh.drop(index=holdout.index)
     fresh_validation = _stratified_take(rest, 0.1, policy.seed + 1)
     fresh_train = rest.drop(index=fresh_validation.index)
-    reference_train = load_training_split(registry, champion, "train")[["text", "label"]]
-    reference_validation = load_training_split(registry, champion, "validation")[["text", "label"]]
-    reference_test = load_training_split(registry, champion, "test")[["text", "label"]]
+    reference = {name: frame[["text", "label"]] for name, frame in load_training_splits(registry, champion).items()}
+    reference_train, reference_validation, reference_test = (reference[n] for n in ("train", "validation", "test"))
     n_replay = min(len(reference_train), round(len(fresh_train) * policy.replay_ratio))
     replay = reference_train.sample(n=n_replay, random_state=policy.seed)
     replay_validation = reference_validation.sample(
@@ -165,8 +166,7 @@ def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy:
     from prefix_registry.training.adapter_files import AdapterManifest
 
     manifest = AdapterManifest.read(registry.download_version_folder(champion, "adapter"))
-    values = {k: v for k, v in manifest.train_config.items()}
-    config = TrainConfig.from_dict(values)
+    config = TrainConfig.from_dict(dict(manifest.train_config))
     # Scaled from the method's default, not the champion's rate: a chain of retrains must not compound the scale.
     learning_rate = policy.learning_rate or DEFAULT_LEARNING_RATES[config.method] * policy.learning_rate_scale
     return config.replace(
@@ -210,15 +210,22 @@ def retrain(
     task: str,
     policy: RetrainPolicy | None = None,
     trigger: str = "manual",
-    drift_verdict: dict[str, Any] | None = None,
+    drift: DriftEpisode | None = None,
     since: datetime | None = None,
     progress: bool = False,
 ) -> RetrainDecision:
-    """The whole retrain: checks, data, challenger, judgement, decision recorded (and promoted when it wins)."""
+    """The whole retrain: checks, data, challenger, judgement, decision recorded (and promoted when it wins).
+
+    Args:
+        drift: the drift episode that started the retrain (fresh data starts where it started), if any.
+        since: fresh data since this time instead (default: the episode's start, else the champion's creation).
+    Returns:
+        The decision. Raises RetrainSkipped when the retrain does not start (cooldown, too few fresh labels).
+    """
     policy = policy or RetrainPolicy()
     check_cooldown(registry, task, policy)
     champion = registry.resolve(task, alias=CHAMPION)
-    since = since or fresh_since(champion, drift_verdict)
+    since = since or fresh_since(champion, drift)
     fresh = fresh_labelled(log, task, since, policy.max_fresh_labels)
     if len(fresh) < policy.min_fresh_labels:
         raise RetrainSkipped(
@@ -228,16 +235,17 @@ def retrain(
     claim_retrain(registry, task)
     data = assemble_data(registry, champion, fresh, policy)
     data.since = since.isoformat()
-    outcome = train_challenger(registry, champion, data, policy, trigger, drift_verdict, progress)
-    challenger = registry.version(task, outcome.version)
-    return judge_and_record(registry, champion, challenger, data, policy, trigger, drift_verdict)
+    outcome = train_challenger(registry, champion, data, policy, trigger, drift, progress)
+    return judge_and_record(registry, champion, outcome, data, policy, trigger, drift)
 
 
-def fresh_since(champion: PrefixVersion, drift_verdict: dict[str, Any] | None) -> datetime:
+def fresh_since(champion: PrefixVersion, drift: DriftEpisode | None) -> datetime:
     """Fresh data starts where the drift episode started, else when the champion was registered."""
-    verdict = drift_verdict or {}
-    start = verdict.get("drift_started_at") or verdict.get("current", {}).get("from")
-    return datetime.fromisoformat(start) if start else champion.created_at
+    if drift is not None:
+        start = drift.started_at or drift.verdict.current_from
+        if start is not None:
+            return start
+    return champion.created_at
 
 
 def train_challenger(
@@ -246,11 +254,11 @@ def train_challenger(
     data: RetrainData,
     policy: RetrainPolicy,
     trigger: str,
-    drift_verdict: dict[str, Any] | None,
+    drift: DriftEpisode | None,
     progress: bool = False,
 ) -> TrainOutcome:
+    """Train, evaluate on the judge sets and register the challenger (alias `challenger`), warm-started."""
     config = challenger_config(champion, registry, policy)
-    verdict_text = json.dumps(_verdict_brief(drift_verdict), default=str) if drift_verdict else None
     texts = LabelledTexts(
         pd.concat([data.splits.train, data.splits.validation, data.splits.test]),
         origin=f"fresh feedback of {champion.task} since {data.since} + replay of v{champion.version}'s training data",
@@ -262,11 +270,12 @@ def train_challenger(
         config,
         alias=CHALLENGER,
         trigger=trigger,
-        trigger_reason=verdict_text,
+        trigger_reason=json.dumps(drift.brief(), default=str) if drift else None,
         parent=champion,
         warm_start=load_warm_start(registry, champion),
         splits=data.splits,
-        extra_evaluations={"fresh_holdout": data.holdout, "reference_test": data.reference_test},
+        # Scored here, once, on the same sets the champion is scored on below.
+        extra_evaluations=data.judge_sets(),
         extra_tags={"data_window_since": data.since or "", "data_sizes": json.dumps(data.sizes)},
         # The traffic the challenger is judged on is also what its monitor should compare new traffic with.
         reference=data.holdout,
@@ -277,15 +286,16 @@ def train_challenger(
 def judge_and_record(
     registry: PrefixRegistry,
     champion: PrefixVersion,
-    challenger: PrefixVersion,
+    outcome: TrainOutcome,
     data: RetrainData,
     policy: RetrainPolicy,
     trigger: str,
-    drift_verdict: dict[str, Any] | None,
+    drift: DriftEpisode | None,
 ) -> RetrainDecision:
-    sets = {"fresh_holdout": data.holdout, "reference_test": data.reference_test}
-    champion_scores = score(registry, champion, sets)
-    challenger_scores = score(registry, challenger, sets)
+    """Score the champion on the judge sets, decide, record the decision on the challenger, promote a winner."""
+    challenger = registry.version(champion.task, outcome.version)
+    champion_scores = score(registry, champion, data.judge_sets())
+    challenger_scores = {name: outcome.evaluations[name] for name in JUDGE_SETS}
     promoted, reason = decide(champion_scores, challenger_scores, policy)
     decision = RetrainDecision(
         task=champion.task,
@@ -297,7 +307,7 @@ def judge_and_record(
         champion_scores=_headline(champion_scores),
         challenger_scores=_headline(challenger_scores),
         data={**data.sizes, "since": data.since},
-        drift_verdict=_verdict_brief(drift_verdict),
+        drift_verdict=drift.brief() if drift else None,
     )
     registry.set_version_tags(
         champion.task,
@@ -323,42 +333,20 @@ def judge_and_record(
     # The champion's scores on the very sets that judged the challenger, in its own run: side by side in the UI.
     registry.log_run_metrics(
         champion.run_id,
-        {
-            **flat_metrics(champion_scores["fresh_holdout"], "fresh_holdout"),
-            **flat_metrics(champion_scores["reference_test"], "reference_test"),
-        },
+        {name: value for judged in JUDGE_SETS for name, value in flat_metrics(champion_scores[judged], judged).items()},
         step=int(challenger.version),
     )
     if promoted:
+        # The registry's alias observers (see monitoring/alerts/alias_moves.py) send the promotion alert.
         registry.promote(champion.task, challenger.version, CHAMPION, reason=f"retrain ({trigger}): {reason}")
     return decision
 
 
-def notify_decision(decision: RetrainDecision, settings: Any = None) -> None:
+def notify_decision(decision: RetrainDecision, settings: Settings | None = None) -> None:
     """Tell people what a retrain decided (the alert waits in the outbox if no receiver answers)."""
-    from prefix_registry.monitoring.alerts import Alert, send_alert
+    from prefix_registry.monitoring.alerts import retrain_decision_alert, send_alert
 
-    title = (
-        f"{decision.task}: challenger v{decision.challenger_version} promoted over v{decision.champion_version}"
-        if decision.promoted
-        else f"{decision.task}: kept champion v{decision.champion_version}; challenger "
-        f"v{decision.challenger_version} not promoted"
-    )
-    send_alert(
-        Alert(
-            kind="retrain_decision",
-            task=decision.task,
-            title=title,
-            severity="info" if decision.promoted else "warning",
-            details={
-                "reason": decision.reason,
-                "champion": decision.champion_scores,
-                "challenger": decision.challenger_scores,
-                "data": decision.data,
-            },
-        ),
-        settings=settings,
-    )
+    send_alert(retrain_decision_alert(decision), settings=settings)
 
 
 def _stratified_take(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
@@ -372,21 +360,3 @@ def _stratified_take(frame: pd.DataFrame, fraction: float, seed: int) -> pd.Data
 
 def _headline(scores: dict[str, Any]) -> dict[str, Any]:
     return {name: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"]} for name, m in scores.items()}
-
-
-def _verdict_brief(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not verdict:
-        return None
-    keys = (
-        "status",
-        "drift_detected",
-        "drifted_signals",
-        "window_sizes",
-        "checked_at",
-        "current",
-        "version",
-        "drift_started_at",
-        "drifted_windows",
-        "mlflow_run_id",
-    )
-    return {key: verdict.get(key) for key in keys if key in verdict}

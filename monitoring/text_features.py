@@ -57,4 +57,5 @@ def sentence_embeddings(
         if vectors is None:
             vectors = np.zeros((len(texts), pooled.shape[-1]), dtype=np.float32)
         vectors[indices] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    assert vectors is not None  # texts is not empty, so at least one batch ran
     return vectors

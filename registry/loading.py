@@ -77,7 +77,7 @@ def load_reference_frame(registry: PrefixRegistry, version: PrefixVersion) -> pd
     return pd.read_parquet(folder / "validation.parquet")
 
 
-def load_training_split(registry: PrefixRegistry, version: PrefixVersion, split: str) -> pd.DataFrame:
-    """One split (`train`, `validation`, `test`) of the data `version` was trained on."""
+def load_training_splits(registry: PrefixRegistry, version: PrefixVersion) -> dict[str, pd.DataFrame]:
+    """Every split (`train`, `validation`, `test`) of the data `version` was trained on, from one download."""
     folder = registry.download_version_folder(version, "data")
-    return pd.read_parquet(folder / f"{split}.parquet")
+    return {split: pd.read_parquet(folder / f"{split}.parquet") for split in ("train", "validation", "test")}

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +82,9 @@ class PrefixRegistry:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._client: Any = None
+        # Told of every alias move, after it is made: the layer above sends alerts without this layer importing it
+        # (see monitoring/alerts/alias_moves.py).
+        self.alias_observers: list[Callable[[AliasChange], None]] = []
 
     # -- connection ---------------------------------------------------------------------------------------------
     @property
@@ -273,7 +276,7 @@ class PrefixRegistry:
         actor: str | None = None,
     ) -> AliasChange:
         """Point `alias` at `version` and record the move. Promoting the current version changes nothing."""
-        return self._move_alias(task, str(version), alias, "promote", reason, actor)
+        return self._announce(self._move_alias(task, str(version), alias, "promote", reason, actor))
 
     def rollback(
         self,
@@ -296,7 +299,13 @@ class PrefixRegistry:
             target = str(to)
         if target == current:
             raise RegistryError(f"task {task!r}: alias {alias!r} already points to version {target}")
-        return self._move_alias(task, target, alias, "rollback", reason, actor)
+        return self._announce(self._move_alias(task, target, alias, "rollback", reason, actor))
+
+    def _announce(self, change: AliasChange) -> AliasChange:
+        if change.from_version != change.to_version:  # promoting the current version moved nothing
+            for observer in self.alias_observers:
+                observer(change)
+        return change
 
     def clear_alias(self, task: str, alias: str) -> None:
         with self._mlflow_errors(f"remove alias {alias} of {task}"):

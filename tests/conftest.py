@@ -11,24 +11,13 @@ from pathlib import Path
 import pytest
 
 from prefix_registry.training.quiet import quiet_libraries
+from tests.servers.prefect_server import pin_prefect_api_url
 
 quiet_libraries()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# Prefect reads its API URL when first imported, and its worker threads keep that value: fix the URL of the test
-# session's Prefect server (started on demand by tests/test_flows.py) before anything imports Prefect.
-PREFECT_TEST_PORT = _free_port()
-os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{PREFECT_TEST_PORT}/api"
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # no log shipping to servers that tests stop
+# Before anything imports Prefect: the URL of the session's Prefect server (started on demand by test_flows.py).
+pin_prefect_api_url()
 
 
 @pytest.fixture(scope="session")

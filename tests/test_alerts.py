@@ -13,23 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from prefix_registry.monitoring import alerts
+from prefix_registry.flows.loopback import free_port
 from prefix_registry.monitoring.alerts import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     Alert,
     AlertDispatcher,
     alert_alias_change,
+    alerting_registry,
     drift_alert,
     is_slack_sink,
     redact_url,
     sign,
     verify_signature,
 )
+from prefix_registry.monitoring.alerts import dispatcher as dispatcher_module
+from prefix_registry.monitoring.drift import DriftVerdict, SignalResult
 from prefix_registry.registry.aliases import new_event
 from prefix_registry.registry.store import AliasChange
 from prefix_registry.settings import Settings
-from tests.webhook_receiver import WebhookReceiver, free_port
+from tests.servers.webhook_receiver import WebhookReceiver
 
 SECRET = "hmac-secret-do-not-leak-7f3a"
 SLACK_TOKEN_PATH = "/services/T0001/B0002/tokenXYZsecret"
@@ -346,7 +349,7 @@ def test_alias_change_alerts_carry_the_change(receiver: WebhookReceiver, tmp_pat
 
 
 def test_alias_change_with_receiver_down_waits_in_the_outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(alerts, "AlertDispatcher", functools.partial(AlertDispatcher, backoff=0.01))
+    monkeypatch.setattr(dispatcher_module, "AlertDispatcher", functools.partial(AlertDispatcher, backoff=0.01))
     home = tmp_path / "home"
     settings = Settings(home=home, alert_webhooks=[f"http://127.0.0.1:{free_port()}"], alert_secret=SECRET)
 
@@ -357,29 +360,64 @@ def test_alias_change_with_receiver_down_waits_in_the_outbox(tmp_path: Path, mon
         assert conn.execute("SELECT kind, attempts FROM outbox").fetchall() == [("rollback", 4)]
 
 
-def test_drift_alert_names_the_drifted_signals() -> None:
-    verdict = {
-        "drift_detected": True,
-        "signals": {
-            "embedding": {"score": 0.41, "threshold": 0.2, "drifted": True, "method": "mmd"},
-            "confidence": {"score": 0.05, "threshold": 0.1, "drifted": False, "method": "ks"},
-        },
-        "current_size": 500,
-        "reference_size": 2000,
+def _verdict(**signals: tuple[float, bool, bool]) -> DriftVerdict:
+    """A drift verdict whose signals are given as name=(score, drifted, alarm_enabled)."""
+    results = {
+        name: SignalResult(name, "input", "wasserstein", "distance", score, 0.3, drifted, alarm_enabled)
+        for name, (score, drifted, alarm_enabled) in signals.items()
     }
+    status = "drift" if any(r.alarm for r in results.values()) else "ok"
+    return DriftVerdict("sentiment", "3", status, {"size": 2000}, {"size": 500}, signals=results)
 
-    alert = drift_alert("sentiment", "3", verdict)
+
+def test_drift_alert_names_the_signals_that_raised_the_alarm() -> None:
+    verdict = _verdict(embedding=(0.41, True, True), confidence=(0.05, False, True), oov_rate=(0.5, True, False))
+
+    alert = drift_alert(verdict, "run-7")
 
     assert (alert.kind, alert.severity, alert.task) == ("drift_detected", "warning", "sentiment")
-    assert alert.title == "sentiment v3: 1 of 2 signal(s) drifted: embedding"
+    assert alert.title == "sentiment v3: 1 of 3 signal(s) drifted: embedding"
     assert alert.details["drifted_signals"] == ["embedding"]
-    assert alert.details["signals"]["embedding"] == {"score": 0.41, "threshold": 0.2, "drifted": True, "method": "mmd"}
+    assert alert.details["signals"]["embedding"] == {
+        "score": 0.41,
+        "threshold": 0.3,
+        "drifted": True,
+        "alarm": True,
+        "method": "wasserstein",
+    }
+    # Past its threshold but not allowed to alarm: reported, not listed as a reason.
+    assert alert.details["signals"]["oov_rate"]["drifted"] is True
+    assert alert.details["signals"]["oov_rate"]["alarm"] is False
     assert (alert.details["current_size"], alert.details["reference_size"]) == (500, 2000)
+    assert alert.details["monitoring_run_id"] == "run-7"
 
 
-def test_drift_alert_tolerates_a_sparse_verdict() -> None:
-    alert = drift_alert("sentiment", "3", {"drift_detected": True})
+def test_a_verdict_without_alarms_lists_no_drifted_signal() -> None:
+    verdict = _verdict(oov_rate=(0.5, True, False), confidence=(0.05, False, True))
 
-    assert alert.title == "sentiment v3: drift detected"
-    assert alert.details["signals"] == {} and alert.details["current_size"] is None
-    assert drift_alert("sentiment", "3", {}).details["drift_detected"] is False
+    alert = drift_alert(verdict)
+
+    assert alert.title == "sentiment v3: no signal over its threshold"
+    assert alert.details["drifted_signals"] == [] and alert.details["drift_detected"] is False
+    assert verdict.to_dict()["signals"]["confidence"]["alarm"] is False
+
+
+def test_alias_moves_of_an_alerting_registry_alert_once_and_challenger_moves_quietly(
+    receiver: WebhookReceiver, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
+    monkeypatch.setenv("PREFIX_REGISTRY_ALERT_SECRET", SECRET)
+    registry = alerting_registry()
+    moves: list[AliasChange] = []
+    registry.alias_observers.append(moves.append)
+    change = _alias_change("promote", "1", "2")
+    unchanged = AliasChange("sentiment", "champion", "2", "2", change.event)
+    challenger = AliasChange("sentiment", "challenger", None, "3", change.event)
+
+    for move in (change, unchanged, challenger):
+        registry._announce(move)
+
+    assert receiver.wait_for(1)
+    time.sleep(0.2)
+    assert [request.json()["kind"] for request in receiver.requests] == ["promotion"]
+    assert moves == [change, challenger]  # promoting the current version moved nothing

@@ -349,7 +349,8 @@ def test_undelivered_alerts_wait_in_the_outbox_until_resent(
     cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.webhook_receiver import WebhookReceiver, free_port
+    from prefix_registry.flows.loopback import free_port
+    from tests.servers.webhook_receiver import WebhookReceiver
 
     port = free_port()
     monkeypatch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", f"http://127.0.0.1:{port}/hook")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from prefix_registry.errors import ConfigError, RegistryError
 from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
 from prefix_registry.monitoring.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
 from prefix_registry.registry.loading import load_version
@@ -20,7 +20,8 @@ from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
 from tests.conftest import tiny_config, tiny_data
-from tests.webhook_receiver import WebhookReceiver
+from tests.servers.prefect_server import running_prefect
+from tests.servers.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 TINY_POLICY = {"min_fresh_labels": 60, "cooldown_minutes": 0, "epochs": 1, "margin": 0.01}
@@ -28,12 +29,8 @@ TINY_POLICY = {"min_fresh_labels": 60, "cooldown_minutes": 0, "epochs": 1, "marg
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from prefix_registry.flows.local_server import LocalPrefectServer
-    from tests.conftest import PREFECT_TEST_PORT
-
-    with LocalPrefectServer(tmp_path_factory.mktemp("prefect"), port=PREFECT_TEST_PORT) as server:
-        assert os.environ["PREFECT_API_URL"] == server.api_url
-        yield server.api_url
+    with running_prefect(tmp_path_factory.mktemp("prefect")) as api_url:
+        yield api_url
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +41,17 @@ def registry(module_home: Path, prefect_api: str) -> PrefixRegistry:
         registry, "reviews", tiny_data(limit=1100), tiny_config(max_steps=30), promote=True, progress=False
     )
     return registry
+
+
+@pytest.fixture
+def reviews(registry: PrefixRegistry) -> Iterator[PrefixRegistry]:
+    """The `reviews` registry, put back after each test: the original champion serving and no cooldown running."""
+    champion = registry.aliases("reviews")["champion"]
+    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
+    yield registry
+    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
+    if registry.aliases("reviews")["champion"] != champion:
+        registry.promote("reviews", champion, reason="restore the original champion for the next tests")
 
 
 def _log_labelled_traffic(registry: PrefixRegistry, task: str, frame: pd.DataFrame) -> None:
@@ -84,11 +92,13 @@ def test_train_flow_registers_and_promotes(registry: PrefixRegistry) -> None:
     assert registry.aliases("headlines") == {"champion": "1"}
 
 
-def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(registry: PrefixRegistry) -> None:
+def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.deployments import build_deployments
     from prefix_registry.flows.monitor import monitor_prefix_flow
+    from prefix_registry.flows.schedule import MonitorSchedule
 
-    for deployment in build_deployments(monitor_every_minutes=60, retrain_policy=TINY_POLICY):
+    registry = reviews
+    for deployment in build_deployments(MonitorSchedule(monitor_every_minutes=60), retrain_policy=TINY_POLICY):
         deployment.apply()
     _log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
     verdicts = monitor_prefix_flow(tasks=["reviews"], current_last=150)
@@ -104,11 +114,36 @@ def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(registr
     assert runs[0].parameters["trigger"] == "drift"
     assert runs[0].parameters["drift_event_id"] == verdicts[0]["event_id"]
     assert runs[0].parameters["policy"] == TINY_POLICY
+    # The retrain is told which monitoring run fired, so it judges that run and no later one.
+    assert runs[0].parameters["monitoring_run_id"] == verdicts[0]["mlflow_run_id"]
 
 
-def test_a_challenger_no_better_than_the_champion_is_not_promoted(registry: PrefixRegistry) -> None:
+def test_a_retrain_judges_the_monitoring_run_that_fired_not_a_later_clean_one(reviews: PrefixRegistry) -> None:
+    from prefix_registry.monitoring.drift_runs import drift_episode, latest_drift_episode
+    from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
+
+    registry = reviews
+    _log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
+    with PredictionLog.from_settings(registry.settings) as log:
+        fired = run_monitor(registry, log, MonitorRequest("reviews", current_last=150), send_alerts=False)
+        assert fired.verdict.drift_detected and fired.run_id
+        _log_labelled_traffic(registry, "reviews", tiny_data(limit=300).frame.tail(150))
+        clean = run_monitor(registry, log, MonitorRequest("reviews", current_last=150), send_alerts=False)
+    assert not clean.verdict.drift_detected
+    assert latest_drift_episode(registry, "reviews") is None  # "the latest monitor run" would find nothing
+
+    episode = drift_episode(registry, "reviews", fired.run_id)
+
+    assert episode.run_id == fired.run_id and episode.verdict == fired.verdict
+    assert episode.started_at is not None and episode.started_at <= fired.verdict.current_from
+    with pytest.raises(RegistryError, match="found no drift"):
+        drift_episode(registry, "reviews", clean.run_id)
+
+
+def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
+    registry = reviews
     _log_labelled_traffic(registry, "reviews", tiny_data(limit=200, source="imdb").frame)
     champion = registry.resolve("reviews").version
     # A learning rate of ~0 leaves the warm-started challenger identical to the champion: a gain of exactly 0.
@@ -124,19 +159,26 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(registry: Pref
     challenger = registry.version("reviews", result["challenger_version"])
     assert challenger.tags["retrain_decision"] == "kept champion" and challenger.trigger == "drift"
     assert challenger.parent_version == champion
-    assert "kept champion" in challenger.description.lower() or "Retrain decision" in challenger.description
+    assert "Retrain decision: kept champion - " in challenger.description
     assert alert["kind"] == "retrain_decision" and "kept champion" in alert["title"]
     assert result["drift_verdict"]["drift_detected"] is True
 
 
-def test_a_challenger_that_wins_is_promoted_and_lineage_recorded(registry: PrefixRegistry) -> None:
+def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
+    registry = reviews
     champion = registry.resolve("reviews").version
-    result = retrain_prefix_flow(
-        task="reviews", trigger="manual", policy={**TINY_POLICY, "margin": -1.0, "max_reference_regression": 1.0}
-    )
+    with WebhookReceiver() as receiver, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
+        result = retrain_prefix_flow(
+            task="reviews", trigger="manual", policy={**TINY_POLICY, "margin": -1.0, "max_reference_regression": 1.0}
+        )
+        assert receiver.wait_for(2)
+        kinds = [request.json()["kind"] for request in receiver.requests]
     assert result["promoted"] is True
+    # The promotion alert comes from the alias move itself; the challenger alias moves quietly.
+    assert sorted(kinds) == ["promotion", "retrain_decision"]
     assert registry.aliases("reviews")["champion"] == result["challenger_version"] != champion
     history = registry.alias_history("reviews")
     assert history[-1].action == "promote" and history[-1].reason.startswith("retrain (manual)")
@@ -145,25 +187,29 @@ def test_a_challenger_that_wins_is_promoted_and_lineage_recorded(registry: Prefi
         result["challenger_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4
     )
     assert "reference_test_macro_f1" in version.metrics
-    registry.rollback("reviews", reason="restore the original champion for the next tests")
 
 
-def test_cooldown_turns_a_second_retrain_away(registry: PrefixRegistry) -> None:
+def test_cooldown_turns_a_second_retrain_away(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
-    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2099-01-01T00:00:00+00:00")
-    try:
-        before = [v.version for v in registry.versions("reviews")]
-        result = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "cooldown_minutes": 30})
-        assert result["skipped"] is True and "cooldown of 30 min" in result["reason"]
-        assert [v.version for v in registry.versions("reviews")] == before
-    finally:
-        registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
+    reviews.set_task_tag("reviews", LAST_RETRAIN_TAG, "2099-01-01T00:00:00+00:00")
+    before = [v.version for v in reviews.versions("reviews")]
+    result = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "cooldown_minutes": 30})
+    assert result["skipped"] is True and "cooldown of 30 min" in result["reason"]
+    assert [v.version for v in reviews.versions("reviews")] == before
 
 
-def test_two_triggers_at_once_train_one_challenger(registry: PrefixRegistry) -> None:
+def test_a_typo_in_the_policy_is_one_line_naming_the_known_keys(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
+    with pytest.raises(ConfigError, match=r"unknown retrain policy key\(s\) \['marign'\]; known: \[.*'margin'"):
+        retrain_prefix_flow(task="reviews", policy={"marign": 0.02})
+
+
+def test_two_triggers_at_once_train_one_challenger(reviews: PrefixRegistry) -> None:
+    from prefix_registry.flows.retrain import retrain_prefix_flow
+
+    registry = reviews
     before = len(registry.versions("reviews"))
     results: list[dict] = []
     policy = {**TINY_POLICY, "cooldown_minutes": 30, "learning_rate": 1e-12}
@@ -180,21 +226,20 @@ def test_two_triggers_at_once_train_one_challenger(registry: PrefixRegistry) -> 
     assert sorted(r["skipped"] for r in results) == [False, True]
     assert "cooldown" in next(r for r in results if r["skipped"])["reason"]
     assert len(registry.versions("reviews")) == before + 1
-    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
 
 
-def test_too_few_fresh_labels_skip_the_retrain(registry: PrefixRegistry) -> None:
+def test_too_few_fresh_labels_skip_the_retrain(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
     result = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "min_fresh_labels": 100_000})
     assert result["skipped"] is True and "100000 are needed" in result["reason"]
 
 
-def test_a_failed_retrain_leaves_the_champion_serving(
-    registry: PrefixRegistry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_retrain_leaves_the_champion_serving(reviews: PrefixRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     import prefix_registry.registry.training_runs as training_runs
     from prefix_registry.flows.retrain import retrain_prefix_flow
+
+    registry = reviews
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the training machine went away")
@@ -206,7 +251,6 @@ def test_a_failed_retrain_leaves_the_champion_serving(
         retrain_prefix_flow(task="reviews", policy=TINY_POLICY)
     assert registry.aliases("reviews")["champion"] == champion
     assert [v.version for v in registry.versions("reviews")] == versions
-    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
 
 
 def test_gate_requires_the_margin_and_no_forgetting() -> None:
@@ -220,10 +264,18 @@ def test_gate_requires_the_margin_and_no_forgetting() -> None:
     assert promoted is False and "loses 0.100" in reason
 
 
+def test_a_policy_refuses_unknown_keys_and_values_out_of_range_in_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"unknown retrain policy key\(s\) \['cooldown'\]; known: "):
+        RetrainPolicy.from_values({"cooldown": 5})
+    with pytest.raises(ConfigError, match=r"retrain policy holdout_fraction: Input should be less than 1"):
+        RetrainPolicy.from_values({"holdout_fraction": 1.5})
+    assert RetrainPolicy.from_values({"margin": 0.02, "epochs": None}).overrides() == {"margin": 0.02}
+
+
 def test_flows_serve_without_a_prefect_server_fails_clearly(cli, home: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from prefix_registry.flows.local_server import free_port
+    from prefix_registry.flows.loopback import free_port
 
     with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
         result = cli("flows", "serve")

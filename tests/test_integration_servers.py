@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from prefix_registry.flows.loopback import HOST, free_ports
 from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
@@ -24,8 +25,8 @@ from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
 from prefix_registry.training.adapter_files import sha256_file
 from tests.conftest import TINY_TRAIN, tiny_config, tiny_data
-from tests.mlflow_server import HOST, MlflowServer, free_ports, running_mlflow
-from tests.s3_server import SeaweedS3, running_s3
+from tests.servers.mlflow_server import MlflowServer, running_mlflow
+from tests.servers.s3_server import SeaweedS3, running_s3
 
 pytestmark = pytest.mark.integration
 

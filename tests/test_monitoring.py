@@ -20,7 +20,7 @@ from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
 from tests.conftest import tiny_config, tiny_data
-from tests.webhook_receiver import WebhookReceiver
+from tests.servers.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture(scope="module")

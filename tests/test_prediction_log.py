@@ -22,9 +22,10 @@ import pandas as pd
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from prefix_registry.flows.loopback import free_port
 from prefix_registry.monitoring.prediction_log import BASE_COLUMNS, PredictionLog, PredictionLogError, PredictionRecord
 from prefix_registry.settings import Settings
-from tests.postgres_server import PostgresServer, free_port, running_postgres
+from tests.servers.postgres_server import PostgresServer, running_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from prefix_registry.cli.app import JsonOption, app
 from prefix_registry.cli.output import print_json, print_pairs, print_table
 from prefix_registry.errors import PrefixRegistryError
 
+if TYPE_CHECKING:
+    from prefix_registry.monitoring.alerts import AlertDispatcher
+
 alerts_app = typer.Typer(help="Alerts waiting in the durable outbox.", no_args_is_help=True)
 
 app.add_typer(alerts_app, name="alerts")
 
 
-def _dispatcher():
+def _dispatcher() -> AlertDispatcher:
+    """The dispatcher of the configured webhooks; a one-line error when none is configured."""
     from prefix_registry.monitoring.alerts import dispatcher_from_settings
     from prefix_registry.settings import Settings
 

@@ -28,7 +28,11 @@ AliasOption = Annotated[str | None, typer.Option("--alias", "-a", help="An alias
 
 
 def open_registry() -> PrefixRegistry:
-    """The registry named by the settings of this moment (environment, then defaults)."""
-    from prefix_registry.registry.store import PrefixRegistry
+    """The registry named by the settings of this moment (environment, then defaults).
 
-    return PrefixRegistry()
+    Its alias moves send promotion and rollback alerts (see monitoring/alerts/alias_moves.py), so no command sends
+    them itself.
+    """
+    from prefix_registry.monitoring.alerts import alerting_registry
+
+    return alerting_registry()

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, app, open_registry
 from prefix_registry.cli.output import print_json, print_pairs, print_table
+from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
+from prefix_registry.monitoring.retrain_policy import policy_default, policy_help
 
 
 @app.command()
 def monitor(
     task: Annotated[str, typer.Argument(help="Task name.")],
-    current_last: Annotated[int | None, typer.Option(help="Current window: the N most recent predictions.")] = None,
+    current_last: Annotated[
+        int | None,
+        typer.Option(help=f"Current window: the N most recent predictions (default {DEFAULT_CURRENT_WINDOW})."),
+    ] = None,
     since: Annotated[str | None, typer.Option(help="Current window: predictions since this ISO time.")] = None,
-    reference: Annotated[str, typer.Option(help="champion-validation (default) or logged.")] = "champion-validation",
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="champion-validation (the version's validation predictions) or logged (the --reference-last N "
+            "predictions before the window). Default: logged with --reference-last, else champion-validation."
+        ),
+    ] = None,
     reference_last: Annotated[
         int | None, typer.Option(help="Reference: the N logged predictions before the current window.")
     ] = None,
@@ -30,26 +42,22 @@ def monitor(
     as_json: JsonOption = False,
 ) -> None:
     """Compare recent predictions with a reference window (Evidently); log the report to MLflow; alert on drift."""
-    from prefix_registry.errors import ConfigError
     from prefix_registry.monitoring.drift_config import DriftConfig
-    from prefix_registry.monitoring.monitor import CHAMPION_VALIDATION, MonitorRequest, run_monitor
+    from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
     from prefix_registry.monitoring.prediction_log import PredictionLog
 
-    if reference not in (CHAMPION_VALIDATION, "logged"):
-        raise ConfigError(f"--reference must be {CHAMPION_VALIDATION} or logged, got {reference!r}")
-    if reference == "logged" and reference_last is None:
-        raise ConfigError("--reference logged needs --reference-last N")
-    registry = open_registry()
-    drift_config = DriftConfig.load(config or registry.settings.drift_config)
     request = MonitorRequest(
         task=task,
-        current_last=current_last if (current_last is not None or since is not None) else 500,
+        current_last=current_last if (current_last is not None or since is not None) else DEFAULT_CURRENT_WINDOW,
         since=_parse_time(since) if since else None,
+        reference=reference,
         reference_last=reference_last,
         version=version,
         alias=alias,
         all_versions=all_versions,
     )
+    registry = open_registry()
+    drift_config = DriftConfig.load(config or registry.settings.drift_config)
     with PredictionLog.from_settings(registry.settings) as log:
         outcome = run_monitor(registry, log, request, drift_config, send_alerts=alert)
     verdict = outcome.verdict
@@ -71,7 +79,7 @@ def monitor(
                 "signals",
                 ["signal", "group", "method", "score", "threshold", "drifted"],
                 [
-                    (s.name, s.group, s.method, f"{s.score:.4f}", s.threshold, "DRIFT" if s.drifted else "ok")
+                    (s.name, s.group, s.method, f"{s.score:.4f}", s.threshold, _signal_state(s))
                     for s in verdict.signals.values()
                 ],
             )
@@ -82,32 +90,40 @@ def monitor(
 @app.command()
 def retrain(
     task: Annotated[str, typer.Argument(help="Task name.")],
-    margin: Annotated[float, typer.Option(help="Macro-F1 the challenger must gain on fresh held-out data.")] = 0.01,
-    cooldown_minutes: Annotated[float, typer.Option(help="Refuse if the task was retrained this recently.")] = 60.0,
-    min_fresh_labels: Annotated[int, typer.Option(help="Fresh feedback labels needed.")] = 100,
+    margin: Annotated[float, typer.Option(help=policy_help("margin"))] = policy_default("margin"),
+    cooldown_minutes: Annotated[float, typer.Option(help=policy_help("cooldown_minutes"))] = policy_default(
+        "cooldown_minutes"
+    ),
+    min_fresh_labels: Annotated[int, typer.Option(help=policy_help("min_fresh_labels"))] = policy_default(
+        "min_fresh_labels"
+    ),
     since: Annotated[str | None, typer.Option(help="Fresh labels since this ISO time (default: drift start).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Challenger epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help=policy_help("epochs"))] = policy_default("epochs"),
+    monitoring_run: Annotated[
+        str | None,
+        typer.Option(help="Judge the drift found by this monitoring run (default: the task's latest, if it drifted)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train a challenger on fresh feedback labels (+ replay) and promote it only if it beats the champion."""
-    from prefix_registry.monitoring.monitor import latest_drift_verdict
+    from prefix_registry.monitoring.drift_runs import drift_episode, latest_drift_episode
     from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.monitoring.retraining import RetrainPolicy, notify_decision
     from prefix_registry.monitoring.retraining import retrain as run_retrain
 
-    registry = open_registry()
-    policy = RetrainPolicy(
-        margin=margin, cooldown_minutes=cooldown_minutes, min_fresh_labels=min_fresh_labels, epochs=epochs
+    policy = RetrainPolicy.from_values(
+        {"margin": margin, "cooldown_minutes": cooldown_minutes, "min_fresh_labels": min_fresh_labels, "epochs": epochs}
     )
-    verdict = latest_drift_verdict(registry, task)
+    registry = open_registry()
+    drift = drift_episode(registry, task, monitoring_run) if monitoring_run else latest_drift_episode(registry, task)
     with PredictionLog.from_settings(registry.settings) as log:
         decision = run_retrain(
             registry,
             log,
             task,
             policy,
-            trigger="drift" if verdict else "manual",
-            drift_verdict=verdict,
+            trigger="drift" if drift else "manual",
+            drift=drift,
             since=_parse_time(since) if since else None,
             progress=sys.stderr.isatty(),
         )
@@ -129,9 +145,14 @@ def retrain(
         )
 
 
-def _parse_time(value: str):
-    from datetime import UTC, datetime
+def _signal_state(signal: Any) -> str:
+    """ALARM: drifted and allowed to raise the alarm; drifted: past its threshold only; else ok."""
+    if signal.alarm:
+        return "DRIFT"
+    return "drifted (no alarm)" if signal.drifted else "ok"
 
+
+def _parse_time(value: str) -> datetime:
     from prefix_registry.errors import ConfigError
 
     try:

@@ -58,7 +58,6 @@ def promote(
 ) -> None:
     """Point an alias (champion by default) at VERSION, recording who, when and why."""
     change = open_registry().promote(task, version, alias=alias, reason=reason)
-    _notify_alias_change(change, "promotion")
     if as_json:
         print_json(change.summary())
     else:
@@ -75,7 +74,6 @@ def rollback(
 ) -> None:
     """Move an alias back to the version it pointed to before (or to --to VERSION) in one step."""
     change = open_registry().rollback(task, to=to, alias=alias, reason=reason)
-    _notify_alias_change(change, "rollback")
     if as_json:
         print_json(change.summary())
     else:
@@ -106,14 +104,6 @@ def history(task: Annotated[str, typer.Argument(help="Task name.")], as_json: Js
             for e in events
         ],
     )
-
-
-def _notify_alias_change(change, kind: str) -> None:
-    try:
-        from prefix_registry.monitoring.alerts import alert_alias_change
-    except ImportError:
-        return
-    alert_alias_change(change, kind)
 
 
 def _alias_text(aliases: dict[str, str]) -> str:

@@ -15,7 +15,6 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tests.integration import missing_server
+from prefix_registry.flows.loopback import free_port
+from tests.servers.integration import missing_server
 
 RUN_AS_WHEN_ROOT = "postgres"
 
@@ -50,12 +50,6 @@ def find_postgres_bin_dir() -> Path | None:
 def _major_version(bin_dir: Path) -> int:
     name = bin_dir.parent.name
     return int(name) if name.isdigit() else -1
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class PostgresServer:

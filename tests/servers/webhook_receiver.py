@@ -12,23 +12,14 @@ Signatures are checked with `monitoring.alerts.verify_signature`, as a real rece
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prefix_registry.monitoring.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
-
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (for a receiver that is down, started later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+from prefix_registry.flows.loopback import HOST
+from prefix_registry.monitoring.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 
 @dataclass

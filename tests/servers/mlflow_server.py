@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,27 +28,12 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration import missing_server
-
-HOST = "127.0.0.1"
+from prefix_registry.flows.loopback import HOST, free_ports
+from tests.servers.integration import missing_server
 
 
 class MlflowNotInstalled(RuntimeError):
     """The `mlflow` command is not next to this Python nor on PATH."""
-
-
-def free_ports(count: int = 1) -> list[int]:
-    """`count` distinct TCP ports on 127.0.0.1 that nothing listened on a moment ago."""
-    probes = []
-    try:
-        for _ in range(count):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probes.append(probe)
-            probe.bind((HOST, 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def find_mlflow() -> Path | None:

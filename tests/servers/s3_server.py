@@ -29,9 +29,8 @@ from typing import Any
 
 import httpx
 
-from prefix_registry.flows.local_server import stop_process
-from tests.integration import missing_server
-from tests.mlflow_server import HOST, free_ports
+from prefix_registry.flows.loopback import HOST, free_ports, stop_process
+from tests.servers.integration import missing_server
 
 COMPONENTS = ("master", "volume", "filer", "s3")
 

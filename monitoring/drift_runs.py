@@ -1,0 +1,145 @@
+"""Drift verdicts kept as MLflow monitoring runs, and read back by run id.
+
+    run_monitor -> record_verdict(report) -> monitoring run (tags, metrics, drift/verdict.json, HTML reports)
+    prefix.drift.detected event {monitoring_run_id} -> drift_episode(registry, task, run_id) -> DriftEpisode
+
+A retrain judges the monitoring run that fired its event, not "the latest one": a clean run in between must not
+change the data window it learns from.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefix_registry.errors import RegistryError
+from prefix_registry.monitoring.drift import DriftReport, DriftVerdict
+from prefix_registry.registry.runs import RecordedRun
+from prefix_registry.registry.store import PrefixRegistry
+
+MONITOR_RUN_KIND = "monitor"
+VERSION_TAG = "prefix_registry.version"
+STATUS_TAG = "prefix_registry.drift_status"
+WINDOW_FROM_TAG = "prefix_registry.window_from"
+VERDICT_ARTIFACT = "drift/verdict.json"
+
+
+@dataclass(frozen=True)
+class DriftEpisode:
+    """A drift verdict as recorded in its monitoring run, with where its drift episode began.
+
+    Attributes:
+        verdict: the verdict of the monitoring run `run_id`.
+        run_id: the MLflow monitoring run that holds the verdict and its reports.
+        started_at: where the first current window of the episode began (consecutive drift verdicts of the same
+            version, back to the last clean one), so a retrain learns from all the drifted traffic, not one window.
+        windows: how many drift verdicts the episode holds.
+    """
+
+    verdict: DriftVerdict
+    run_id: str
+    started_at: datetime | None
+    windows: int
+
+    def brief(self) -> dict[str, Any]:
+        """The few facts a retrain records and an alert shows (JSON-ready)."""
+        return {
+            "status": self.verdict.status,
+            "drift_detected": self.verdict.drift_detected,
+            "drifted_signals": self.verdict.drifted_signals,
+            "window_sizes": self.verdict.window_sizes,
+            "checked_at": self.verdict.checked_at,
+            "current": self.verdict.current,
+            "version": self.verdict.version,
+            "drift_started_at": self.started_at.isoformat() if self.started_at else None,
+            "drifted_windows": self.windows,
+            "mlflow_run_id": self.run_id,
+        }
+
+
+def record_verdict(registry: PrefixRegistry, report: DriftReport, report_dir: Path) -> str:
+    """Log one drift check as a monitoring run of its task; returns the run id."""
+    verdict = report.verdict
+    tags = {
+        VERSION_TAG: verdict.version,
+        STATUS_TAG: verdict.status,
+        WINDOW_FROM_TAG: str(verdict.current.get("from") or ""),
+    }
+    run_name = f"monitor-v{verdict.version}"
+    with RecordedRun(registry, verdict.task, run_name=run_name, kind=MONITOR_RUN_KIND, tags=tags) as run:
+        run.log_params(
+            {
+                "reference": verdict.reference.get("kind"),
+                "reference_size": verdict.reference.get("size"),
+                "current_size": verdict.current.get("size"),
+                "version": verdict.version,
+            }
+        )
+        metrics = {f"drift_{name}": signal.score for name, signal in verdict.signals.items()}
+        metrics["drift_detected"] = float(verdict.drift_detected)
+        for key in ("accuracy", "macro_f1", "labelled"):
+            if verdict.quality and verdict.quality.get(key) is not None:
+                metrics[f"live_{key}"] = float(verdict.quality[key])
+        run.log_metrics(metrics)
+        run.log_json(verdict.to_dict(), VERDICT_ARTIFACT)
+        if report.html_files:
+            run.log_artifacts(report_dir, "drift")
+        return run.run_id
+
+
+def read_verdict(registry: PrefixRegistry, run_id: str) -> DriftVerdict:
+    """The verdict stored in monitoring run `run_id`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = registry.download_run_artifacts(run_id, VERDICT_ARTIFACT, Path(scratch))
+        return DriftVerdict.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def drift_episode(registry: PrefixRegistry, task: str, run_id: str, lookback: int = 50) -> DriftEpisode:
+    """The drift episode that monitoring run `run_id` of `task` belongs to.
+
+    Raises RegistryError when the run is not a monitoring run of `task` or its verdict is not "drift".
+    """
+    run = registry.run(run_id)
+    if run.info.experiment_id != registry.experiment_id(task) or run.data.tags.get("prefix_registry.kind") != (
+        MONITOR_RUN_KIND
+    ):
+        raise RegistryError(f"run {run_id} is not a monitoring run of task {task!r}")
+    if run.data.tags.get(STATUS_TAG) != "drift":
+        raise RegistryError(
+            f"monitoring run {run_id} of {task!r} found no drift (status {run.data.tags.get(STATUS_TAG)!r})"
+        )
+    # Newest first: the episode is this run and the drift runs of the same version right before it.
+    runs = registry.runs(task, MONITOR_RUN_KIND, max_results=lookback)
+    ids = [r.info.run_id for r in runs]
+    earlier = runs[ids.index(run_id) :] if run_id in ids else [run]
+    return _episode(registry, earlier, run_id)
+
+
+def latest_drift_episode(registry: PrefixRegistry, task: str, lookback: int = 50) -> DriftEpisode | None:
+    """The episode of the task's latest judged monitoring run when that run found drift, else None."""
+    runs = registry.runs(task, MONITOR_RUN_KIND, max_results=lookback)
+    judged = [r for r in runs if r.data.tags.get(STATUS_TAG) in ("drift", "ok")]
+    if not judged or judged[0].data.tags.get(STATUS_TAG) != "drift":
+        return None
+    return _episode(registry, judged, judged[0].info.run_id)
+
+
+def _episode(registry: PrefixRegistry, newest_first: list[Any], run_id: str) -> DriftEpisode:
+    """Walk back from `newest_first[0]` (the run `run_id`) over drift verdicts of the same version."""
+    version = newest_first[0].data.tags.get(VERSION_TAG)
+    starts = []
+    for run in newest_first:
+        status = run.data.tags.get(STATUS_TAG)
+        if status == "insufficient_data":
+            continue  # a window too small to judge neither ends nor extends the episode
+        if status != "drift" or run.data.tags.get(VERSION_TAG) != version:
+            break
+        if run.data.tags.get(WINDOW_FROM_TAG):
+            starts.append(run.data.tags[WINDOW_FROM_TAG])
+    verdict = read_verdict(registry, run_id)
+    started_at = datetime.fromisoformat(min(starts)) if starts else verdict.current_from
+    return DriftEpisode(verdict=verdict, run_id=run_id, started_at=started_at, windows=len(starts))
