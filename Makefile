@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch, installed first and on its own: any other torch request pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test lint typecheck layers bench postgres lock deps-canary
+.PHONY: install demo test check lint typecheck layers spelling bench postgres lock deps-canary
 
 $(VENV)/.installed: requirements-dev.lock requirements-models.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,26 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/prefixctl demo
 
-test: install postgres
-	$(BIN)/ruff check .
+test: install postgres check
 	$(BIN)/pytest
+
+# Everything CI checks before the tests: lint, format, types, layers, spelling. Each also runs on its own.
+check: lint typecheck layers spelling
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy on the package as users import it (pyproject.toml [tool.mypy]); see .ci/typecheck.
+typecheck: install
+	BIN=$(CURDIR)/$(BIN) .ci/typecheck
+
+# The import-linter layers contract (pyproject.toml [tool.importlinter]); see .ci/layers.
+layers: install
+	BIN=$(CURDIR)/$(BIN) .ci/layers
+
+spelling: install
+	$(BIN)/codespell
 
 bench: install
 	$(BIN)/python -m bench.baselines

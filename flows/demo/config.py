@@ -1,0 +1,40 @@
+"""The sizes of the demo's story."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DemoConfig(BaseModel):
+    """Sizes of the story. The defaults take about 9 minutes on a quiet 2-core CPU; `quick()` about 4."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(description="Folder for the demo's stores (wiped first).")
+    task: str = Field(default="movie-sentiment", description="The task the story trains, serves and retrains.")
+    train_rows: int = Field(default=6000, ge=100, description="RT reviews v1 is trained on (the rest is traffic).")
+    window: int = Field(default=500, ge=100, description="Predictions per traffic window (and monitoring window).")
+    clean_windows: int = Field(default=2, ge=1, description="RT windows before the shift.")
+    drift_windows: int = Field(default=3, ge=1, description="IMDB windows served by v1 (their labels train v2).")
+    after_windows: int = Field(default=2, ge=1, description="IMDB windows served after retraining.")
+    min_fresh_labels: int = Field(default=1200, ge=1, description="Fresh labels a retrain waits for.")
+    margin: float = Field(default=0.01, description="Macro-F1 v2 must gain over v1 to be promoted.")
+    challenger_epochs: int | None = Field(default=None, description="Challenger epochs (default: v1's).")
+    challenger_max_length: int | None = Field(default=None, description="Challenger max tokens (default: v1's).")
+    train_max_steps: int | None = Field(default=None, description="Cap v1's optimizer steps (smoke runs).")
+    seed: int = Field(default=7, description="Seed for the order of the traffic.")
+
+    @classmethod
+    def quick(cls, home: Path) -> DemoConfig:
+        """The smaller story of `prefixctl demo --quick` (and of tests/test_demo.py)."""
+        return cls(
+            home=home,
+            train_rows=2500,
+            window=250,
+            clean_windows=1,
+            drift_windows=2,
+            after_windows=1,
+            min_fresh_labels=400,
+        )
