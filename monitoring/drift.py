@@ -206,14 +206,14 @@ def detect_drift(
     """Compare `current` with `reference`; write Evidently HTML reports into `html_dir` when given."""
     started = time.perf_counter()
     _check_methods(config)
-    described = {"task": task, "version": version, "reference": reference.describe(), "current": current.describe()}
+    windows = {"reference": reference.describe(), "current": current.describe()}
     if min(reference.size, current.size) < config.min_window:
         message = (
             f"insufficient data: the current window has {current.size} row(s) and the reference "
             f"{reference.size}; at least {config.min_window} each are needed"
         )
         verdict = DriftVerdict(
-            **described, status="insufficient_data", message=message, seconds=time.perf_counter() - started
+            task, version, "insufficient_data", **windows, message=message, seconds=time.perf_counter() - started
         )
         return DriftReport(verdict)
 
@@ -245,8 +245,10 @@ def detect_drift(
         if quality_html is not None:
             html_files["quality"] = quality_html
     verdict = DriftVerdict(
-        **described,
-        status="drift" if alarms else "ok",
+        task,
+        version,
+        "drift" if alarms else "ok",
+        **windows,
         signals=signals,
         quality=quality,
         message=f"drift detected in {', '.join(alarms)}" if alarms else "no drift: every signal is below its threshold",

