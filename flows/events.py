@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prefix_registry.monitoring.drift import DriftVerdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefix_registry.monitoring.drift import DriftVerdict
 
 DRIFT_DETECTED = "prefix.drift.detected"
 RESOURCE_PREFIX = "prefix-registry.task."

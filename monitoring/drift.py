@@ -206,14 +206,14 @@ def detect_drift(
     """Compare `current` with `reference`; write Evidently HTML reports into `html_dir` when given."""
     started = time.perf_counter()
     _check_methods(config)
-    windows = {"reference": reference.describe(), "current": current.describe()}
+    described = (reference.describe(), current.describe())
     if min(reference.size, current.size) < config.min_window:
         message = (
             f"insufficient data: the current window has {current.size} row(s) and the reference "
             f"{reference.size}; at least {config.min_window} each are needed"
         )
         verdict = DriftVerdict(
-            task, version, "insufficient_data", **windows, message=message, seconds=time.perf_counter() - started
+            task, version, "insufficient_data", *described, message=message, seconds=time.perf_counter() - started
         )
         return DriftReport(verdict)
 
@@ -248,7 +248,7 @@ def detect_drift(
         task,
         version,
         "drift" if alarms else "ok",
-        **windows,
+        *described,
         signals=signals,
         quality=quality,
         message=f"drift detected in {', '.join(alarms)}" if alarms else "no drift: every signal is below its threshold",

@@ -366,8 +366,8 @@ def test_image_installs_cpu_torch_first_then_the_project_then_smollm2_without_de
 
 
 def test_image_copies_every_package_and_the_build_context_keeps_them() -> None:
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    wanted = {name.rstrip("*") for name in packages["include"]}
+    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    wanted = set(package_dir.values())
     copied = {arguments.split()[0] for arguments in _instructions("prefix-registry", "COPY")}
     assert wanted | {"pyproject.toml"} <= copied
     for source in copied - {"README.md*"}:
