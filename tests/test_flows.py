@@ -165,12 +165,27 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
 
 
 def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews: PrefixRegistry) -> None:
+    import prefix_registry.monitoring.retraining as retraining
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
     registry = reviews
     champion = registry.resolve("reviews").version
+    downloads: list[str] = []
+    loaded: list[str] = []
+    download, load = PrefixRegistry.download_version_folder, retraining.load_version
+
+    def counted_download(self: PrefixRegistry, version: Any, artifact_path: str) -> Path:
+        downloads.append(artifact_path)
+        return download(self, version, artifact_path)
+
+    def counted_load(registry: PrefixRegistry, version: Any) -> Any:
+        loaded.append(version.version)
+        return load(registry, version)
+
     with WebhookReceiver() as receiver, pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
+        patch.setattr(PrefixRegistry, "download_version_folder", counted_download)
+        patch.setattr(retraining, "load_version", counted_load)
         result = retrain_prefix_flow(
             task="reviews", trigger="manual", policy={**TINY_POLICY, "margin": -1.0, "max_reference_regression": 1.0}
         )
@@ -179,6 +194,9 @@ def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews
     assert result["promoted"] is True
     # The promotion alert comes from the alias move itself; the challenger alias moves quietly.
     assert sorted(kinds) == ["promotion", "retrain_decision"]
+    # The champion's data is downloaded once; only the champion is loaded to be scored (the challenger was scored
+    # while it was registered).
+    assert downloads.count("data") == 1 and loaded == [champion]
     assert registry.aliases("reviews")["champion"] == result["challenger_version"] != champion
     history = registry.alias_history("reviews")
     assert history[-1].action == "promote" and history[-1].reason.startswith("retrain (manual)")
