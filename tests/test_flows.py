@@ -142,14 +142,23 @@ def test_a_retrain_judges_the_monitoring_run_that_fired_not_a_later_clean_one(re
 
 def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.retrain import retrain_prefix_flow
+    from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
 
     registry = reviews
     _log_labelled_traffic(registry, "reviews", tiny_data(limit=200, source="imdb").frame)
+    with PredictionLog.from_settings(registry.settings) as log:
+        fired = run_monitor(registry, log, MonitorRequest("reviews", current_last=200), send_alerts=False)
+    assert fired.verdict.drift_detected and fired.run_id
     champion = registry.resolve("reviews").version
     # A learning rate of ~0 leaves the warm-started challenger identical to the champion: a gain of exactly 0.
     with WebhookReceiver() as receiver, pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
-        result = retrain_prefix_flow(task="reviews", trigger="drift", policy={**TINY_POLICY, "learning_rate": 1e-12})
+        result = retrain_prefix_flow(
+            task="reviews",
+            trigger="drift",
+            policy={**TINY_POLICY, "learning_rate": 1e-12},
+            monitoring_run_id=fired.run_id,
+        )
         assert receiver.wait_for(1)
         alert = receiver.requests[0].json()
     assert result["promoted"] is False and result["skipped"] is False
@@ -162,6 +171,8 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
     assert "Retrain decision: kept champion - " in challenger.description
     assert alert["kind"] == "retrain_decision" and "kept champion" in alert["title"]
     assert result["drift_verdict"]["drift_detected"] is True
+    assert result["drift_verdict"]["mlflow_run_id"] == fired.run_id
+    assert result["data"]["since"] == result["drift_verdict"]["drift_started_at"]
 
 
 def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews: PrefixRegistry) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,13 +11,12 @@ import numpy as np
 import pandas as pd
 
 from prefix_registry.flows.demo.config import DemoConfig
-from prefix_registry.flows.demo.stage import DemoStage
+from prefix_registry.flows.demo.stage import DemoStage, Say
 from prefix_registry.flows.demo.summary import Window, build_summary
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
-Say = Callable[[str], None]
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
