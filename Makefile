@@ -48,7 +48,8 @@ spelling: install
 bench: install
 	$(BIN)/python -m bench.baselines
 
-# Rewrites the locks from pyproject.toml (uv: see README "Locked install"). Needs the network to PyPI.
+# Rewrites the locks from pyproject.toml with uv, keeping existing pins (`make lock UPGRADE=1`: the newest allowed
+# set). Needs the network to PyPI. See README "Locked install".
 lock: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash infra/deps/lock.sh
 

