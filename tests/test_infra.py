@@ -27,9 +27,8 @@ import httpx
 import pytest
 import yaml
 
-from prefix_registry.flows.local_server import stop_process
-from tests.mlflow_server import free_ports
-from tests.s3_server import find_weed
+from prefix_registry.flows.loopback import free_ports, stop_process
+from tests.servers.s3_server import find_weed
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -309,6 +308,7 @@ def test_prefect_yaml_declares_the_deployments_that_build_deployments_builds() -
         "task": "{{ event.resource['prefix-registry.task'] }}",
         "trigger": "drift",
         "drift_event_id": "{{ event.id | string }}",
+        "monitoring_run_id": "{{ event.payload.monitoring_run_id }}",
     }
 
 
@@ -830,14 +830,14 @@ def test_runner_health_checks_of_compose_and_k8s_answer_from_a_real_runner(prefe
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Any]:
-    from tests.postgres_server import running_postgres
+    from tests.servers.postgres_server import running_postgres
 
     yield from running_postgres()
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    from tests.s3_server import running_s3
+    from tests.servers.s3_server import running_s3
 
     yield from running_s3(bucket="unrelated")  # the compose init job creates the artifact bucket
 
