@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.monitoring.label_sources import cap_judge_set, trusted_fresh_labels
 from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
 from prefix_registry.registry.loading import load_training_split, load_version, load_warm_start
@@ -219,14 +220,17 @@ def retrain(
     check_cooldown(registry, task, policy)
     champion = registry.resolve(task, alias=CHAMPION)
     since = since or fresh_since(champion, drift_verdict)
-    fresh = fresh_labelled(log, task, since, policy.max_fresh_labels)
+    # Revoked keys left out, no key above its share of the labels (issue 11); counts per source go in the decision.
+    fresh, sources = trusted_fresh_labels(log, task, since, policy.max_fresh_labels)
     if len(fresh) < policy.min_fresh_labels:
         raise RetrainSkipped(
             f"task {task!r} has {len(fresh)} fresh feedback label(s) since {since:%Y-%m-%d %H:%M:%S}"
-            f"; {policy.min_fresh_labels} are needed to retrain"
+            f"; {policy.min_fresh_labels} are needed to retrain (by source: {sources.counts})"
         )
     claim_retrain(registry, task)
     data = assemble_data(registry, champion, fresh, policy)
+    data.holdout = cap_judge_set(data.holdout, sources)
+    data.sizes.update(sources.counts)
     data.since = since.isoformat()
     outcome = train_challenger(registry, champion, data, policy, trigger, drift_verdict, progress)
     challenger = registry.version(task, outcome.version)

@@ -32,6 +32,7 @@ def test_concurrent_moves_through_an_mlflow_server_on_postgres(
 ) -> None:
     store = postgres.create_database("mlflow_race")
     locks = postgres.create_database("locks_race")
+    (tmp_path / "mlflow").mkdir()
     with MlflowServer(root=tmp_path / "mlflow", backend_store_uri=store) as server:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         monkeypatch.setenv("PREFIX_REGISTRY_LOCK_URL", locks)
