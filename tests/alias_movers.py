@@ -5,6 +5,7 @@ Used by tests/test_alias_concurrency.py (SQLite store, MLflow server on PostgreS
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -88,7 +89,7 @@ def check_history(task: str, results: list[MoverResult], entries_before: int) ->
     moved = sum(result.moved for result in results)
     if len(new) != moved:
         problems.append(f"{moved} commands moved the alias but {len(new)} history entries were added")
-    for earlier, later in zip(history, history[1:], strict=False):
+    for earlier, later in itertools.pairwise(history):
         if later.from_version != earlier.to_version:
             problems.append(f"entry {later.sequence} moves from {later.from_version}, not {earlier.to_version}")
     if len({event.sequence for event in history}) != len(history):
