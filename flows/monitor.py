@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from prefix_registry.flows.events import emit_drift_event
+from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
 from prefix_registry.registry.store import PrefixRegistry
 
 
@@ -55,10 +55,12 @@ def monitor_prefix_flow(
 ) -> list[dict[str, Any]]:
     """One monitoring pass over `tasks` (default: every task with a champion)."""
     verdicts = []
+    if emit_events:  # drift events found while Prefect was down are sent now (issue 11)
+        deliver_pending(DriftEventOutbox.from_settings())
     for name in served_tasks(tasks):
         verdict = check_drift(name, current_last, all_versions)
         if verdict["drift_detected"] and emit_events:
-            verdict["event_id"] = emit_drift_event(name, verdict["version"], verdict)
+            verdict["event_id"] = emit_drift_event_durably(name, verdict["version"], verdict)
             get_run_logger().info("emitted prefix.drift.detected for %s (event %s)", name, verdict["event_id"])
         verdicts.append(verdict)
     return verdicts

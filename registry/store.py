@@ -36,6 +36,7 @@ from prefix_registry.registry.aliases import (
     new_event,
     rollback_target,
 )
+from prefix_registry.registry.failpoints import ALIAS_MOVE_AFTER_HISTORY, REGISTER_BEFORE_VERSION, failpoint
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.settings import Settings
 
@@ -189,6 +190,7 @@ class PrefixRegistry:
         self, task: str, run_id: str, artifact_uri: str, tags: dict[str, str], description: str
     ) -> PrefixVersion:
         """Make the run's `adapter/` artifact folder a new version of the task."""
+        failpoint(REGISTER_BEFORE_VERSION)
         with self._mlflow_errors(f"register a version of {task}"):
             model_version = self.client.create_model_version(
                 name=task,
@@ -368,6 +370,7 @@ class PrefixRegistry:
 
     def _write_with_retry(self, what: str, event: AliasEvent, task: str, alias: str) -> None:
         self._with_retry(what, lambda: self.client.set_registered_model_tag(task, event.tag_key, event.to_tag_value()))
+        failpoint(ALIAS_MOVE_AFTER_HISTORY)
         self._with_retry(what, lambda: self.client.set_registered_model_alias(task, alias, event.to_version))
 
     def _with_retry(self, what: str, call: Callable[[], Any], attempts: int = 4) -> None:

@@ -44,13 +44,16 @@ class MoverResult:
 
 
 def seed_task(task: str, versions: int = 3) -> None:
-    """A task with `versions` registered versions (no training: the source is never read) and v1 champion."""
+    """A task with `versions` registered versions (no training: the source is never read) and v1 champion.
+
+    The source is a remote URI because an MLflow server refuses local paths outside a run's artifacts.
+    """
     from prefix_registry.registry.store import PrefixRegistry
 
     registry = PrefixRegistry()
     registry.ensure_task(task)
     for _ in range(versions):
-        registry.client.create_model_version(name=task, source="file:///nonexistent/adapter", run_id=None)
+        registry.client.create_model_version(name=task, source="s3://nowhere/adapter", run_id=None)
     registry.promote(task, "1")
 
 

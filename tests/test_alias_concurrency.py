@@ -18,7 +18,8 @@ def test_concurrent_moves_on_a_sqlite_store_each_leave_one_entry(home: Path) -> 
     results = run_movers("race")
     state = check_history("race", results, entries_before=1)
     assert state["problems"] == []
-    assert state["moved"] >= 4  # most commands did move the alias (they waited for the lock, not failed)
+    assert state["moved"] >= 2, state
+    assert not [r for r in state["refused"] if "held the lock" in r], state  # they waited for the lock
 
 
 @pytest.fixture(scope="module")
@@ -41,4 +42,5 @@ def test_concurrent_moves_through_an_mlflow_server_on_postgres(
         results = run_movers("race")
         state = check_history("race", results, entries_before=1)
     assert state["problems"] == []
-    assert state["moved"] >= 4
+    assert state["moved"] >= 2, state
+    assert not [r for r in state["refused"] if "held the lock" in r], state
