@@ -51,7 +51,8 @@ class ServingLimits:
     max_texts: int = 64
     max_chars: int = 20_000
     max_body_bytes: int = 4_000_000
-    feedback_per_minute: float = 600.0
+    # None: no feedback rate limit (in-process use, the demo); `prefixctl serve` always sets one from the settings.
+    feedback_per_minute: float | None = None
     feedback_burst: int = 100
 
 
@@ -110,7 +111,9 @@ def create_app(
     """
     limits = limits or ServingLimits()
     keys = keys or KeyGate(None)
-    feedback_rate = FeedbackRateLimit(limits.feedback_per_minute, limits.feedback_burst)
+    feedback_rate = (
+        FeedbackRateLimit(limits.feedback_per_minute, limits.feedback_burst) if limits.feedback_per_minute else None
+    )
     metrics = ServingMetrics(table)
     table.swap_listeners.append(lambda swap: metrics.swap_seconds.observe(swap.seconds))
     watcher = AliasWatcher(table, watch_interval) if watch_interval else None
@@ -237,7 +240,8 @@ def create_app(
     def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         key = keys.require(request.headers.get("authorization"), "feedback")
         key_name = key.name if key is not None else None
-        feedback_rate.take(key_name)  # before any database work: a flood costs the server nothing
+        if feedback_rate is not None:
+            feedback_rate.take(key_name)  # before any database work: a flood costs the server nothing
         if prediction_log is None:
             raise HTTPError(409, "this server keeps no prediction log, so it cannot take feedback")
         record = prediction_log.get(body.prediction_id)
