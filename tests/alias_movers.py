@@ -10,10 +10,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PREFIXCTL = str(Path(sys.executable).with_name("prefixctl"))
+# Each mover imports prefixctl and MLflow first, then waits for a common start time and runs the command: the moves
+# then really overlap, instead of being spread out by how long each process took to import.
+MOVER = """
+import sys, time
+import mlflow.tracking  # noqa: F401
+from prefix_registry.cli import main
+start_at = float(sys.argv[1])
+sys.argv = ["prefixctl", *sys.argv[2:]]
+time.sleep(max(0.0, start_at - time.time()))
+main()
+"""
 # Promotions and rollbacks interleaved: most move the alias, some find nothing to do (a one-line refusal).
 MOVES = [
     ["promote", "2"],
@@ -57,14 +69,17 @@ def seed_task(task: str, versions: int = 3) -> None:
     registry.promote(task, "1")
 
 
-def run_movers(task: str, moves: list[list[str]] | None = None, timeout: float = 240) -> list[MoverResult]:
-    """Start every move as its own `prefixctl ... --json` process at the same moment; wait for all."""
+def run_movers(
+    task: str, moves: list[list[str]] | None = None, timeout: float = 240, start_in: float = 45.0
+) -> list[MoverResult]:
+    """Run every move as its own `prefixctl ... --json` process, all starting `start_in` seconds from now."""
     moves = moves or MOVES
+    start_at = str(time.time() + start_in)
     processes = [
         (
             args,
             subprocess.Popen(
-                [PREFIXCTL, args[0], task, *args[1:], "--json"],
+                [sys.executable, "-c", MOVER, start_at, args[0], task, *args[1:], "--json"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
