@@ -12,6 +12,7 @@ the tasks:
     durable       the default: the answer goes out once the log row is committed (survives kill -9)
     durable+moves durable, while another thread promotes / rolls back `sentiment` every `--move-every` seconds
 
+First, the log alone (no model, no server): enqueue() against commit() from `--clients` writer threads.
 Per phase: requests, 5xx and other non-200 answers, acknowledged predictions missing from the log after a clean
 stop (lost rows), p50 / p99 latency, server RSS (start, end, peak). Ratios are against the `queued` phase of the
 same run: durable / queued is the latency cost of durability. This is a benchmark, not a test: nothing here
@@ -21,6 +22,7 @@ asserts a time. Only 127.0.0.1 is contacted; every phase ends by itself.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -175,6 +177,49 @@ def run_phase(server: Server, tasks: list[str], clients: int, seconds: float, mo
     }
 
 
+def _time_writes(write: Any, threads: int, seconds: float) -> list[float]:
+    """Seconds per call of `write(records)` from `threads` threads writing 4-record batches for `seconds`."""
+    from prefix_registry.monitoring.prediction_log import PredictionRecord
+
+    calls: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            records = [PredictionRecord.new("t", "1", text, "a", {"a": 0.6, "b": 0.4}) for text in TEXTS]
+            started = time.perf_counter()
+            write(records)
+            with lock:
+                calls.append(time.perf_counter() - started)
+
+    workers = [threading.Thread(target=writer, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join(timeout=60)
+    return calls
+
+
+def measure_log_cost(path: Path, threads: int, seconds: float) -> dict[str, dict[str, float]]:
+    """The log alone, no model: `threads` writers of 4-record batches for `seconds`, with enqueue() (answer once
+    queued) and with commit() (answer once committed, SQLite synchronous=FULL); per-call p50 / p99 in ms."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+
+    figures = {}
+    for mode in ("enqueue", "commit"):
+        with PredictionLog(f"sqlite:///{path / f'log-{mode}.db'}") as prediction_log:
+            array = np.array(_time_writes(getattr(prediction_log, mode), threads, seconds)) * 1000
+        figures[mode] = {
+            "calls": len(array),
+            "p50_ms": float(np.percentile(array, 50)),
+            "p99_ms": float(np.percentile(array, 99)),
+        }
+    return figures
+
+
 def count_lost(home: Path, acked: list[str]) -> int:
     from prefix_registry.monitoring.prediction_log import PredictionLog
 
@@ -204,6 +249,13 @@ def render(results: dict[str, Any], console: Console) -> None:
             f"{rss['start']:.0f} / {rss['end']:.0f} / {rss['peak']:.0f}",
         )
     console.print(table)
+    cost = results["log_only"]
+    console.print(
+        f"log alone, {results['clients']} writers of 4 rows: enqueue p50 {cost['enqueue']['p50_ms']:.2f} ms / p99 "
+        f"{cost['enqueue']['p99_ms']:.2f} ms; commit p50 {cost['commit']['p50_ms']:.2f} ms / p99 "
+        f"{cost['commit']['p99_ms']:.2f} ms (the latency cost of durability without the model)",
+        highlight=False,
+    )
 
 
 def main() -> int:
@@ -211,6 +263,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="Concurrent clients.")
     parser.add_argument("--seconds", type=float, default=30.0, help="Length of each phase.")
     parser.add_argument("--move-every", type=float, default=2.0, help="Seconds between alias moves in phase 3.")
+    parser.add_argument("--log-only", action="store_true", help="Only the log cost (no model, no server).")
     parser.add_argument("--out", type=Path, default=Path("bench/results/load.json"), help="JSON results file.")
     args = parser.parse_args()
     from prefix_registry.training.quiet import quiet_libraries
@@ -219,6 +272,11 @@ def main() -> int:
     tasks = ["sentiment", "length"]
     phases: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="prefix-load-") as root:
+        log("log alone: enqueue vs commit")
+        log_only = measure_log_cost(Path(root), args.clients, min(args.seconds, 10.0))
+        if args.log_only:
+            print(json.dumps(log_only, indent=2))
+            return 0
         home = Path(root) / "home"
         os.environ.update({"PREFIX_REGISTRY_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"})
         for name in ("PREFIX_REGISTRY_PREDICTION_LOG_URL", "PREFIX_REGISTRY_LOCK_URL", "PREFIX_REGISTRY_API_KEYS_URL"):
@@ -242,6 +300,7 @@ def main() -> int:
         "seconds": args.seconds,
         "tasks": tasks,
         "phases": phases,
+        "log_only": log_only,
         "load_average_after": load_averages(),
         "machine": machine_info(),
     }

