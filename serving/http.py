@@ -16,6 +16,7 @@ class HTTPError(Exception):
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    # ascii(): a message may quote client text, and a lone surrogate in it would make the JSON encoder fail (a 500).
+    # A message may quote client text; a lone surrogate in it would make the UTF-8 encoding of the answer fail (a
+    # 500), so such characters are written as backslash escapes.
     safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": safe, "status": status}, status_code=status, headers=headers)

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.faults import scenarios
@@ -34,27 +35,39 @@ def main() -> int:
     from prefix_registry.training.quiet import quiet_libraries
 
     quiet_libraries()
-    outcomes = []
+    outcomes: list[scenarios.FaultOutcome] = []
+
+    def run(name: str, scenario: Callable[[], scenarios.FaultOutcome]) -> None:
+        print(f"[faults] {name} ...", file=sys.stderr, flush=True)
+        try:
+            outcome = scenario()
+        except Exception as error:  # one broken scenario must not hide the others' results
+            outcome = scenarios.crashed(name, error)
+        print(f"[faults] {name}: {'ok' if outcome.ok else 'NOT OK'} {outcome.row()}", file=sys.stderr, flush=True)
+        outcomes.append(outcome)
+
     with tempfile.TemporaryDirectory(prefix="prefix-faults-") as root:
         home = Path(root) / "home"
         _use_home(home)
-        outcomes.append(scenarios.concurrent_alias_moves(home))
-        outcomes.append(scenarios.kill9_mid_promotion(home))
+        run("8 promote/rollback processes at once", lambda: scenarios.concurrent_alias_moves(home))
+        run("kill -9 mid-promotion", lambda: scenarios.kill9_mid_promotion(home))
         scenarios.train_tiny_task(home, "sentiment")
-        outcomes.append(scenarios.kill9_server_under_load(home, "sentiment"))
+        run("kill -9 server under load", lambda: scenarios.kill9_server_under_load(home, "sentiment"))
         if not args.fast:
-            outcomes.append(scenarios.kill9_mid_training(home))
-            outcomes.append(scenarios.kill9_mid_registration(home))
-            outcomes.append(scenarios.prefect_down_during_drift(home))
+            run("kill -9 mid-training", lambda: scenarios.kill9_mid_training(home))
+            run("kill -9 mid-registration", lambda: scenarios.kill9_mid_registration(home))
+            run("Prefect down when drift is detected", lambda: scenarios.prefect_down_during_drift(home))
             from tests.mlflow_server import MlflowServer
 
             remote = Path(root) / "remote"
-            remote.mkdir()
-            (remote / "mlflow").mkdir()
+            (remote / "mlflow").mkdir(parents=True)
             with MlflowServer(root=remote / "mlflow") as server:
                 _use_home(remote / "home", server.url)
                 scenarios.train_tiny_task(remote / "home", "sentiment")
-                outcomes.append(scenarios.mlflow_down_during_serving(remote / "home", "sentiment", server))
+                run(
+                    "MLflow down during predict, feedback, promote",
+                    lambda: scenarios.mlflow_down_during_serving(remote / "home", "sentiment", server),
+                )
     scenarios.print_table(outcomes)
     if args.json:
         args.json.write_text(json.dumps([o.row() for o in outcomes], indent=2, default=str))
