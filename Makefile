@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch, installed first and on its own: any other torch request pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test check lint typecheck layers spelling bench postgres lock deps-canary
+.PHONY: install demo test check lint typecheck layers spelling bench postgres lock deps-canary faults
 
 $(VENV)/.installed: requirements-dev.lock requirements-models.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,3 +66,8 @@ postgres:
 	elif command -v sudo >/dev/null 2>&1; then \
 		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	else echo "PostgreSQL not installed: its integration tests will be skipped"; fi
+
+# The fault suite (issue 11): SIGKILLs and outages against real servers on loopback, one table of what was lost.
+# Its fast part runs in `make test` (tests/test_faults.py); this runs every scenario (about 5 minutes).
+faults: install postgres
+	$(BIN)/python -m tests.faults

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from prefix_registry.flows.events import emit_drift_event
+from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
 from prefix_registry.monitoring.monitor import MonitorOutcome
 from prefix_registry.registry.aliases import CHAMPION
@@ -61,13 +61,16 @@ def monitor_prefix_flow(
     """One monitoring pass over `tasks` (default: every task with a champion).
 
     Returns one summary per task (`MonitorOutcome.summary()`, plus `event_id` when a drift event was emitted).
+    Drift events go through a durable outbox: one found while Prefect is down is emitted by a later pass.
     """
     summaries = []
+    if emit_events:
+        deliver_pending(DriftEventOutbox.from_settings())
     for name in served_tasks(tasks):
         outcome = check_drift(name, current_last, all_versions)
         summary = outcome.summary()
         if outcome.verdict.drift_detected and emit_events and outcome.run_id:
-            summary["event_id"] = emit_drift_event(outcome.verdict, outcome.run_id)
+            summary["event_id"] = emit_drift_event_durably(outcome.verdict, outcome.run_id)
             get_run_logger().info("emitted prefix.drift.detected for %s (event %s)", name, summary["event_id"])
         summaries.append(summary)
     return summaries

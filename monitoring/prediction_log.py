@@ -52,6 +52,8 @@ BASE_COLUMNS = [
     "feedback_at",
     "request_id",
     "source",
+    "key_name",
+    "feedback_key",
 ]
 PROBABILITY_PREFIX = "prob_"
 # Bounds how long the interpreter may wait at exit for queued rows when the database does not answer.
@@ -60,6 +62,10 @@ EXIT_FLUSH_TIMEOUT_S = 30.0
 
 class PredictionLogError(PrefixRegistryError):
     """The prediction log cannot be opened, written or read, or was given an invalid value."""
+
+
+class FeedbackConflict(PredictionLogError):
+    """A prediction that already has a different label was labelled again without asking for a correction."""
 
 
 def _as_utc(value: datetime, name: str) -> datetime:
@@ -88,6 +94,8 @@ class PredictionRecord:
     source: str
     feedback_label: str | None = None
     feedback_at: datetime | None = None
+    key_name: str | None = None  # the API key that asked for the prediction (its name, never its secret)
+    feedback_key: str | None = None  # the API key that sent the label
 
     @classmethod
     def new(
@@ -100,6 +108,7 @@ class PredictionRecord:
         request_id: str | None = None,
         source: str = "http",
         created_at: datetime | None = None,
+        key_name: str | None = None,
     ) -> PredictionRecord:
         """A record for a prediction made now (or at `created_at`), with a fresh uuid4 hex id.
 
@@ -119,6 +128,7 @@ class PredictionRecord:
             confidence=max(probs.values()),
             request_id=request_id,
             source=source,
+            key_name=key_name,
         )
 
 
@@ -157,8 +167,32 @@ predictions = sa.Table(
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("feedback_label", sa.Text),
     sa.Column("feedback_at", _UTCDateTime()),
+    sa.Column("key_name", sa.Text),
+    sa.Column("feedback_key", sa.Text),
     sa.Index("ix_predictions_task_created_at", "task", "created_at"),
 )
+# Columns added after the first release: a log created before them gets them on open (ALTER TABLE ADD COLUMN).
+_ADDED_COLUMNS = ("key_name", "feedback_key")
+
+# Every label ever sent, corrections included: `predictions.feedback_label` holds the current one, this the trail.
+feedback_events = sa.Table(
+    "feedback_events",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.String(64), nullable=False, index=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("previous_label", sa.Text),
+    sa.Column("key_name", sa.Text),
+    sa.Column("at", _UTCDateTime(), nullable=False),
+)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    present = {column["name"] for column in sa.inspect(engine).get_columns("predictions")}
+    with engine.begin() as connection:
+        for name in _ADDED_COLUMNS:
+            if name not in present:
+                connection.execute(sa.text(f"ALTER TABLE predictions ADD COLUMN {name} TEXT"))
 
 
 def _to_row(record: PredictionRecord) -> dict[str, Any]:
@@ -197,7 +231,7 @@ def _reason(error: BaseException, password: str | None) -> str:
     return first.replace(password, "***") if password else first
 
 
-def _create_engine(url: str) -> Engine:
+def create_database_engine(url: str) -> Engine:
     try:
         parsed = sa.make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -231,7 +265,9 @@ def _enable_wal(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the drift monitor read while the server's background thread writes.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a committed row survives power loss too, not only a killed process (an fsync per commit; the writer
+    # commits batches, so concurrent requests share it).
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
 
@@ -285,11 +321,12 @@ class PredictionLog:
                 f"expected batch_size >= 1, flush_interval >= 0, max_retries >= 1, retry_backoff >= 0; got "
                 f"{batch_size}, {flush_interval}, {max_retries}, {retry_backoff}"
             )
-        self._engine = _create_engine(url)
+        self._engine = create_database_engine(url)
         self.url = mask_url(self._engine.url)
         self._password = self._engine.url.password
         try:
             _metadata.create_all(self._engine)
+            _add_missing_columns(self._engine)
         except SQLAlchemyError as exc:
             self._engine.dispose()
             raise PredictionLogError(f"cannot open prediction log {self.url}: {self._reason(exc)}") from None
@@ -306,6 +343,7 @@ class PredictionLog:
         self._done = 0  # rows written or dropped; FIFO order makes "_done >= n" mean "the first n are done"
         self._flush_target = 0
         self._dropped = 0
+        self._dropped_ranges: list[tuple[int, int]] = []  # (first, last] positions dropped, for commit()
         self._failures = 0
         self._last_error: BaseException | None = None
         self._closed = False
@@ -381,6 +419,38 @@ class PredictionLog:
                 self._worker.start()
             self._cond.notify_all()
         return len(rows)
+
+    def commit(self, records: Iterable[PredictionRecord], timeout: float = 30.0) -> int:
+        """Queue `records` and return once the background writer has committed them: an answer sent after this
+        survives kill -9 (and power loss: SQLite runs with synchronous=FULL). Concurrent callers share one
+        transaction, so the cost is one commit per batch, not per request.
+
+        Raises PredictionLogError when the rows were dropped after failed retries or `timeout` passed first.
+        """
+        rows = [_to_row(record) for record in records]
+        with self._cond:
+            self._check_open()
+            if not rows:
+                return 0
+            first = self._enqueued
+            self._queue.extend(rows)
+            self._enqueued += len(rows)
+            last = self._enqueued
+            self._flush_target = max(self._flush_target, last)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._drain, name="prediction-log-writer", daemon=True)
+                self._worker.start()
+            self._cond.notify_all()
+            if not self._cond.wait_for(lambda: self._done >= last, timeout):
+                raise PredictionLogError(f"prediction log {self.url}: {len(rows)} rows not committed in {timeout:g}s")
+            if any(start < last and first < end for start, end in self._dropped_ranges):
+                raise PredictionLogError(
+                    f"prediction log {self.url}: {len(rows)} rows could not be written: {self._reason_text()}"
+                )
+        return len(rows)
+
+    def _reason_text(self) -> str:
+        return self._reason(self._last_error) if self._last_error is not None else "unknown error"
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row enqueued before this call is written (or dropped after failed retries).
@@ -460,6 +530,7 @@ class PredictionLog:
             *(self.url, lost, attempts, reason),
         )
         self._queue.clear()
+        self._dropped_ranges = [*self._dropped_ranges[-99:], (self._done, self._done + lost)]
         self._done += lost
         self._dropped += lost
         self._failures = 0
@@ -474,23 +545,75 @@ class PredictionLog:
 
     # --- feedback and reading
 
-    def attach_feedback(self, prediction_id: str, label: str) -> bool:
-        """Record the true `label` of a prediction (a second call overwrites the first).
+    def attach_feedback(
+        self, prediction_id: str, label: str, key_name: str | None = None, correction: bool = False
+    ) -> bool:
+        """Record the true `label` of a prediction, sent by API key `key_name` (None: a local writer).
 
-        Flushes queued rows first, so feedback on a just-enqueued prediction finds it.
+        A prediction takes one label: the same label again changes nothing; a different one raises
+        FeedbackConflict unless `correction` is True, in which case it replaces the label and the trail in
+        `feedback_events` keeps both. Flushes queued rows first, so a just-enqueued prediction is found.
         Returns False when no prediction has this id.
         """
         if not isinstance(label, str) or not label.strip():
             raise PredictionLogError(f"feedback label must be a non-empty string, got {label!r}")
         self._check_open()
         self.flush()
-        statement = (
-            predictions.update()
-            .where(predictions.c.prediction_id == prediction_id)
-            .values(feedback_label=label, feedback_at=datetime.now(UTC))
-        )
+        now = datetime.now(UTC)
+        table = predictions
         with self._database_errors(f"attach feedback to {prediction_id!r}"), self._engine.begin() as connection:
-            return connection.execute(statement).rowcount > 0
+            first = connection.execute(
+                table.update()
+                .where(table.c.prediction_id == prediction_id, table.c.feedback_label.is_(None))
+                .values(feedback_label=label, feedback_at=now, feedback_key=key_name)
+            )
+            if first.rowcount > 0:
+                connection.execute(
+                    feedback_events.insert().values(prediction_id=prediction_id, label=label, key_name=key_name, at=now)
+                )
+                return True
+            current = connection.execute(
+                sa.select(table.c.feedback_label).where(table.c.prediction_id == prediction_id)
+            ).first()
+            if current is None:
+                return False
+            previous = current.feedback_label
+            if previous == label:
+                return True
+            if not correction:
+                raise FeedbackConflict(
+                    f"prediction {prediction_id!r} is already labelled {previous!r}; send correction=true to "
+                    f"replace it with {label!r}"
+                )
+            # Compare-and-set on the label read above: two corrections at once cannot both win silently.
+            moved = connection.execute(
+                table.update()
+                .where(table.c.prediction_id == prediction_id, table.c.feedback_label == previous)
+                .values(feedback_label=label, feedback_at=now, feedback_key=key_name)
+            )
+            if moved.rowcount == 0:
+                raise FeedbackConflict(
+                    f"prediction {prediction_id!r} was relabelled meanwhile; send the correction again"
+                )
+            connection.execute(
+                feedback_events.insert().values(
+                    prediction_id=prediction_id, label=label, previous_label=previous, key_name=key_name, at=now
+                )
+            )
+            return True
+
+    def feedback_trail(self, prediction_id: str) -> list[dict[str, Any]]:
+        """Every label sent for a prediction, oldest first: label, previous_label, key_name, at."""
+        statement = (
+            sa.select(feedback_events)
+            .where(feedback_events.c.prediction_id == prediction_id)
+            .order_by(feedback_events.c.id)
+        )
+        with self._database_errors(f"read the labels of {prediction_id!r}"), self._engine.connect() as connection:
+            return [
+                {key: value for key, value in row._mapping.items() if key not in ("id", "prediction_id")}
+                for row in connection.execute(statement)
+            ]
 
     def get(self, prediction_id: str) -> PredictionRecord | None:
         """The stored prediction with this id, or None. Rows still queued by `enqueue` are not visible yet."""

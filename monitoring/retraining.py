@@ -20,6 +20,7 @@ import pandas as pd
 
 from prefix_registry.errors import PrefixRegistryError
 from prefix_registry.monitoring.drift_runs import DriftEpisode
+from prefix_registry.monitoring.label_sources import cap_judge_set, trusted_fresh_labels
 from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.monitoring.retrain_policy import RetrainPolicy
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
@@ -116,16 +117,6 @@ def check_cooldown(registry: PrefixRegistry, task: str, policy: RetrainPolicy, n
 def claim_retrain(registry: PrefixRegistry, task: str) -> None:
     """Start the cooldown now, before training, so a second trigger during training is turned away."""
     registry.set_task_tag(task, LAST_RETRAIN_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
-
-
-def fresh_labelled(log: PredictionLog, task: str, since: datetime | None, limit: int) -> pd.DataFrame:
-    """Feedback-labelled predictions (text, label) since `since`, newest `limit`, one row per distinct text."""
-    log.flush(timeout=30)
-    frame = log.window(task, since=since, labelled_only=True)
-    if frame.empty:
-        return pd.DataFrame(columns=["text", "label"])
-    frame = frame.sort_values("created_at").drop_duplicates("text", keep="last").tail(limit)
-    return pd.DataFrame({"text": frame["text"].astype(str), "label": frame["feedback_label"].astype(str)})
 
 
 def assemble_data(
@@ -226,14 +217,17 @@ def retrain(
     check_cooldown(registry, task, policy)
     champion = registry.resolve(task, alias=CHAMPION)
     since = since or fresh_since(champion, drift)
-    fresh = fresh_labelled(log, task, since, policy.max_fresh_labels)
+    # Revoked keys left out, no key above its share of the labels (issue 11); counts per source go in the decision.
+    fresh, sources = trusted_fresh_labels(log, task, since, policy.max_fresh_labels)
     if len(fresh) < policy.min_fresh_labels:
         raise RetrainSkipped(
             f"task {task!r} has {len(fresh)} fresh feedback label(s) since {since:%Y-%m-%d %H:%M:%S}"
-            f"; {policy.min_fresh_labels} are needed to retrain"
+            f"; {policy.min_fresh_labels} are needed to retrain (by source: {sources.counts})"
         )
     claim_retrain(registry, task)
     data = assemble_data(registry, champion, fresh, policy)
+    data.holdout = cap_judge_set(data.holdout, sources)
+    data.sizes.update(sources.counts)
     data.since = since.isoformat()
     outcome = train_challenger(registry, champion, data, policy, trigger, drift, progress)
     return judge_and_record(registry, champion, outcome, data, policy, trigger, drift)

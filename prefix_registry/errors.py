@@ -6,8 +6,12 @@ is a bug and keeps its traceback. Each message names what was expected and what 
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of `error`'s message (its type name when the message is empty): the cause in a one-line error."""
-    text = str(error).strip()
+    """The first line of `error`'s message (its type name when the message is empty): the cause in a one-line error.
+
+    For a SQLAlchemy error this is the database driver's own message (`orig`), without SQLAlchemy's statement dump
+    and "Background on this error at ..." link.
+    """
+    text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 

@@ -50,6 +50,35 @@ class Settings(BaseSettings):
         default=None, description="Shared secret for the HMAC-SHA256 signature of alert payloads."
     )
     drift_config: Path | None = Field(default=None, description="YAML file of drift thresholds; default: built in.")
+    api_keys_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the hashed API keys; default: the prediction log's database when one is set, "
+        "else SQLite in home (api_keys.db).",
+    )
+    lock_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database holding the alias-move lock, reached by every process that "
+        "promotes or rolls back; default: the prediction log's database when one is set, else SQLite in home.",
+    )
+    lock_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds an alias move waits for another one to finish before giving up."
+    )
+    feedback_per_minute: float = Field(
+        default=600.0, gt=0, description="Feedback labels one API key (or the anonymous client) may post per minute."
+    )
+    feedback_burst: int = Field(
+        default=100, ge=1, description="Feedback labels one API key may post at once before the rate limit applies."
+    )
+    max_label_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Largest share of a retrain's fresh labels, and of its judge set, that one API key may supply.",
+    )
+    durable_log: bool = Field(
+        default=True,
+        description="Answer a prediction only once its log row is committed (survives kill -9); false: queue it.",
+    )
 
     @field_validator("alert_webhooks", mode="before")
     @classmethod
@@ -90,6 +119,20 @@ class Settings(BaseSettings):
     @property
     def resolved_prediction_log_url(self) -> str:
         return self.prediction_log_url or f"sqlite:///{self.home / 'predictions.db'}"
+
+    @property
+    def resolved_api_keys_url(self) -> str:
+        return self.api_keys_url or self.prediction_log_url or f"sqlite:///{self.home / 'api_keys.db'}"
+
+    @property
+    def resolved_lock_url(self) -> str:
+        # A shared server database when there is one (every promoting machine reaches it); never the SQLite log
+        # file, whose writers an alias move would then hold up.
+        if self.lock_url:
+            return self.lock_url
+        if self.prediction_log_url and not self.prediction_log_url.startswith("sqlite"):
+            return self.prediction_log_url
+        return f"sqlite:///{self.home / 'locks.db'}"
 
     def ensure_home(self) -> None:
         """Create the home folder when the default SQLite store lives there (done by commands, not imports)."""

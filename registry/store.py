@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from prefix_registry.errors import (
     VersionNotFound,
     first_line,
 )
+from prefix_registry.registry.alias_lock import AliasLock
 from prefix_registry.registry.aliases import (
     CHAMPION,
     AliasEvent,
@@ -35,6 +37,7 @@ from prefix_registry.registry.aliases import (
     new_event,
     rollback_target,
 )
+from prefix_registry.registry.failpoints import ALIAS_MOVE_AFTER_HISTORY, REGISTER_BEFORE_VERSION, failpoint
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.settings import Settings
 
@@ -86,6 +89,7 @@ class PrefixRegistry:
         # Told of every alias move, after it is made: the layer above sends alerts without this layer importing it
         # (see monitoring/alerts/alias_moves.py).
         self.alias_observers: list[Callable[[AliasChange], None]] = []
+        self._alias_lock: AliasLock | None = None
 
     # -- connection ---------------------------------------------------------------------------------------------
     @property
@@ -190,6 +194,7 @@ class PrefixRegistry:
         self, task: str, run_id: str, artifact_uri: str, tags: dict[str, str], description: str
     ) -> PrefixVersion:
         """Make the run's `adapter/` artifact folder a new version of the task."""
+        failpoint(REGISTER_BEFORE_VERSION)
         with self._mlflow_errors(f"register a version of {task}"):
             model_version = self.client.create_model_version(
                 name=task,
@@ -288,19 +293,20 @@ class PrefixRegistry:
         actor: str | None = None,
     ) -> AliasChange:
         """Move `alias` back to its previous version (or to `to`), recording who, when and why."""
-        current = self.aliases(task).get(alias)
-        if to is None:
-            target = rollback_target(self.alias_history(task), alias, current)
+
+        def choose(current: str | None, history: list[AliasEvent]) -> str:
+            # Chosen under the alias lock: two rollbacks at once walk back two steps, not the same one twice.
+            target = str(to) if to is not None else rollback_target(history, alias, current)
             if target is None:
                 raise NoRollbackHistory(
                     f"task {task!r}: alias {alias!r} has no earlier version to roll back to "
                     f"(currently {current or 'unset'}); use --to VERSION to choose one"
                 )
-        else:
-            target = str(to)
-        if target == current:
-            raise RegistryError(f"task {task!r}: alias {alias!r} already points to version {target}")
-        return self._announce(self._move_alias(task, target, alias, "rollback", reason, actor))
+            if target == current:
+                raise RegistryError(f"task {task!r}: alias {alias!r} already points to version {target}")
+            return target
+
+        return self._announce(self._move_alias(task, None, alias, "rollback", reason, actor, choose=choose))
 
     def _announce(self, change: AliasChange) -> AliasChange:
         if change.from_version != change.to_version:  # promoting the current version moved nothing
@@ -312,26 +318,85 @@ class PrefixRegistry:
         with self._mlflow_errors(f"remove alias {alias} of {task}"):
             self.client.delete_registered_model_alias(task, alias)
 
+    @property
+    def alias_lock(self) -> AliasLock:
+        if self._alias_lock is None:
+            if self.settings.lock_url is None and not (self.settings.prediction_log_url or "").startswith("postgres"):
+                self.settings.ensure_home()
+            self._alias_lock = AliasLock(self.settings.resolved_lock_url, self.settings.lock_timeout_s)
+        return self._alias_lock
+
     def _move_alias(
-        self, task: str, version: str, alias: str, action: str, reason: str | None, actor: str | None
+        self,
+        task: str,
+        version: str | None,
+        alias: str,
+        action: str,
+        reason: str | None,
+        actor: str | None,
+        choose: Callable[[str | None, list[AliasEvent]], str] | None = None,
     ) -> AliasChange:
+        """Move `alias` under the task's alias lock: read, decide, write the history entry, then the alias.
+
+        The entry is written first, so a mover killed between the two writes leaves an entry whose alias move is
+        missing; the next move of that alias (any process) sees the alias still on the entry's `from_version` and
+        completes it before doing its own. So the alias always ends equal to the last entry, one entry per move.
+        """
         if not ALIAS_NAME.match(alias):
             raise RegistryError(
                 f"invalid alias {alias!r}: expected letters, digits, '_' or '-', starting with a letter"
             )
-        self.version(task, version)  # refuses a version that does not exist, before anything changes
-        model = self.require_task(task)
-        current = (model.aliases or {}).get(alias)
-        current = str(current) if current is not None else None
-        history = history_from_tags(model.tags or {})
-        event = new_event(history, alias, action, current, version, actor or self.settings.actor, reason)
-        if current == version and action == "promote":
-            return AliasChange(task, alias, current, version, event)
-        with self._mlflow_errors(f"move alias {alias} of {task}"):
-            self.client.set_registered_model_alias(task, alias, version)
-            self.client.set_registered_model_tag(task, event.tag_key, event.to_tag_value())
-        logger.info("%s: %s %s %s -> %s", task, action, alias, current, version)
-        return AliasChange(task, alias, current, version, event)
+        if version is not None:
+            self.version(task, version)  # refuses a version that does not exist, before anything changes
+        with self.alias_lock.hold(f"alias:{task}:{alias}"):
+            model = self.require_task(task)
+            current = (model.aliases or {}).get(alias)
+            current = str(current) if current is not None else None
+            history = history_from_tags(model.tags or {})
+            current = self._complete_interrupted_move(task, alias, current, history)
+            target = choose(current, history) if choose is not None else str(version)
+            event = new_event(history, alias, action, current, target, actor or self.settings.actor, reason)
+            if current == target and action == "promote":
+                return AliasChange(task, alias, current, target, event)
+            if choose is not None:
+                self.version(task, target)
+            self._write_with_retry(f"move alias {alias} of {task}", event, task, alias)
+        logger.info("%s: %s %s %s -> %s", task, action, alias, current, target)
+        return AliasChange(task, alias, current, target, event)
+
+    def _complete_interrupted_move(
+        self, task: str, alias: str, current: str | None, history: list[AliasEvent]
+    ) -> str | None:
+        """Finish a move whose history entry was written but whose alias was not (its mover died in between)."""
+        last = next((event for event in reversed(history) if event.alias == alias), None)
+        if last is None or current == last.to_version or current != last.from_version:
+            return current  # consistent, or moved outside prefix-registry (kept as it is)
+        logger.warning("%s: completing an interrupted %s of %s to %s", task, last.action, alias, last.to_version)
+        self._with_retry(
+            f"complete the move of {alias} of {task}",
+            lambda: self.client.set_registered_model_alias(task, alias, last.to_version),
+        )
+        return last.to_version
+
+    def _write_with_retry(self, what: str, event: AliasEvent, task: str, alias: str) -> None:
+        self._with_retry(what, lambda: self.client.set_registered_model_tag(task, event.tag_key, event.to_tag_value()))
+        failpoint(ALIAS_MOVE_AFTER_HISTORY)
+        self._with_retry(what, lambda: self.client.set_registered_model_alias(task, alias, event.to_version))
+
+    def _with_retry(self, what: str, call: Callable[[], Any], attempts: int = 4) -> None:
+        """One MLflow write; a busy store ('database is locked' while another process trains) is retried, and
+        what still fails is one line, never the store's internal message."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._mlflow_errors(what):
+                    call()
+                return
+            except RegistryError:
+                raise
+            except Exception as error:
+                if attempt == attempts:
+                    raise RegistryError(f"cannot {what} after {attempts} attempts: {first_line(error)[:200]}") from None
+                time.sleep(0.2 * 2**attempt)
 
     # -- runs and artifacts -------------------------------------------------------------------------------------
     def run(self, run_id: str) -> Any:

@@ -1,15 +1,20 @@
 """The HTTP server: classify texts with each task's serving prefix, log every prediction, take feedback.
 
 POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilities, version, prediction id
-POST /v1/feedback  {"prediction_id": ID, "label": L}  -> attaches the true label (fresh training data)
+POST /v1/feedback  {"prediction_id": ID, "label": L, "correction": false}  -> the true label (fresh training data)
 GET  /v1/tasks     serving version, alias and load time of each task
-GET  /healthz      liveness and registry reachability
+GET  /healthz      liveness and registry reachability (never needs a key, never waits on the registry)
 GET  /metrics      Prometheus text
+
+Nothing a client sends changes server state beyond its own log rows: task names are checked against the tasks
+being served (no registry look-up), metric labels come from route templates and served tasks only, and every
+string must be valid Unicode (a lone surrogate is a 422, not a 500).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,10 +25,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.monitoring.prediction_log import (
+    FeedbackConflict,
+    PredictionLog,
+    PredictionLogError,
+    PredictionRecord,
+)
+from prefix_registry.serving.auth import KeyGate
+from prefix_registry.serving.guards import BodySizeLimit, FeedbackRateLimit
+from prefix_registry.serving.http import HTTPError, error_response
 from prefix_registry.serving.metrics import ServingMetrics
 from prefix_registry.serving.table import AliasWatcher, ServingTable, UnknownTask
 
@@ -37,23 +51,46 @@ class ServingLimits:
     max_texts: int = 64
     max_chars: int = 20_000
     max_body_bytes: int = 4_000_000
+    # None: no feedback rate limit (in-process use, the demo); `prefixctl serve` always sets one from the settings.
+    feedback_per_minute: float | None = None
+    feedback_burst: int = 100
+
+
+# A client's X-Request-Id is kept only when it looks like an id; anything else is replaced by a fresh one.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
 
 
 class PredictRequest(BaseModel):
-    task: str = Field(description="Task whose serving version classifies the texts.")
+    task: str = Field(max_length=64, description="Task whose serving version classifies the texts.")
     texts: list[str] = Field(description="Texts to classify.")
+
+    _check_task = field_validator("task")(_unicode)
+
+    @field_validator("texts")
+    @classmethod
+    def _check_texts(cls, texts: list[str]) -> list[str]:
+        for i, text in enumerate(texts):
+            try:
+                _unicode(text)
+            except ValueError as error:
+                raise ValueError(f"texts[{i}] {error}") from None
+        return texts
 
 
 class FeedbackRequest(BaseModel):
-    prediction_id: str = Field(description="The id returned with a prediction.")
-    label: str = Field(description="The true label of that prediction's text.")
+    prediction_id: str = Field(max_length=64, description="The id returned with a prediction.")
+    label: str = Field(max_length=200, description="The true label of that prediction's text.")
+    correction: bool = Field(default=False, description="Replace a label given before (the old one is kept).")
 
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    _check_strings = field_validator("prediction_id", "label")(_unicode)
 
 
 def create_app(
@@ -61,14 +98,22 @@ def create_app(
     prediction_log: PredictionLog | None = None,
     limits: ServingLimits | None = None,
     watch_interval: float | None = 5.0,
+    keys: KeyGate | None = None,
+    durable_log: bool = True,
 ) -> FastAPI:
     """The FastAPI app over a ready `ServingTable` (loaded and checked by the caller).
 
     Args:
-        prediction_log: where predictions are written (in the background); None logs nothing.
+        prediction_log: where predictions are written; None logs nothing.
         watch_interval: seconds between registry checks for alias moves; None disables the watcher.
+        keys: the API keys that may call; None (or a store with no key yet) serves anonymous clients.
+        durable_log: answer a prediction only once its log row is committed (True), or as soon as it is queued.
     """
     limits = limits or ServingLimits()
+    keys = keys or KeyGate(None)
+    feedback_rate = (
+        FeedbackRateLimit(limits.feedback_per_minute, limits.feedback_burst) if limits.feedback_per_minute else None
+    )
     metrics = ServingMetrics(table)
     table.swap_listeners.append(lambda swap: metrics.swap_seconds.observe(swap.seconds))
     watcher = AliasWatcher(table, watch_interval) if watch_interval else None
@@ -89,20 +134,27 @@ def create_app(
     app.state.table = table
     app.state.metrics = metrics
     app.state.prediction_log = prediction_log
+    app.state.keys = keys
 
     @app.middleware("http")
-    async def limit_body_and_time(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            return _error(413, f"request body of {length} bytes exceeds {limits.max_body_bytes}")
+    async def time_requests(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
-        metrics.latency.labels(request.url.path).observe(time.perf_counter() - started)
+        route = request.scope.get("route")  # set by the router: a template, never the raw path a client sent
+        metrics.latency.labels(getattr(route, "path", "unmatched")).observe(time.perf_counter() - started)
         return response
+
+    # Outermost, so that no byte past the limit is ever buffered by what comes after it.
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
 
     @app.exception_handler(HTTPError)
     async def http_error(_: Request, error: HTTPError) -> JSONResponse:
-        return _error(error.status, error.message)
+        return _error(error.status, error.message, error.headers)
+
+    @app.exception_handler(PrefixRegistryError)
+    async def backend_error(_: Request, error: PrefixRegistryError) -> JSONResponse:
+        # The log or key store failed under a request: a one-line 503 the client may retry, never a traceback.
+        return _error(503, str(error).splitlines()[0] if str(error) else type(error).__name__)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -121,19 +173,25 @@ def create_app(
             return _error(400, "request body could not be read: it must be UTF-8 encoded JSON")
         return _error(error.status_code, str(error.detail))
 
+    def task_label(task: str) -> str:
+        return task if task in table.served() else "unknown"  # bounded: served tasks only
+
     @app.post("/v1/predict")
     def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
         task = body.task
         try:
+            key = keys.require(request.headers.get("authorization"), "predict", task)
             _check_texts(body.texts, limits)
             attached = table.current(task)
         except HTTPError as error:
-            metrics.requests.labels("predict", task, str(error.status)).inc()
+            metrics.requests.labels("predict", task_label(task), str(error.status)).inc()
             raise
         except UnknownTask as error:
             metrics.requests.labels("predict", "unknown", "404").inc()
             raise HTTPError(404, str(error)) from None
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        client_id = request.headers.get("x-request-id") or ""
+        request_id = client_id if REQUEST_ID.match(client_id) else uuid.uuid4().hex
+        key_name = key.name if key is not None else None
         predictions = table.pool.predict(attached, body.texts)
         records = [
             PredictionRecord.new(
@@ -143,14 +201,22 @@ def create_app(
                 label,
                 {lab: float(p) for lab, p in zip(predictions.labels, probabilities, strict=True)},
                 request_id=request_id,
-                source=request.headers.get("x-prediction-source", "http"),
+                source="http",
+                key_name=key_name,
             )
             for text, label, probabilities in zip(
                 body.texts, predictions.predicted, predictions.probabilities, strict=True
             )
         ]
         if prediction_log is not None:
-            prediction_log.enqueue(records)
+            try:
+                if durable_log:
+                    prediction_log.commit(records)  # the 200 below promises the rows are stored
+                else:
+                    prediction_log.enqueue(records)
+            except PredictionLogError as error:
+                metrics.requests.labels("predict", task, "503").inc()
+                raise HTTPError(503, f"prediction not logged, so not answered; retry: {error}") from None
             metrics.log_pending.set(prediction_log.pending)
         metrics.requests.labels("predict", task, "200").inc()
         metrics.predictions.labels(task, attached.version).inc(len(records))
@@ -171,7 +237,11 @@ def create_app(
         }
 
     @app.post("/v1/feedback")
-    def feedback(body: FeedbackRequest) -> dict[str, Any]:
+    def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        key = keys.require(request.headers.get("authorization"), "feedback")
+        key_name = key.name if key is not None else None
+        if feedback_rate is not None:
+            feedback_rate.take(key_name)  # before any database work: a flood costs the server nothing
         if prediction_log is None:
             raise HTTPError(409, "this server keeps no prediction log, so it cannot take feedback")
         record = prediction_log.get(body.prediction_id)
@@ -180,11 +250,17 @@ def create_app(
             record = prediction_log.get(body.prediction_id)
         if record is None:
             raise HTTPError(404, f"unknown prediction id {body.prediction_id!r}")
+        keys.check(key, "feedback", record.task)
         labels = list(record.probabilities)
         if body.label not in labels:
             raise HTTPError(422, f"label {body.label!r} is not a label of task {record.task!r}: {labels}")
-        prediction_log.attach_feedback(body.prediction_id, body.label)
-        metrics.feedback.labels(record.task).inc()
+        try:
+            prediction_log.attach_feedback(
+                body.prediction_id, body.label, key_name=key_name, correction=body.correction
+            )
+        except FeedbackConflict as error:
+            raise HTTPError(409, str(error)) from None
+        metrics.feedback.labels(task_label(record.task)).inc()
         return {
             "prediction_id": body.prediction_id,
             "task": record.task,
@@ -195,7 +271,8 @@ def create_app(
         }
 
     @app.get("/v1/tasks")
-    def tasks() -> dict[str, Any]:
+    def tasks(request: Request) -> dict[str, Any]:
+        keys.require(request.headers.get("authorization"), None)
         return {
             "tasks": [state.summary() for state in table.states()],
             "registry_ok": table.registry_ok,
@@ -204,8 +281,9 @@ def create_app(
             "base_loads": table.pool.base_loads,
         }
 
+    # async: runs on the event loop, so handlers busy in the thread pool (or a hung registry) cannot starve it.
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         return {
             "status": "ok" if table.registry_ok else "degraded",
             "serving": table.served(),
@@ -214,7 +292,8 @@ def create_app(
         }
 
     @app.get("/metrics")
-    def prometheus() -> Response:
+    def prometheus(request: Request) -> Response:
+        keys.require(request.headers.get("authorization"), None)
         if prediction_log is not None:
             metrics.log_pending.set(prediction_log.pending)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -234,5 +313,5 @@ def _check_texts(texts: list[str], limits: ServingLimits) -> None:
             raise HTTPError(413, f"texts[{i}] has {len(text)} characters; at most {limits.max_chars} are accepted")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return error_response(status, message, headers)

@@ -6,10 +6,12 @@ import os
 
 from fastapi import FastAPI
 
+from prefix_registry.monitoring.api_keys import ApiKeyStore
 from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.serving.app import ServingLimits, create_app
+from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.prefix_pool import PrefixPool
 from prefix_registry.serving.table import ServingTable
 
@@ -21,8 +23,13 @@ def build_serving_app(
     prediction_log: PredictionLog | None = None,
     limits: ServingLimits | None = None,
     watch_interval: float | None = 5.0,
+    api_keys: ApiKeyStore | None = None,
+    durable_log: bool = True,
 ) -> FastAPI:
     """Load the serving versions and return the app.
+
+    `api_keys`: the key store the server checks (None: anonymous clients only, for in-process use and the demo).
+    `durable_log`: answer a prediction only once its log row is committed.
 
     Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
     it would have nothing to serve. Later outages only pause alias following.
@@ -34,4 +41,11 @@ def build_serving_app(
     registry.ping()
     table = ServingTable(registry, PrefixPool(registry.settings.resolved_cache_dir), alias=alias, tasks=tasks)
     table.refresh(strict=tasks is not None)
-    return create_app(table, prediction_log=prediction_log, limits=limits, watch_interval=watch_interval)
+    return create_app(
+        table,
+        prediction_log=prediction_log,
+        limits=limits,
+        watch_interval=watch_interval,
+        keys=KeyGate(api_keys),
+        durable_log=durable_log,
+    )

@@ -8,7 +8,6 @@ took). When the registry cannot be reached, the last good version keeps serving 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 from prefix_registry.errors import AliasNotSet, PrefixRegistryError, TaskNotFound
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.loading import fetch_verified_adapter
-from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.store import TASK_NAME, PrefixRegistry
 from prefix_registry.serving.prefix_pool import AttachedPrefix, PrefixPool
 
 logger = logging.getLogger(__name__)
@@ -83,17 +82,16 @@ class ServingTable:
         self.swap_listeners: list[Callable[[Swap], None]] = []
 
     def current(self, task: str) -> AttachedPrefix:
-        """The version serving `task` right now; a task not seen yet is looked up once in the registry."""
+        """The version serving `task` right now, from memory only.
+
+        A request never looks a task up in the registry nor takes the refresh lock: a client's string must not
+        make the server wait on the registry, mark it down, or grow this table. Tasks registered after start-up
+        are picked up by the watcher's next `refresh()`.
+        """
         state = self._states.get(task)
         if state is None or state.attached is None:
-            if self.pinned_tasks is not None and task not in self.pinned_tasks:
-                raise UnknownTask(f"unknown task {task!r} (serving: {', '.join(self.served()) or 'none'})")
-            with contextlib.suppress(TaskNotFound, AliasNotSet):  # reported below as an unknown task
-                self.refresh([task])
-            state = self._states.get(task)
-        if state is None or state.attached is None:
-            detail = f"; {state.last_error}" if state is not None and state.last_error else ""
-            raise UnknownTask(f"unknown task {task!r} (serving: {', '.join(self.served()) or 'none'}){detail}")
+            shown = task if TASK_NAME.match(task) else "(not a task name)"
+            raise UnknownTask(f"unknown task {shown!r} (serving: {', '.join(self.served()) or 'none'})")
         return state.attached
 
     def served(self) -> list[str]:

@@ -23,7 +23,13 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from prefix_registry.flows.loopback import free_port
-from prefix_registry.monitoring.prediction_log import BASE_COLUMNS, PredictionLog, PredictionLogError, PredictionRecord
+from prefix_registry.monitoring.prediction_log import (
+    BASE_COLUMNS,
+    FeedbackConflict,
+    PredictionLog,
+    PredictionLogError,
+    PredictionRecord,
+)
 from prefix_registry.settings import Settings
 from tests.servers.postgres_server import PostgresServer, running_postgres
 
@@ -143,15 +149,24 @@ def test_enqueued_records_are_stored_after_flush(log: PredictionLog) -> None:
     assert [log.get(r.prediction_id) for r in records] == records
 
 
-def test_feedback_is_attached_and_the_latest_label_wins(log: PredictionLog) -> None:
+def test_a_prediction_takes_one_label_and_only_a_correction_replaces_it(log: PredictionLog) -> None:
     prediction = record(label="positive")
     log.enqueue([prediction])  # not flushed: attach_feedback must find it anyway
     before = datetime.now(UTC)
 
-    assert log.attach_feedback(prediction.prediction_id, "negative") is True
+    assert log.attach_feedback(prediction.prediction_id, "negative", key_name="ann") is True
     first = log.get(prediction.prediction_id)
-    assert log.attach_feedback(prediction.prediction_id, "positive") is True
+    assert log.attach_feedback(prediction.prediction_id, "negative", key_name="ann") is True  # same label: no-op
+    with pytest.raises(FeedbackConflict, match="already labelled 'negative'"):
+        log.attach_feedback(prediction.prediction_id, "positive", key_name="bob")
+    assert log.attach_feedback(prediction.prediction_id, "positive", key_name="bob", correction=True) is True
     second = log.get(prediction.prediction_id)
+    assert (first.feedback_key, second.feedback_key) == ("ann", "bob")
+    trail = log.feedback_trail(prediction.prediction_id)
+    assert [(e["label"], e["previous_label"], e["key_name"]) for e in trail] == [
+        ("negative", None, "ann"),
+        ("positive", "negative", "bob"),
+    ]
 
     assert first.feedback_label == "negative"
     assert before <= first.feedback_at <= datetime.now(UTC) and first.feedback_at.tzinfo is UTC
@@ -460,3 +475,36 @@ def test_postgres_session_time_zone_does_not_change_the_times_read(postgres_serv
     assert stored.created_at.tzinfo is UTC and stored.created_at == T0 + timedelta(minutes=5)
     assert frame["created_at"].iloc[0] == pd.Timestamp(T0 + timedelta(minutes=5))
     assert str(frame["created_at"].dt.tz) == "UTC"
+
+
+def test_commit_returns_only_once_the_rows_are_stored(log: PredictionLog) -> None:
+    records = [record() for _ in range(20)]
+    assert log.commit(records) == 20
+    assert log.pending == 0 and [log.get(r.prediction_id) for r in records] == records
+
+
+def test_commit_raises_when_the_rows_were_dropped(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = PredictionLog(sqlite_url, max_retries=2, retry_backoff=0.01)
+    monkeypatch.setattr(log, "_insert_rows", lambda rows: (_ for _ in ()).throw(RuntimeError("disk gone")))
+    try:
+        with pytest.raises(PredictionLogError, match="could not be written"):
+            log.commit([record()], timeout=10)
+    finally:
+        monkeypatch.undo()
+        log.close()
+
+
+def test_a_log_created_before_key_columns_gains_them_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE predictions (prediction_id VARCHAR(64) PRIMARY KEY, created_at DATETIME NOT NULL, "
+            "task TEXT NOT NULL, version TEXT NOT NULL, text TEXT NOT NULL, predicted_label TEXT NOT NULL, "
+            "probabilities TEXT NOT NULL, confidence FLOAT NOT NULL, request_id TEXT, source TEXT NOT NULL, "
+            "feedback_label TEXT, feedback_at DATETIME)"
+        )
+    with PredictionLog(f"sqlite:///{path}") as log:
+        made = record()
+        made.key_name = "app"
+        log.write([made])
+        assert log.get(made.prediction_id).key_name == "app"

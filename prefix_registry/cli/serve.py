@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import sys
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 
 from prefix_registry.cli.app import app, open_registry
 from prefix_registry.cli.output import error_console
+from prefix_registry.errors import PrefixRegistryError
 
 
 @app.command()
@@ -22,23 +24,46 @@ def serve(
     max_texts: Annotated[int, typer.Option(help="Most texts accepted in one request.")] = 64,
     max_chars: Annotated[int, typer.Option(help="Most characters accepted in one text.")] = 20_000,
     log: Annotated[bool, typer.Option(help="Write every prediction to the prediction log.")] = True,
+    insecure: Annotated[
+        bool, typer.Option(help="Serve a non-loopback address although no API key exists (anyone may call).")
+    ] = False,
 ) -> None:
-    """Serve every task's champion over HTTP, following alias moves without restarting."""
+    """Serve every task's champion over HTTP, following alias moves without restarting.
+
+    Once an API key exists (`prefixctl keys create`), every request but /healthz needs one.
+    """
     import uvicorn
 
+    from prefix_registry.monitoring.api_keys import ApiKeyStore
     from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.serving.app import ServingLimits
     from prefix_registry.serving.factory import build_serving_app
+    from prefix_registry.settings import Settings
 
-    prediction_log = PredictionLog.from_settings() if log else None
+    settings = Settings()
+    api_keys = ApiKeyStore.from_settings(settings)
+    if not is_loopback(host) and not api_keys.any_exist() and not insecure:
+        api_keys.close()
+        raise PrefixRegistryError(
+            f"refusing to serve {host} without API keys: expected a loopback address (127.0.0.1, ::1) or a key "
+            "(prefixctl keys create NAME --scopes predict,feedback), got none; --insecure serves anyone"
+        )
+    prediction_log = PredictionLog.from_settings(settings) if log else None
     try:
         app_ = build_serving_app(
             open_registry(),
             tasks=task,
             alias=alias,
             prediction_log=prediction_log,
-            limits=ServingLimits(max_texts=max_texts, max_chars=max_chars),
+            limits=ServingLimits(
+                max_texts=max_texts,
+                max_chars=max_chars,
+                feedback_per_minute=settings.feedback_per_minute,
+                feedback_burst=settings.feedback_burst,
+            ),
             watch_interval=poll_interval,
+            api_keys=api_keys,
+            durable_log=settings.durable_log,
         )
     except BaseException:
         if prediction_log is not None:
@@ -49,3 +74,13 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown (log flushed); such a stop exits 0, not 143.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface

@@ -56,8 +56,15 @@ class MlflowServer:
     Attributes: `url` (http://127.0.0.1:PORT), `port`, `root`, `log_file`, `start_seconds` (of the latest start).
     """
 
-    def __init__(self, root: Path | None = None, port: int | None = None, start_timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        port: int | None = None,
+        start_timeout: float = 180.0,
+        backend_store_uri: str | None = None,
+    ) -> None:
         self.port = port or free_ports()[0]
+        self.backend_store_uri = backend_store_uri  # e.g. a PostgreSQL URL; default: SQLite under root
         self.start_timeout = start_timeout
         self._owns_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="prefix-registry-mlflow-"))
@@ -99,7 +106,7 @@ class MlflowServer:
             raise MlflowNotInstalled("the `mlflow` command was not found next to this Python or on PATH")
         command = [
             str(mlflow), "server",
-            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--backend-store-uri", self.backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}",
             "--artifacts-destination", str(self.root / "artifacts"),
             "--host", HOST,
             "--port", str(self.port),

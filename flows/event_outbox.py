@@ -1,0 +1,137 @@
+"""Drift events that survive a Prefect outage: written to a local outbox first, emitted when Prefect answers.
+
+Prefect's `emit_event` hands the event to a background worker and returns; when the server is down the worker
+drops it after logging, so a drift found during an outage would never trigger its retrain. Here each drift event is
+first a row in `drift_events_outbox.db` (SQLite in the home, committed before anything is sent). It is emitted
+only after Prefect's `/health` answers, and marked sent with its event id; rows still pending are emitted again at
+the start of every later monitoring pass (`deliver_pending`), oldest first, so the event reaches Prefect once it is
+back. Delivery is at-least-once: a pass killed between emitting and marking sends that event again, and a
+duplicate retrain trigger is refused by the retrain's cooldown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from prefix_registry.flows.events import emit_drift_event
+from prefix_registry.monitoring.drift import DriftVerdict
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_FILE = "drift_events_outbox.db"
+
+
+class DriftEventOutbox:
+    """Pending drift events in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS drift_events (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, task TEXT "
+                "NOT NULL, version TEXT NOT NULL, verdict TEXT NOT NULL, event_id TEXT, sent_at TEXT, "
+                "monitoring_run_id TEXT NOT NULL DEFAULT '')"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> DriftEventOutbox:
+        from prefix_registry.settings import Settings
+
+        return cls((settings or Settings()).home / OUTBOX_FILE)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as connection:
+            connection.execute("PRAGMA synchronous=FULL")
+            yield connection
+
+    def add(self, verdict: DriftVerdict, monitoring_run_id: str) -> str:
+        """Store an event to send (committed when this returns); returns its outbox id."""
+        row_id = uuid.uuid4().hex
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT INTO drift_events (id, created_at, task, version, verdict, monitoring_run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    row_id,
+                    datetime.now(UTC).isoformat(),
+                    verdict.task,
+                    verdict.version,
+                    json.dumps(verdict.to_dict(), default=str),
+                    monitoring_run_id,
+                ),
+            )
+        return row_id
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT id, created_at, task, version, verdict, monitoring_run_id FROM drift_events "
+                "WHERE sent_at IS NULL ORDER BY created_at, id"
+            ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "created_at": r[1],
+                "task": r[2],
+                "version": r[3],
+                "verdict": DriftVerdict.from_dict(json.loads(r[4])),
+                "monitoring_run_id": r[5],
+            }
+            for r in rows
+        ]
+
+    def mark_sent(self, row_id: str, event_id: str) -> None:
+        with self._connect() as connection:
+            connection.execute(
+                "UPDATE drift_events SET event_id = ?, sent_at = ? WHERE id = ?",
+                (event_id, datetime.now(UTC).isoformat(), row_id),
+            )
+
+
+def prefect_reachable(timeout: float = 5.0) -> bool:
+    """True when the Prefect API in PREFECT_API_URL answers its health check."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return False
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def deliver_pending(outbox: DriftEventOutbox) -> dict[str, str]:
+    """Emit every pending event, oldest first, when Prefect answers; returns outbox id -> event id of those sent."""
+    pending = outbox.pending()
+    if not pending or not prefect_reachable():
+        if pending:
+            logger.warning("Prefect unreachable: %d drift event(s) wait in %s", len(pending), outbox.path)
+        return {}
+    sent = {}
+    for row in pending:
+        event_id = emit_drift_event(row["verdict"], row["monitoring_run_id"])
+        if event_id is None:
+            break  # events are not being sent in this process: keep them for a pass that can
+        outbox.mark_sent(row["id"], event_id)
+        sent[row["id"]] = event_id
+    return sent
+
+
+def emit_drift_event_durably(verdict: DriftVerdict, monitoring_run_id: str) -> str | None:
+    """Store the drift event, then emit it (and any older pending ones); its event id, or None while it waits."""
+    outbox = DriftEventOutbox.from_settings()
+    row_id = outbox.add(verdict, monitoring_run_id)
+    return deliver_pending(outbox).get(row_id)

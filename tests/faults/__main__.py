@@ -1,0 +1,78 @@
+"""`python -m tests.faults [--fast] [--json PATH]`: run the fault scenarios on loopback and print the table.
+
+Everything runs in a temporary home with its own SQLite MLflow store and prediction log (plus an MLflow server for
+the outage scenario); nothing outside 127.0.0.1 is contacted. Exit status 1 when any scenario lost or broke anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.faults import scenarios
+
+
+def _use_home(home: Path, tracking_uri: str | None = None) -> None:
+    os.environ["PREFIX_REGISTRY_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
+    os.environ.setdefault(
+        "PREFIX_REGISTRY_CACHE_DIR", str(Path(tempfile.gettempdir()) / "prefix-registry-faults-cache")
+    )
+    for name in ("PREFIX_REGISTRY_PREDICTION_LOG_URL", "PREFIX_REGISTRY_LOCK_URL", "PREFIX_REGISTRY_API_KEYS_URL"):
+        os.environ.pop(name, None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="Only the scenarios that run in CI.")
+    parser.add_argument("--json", type=Path, help="Also write the outcomes to this JSON file.")
+    args = parser.parse_args()
+    from prefix_registry.training.quiet import quiet_libraries
+
+    quiet_libraries()
+    outcomes: list[scenarios.FaultOutcome] = []
+
+    def run(name: str, scenario: Callable[[], scenarios.FaultOutcome]) -> None:
+        print(f"[faults] {name} ...", file=sys.stderr, flush=True)
+        try:
+            outcome = scenario()
+        except Exception as error:  # one broken scenario must not hide the others' results
+            outcome = scenarios.crashed(name, error)
+        print(f"[faults] {name}: {'ok' if outcome.ok else 'NOT OK'} {outcome.row()}", file=sys.stderr, flush=True)
+        outcomes.append(outcome)
+
+    with tempfile.TemporaryDirectory(prefix="prefix-faults-") as root:
+        home = Path(root) / "home"
+        _use_home(home)
+        run("8 promote/rollback processes at once", lambda: scenarios.concurrent_alias_moves(home))
+        run("kill -9 mid-promotion", lambda: scenarios.kill9_mid_promotion(home))
+        scenarios.train_tiny_task(home, "sentiment")
+        run("kill -9 server under load", lambda: scenarios.kill9_server_under_load(home, "sentiment"))
+        if not args.fast:
+            run("kill -9 mid-training", lambda: scenarios.kill9_mid_training(home))
+            run("kill -9 mid-registration", lambda: scenarios.kill9_mid_registration(home))
+            run("Prefect down when drift is detected", lambda: scenarios.prefect_down_during_drift(home))
+            from tests.servers.mlflow_server import MlflowServer
+
+            remote = Path(root) / "remote"
+            (remote / "mlflow").mkdir(parents=True)
+            with MlflowServer(root=remote / "mlflow") as server:
+                _use_home(remote / "home", server.url)
+                scenarios.train_tiny_task(remote / "home", "sentiment")
+                run(
+                    "MLflow down during predict, feedback, promote",
+                    lambda: scenarios.mlflow_down_during_serving(remote / "home", "sentiment", server),
+                )
+    scenarios.print_table(outcomes)
+    if args.json:
+        args.json.write_text(json.dumps([o.row() for o in outcomes], indent=2, default=str))
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

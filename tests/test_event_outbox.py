@@ -1,0 +1,39 @@
+"""Drift events found while Prefect is down wait in the outbox and are emitted once Prefect answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prefix_registry.flows import event_outbox
+from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
+from prefix_registry.monitoring.drift import DriftVerdict
+
+
+def test_a_drift_event_found_while_prefect_is_down_is_emitted_when_it_returns(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens on port 9: Prefect is down
+    verdict = DriftVerdict(task="sentiment", version="3", status="drift", reference={"n": 500}, current={"n": 500})
+    assert emit_drift_event_durably(verdict, "run-7") is None
+    outbox = DriftEventOutbox.from_settings()
+    pending = outbox.pending()
+    assert [(p["task"], p["version"], p["monitoring_run_id"]) for p in pending] == [("sentiment", "3", "run-7")]
+    assert pending[0]["verdict"] == verdict
+
+    emitted: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=5.0: True)
+    monkeypatch.setattr(
+        event_outbox,
+        "emit_drift_event",
+        lambda verdict, run_id: emitted.append((verdict.task, verdict.version, run_id)) or "ev-1",
+    )
+    assert deliver_pending(outbox) == {pending[0]["id"]: "ev-1"}
+    assert emitted == [("sentiment", "3", "run-7")] and outbox.pending() == []
+    assert deliver_pending(outbox) == {}  # sent once, not again
+
+
+def test_prefect_reachable_is_false_for_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert event_outbox.prefect_reachable(timeout=2) is False
