@@ -162,7 +162,7 @@ class ApiKeyStore:
             raise ApiKeyError(f"cannot store API key {name!r} in {self.url}: {first_line(error)}") from None
         return CreatedKey(api_key, key)
 
-    def list(self) -> list[ApiKey]:
+    def all_keys(self) -> list[ApiKey]:
         """Every key ever created (revoked ones included), by name."""
         return [_from_row(row) for row in self._select(sa.select(api_keys).order_by(api_keys.c.name))]
 
@@ -175,9 +175,9 @@ class ApiKeyStore:
                 connection.execute(statement.values(revoked_at=now))
         except SQLAlchemyError as error:
             raise ApiKeyError(f"cannot revoke API key {name!r} in {self.url}: {first_line(error)}") from None
-        found = [key for key in self.list() if key.name == name]
+        found = [key for key in self.all_keys() if key.name == name]
         if not found:
-            known = ", ".join(key.name for key in self.list()) or "none"
+            known = ", ".join(key.name for key in self.all_keys()) or "none"
             raise ApiKeyError(f"no API key named {name!r} (keys: {known})")
         return found[0]
 
@@ -186,7 +186,7 @@ class ApiKeyStore:
         return [(row.key_hash, _from_row(row)) for row in self._select(sa.select(api_keys))]
 
     def revoked_names(self) -> set[str]:
-        return {key.name for key in self.list() if not key.active}
+        return {key.name for key in self.all_keys() if not key.active}
 
     def any_exist(self) -> bool:
         """True once any key was created: from then on the server requires one on every request."""

@@ -49,7 +49,7 @@ def keys_list(as_json: JsonOption = False) -> None:
     """List every key (never its secret), revoked ones included."""
     store = _store()
     try:
-        found = store.list()
+        found = store.all_keys()
     finally:
         store.close()
     if as_json:
