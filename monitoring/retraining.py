@@ -21,6 +21,7 @@ import pandas as pd
 from prefix_registry.errors import PrefixRegistryError
 from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
+from prefix_registry.registry.baseline_gate import retrain_gate
 from prefix_registry.registry.loading import load_training_split, load_version, load_warm_start
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, train_and_register
@@ -166,7 +167,7 @@ def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy:
 
     manifest = AdapterManifest.read(registry.download_version_folder(champion, "adapter"))
     values = {k: v for k, v in manifest.train_config.items()}
-    config = TrainConfig.from_dict(values)
+    config = TrainConfig.from_stored(values)
     # Scaled from the method's default, not the champion's rate: a chain of retrains must not compound the scale.
     learning_rate = policy.learning_rate or DEFAULT_LEARNING_RATES[config.method] * policy.learning_rate_scale
     return config.replace(
@@ -287,6 +288,7 @@ def judge_and_record(
     champion_scores = score(registry, champion, sets)
     challenger_scores = score(registry, challenger, sets)
     promoted, reason = decide(champion_scores, challenger_scores, policy)
+    promoted, reason = retrain_gate(challenger, promoted, reason, registry.settings)
     decision = RetrainDecision(
         task=champion.task,
         champion_version=champion.version,

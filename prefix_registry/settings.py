@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=None, description="Shared secret for the HMAC-SHA256 signature of alert payloads."
     )
     drift_config: Path | None = Field(default=None, description="YAML file of drift thresholds; default: built in.")
+    baseline_gate: Literal["enforce", "warn"] = Field(
+        default="enforce",
+        description="Promoting to champion a version below its linear-probe baseline: 'enforce' refuses it unless "
+        "forced with a reason, 'warn' logs a warning (for throwaway stores, such as tests of tiny models).",
+    )
 
     @field_validator("alert_webhooks", mode="before")
     @classmethod
