@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from prefix_registry.errors import BelowBaseline
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry, validate_task_name
@@ -187,9 +188,12 @@ def train_and_register(
 
     promoted = False
     if promote:
-        registry.promote(
-            task, version.version, CHAMPION, reason=reason or f"trained with --promote ({trigger})", force=force
-        )
+        try:
+            registry.promote(
+                task, version.version, CHAMPION, reason=reason or f"trained with --promote ({trigger})", force=force
+            )
+        except BelowBaseline as refusal:
+            raise BelowBaseline(f"{refusal}; version {version.version} is registered but not promoted") from None
         promoted = True
     if alias:
         registry.promote(task, version.version, alias, reason=f"registered as {alias} ({trigger})")

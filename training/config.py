@@ -108,7 +108,7 @@ class TrainConfig:
         metadata={"help": "auto | balanced | none: class weights of the training loss."},
     )
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
-    epochs: int = field(default=6, metadata={"help": "At most this many passes over the training split."})
+    epochs: int = field(default=4, metadata={"help": "At most this many passes over the training split."})
     max_minutes: float | None = field(
         default=30.0,
         metadata={"help": "Stop training (keeping the best state so far) after this many minutes; None: no limit."},
