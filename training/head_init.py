@@ -32,7 +32,9 @@ def trained_head(model: PeftModel) -> torch.nn.Linear:
 
 
 @torch.no_grad()
-def head_inputs(model: PeftModel, tokenizer: Any, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
+def head_inputs(
+    model: PeftModel, tokenizer: Any, texts: list[str], max_length: int, batch_size: int, progress: bool = False
+) -> np.ndarray:
     """What the head reads for each text, shape (len(texts), hidden), in eval mode.
 
     An encoder's head reads one pooled vector per text; a decoder's reads every position and the model keeps the
@@ -46,7 +48,9 @@ def head_inputs(model: PeftModel, tokenizer: Any, texts: list[str], max_length: 
     was_training = model.training
     model.eval()
     try:
-        for indices in tqdm(batch_order([len(ids) for ids in encoded], batch_size), desc="probe", leave=False):
+        for indices in tqdm(
+            batch_order([len(ids) for ids in encoded], batch_size), desc="probe head", leave=False, disable=not progress
+        ):
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
             captured.clear()
             model(**batch)
@@ -59,13 +63,13 @@ def head_inputs(model: PeftModel, tokenizer: Any, texts: list[str], max_length: 
 
 
 def init_head_as_probe(
-    model: PeftModel, tokenizer: Any, splits: DataSplits, max_length: int, batch_size: int
+    model: PeftModel, tokenizer: Any, splits: DataSplits, max_length: int, batch_size: int, progress: bool = False
 ) -> FittedProbe:
     """Fit a logistic regression on the head's inputs (C and class weighting on validation macro-F1) and copy it
     into the head. Returns the fitted probe."""
     head = trained_head(model)
-    train_x = head_inputs(model, tokenizer, splits.train["text"].tolist(), max_length, batch_size)
-    validation_x = head_inputs(model, tokenizer, splits.validation["text"].tolist(), max_length, batch_size)
+    train_x = head_inputs(model, tokenizer, splits.train["text"].tolist(), max_length, batch_size, progress)
+    validation_x = head_inputs(model, tokenizer, splits.validation["text"].tolist(), max_length, batch_size, progress)
     probe = fit_probe(
         train_x,
         splits.train["label"].tolist(),

@@ -128,7 +128,7 @@ def train_prefix(
     if warm_start is not None:
         load_trainable_state(model, warm_start)
     else:
-        initialise(trained, splits)
+        initialise(trained, splits, progress)
 
     plan = plan_steps(
         [p for p in model.parameters() if p.requires_grad],
@@ -201,7 +201,7 @@ def train_prefix(
     return trained
 
 
-def initialise(trained: TrainedPrefix, splits: DataSplits) -> None:
+def initialise(trained: TrainedPrefix, splits: DataSplits, progress: bool = False) -> None:
     """Start a fresh adapter from real tokens and its head from a linear probe (as the config says)."""
     config, model, base = trained.config, trained.model, trained.base
     if config.method is Method.PREFIX and config.prefix_init == "tokens":
@@ -210,7 +210,9 @@ def initialise(trained: TrainedPrefix, splits: DataSplits) -> None:
         else:
             init_prefix_from_tokens(model, base, splits.train["text"].tolist())
     if config.head_init is HeadInit.PROBE:
-        probe = init_head_as_probe(model, base.tokenizer, splits, config.max_length, config.eval_batch_size)
+        probe = init_head_as_probe(
+            model, base.tokenizer, splits, config.max_length, config.eval_batch_size, progress=progress
+        )
         trained.head_probe = probe_summary(probe)
 
 
