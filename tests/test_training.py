@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from peft import get_peft_model
+from peft import PeftModel, get_peft_model
 
 from prefix_registry.errors import AdapterError
 from prefix_registry.training.adapter_files import (
@@ -173,7 +173,20 @@ def test_configs_stored_before_pooler_training_keep_their_shapes() -> None:
         stored.pop(key)
     old = TrainConfig.from_stored(stored)
     assert old.train_pooler is False and old.prefix_projection is False
-    assert TrainConfig.from_dict(stored).train_pooler is True  # a new run takes today's default
+    assert TrainConfig.from_stored(stored | {"train_pooler": True}).train_pooler is True
+
+
+def test_a_trained_pooler_travels_in_a_plain_peft_export(model_cache: Path, tmp_path: Path) -> None:
+    trained, splits, _, _, data = _train(model_cache, max_steps=2, train_pooler=True)
+    trained_pooler = [n for n, p in trained.model.named_parameters() if p.requires_grad and "pooler" in n]
+    assert trained_pooler and all("modules_to_save" in n for n in trained_pooler)
+    folder = tmp_path / "adapter"
+    manifest = save_adapter(trained, folder, data_fingerprint=data.fingerprint)
+    texts = splits.test["text"].tolist()
+    fresh = load_base_for_classification(trained.base.ref, manifest.labels)
+    reloaded = PeftModel.from_pretrained(fresh.model, str(folder)).eval()
+    actual = predict_probabilities(lambda b: reloaded(**b).logits, fresh.tokenizer, texts, manifest.labels, 32)
+    np.testing.assert_allclose(actual.probabilities, trained.predict(texts).probabilities, atol=1e-6)
 
 
 def test_corrupted_or_missing_adapter_files_are_refused(model_cache: Path, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32).")] = None,
     max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default 128).")] = None,
     patience: Annotated[
-        int | None, typer.Option(help="Stop after this many validations without gain (default 3, 2 per epoch).")
+        int | None, typer.Option(help="Stop after this many validations without gain (default 4, 2 per epoch).")
     ] = None,
     class_weighting: Annotated[str | None, typer.Option(help="auto | balanced | none (default auto).")] = None,
     head_init: Annotated[str | None, typer.Option(help="probe | random: where the head starts.")] = None,
