@@ -24,6 +24,7 @@ from prefix_registry.monitoring.label_sources import cap_judge_set, trusted_fres
 from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.monitoring.retrain_policy import RetrainPolicy
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
+from prefix_registry.registry.baseline_gate import retrain_gate
 from prefix_registry.registry.loading import load_training_splits, load_version, load_warm_start
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, train_and_register
@@ -157,7 +158,7 @@ def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy:
     from prefix_registry.training.adapter_files import AdapterManifest
 
     manifest = AdapterManifest.read(registry.download_version_folder(champion, "adapter"))
-    config = TrainConfig.from_dict(dict(manifest.train_config))
+    config = TrainConfig.from_stored(dict(manifest.train_config))
     # Scaled from the method's default, not the champion's rate: a chain of retrains must not compound the scale.
     learning_rate = policy.learning_rate or DEFAULT_LEARNING_RATES[config.method] * policy.learning_rate_scale
     return config.replace(
@@ -291,6 +292,7 @@ def judge_and_record(
     champion_scores = score(registry, champion, data.judge_sets())
     challenger_scores = {name: outcome.evaluations[name] for name in JUDGE_SETS}
     promoted, reason = decide(champion_scores, challenger_scores, policy)
+    promoted, reason = retrain_gate(challenger, promoted, reason, registry.settings)
     decision = RetrainDecision(
         task=champion.task,
         champion_version=champion.version,

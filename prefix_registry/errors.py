@@ -61,5 +61,9 @@ class NoRollbackHistory(RegistryError):
     pass
 
 
+class BelowBaseline(RegistryError):
+    """A version that does not beat the linear probe of its own split, promoted without --force."""
+
+
 class RegistryUnavailable(RegistryError):
     """The MLflow tracking / registry server cannot be reached."""

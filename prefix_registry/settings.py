@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     durable_log: bool = Field(
         default=True,
         description="Answer a prediction only once its log row is committed (survives kill -9); false: queue it.",
+    )
+    baseline_gate: Literal["enforce", "warn"] = Field(
+        default="enforce",
+        description="Promoting to champion a version below its linear-probe baseline: 'enforce' refuses it unless "
+        "forced with a reason, 'warn' logs a warning (for throwaway stores, such as tests of tiny models).",
     )
 
     @field_validator("alert_webhooks", mode="before")

@@ -90,7 +90,7 @@ class RecordedRun:
                 "validation_macro_f1": report.validation["macro_f1"],
                 "optimizer_steps": report.step,
             },
-            step=report.epoch,
+            step=report.evaluation,
         )
 
     def set_tags(self, tags: dict[str, str]) -> None:

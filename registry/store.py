@@ -37,6 +37,7 @@ from prefix_registry.registry.aliases import (
     new_event,
     rollback_target,
 )
+from prefix_registry.registry.baseline_gate import admit_champion
 from prefix_registry.registry.failpoints import ALIAS_MOVE_AFTER_HISTORY, REGISTER_BEFORE_VERSION, failpoint
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.settings import Settings
@@ -280,8 +281,13 @@ class PrefixRegistry:
         alias: str = CHAMPION,
         reason: str | None = None,
         actor: str | None = None,
+        force: bool = False,
     ) -> AliasChange:
-        """Point `alias` at `version` and record the move. Promoting the current version changes nothing."""
+        """Point `alias` at `version` and record the move. Promoting the current version changes nothing.
+
+        A champion must beat its linear-probe baseline unless `force` (with a `reason`): see baseline_gate.py.
+        """
+        reason = admit_champion(self.version(task, version), alias, reason, force, self.settings)
         return self._announce(self._move_alias(task, str(version), alias, "promote", reason, actor))
 
     def rollback(

@@ -16,14 +16,18 @@ from typing import Any
 import pandas as pd
 import torch
 
+from prefix_registry.errors import BelowBaseline
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry, validate_task_name
 from prefix_registry.registry.versions import (
+    BASELINE_MAJORITY_METRIC,
+    BASELINE_PROBE_METRIC,
     METRIC_TAG_PREFIX,
     TAG_ADAPTER_SHA256,
     TAG_BASE,
     TAG_BASE_FINGERPRINT,
+    TAG_BASELINE,
     TAG_DATA_FINGERPRINT,
     TAG_DATA_ORIGIN,
     TAG_LABELS,
@@ -34,7 +38,8 @@ from prefix_registry.registry.versions import (
     PrefixVersion,
 )
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
-from prefix_registry.training.base_models import load_base_for_classification, resolve_base
+from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
+from prefix_registry.training.baseline import Baseline, measure_baseline
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.evaluation import Predictions, classification_metrics, flat_metrics
@@ -61,10 +66,11 @@ class TrainOutcome:
     method: str
     base: str
     promoted: bool
-    best_epoch: int
+    best_epoch: float
     steps: int
     split_sizes: dict[str, int]
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    beats_baseline: bool | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -82,6 +88,7 @@ class TrainOutcome:
             "best_epoch": self.best_epoch,
             "steps": self.steps,
             "split_sizes": self.split_sizes,
+            "beats_baseline": self.beats_baseline,
         }
 
 
@@ -95,6 +102,21 @@ def predictions_frame(frame: pd.DataFrame, predictions: Predictions) -> pd.DataF
     return result
 
 
+@dataclass
+class RecordedTraining:
+    """A trained adapter whose run holds its params, metrics and artifacts, ready to be registered as a version."""
+
+    run_id: str
+    artifact_uri: str
+    trained: TrainedPrefix
+    baseline: Baseline | None
+    test_metrics: dict[str, Any]
+    evaluations: dict[str, dict[str, Any]]
+    final_metrics: dict[str, float]
+    adapter_sha256: str
+    adapter_bytes: int
+
+
 def train_and_register(
     registry: PrefixRegistry,
     task: str,
@@ -102,6 +124,8 @@ def train_and_register(
     config: TrainConfig,
     *,
     promote: bool = False,
+    force: bool = False,
+    reason: str | None = None,
     alias: str | None = None,
     trigger: str = "manual",
     trigger_reason: str | None = None,
@@ -115,8 +139,11 @@ def train_and_register(
 ) -> TrainOutcome:
     """Train on `data` (or on the given `splits`) and register the result as a new version of `task`.
 
+    Every run also fits the linear probe on the same split (the version's baseline, in its metrics and tags).
+
     Args:
-        promote: point `champion` at the new version when it is registered.
+        promote: point `champion` at the new version when it is registered; refused (the version stays registered)
+            when it does not beat its baseline, unless `force` with a `reason`.
         alias: point this alias (e.g. `challenger`) at the new version instead.
         parent: the version this one descends from (lineage; its checkpoint is `warm_start` when given).
         extra_evaluations: named labelled frames evaluated and logged as `<name>_macro_f1`, ... (e.g. fresh
@@ -134,117 +161,250 @@ def train_and_register(
     with RecordedRun(
         registry, task, run_name=f"train-{config.method.value}", kind="train", tags={TAG_TRIGGER: trigger}
     ) as run:
-        run.log_params(
-            {
-                **config.to_dict(),
-                "data_origin": data.origin,
-                "data_fingerprint": data.fingerprint,
-                "rows_train": len(splits.train),
-                "rows_validation": len(splits.validation),
-                "rows_test": len(splits.test),
-                "labels": splits.labels,
-                "parent_version": parent.version if parent else "",
-                "warm_start": warm_start is not None,
-                "trigger": trigger,
-            }
+        recorded = train_in_run(
+            run,
+            base,
+            data,
+            splits,
+            config,
+            trigger=trigger,
+            trigger_reason=trigger_reason,
+            parent=parent,
+            warm_start=warm_start,
+            extra_evaluations=extra_evaluations,
+            reference=reference,
+            progress=progress,
         )
-        trained = train_prefix(
-            base, splits, config, on_evaluation=run.log_evaluation, warm_start=warm_start, progress=progress
-        )
-        test_metrics = classification_metrics(
-            splits.test["label"].tolist(),
-            trained.predict(splits.test["text"].tolist()).predicted,
-            trained.labels,
-        )
-        evaluations = {"test": test_metrics, "best_validation": trained.best_validation}
-        for name, frame in (extra_evaluations or {}).items():
-            evaluations[name] = classification_metrics(
-                frame["label"].tolist(), trained.predict(frame["text"].tolist()).predicted, trained.labels
-            )
-        final_metrics: dict[str, float] = {}
-        for name, metrics in evaluations.items():
-            final_metrics.update(flat_metrics(metrics, name))
-        final_metrics.update(
-            {
-                "best_epoch": trained.best_epoch,
-                "train_seconds": trained.train_seconds,
-                "trainable_params": trained.trainable_params,
-                "total_params": trained.total_params,
-            }
-        )
-        with tempfile.TemporaryDirectory(prefix="prefix-run-") as scratch:
-            folder = Path(scratch)
-            manifest = save_adapter(
-                trained,
-                folder / "adapter",
-                data_fingerprint=data.fingerprint,
-                parent_version=parent.version if parent else None,
-                trigger=trigger,
-                trigger_reason=trigger_reason,
-            )
-            adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
-            final_metrics["adapter_bytes"] = adapter_bytes
-            run.log_metrics(final_metrics, step=trained.best_epoch)
-            save_checkpoint(trained, folder / "checkpoint")
-            _write_reference_and_splits(trained, splits, folder, reference)
-            for sub in ("adapter", "checkpoint", "reference", "data"):
-                run.log_artifacts(folder / sub, sub)
-            run.log_json(evaluations, "evaluations.json")
-
-        tags = {
-            TAG_METHOD: config.method.value,
-            TAG_BASE: base_ref.name,
-            TAG_BASE_FINGERPRINT: base.fingerprint,
-            TAG_DATA_FINGERPRINT: data.fingerprint,
-            TAG_DATA_ORIGIN: data.origin[:500],
-            TAG_ADAPTER_SHA256: manifest.adapter_sha256,
-            TAG_TRIGGER: trigger,
-            TAG_PARENT: parent.version if parent else "",
-            TAG_LABELS: json.dumps(trained.labels),
-            **{
-                f"{METRIC_TAG_PREFIX}{key}": f"{value:.4f}"
-                for key, value in final_metrics.items()
-                if key.endswith(("_accuracy", "_macro_f1"))
-            },
-            **(extra_tags or {}),
-        }
-        if trigger_reason:
-            tags[TAG_TRIGGER_REASON] = trigger_reason[:5000]
-        version = registry.register_version(
+        version = register_recorded(
+            registry,
             task,
-            run.run_id,
-            run.artifact_uri,
-            tags,
-            _describe(config, data, trained, test_metrics, trigger, parent),
+            data,
+            recorded,
+            trigger=trigger,
+            trigger_reason=trigger_reason,
+            parent=parent,
+            extra_tags=extra_tags,
         )
-        run.set_tags({"prefix_registry.version": version.version})
 
     promoted = False
     if promote:
-        registry.promote(task, version.version, CHAMPION, reason=f"trained with --promote ({trigger})")
+        try:
+            registry.promote(
+                task, version.version, CHAMPION, reason=reason or f"trained with --promote ({trigger})", force=force
+            )
+        except BelowBaseline as refusal:
+            raise BelowBaseline(f"{refusal}; version {version.version} is registered but not promoted") from None
         promoted = True
     if alias:
         registry.promote(task, version.version, alias, reason=f"registered as {alias} ({trigger})")
+    return outcome_of(task, version.version, recorded, splits, promoted)
+
+
+def train_in_run(
+    run: RecordedRun,
+    base: LoadedBase,
+    data: LabelledTexts,
+    splits: DataSplits,
+    config: TrainConfig,
+    *,
+    trigger: str = "manual",
+    trigger_reason: str | None = None,
+    parent: PrefixVersion | None = None,
+    warm_start: dict[str, torch.Tensor] | None = None,
+    extra_evaluations: dict[str, pd.DataFrame] | None = None,
+    reference: pd.DataFrame | None = None,
+    baseline: Baseline | None = None,
+    measure: bool = True,
+    progress: bool = True,
+) -> RecordedTraining:
+    """Train, evaluate, fit the baseline (unless given, or `measure` is False) and log everything to `run`."""
+    run.log_params(
+        {
+            **config.to_dict(),
+            "data_origin": data.origin,
+            "data_fingerprint": data.fingerprint,
+            "rows_train": len(splits.train),
+            "rows_validation": len(splits.validation),
+            "rows_test": len(splits.test),
+            "labels": splits.labels,
+            "parent_version": parent.version if parent else "",
+            "warm_start": warm_start is not None,
+            "trigger": trigger,
+        }
+    )
+    trained = train_prefix(
+        base, splits, config, on_evaluation=run.log_evaluation, warm_start=warm_start, progress=progress
+    )
+    test_metrics = classification_metrics(
+        splits.test["label"].tolist(),
+        trained.predict(splits.test["text"].tolist()).predicted,
+        trained.labels,
+    )
+    evaluations = {"test": test_metrics, "best_validation": trained.best_validation}
+    for name, frame in (extra_evaluations or {}).items():
+        evaluations[name] = classification_metrics(
+            frame["label"].tolist(), trained.predict(frame["text"].tolist()).predicted, trained.labels
+        )
+    if baseline is None and measure:
+        baseline = measure_baseline(base.ref, splits, config.max_length, config.eval_batch_size, progress=progress)
+    final_metrics: dict[str, float] = {}
+    for name, metrics in evaluations.items():
+        final_metrics.update(flat_metrics(metrics, name))
+    final_metrics.update(
+        {
+            "best_epoch": trained.best_epoch,
+            "train_seconds": trained.train_seconds,
+            "optimizer_steps_run": trained.steps,
+            "trainable_params": trained.trainable_params,
+            "total_params": trained.total_params,
+            **(baseline_metrics(baseline, test_metrics["macro_f1"]) if baseline else {}),
+        }
+    )
+    with tempfile.TemporaryDirectory(prefix="prefix-run-") as scratch:
+        folder = Path(scratch)
+        manifest = save_adapter(
+            trained,
+            folder / "adapter",
+            data_fingerprint=data.fingerprint,
+            parent_version=parent.version if parent else None,
+            trigger=trigger,
+            trigger_reason=trigger_reason,
+        )
+        adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
+        final_metrics["adapter_bytes"] = adapter_bytes
+        run.log_metrics(final_metrics, step=trained.steps)
+        save_checkpoint(trained, folder / "checkpoint")
+        _write_reference_and_splits(trained, splits, folder, reference)
+        for sub in ("adapter", "checkpoint", "reference", "data"):
+            run.log_artifacts(folder / sub, sub)
+        run.log_json(
+            {
+                **evaluations,
+                "baseline": baseline.summary() if baseline else None,
+                "training": {
+                    "stop_reason": trained.stop_reason,
+                    "class_weights": trained.class_weights,
+                    "head_probe": trained.head_probe,
+                },
+            },
+            "evaluations.json",
+        )
+    if baseline is not None:
+        run.set_tags({TAG_BASELINE: baseline_verdict(test_metrics["macro_f1"], baseline)})
+    return RecordedTraining(
+        run_id=run.run_id,
+        artifact_uri=run.artifact_uri,
+        trained=trained,
+        baseline=baseline,
+        test_metrics=test_metrics,
+        evaluations=evaluations,
+        final_metrics=final_metrics,
+        adapter_sha256=manifest.adapter_sha256,
+        adapter_bytes=adapter_bytes,
+    )
+
+
+def baseline_metrics(baseline: Baseline, macro_f1: float) -> dict[str, float]:
+    """The baseline next to the version's own figure, as run metrics (and, via METRIC_TAG_PREFIX, version tags)."""
+    return {
+        BASELINE_PROBE_METRIC: baseline.probe_test_macro_f1,
+        "baseline_probe_test_accuracy": baseline.probe_test_accuracy,
+        "baseline_probe_validation_macro_f1": baseline.probe_validation_macro_f1,
+        BASELINE_MAJORITY_METRIC: baseline.majority_rate,
+        "baseline_probe_seconds": baseline.seconds,
+        "test_macro_f1_minus_probe": macro_f1 - baseline.probe_test_macro_f1,
+    }
+
+
+def baseline_verdict(macro_f1: float, baseline: Baseline) -> str:
+    return "beats" if macro_f1 > baseline.probe_test_macro_f1 else "below"
+
+
+def register_recorded(
+    registry: PrefixRegistry,
+    task: str,
+    data: LabelledTexts,
+    recorded: RecordedTraining,
+    *,
+    trigger: str = "manual",
+    trigger_reason: str | None = None,
+    parent: PrefixVersion | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> PrefixVersion:
+    """Register the recorded run's adapter as a new version of `task`, tagged with lineage, metrics and baseline."""
+    tags = version_tags(data, recorded, trigger=trigger, trigger_reason=trigger_reason, parent=parent)
+    version = registry.register_version(
+        task,
+        recorded.run_id,
+        recorded.artifact_uri,
+        {**tags, **(extra_tags or {})},
+        describe(data, recorded, trigger, parent),
+    )
+    registry.client.set_tag(recorded.run_id, "prefix_registry.version", version.version)
+    return version
+
+
+def version_tags(
+    data: LabelledTexts,
+    recorded: RecordedTraining,
+    *,
+    trigger: str = "manual",
+    trigger_reason: str | None = None,
+    parent: PrefixVersion | None = None,
+) -> dict[str, str]:
+    """The tags a version of this recorded run carries: what it is, where it came from, how it scored."""
+    trained = recorded.trained
+    tags = {
+        TAG_METHOD: trained.config.method.value,
+        TAG_BASE: trained.base.ref.name,
+        TAG_BASE_FINGERPRINT: trained.base.fingerprint,
+        TAG_DATA_FINGERPRINT: data.fingerprint,
+        TAG_DATA_ORIGIN: data.origin[:500],
+        TAG_ADAPTER_SHA256: recorded.adapter_sha256,
+        TAG_TRIGGER: trigger,
+        TAG_PARENT: parent.version if parent else "",
+        TAG_LABELS: json.dumps(trained.labels),
+        **{
+            f"{METRIC_TAG_PREFIX}{key}": f"{value:.4f}"
+            for key, value in recorded.final_metrics.items()
+            if key.endswith(("_accuracy", "_macro_f1")) or key.startswith("baseline_")
+        },
+    }
+    if recorded.baseline is not None:
+        tags[TAG_BASELINE] = baseline_verdict(recorded.test_metrics["macro_f1"], recorded.baseline)
+    if trigger_reason:
+        tags[TAG_TRIGGER_REASON] = trigger_reason[:5000]
+    return tags
+
+
+def outcome_of(task: str, version: str, recorded: RecordedTraining, splits: DataSplits, promoted: bool) -> TrainOutcome:
+    trained, baseline = recorded.trained, recorded.baseline
+    metrics = {
+        "accuracy": recorded.test_metrics["accuracy"],
+        "macro_f1": recorded.test_metrics["macro_f1"],
+        "validation_macro_f1": trained.best_validation["macro_f1"],
+    }
+    if baseline is not None:
+        metrics.update(
+            {"baseline_probe_macro_f1": baseline.probe_test_macro_f1, "baseline_majority_rate": baseline.majority_rate}
+        )
     return TrainOutcome(
         task=task,
-        version=version.version,
-        run_id=run.run_id,
-        metrics={
-            "accuracy": test_metrics["accuracy"],
-            "macro_f1": test_metrics["macro_f1"],
-            "validation_macro_f1": trained.best_validation["macro_f1"],
-        },
+        version=version,
+        run_id=recorded.run_id,
+        metrics=metrics,
         trainable_params=trained.trainable_params,
         total_params=trained.total_params,
-        adapter_bytes=adapter_bytes,
+        adapter_bytes=recorded.adapter_bytes,
         train_seconds=trained.train_seconds,
-        method=config.method.value,
-        base=base_ref.name,
+        method=trained.config.method.value,
+        base=trained.base.ref.name,
         promoted=promoted,
         best_epoch=trained.best_epoch,
         steps=trained.steps,
         split_sizes=splits.sizes(),
-        evaluations=evaluations,
+        evaluations=recorded.evaluations,
+        beats_baseline=None if baseline is None else recorded.test_metrics["macro_f1"] > baseline.probe_test_macro_f1,
     )
 
 
@@ -261,18 +421,24 @@ def _write_reference_and_splits(
         getattr(splits, name).to_parquet(folder / "data" / f"{name}.parquet", index=False)
 
 
-def _describe(
-    config: TrainConfig,
+def describe(
     data: LabelledTexts,
-    trained: TrainedPrefix,
-    test_metrics: dict[str, Any],
+    recorded: RecordedTraining,
     trigger: str,
     parent: PrefixVersion | None,
 ) -> str:
+    trained, test_metrics, baseline = recorded.trained, recorded.test_metrics, recorded.baseline
+    config = trained.config
     lineage = f"warm-started from version {parent.version}" if parent else "trained from scratch"
+    against = (
+        f" Baseline (linear probe, same split): macro-F1 {baseline.probe_test_macro_f1:.3f}; majority-class rate "
+        f"{baseline.majority_rate:.3f}."
+        if baseline
+        else ""
+    )
     return (
         f"{config.method.value} tuning ({config.virtual_tokens} virtual tokens) on {trained.base.ref.name}, "
         f"{lineage}; trigger: {trigger}. Data: {data.origin} ({len(data)} rows). "
         f"Test macro-F1 {test_metrics['macro_f1']:.3f}, accuracy {test_metrics['accuracy']:.3f} "
-        f"(n={test_metrics['n']}); best epoch {trained.best_epoch} of {len(trained.history)}."
+        f"(n={test_metrics['n']}); best at epoch {trained.best_epoch} ({trained.steps} steps run).{against}"
     )

@@ -19,6 +19,11 @@ TAG_TRIGGER_REASON = "trigger_reason"
 TAG_PARENT = "parent_version"
 TAG_LABELS = "labels"
 METRIC_TAG_PREFIX = "metric."
+# The linear-probe baseline of the version's own split (registry/baseline_gate.py reads them back).
+TAG_BASELINE = "baseline"  # "beats" | "below": test macro-F1 against the probe's
+BASELINE_PROBE_METRIC = "baseline_probe_test_macro_f1"
+BASELINE_MAJORITY_METRIC = "baseline_majority_rate"
+VERSION_METRIC = "test_macro_f1"
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,25 @@ class PrefixVersion:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def beats_baseline(self) -> bool | None:
+        """Whether test macro-F1 is above the linear probe's on the same split; None when no baseline was measured
+        (versions registered before baselines existed)."""
+        probe, own = self.metrics.get(BASELINE_PROBE_METRIC), self.metrics.get(VERSION_METRIC)
+        if probe is None or own is None:
+            return None
+        return own > probe
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready view, as printed by `prefixctl versions --json`."""
         values = asdict(self)
         values["created_at"] = self.created_at.isoformat(timespec="seconds")
         values.pop("tags")
+        values["baseline"] = {
+            "probe_test_macro_f1": self.metrics.get(BASELINE_PROBE_METRIC),
+            "majority_rate": self.metrics.get(BASELINE_MAJORITY_METRIC),
+            "beats_baseline": self.beats_baseline,
+        }
         return values
 
     @classmethod

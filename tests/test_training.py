@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from peft import get_peft_model
+from peft import PeftModel, get_peft_model
 
 from prefix_registry.errors import AdapterError
 from prefix_registry.training.adapter_files import (
@@ -20,7 +21,10 @@ from prefix_registry.training.adapter_files import (
     verify_adapter_files,
 )
 from prefix_registry.training.base_models import fingerprint_backbone, load_base_for_classification, resolve_base
+from prefix_registry.training.config import ClassWeighting, TrainConfig
+from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.evaluation import classification_metrics, predict_probabilities
+from prefix_registry.training.imbalance import loss_weights
 from prefix_registry.training.methods import _first_tokens, build_peft_config, init_prefix_from_tokens
 from prefix_registry.training.splits import split_labelled_texts
 from prefix_registry.training.trainer import load_trainable_state, train_prefix
@@ -52,7 +56,8 @@ def test_each_method_trains_only_adapter_and_head_on_minilm(model_cache: Path, t
     # ...while the adapter moved away from its start.
     state = trained.trainable_state()
     assert any(not torch.equal(t, torch.zeros_like(t)) for t in state.values())
-    assert trained.steps == 6 and trained.best_epoch == 1
+    # Evaluations: the probe-initialised start, then every half epoch (4 of 8 steps) and at the step limit.
+    assert trained.steps == 6 and [report.step for report in trained.history] == [0, 4, 6]
 
     folder = tmp_path / "adapter"
     manifest = save_adapter(trained, folder, data_fingerprint=data.fingerprint)
@@ -102,9 +107,86 @@ def test_warm_start_reproduces_the_parent_and_refuses_another_shape(model_cache:
 
 
 def test_training_stops_early_when_validation_stops_improving(model_cache: Path) -> None:
-    trained, *_ = _train(model_cache, max_steps=None, epochs=6, patience=1, learning_rate=1e-12)
-    assert trained.stopped_early
-    assert len(trained.history) == 2 and trained.best_epoch == 1
+    trained, *_ = _train(
+        model_cache, max_steps=None, epochs=6, patience=1, learning_rate=1e-12, head_learning_rate=1e-12
+    )
+    assert trained.stopped_early and trained.stop_reason == "no validation gain in 1 evaluations"
+    assert len(trained.history) == 2 and trained.best_evaluation == 0 and trained.best_epoch == 0.0
+
+
+def test_the_trainer_returns_the_best_state_by_validation_not_the_last(model_cache: Path) -> None:
+    # Steps far too large wreck the probe-initialised start; the start must win and be what comes back.
+    trained, splits, *_ = _train(model_cache, learning_rate=50.0, head_learning_rate=50.0, patience=5)
+    scores = [report.validation["macro_f1"] for report in trained.history]
+    assert trained.best_evaluation == int(np.argmax(scores))
+    assert max(scores) > scores[-1]  # the last state is worse: returning it would fail the next line
+    again = classification_metrics(
+        splits.validation["label"].tolist(),
+        trained.predict(splits.validation["text"].tolist()).predicted,
+        trained.labels,
+    )
+    assert again["macro_f1"] == pytest.approx(max(scores))
+
+
+def test_the_head_starts_as_the_linear_probe_of_its_own_features(model_cache: Path) -> None:
+    trained, *_ = _train(model_cache, max_steps=1)
+    assert trained.head_probe is not None
+    # Evaluation 0 is the untrained prompt with the fitted head: exactly the probe's validation score.
+    assert trained.history[0].validation["macro_f1"] == pytest.approx(trained.head_probe["validation_macro_f1"])
+    random_head, *_ = _train(model_cache, max_steps=1, head_init="random")
+    assert random_head.head_probe is None
+
+
+def test_class_weights_are_used_for_imbalanced_data(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = tiny_data(limit=400).frame
+    skewed = pd.concat([frame[frame["label"] == "negative"].head(120), frame[frame["label"] == "positive"].head(30)])
+    data = LabelledTexts(skewed.reset_index(drop=True), "skewed")
+    config = tiny_config(max_steps=2)
+    splits = split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
+    seen: list[torch.Tensor | None] = []
+    real_cross_entropy = torch.nn.functional.cross_entropy
+
+    def recording_cross_entropy(logits, targets, weight=None, **kwargs):
+        seen.append(weight)
+        return real_cross_entropy(logits, targets, weight=weight, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording_cross_entropy)
+    base = load_base_for_classification(resolve_base(config.base, model_cache), splits.labels, seed=config.seed)
+    trained = train_prefix(base, splits, config, progress=False)
+    # 96 negative and 24 positive training texts: the minority class weighs 4 times more.
+    assert trained.class_weights == pytest.approx([0.625, 2.5])
+    assert len(seen) == 2 and all(w is not None and w.tolist() == pytest.approx([0.625, 2.5]) for w in seen)
+
+
+def test_balanced_data_trains_unweighted_and_auto_weights_follow_the_skew() -> None:
+    balanced = np.array([0] * 50 + [1] * 50)
+    skewed = np.array([0] * 65 + [1] * 21 + [2] * 14)
+    assert loss_weights(balanced, 2, ClassWeighting.AUTO) is None
+    assert loss_weights(skewed, 3, ClassWeighting.NONE) is None
+    weights = loss_weights(skewed, 3, ClassWeighting.AUTO)
+    assert weights is not None and weights.tolist() == pytest.approx([100 / 195, 100 / 63, 100 / 42])
+
+
+def test_configs_stored_before_pooler_training_keep_their_shapes() -> None:
+    stored = tiny_config().to_dict()
+    for key in ("train_pooler", "prefix_projection", "head_init", "class_weighting"):
+        stored.pop(key)
+    old = TrainConfig.from_stored(stored)
+    assert old.train_pooler is False and old.prefix_projection is False
+    assert TrainConfig.from_stored(stored | {"train_pooler": True}).train_pooler is True
+
+
+def test_a_trained_pooler_travels_in_a_plain_peft_export(model_cache: Path, tmp_path: Path) -> None:
+    trained, splits, _, _, data = _train(model_cache, max_steps=2, train_pooler=True)
+    trained_pooler = [n for n, p in trained.model.named_parameters() if p.requires_grad and "pooler" in n]
+    assert trained_pooler and all("modules_to_save" in n for n in trained_pooler)
+    folder = tmp_path / "adapter"
+    manifest = save_adapter(trained, folder, data_fingerprint=data.fingerprint)
+    texts = splits.test["text"].tolist()
+    fresh = load_base_for_classification(trained.base.ref, manifest.labels)
+    reloaded = PeftModel.from_pretrained(fresh.model, str(folder)).eval()
+    actual = predict_probabilities(lambda b: reloaded(**b).logits, fresh.tokenizer, texts, manifest.labels, 32)
+    np.testing.assert_allclose(actual.probabilities, trained.predict(texts).probabilities, atol=1e-6)
 
 
 def test_corrupted_or_missing_adapter_files_are_refused(model_cache: Path, tmp_path: Path) -> None:

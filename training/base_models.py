@@ -152,8 +152,11 @@ def fingerprint_backbone(model: torch.nn.Module) -> str:
     """
     backbone = getattr(model, "base_model", model)
     digest = hashlib.sha256()
-    for name, tensor in sorted(backbone.state_dict().items()):
-        if name.startswith(TASK_HEAD_PREFIXES) or not tensor.is_floating_point():
+    # A module PEFT trains alongside the adapter (a BERT pooler) keeps its frozen original under
+    # `original_module`: fingerprint that one, under its plain name, and skip the trained copy.
+    frozen = {name.replace(".original_module.", "."): tensor for name, tensor in backbone.state_dict().items()}
+    for name, tensor in sorted(frozen.items()):
+        if name.startswith(TASK_HEAD_PREFIXES) or ".modules_to_save." in name or not tensor.is_floating_point():
             continue
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tuple(data.shape)}|{data.dtype}".encode())

@@ -22,11 +22,21 @@ from prefix_registry.training.config import Method, PromptInit, TrainConfig
 
 def build_peft_config(config: TrainConfig, base: LoadedBase) -> PeftConfig:
     """The PEFT config for `config.method`, for sequence classification on `base`."""
-    common = {"task_type": TaskType.SEQ_CLS, "num_virtual_tokens": config.virtual_tokens}
+    common: dict = {"task_type": TaskType.SEQ_CLS, "num_virtual_tokens": config.virtual_tokens}
+    if config.train_pooler and has_pooler(base):
+        # PEFT adds the head itself; the pooler joins it as a trained module saved in the adapter, so a plain
+        # `PeftModel.from_pretrained` restores it.
+        common["modules_to_save"] = [POOLER]
     if config.method is Method.PREFIX:
-        # No projection: the trained parameters are the key/values themselves, so the saved adapter is complete.
-        return PrefixTuningConfig(**common, prefix_projection=False)
+        # With projection PEFT saves the projected key/values (not the MLP), so the exported adapter stays plain.
+        return PrefixTuningConfig(
+            **common,
+            prefix_projection=config.prefix_projection,
+            encoder_hidden_size=config.encoder_hidden_size,
+        )
     if config.method is Method.PROMPT:
+        if config.prompt_init is PromptInit.VOCAB:
+            return PromptTuningConfig(**common, prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
         if config.prompt_init is PromptInit.TEXT:
             return PromptTuningConfig(
                 **common,
@@ -42,6 +52,15 @@ def build_peft_config(config: TrainConfig, base: LoadedBase) -> PeftConfig:
             encoder_reparameterization_type=PromptEncoderReparameterizationType.MLP,
         )
     raise ConfigError(f"unknown method {config.method!r}")
+
+
+POOLER = "pooler"
+
+
+def has_pooler(base: LoadedBase) -> bool:
+    """Whether the base (BERT-style) feeds its head through a pooler module of its own."""
+    backbone = getattr(base.model, base.model.base_model_prefix, None)
+    return isinstance(getattr(backbone, POOLER, None), torch.nn.Module)
 
 
 def init_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]) -> None:
@@ -76,6 +95,15 @@ def init_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]
                 f"{tuple(table.shape)}; use prefix_init='random' for this base"
             )
         encoder.embedding.weight.copy_(table)
+
+
+def init_projected_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]) -> None:
+    """Start a projected prefix's input table (one embedding per virtual token) from real tokens' embeddings."""
+    encoder = model.prompt_encoder[model.active_adapter]
+    token_ids = _first_tokens(base, texts, model.active_peft_config.num_virtual_tokens)[0]
+    embeddings = model.get_base_model().get_input_embeddings().weight
+    with torch.no_grad():
+        encoder.embedding.weight.copy_(embeddings[token_ids])
 
 
 def _first_tokens(base: LoadedBase, texts: list[str], n_tokens: int) -> torch.Tensor:

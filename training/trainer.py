@@ -1,4 +1,4 @@
-"""The training loop: only the adapter (and the task head) learn; the base model stays frozen.
+"""The training loop: only the adapter (and the task head, and a BERT pooler) learn; the base stays frozen.
 
 base + splits + config --train_prefix--> TrainedPrefix (PEFT model, history, best epoch, timings)
 """
@@ -20,9 +20,16 @@ from tqdm.auto import tqdm
 
 from prefix_registry.errors import AdapterError, ConfigError
 from prefix_registry.training.base_models import LoadedBase
-from prefix_registry.training.config import Method, TrainConfig
+from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
 from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
-from prefix_registry.training.methods import build_peft_config, init_prefix_from_tokens
+from prefix_registry.training.head_init import init_head_as_probe
+from prefix_registry.training.imbalance import loss_weights
+from prefix_registry.training.methods import (
+    build_peft_config,
+    init_prefix_from_tokens,
+    init_projected_prefix_from_tokens,
+)
+from prefix_registry.training.probe import probe_summary
 from prefix_registry.training.splits import DataSplits
 
 logger = logging.getLogger(__name__)
@@ -30,9 +37,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EpochReport:
-    """Where training stood after one evaluation on the validation split."""
+    """Where training stood at one evaluation on the validation split (evaluation 0: the starting point)."""
 
-    epoch: int
+    evaluation: int
+    epoch: float  # epochs completed, e.g. 1.5 half-way through the second; 0.0 before any step
     step: int
     train_loss: float
     validation: dict[str, Any]
@@ -48,10 +56,14 @@ class TrainedPrefix:
     config: TrainConfig
     labels: list[str]
     history: list[EpochReport] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: float = 0.0
+    best_evaluation: int = 0
     steps: int = 0
     train_seconds: float = 0.0
     stopped_early: bool = False
+    stop_reason: str = ""
+    class_weights: list[float] | None = None
+    head_probe: dict[str, Any] | None = None  # how the probe-initialised head was fitted (None: random or warm)
 
     @property
     def trainable_params(self) -> int:
@@ -63,7 +75,7 @@ class TrainedPrefix:
 
     @property
     def best_validation(self) -> dict[str, Any]:
-        return next(report.validation for report in self.history if report.epoch == self.best_epoch)
+        return self.history[self.best_evaluation].validation
 
     def predict(self, texts: Sequence[str], progress: bool = False) -> Predictions:
         self.model.eval()
@@ -95,7 +107,12 @@ def train_prefix(
     warm_start: dict[str, torch.Tensor] | None = None,
     progress: bool = True,
 ) -> TrainedPrefix:
-    """Train an adapter of `config.method` on `splits.train`, selecting the epoch with the best validation macro-F1.
+    """Train an adapter of `config.method` on `splits.train`, keeping the state with the best validation macro-F1.
+
+    The starting point (a probe-initialised head, or the parent's state for a warm start) is evaluated first and
+    competes with every later evaluation, so training never returns something worse on validation than where it
+    started. Training stops at `config.epochs`, after `config.max_minutes`, or when `config.patience` evaluations
+    in a row bring no gain.
 
     Args:
         base: the frozen base, loaded with a head for `splits.labels`. It becomes part of the returned model.
@@ -104,56 +121,99 @@ def train_prefix(
             training continues from it instead of from scratch.
         progress: show a progress bar over optimizer steps.
     """
+    started = time.perf_counter()
     seed_everything(config.seed)
     model = get_peft_model(base.model, build_peft_config(config, base))
+    trained = TrainedPrefix(model=model, base=base, config=config, labels=list(splits.labels))
     if warm_start is not None:
         load_trainable_state(model, warm_start)
-    elif config.method is Method.PREFIX and config.prefix_init == "tokens":
-        init_prefix_from_tokens(model, base, splits.train["text"].tolist())
+    else:
+        initialise(trained, splits, progress)
 
-    trained = TrainedPrefix(model=model, base=base, config=config, labels=list(splits.labels))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    plan = plan_steps(trainable, base.tokenizer, splits, config, config.effective_learning_rate)
+    plan = plan_steps(
+        [p for p in model.parameters() if p.requires_grad],
+        base.tokenizer,
+        splits,
+        config,
+        config.effective_learning_rate,
+        head_params=[p for n, p in model.named_parameters() if p.requires_grad and "modules_to_save" in n],
+        head_learning_rate=config.head_learning_rate,
+        class_weighting=config.class_weighting,
+    )
+    trained.class_weights = None if plan.class_weights is None else plan.class_weights.tolist()
+    deadline = started + config.max_minutes * 60 if config.max_minutes is not None else None
+    steps_per_epoch = math.ceil(len(plan.encoded) / config.batch_size)
+    evaluate_every = max(1, math.ceil(steps_per_epoch / config.evaluations_per_epoch))
 
-    best_f1, best_state, evaluations_without_gain = -1.0, trained.trainable_state(), 0
-    started = time.perf_counter()
-    bar = tqdm(total=plan.total_steps, desc=f"train {config.method.value}", disable=not progress, unit="step")
-    step = 0
-    for epoch in range(1, config.epochs + 1):
-        losses, step = train_one_epoch(model, plan, base.tokenizer, config.batch_size, bar, step, epoch)
+    best_f1, best_state = -1.0, trained.trainable_state()
+    without_gain, losses, step = 0, [], 0
+
+    def evaluate() -> bool:
+        """Validate, keep the state if it is the best so far; True when patience has run out."""
+        nonlocal best_f1, best_state, without_gain, losses
         validation = trained.predict(splits.validation["text"].tolist())
         metrics = classification_metrics(splits.validation["label"].tolist(), validation.predicted, trained.labels)
         report = EpochReport(
-            epoch=epoch,
+            evaluation=len(trained.history),
+            epoch=round(step / steps_per_epoch, 3),
             step=step,
             train_loss=float(np.mean(losses)) if losses else float("nan"),
             validation=metrics,
             seconds=time.perf_counter() - started,
         )
         trained.history.append(report)
+        losses = []
         if on_evaluation is not None:
             on_evaluation(report)
         if metrics["macro_f1"] > best_f1:
-            best_f1, best_state, trained.best_epoch, evaluations_without_gain = (
-                metrics["macro_f1"],
-                trained.trainable_state(),
-                epoch,
-                0,
-            )
-        else:
-            evaluations_without_gain += 1
-        if step >= plan.total_steps:
-            break
-        if evaluations_without_gain >= config.patience:
-            trained.stopped_early = True
-            logger.info("early stop after epoch %d: no validation gain for %d epochs", epoch, config.patience)
-            break
+            best_f1, best_state, without_gain = metrics["macro_f1"], trained.trainable_state(), 0
+            trained.best_epoch, trained.best_evaluation = report.epoch, report.evaluation
+            return False
+        without_gain += 1
+        return without_gain >= config.patience
+
+    evaluate()
+    bar = tqdm(total=plan.total_steps, desc=f"train {config.method.value}", disable=not progress, unit="step")
+    while step < plan.total_steps and not trained.stop_reason:
+        model.train()
+        for indices in length_grouped_batches(plan.lengths, config.batch_size, plan.rng):
+            losses.append(train_step(model, plan, base.tokenizer, indices))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=f"{step / steps_per_epoch:.1f}")
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            if step % evaluate_every == 0 or step >= plan.total_steps or out_of_time:
+                if evaluate():
+                    trained.stop_reason = f"no validation gain in {config.patience} evaluations"
+                elif out_of_time:
+                    trained.stop_reason = f"time budget of {config.max_minutes} min spent"
+                model.train()
+            if trained.stop_reason or step >= plan.total_steps:
+                break
     bar.close()
+    trained.stopped_early = bool(trained.stop_reason)
+    if trained.stopped_early:
+        logger.info("stopped at step %d: %s", step, trained.stop_reason)
     load_trainable_state(model, best_state)
     model.eval()
     trained.steps = step
     trained.train_seconds = time.perf_counter() - started
     return trained
+
+
+def initialise(trained: TrainedPrefix, splits: DataSplits, progress: bool = False) -> None:
+    """Start a fresh adapter from real tokens and its head from a linear probe (as the config says)."""
+    config, model, base = trained.config, trained.model, trained.base
+    if config.method is Method.PREFIX and config.prefix_init == "tokens":
+        if config.prefix_projection:
+            init_projected_prefix_from_tokens(model, base, splits.train["text"].tolist())
+        else:
+            init_prefix_from_tokens(model, base, splits.train["text"].tolist())
+    if config.head_init is HeadInit.PROBE:
+        probe = init_head_as_probe(
+            model, base.tokenizer, splits, config.max_length, config.eval_batch_size, progress=progress
+        )
+        trained.head_probe = probe_summary(probe)
 
 
 @dataclass
@@ -168,12 +228,24 @@ class StepPlan:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     rng: np.random.Generator
+    class_weights: torch.Tensor | None = None
 
 
 def plan_steps(
-    params: list[torch.nn.Parameter], tokenizer: Any, splits: DataSplits, config: TrainConfig, learning_rate: float
+    params: list[torch.nn.Parameter],
+    tokenizer: Any,
+    splits: DataSplits,
+    config: TrainConfig,
+    learning_rate: float,
+    head_params: list[torch.nn.Parameter] | None = None,
+    head_learning_rate: float | None = None,
+    class_weighting: ClassWeighting = ClassWeighting.NONE,
 ) -> StepPlan:
-    """AdamW on `params` with linear warmup then linear decay over `epochs` (or `max_steps`) of the train split."""
+    """AdamW on `params` with linear warmup then linear decay over `epochs` (or `max_steps`) of the train split.
+
+    `head_params` (a subset of `params`) get `head_learning_rate`: a head that starts as a fitted probe needs a
+    gentler step than a prompt that starts from scratch.
+    """
     label_index = {label: i for i, label in enumerate(splits.labels)}
     unknown = sorted(set(splits.train["label"]) - set(label_index))
     if unknown:
@@ -182,20 +254,26 @@ def plan_steps(
     total_steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    head_ids = {id(p) for p in head_params or []}
+    groups = [{"params": [p for p in params if id(p) not in head_ids], "lr": learning_rate}]
+    if head_ids:
+        groups.append({"params": [p for p in params if id(p) in head_ids], "lr": head_learning_rate or learning_rate})
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+    targets = np.array([label_index[label] for label in splits.train["label"]])
     warmup = max(1, int(total_steps * config.warmup_fraction))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total_steps - step) / total_steps)
     )
     return StepPlan(
         encoded=encoded,
-        targets=np.array([label_index[label] for label in splits.train["label"]]),
+        targets=targets,
         lengths=np.array([len(ids) for ids in encoded]),
         total_steps=total_steps,
         params=params,
         optimizer=optimizer,
         scheduler=scheduler,
         rng=np.random.default_rng(config.seed),
+        class_weights=loss_weights(targets, len(splits.labels), class_weighting),
     )
 
 
@@ -206,20 +284,27 @@ def train_one_epoch(
     model.train()
     losses: list[float] = []
     for indices in length_grouped_batches(plan.lengths, batch_size, plan.rng):
-        batch = tokenizer.pad({"input_ids": [plan.encoded[i] for i in indices]}, return_tensors="pt")
-        loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.as_tensor(plan.targets[indices]))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
-        plan.optimizer.step()
-        plan.scheduler.step()
-        plan.optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(train_step(model, plan, tokenizer, indices))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=epoch)
         if step >= plan.total_steps:
             break
     return losses, step
+
+
+def train_step(model: torch.nn.Module, plan: StepPlan, tokenizer: Any, indices: np.ndarray) -> float:
+    """One optimizer step on the batch `indices` (class-weighted loss when the plan has weights); returns the loss."""
+    batch = tokenizer.pad({"input_ids": [plan.encoded[i] for i in indices]}, return_tensors="pt")
+    loss = torch.nn.functional.cross_entropy(
+        model(**batch).logits, torch.as_tensor(plan.targets[indices]), weight=plan.class_weights
+    )
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
+    plan.optimizer.step()
+    plan.scheduler.step()
+    plan.optimizer.zero_grad(set_to_none=True)
+    return loss.item()
 
 
 def load_trainable_state(model: PeftModel, state: dict[str, torch.Tensor]) -> None:

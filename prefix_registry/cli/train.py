@@ -22,21 +22,34 @@ def train(
     virtual_tokens: Annotated[int | None, typer.Option(help="Virtual tokens (default 20).")] = None,
     prompt_init: Annotated[str | None, typer.Option(help="Prompt tuning start: random | text.")] = None,
     init_text: Annotated[str | None, typer.Option(help="Text that prompt_init=text starts from.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default 3).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="At most this many epochs (default 4).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Time budget in minutes (default 30).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default: the method's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32).")] = None,
     max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default 128).")] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs (default 2).")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many validations without gain (default 4, 2 per epoch).")
+    ] = None,
+    class_weighting: Annotated[str | None, typer.Option(help="auto | balanced | none (default auto).")] = None,
+    head_init: Annotated[str | None, typer.Option(help="probe | random: where the head starts.")] = None,
+    prefix_projection: Annotated[
+        bool | None, typer.Option("--prefix-projection/--no-prefix-projection", help="Prefix tuning: MLP reparam.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and batch order (default 42).")] = None,
     limit: Annotated[int | None, typer.Option(help="Use a stratified sample of at most this many rows.")] = None,
     parent: Annotated[str | None, typer.Option(help="Warm-start from this version's checkpoint.")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Make the new version the champion.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --promote: promote even below the baseline (needs --reason).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why it is promoted; kept in the alias history.")] = None,
     alias: Annotated[str | None, typer.Option(help="Also point this alias (e.g. challenger) at it.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Train an adapter on labelled text and register it as a new version of TASK."""
+    from prefix_registry.errors import ConfigError
     from prefix_registry.registry.loading import load_warm_start
     from prefix_registry.registry.store import validate_task_name
     from prefix_registry.registry.training_runs import train_and_register
@@ -44,11 +57,17 @@ def train(
     from prefix_registry.training.data import load_labelled_texts
 
     validate_task_name(task)
+    if force and not promote:
+        raise ConfigError(f"--force applies to --promote; got --force without --promote for task {task!r}")
     config = TrainConfig(method=method, base=base).replace(
         virtual_tokens=virtual_tokens,
         prompt_init=prompt_init,
         init_text=init_text,
         epochs=epochs,
+        max_minutes=max_minutes,
+        class_weighting=class_weighting,
+        head_init=head_init,
+        prefix_projection=prefix_projection,
         max_steps=max_steps,
         learning_rate=learning_rate,
         batch_size=batch_size,
@@ -68,6 +87,8 @@ def train(
         labelled,
         config,
         promote=promote,
+        force=force,
+        reason=reason,
         alias=alias,
         parent=parent_version,
         warm_start=warm_start,

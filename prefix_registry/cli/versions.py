@@ -8,6 +8,7 @@ import typer
 
 from prefix_registry.cli.app import JsonOption, app, open_registry
 from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
+from prefix_registry.registry.versions import BASELINE_PROBE_METRIC
 
 
 @app.command()
@@ -30,12 +31,26 @@ def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: J
         return
     print_table(
         f"{task}: {len(found)} version(s)",
-        ["version", "aliases", "test macro-F1", "test acc", "method", "base", "trigger", "parent", "created"],
+        [
+            "version",
+            "aliases",
+            "test macro-F1",
+            "probe",
+            "beats",
+            "test acc",
+            "method",
+            "base",
+            "trigger",
+            "parent",
+            "created",
+        ],
         [
             (
                 v.version,
                 ",".join(v.aliases),
                 fmt_metric(v.metrics.get("test_macro_f1")),
+                fmt_metric(v.metrics.get(BASELINE_PROBE_METRIC)),
+                {True: "yes", False: "NO", None: "-"}[v.beats_baseline],
                 fmt_metric(v.metrics.get("test_accuracy")),
                 v.method,
                 v.base,
@@ -54,10 +69,16 @@ def promote(
     version: Annotated[str, typer.Argument(help="Version to promote.")],
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
     reason: Annotated[str | None, typer.Option(help="Why; kept in the alias history.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote a version below its baseline (needs --reason).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Point an alias (champion by default) at VERSION, recording who, when and why."""
-    change = open_registry().promote(task, version, alias=alias, reason=reason)
+    """Point an alias (champion by default) at VERSION, recording who, when and why.
+
+    A champion must beat its linear-probe baseline; --force --reason "..." overrides, and the reason is kept.
+    """
+    change = open_registry().promote(task, version, alias=alias, reason=reason, force=force)
     if as_json:
         print_json(change.summary())
     else:

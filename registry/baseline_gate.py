@@ -1,0 +1,86 @@
+"""The baseline gate: a version becomes champion only if it beats the linear probe of its own split, unless a
+person forces it with a reason, which is then kept in the alias history.
+
+    version tags (metric.test_macro_f1, metric.baseline_probe_test_macro_f1) --check_baseline--> BaselineVerdict
+    promote(champion) --admit_champion--> the reason to record, or BelowBaseline (one line, exit 2)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from prefix_registry.errors import BelowBaseline, ConfigError
+from prefix_registry.registry.aliases import CHAMPION
+from prefix_registry.registry.versions import BASELINE_MAJORITY_METRIC, BASELINE_PROBE_METRIC, PrefixVersion
+from prefix_registry.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FORCED_PREFIX = "forced below baseline"
+
+
+@dataclass(frozen=True)
+class BaselineVerdict:
+    """A version's test macro-F1 against its probe's, on the same split; `beats` is None when unmeasured."""
+
+    version: str
+    macro_f1: float | None
+    probe_macro_f1: float | None
+    majority_rate: float | None
+    beats: bool | None
+
+    def describe(self) -> str:
+        if self.beats is None:
+            return f"version {self.version} has no measured baseline"
+        relation = ">" if self.beats else "<="
+        majority = f", majority-class rate {self.majority_rate:.3f}" if self.majority_rate is not None else ""
+        return (
+            f"version {self.version} test macro-F1 {self.macro_f1:.3f} {relation} linear probe "
+            f"{self.probe_macro_f1:.3f}{majority}"
+        )
+
+
+def check_baseline(version: PrefixVersion) -> BaselineVerdict:
+    return BaselineVerdict(
+        version=version.version,
+        macro_f1=version.metrics.get("test_macro_f1"),
+        probe_macro_f1=version.metrics.get(BASELINE_PROBE_METRIC),
+        majority_rate=version.metrics.get(BASELINE_MAJORITY_METRIC),
+        beats=version.beats_baseline,
+    )
+
+
+def admit_champion(
+    version: PrefixVersion, alias: str, reason: str | None, force: bool, settings: Settings
+) -> str | None:
+    """The reason to record for pointing `alias` at `version`, or BelowBaseline when the gate refuses.
+
+    Only the champion (the alias that serves) is gated; other aliases, such as a challenger under trial, are free.
+    A version without a measured baseline passes: it predates baselines, and refusing it would strand old registries.
+    """
+    if force and not (reason and reason.strip()):
+        raise ConfigError('--force needs --reason "...": the reason is kept in the alias history')
+    if alias != CHAMPION:
+        return reason
+    verdict = check_baseline(version)
+    if verdict.beats is not False:
+        return reason
+    if force:
+        return f"{FORCED_PREFIX} ({verdict.describe()}): {reason}"
+    message = (
+        f"task {version.task!r}: {verdict.describe()}; expected a version that beats its baseline "
+        '(pass --force --reason "..." to promote it anyway)'
+    )
+    if settings.baseline_gate == "warn":
+        logger.warning("%s; promoted because PREFIX_REGISTRY_BASELINE_GATE=warn", message)
+        return reason
+    raise BelowBaseline(message)
+
+
+def retrain_gate(challenger: PrefixVersion, promoted: bool, reason: str, settings: Settings) -> tuple[bool, str]:
+    """The retraining decision after the baseline gate: a winning challenger below its baseline is kept out."""
+    verdict = check_baseline(challenger)
+    if not promoted or verdict.beats is not False or settings.baseline_gate == "warn":
+        return promoted, reason
+    return False, f"challenger beat the champion but not its own baseline: {verdict.describe()}"
