@@ -212,5 +212,5 @@ def sweep_flow(
 
 def run_sweep(concurrency: int = 1, **parameters: Any) -> dict[str, Any]:
     """Run the sweep flow with a thread pool of `concurrency` trials."""
-    runner = ThreadPoolTaskRunner(max_workers=max(1, concurrency))
+    runner: Any = ThreadPoolTaskRunner(max_workers=max(1, concurrency))  # Prefect's own annotation is too narrow
     return sweep_flow.with_options(task_runner=runner)(concurrency=concurrency, **parameters)

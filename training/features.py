@@ -24,7 +24,9 @@ def mean_pooled_embeddings(
     """Sentence embeddings, shape (len(texts), hidden): token states averaged over the attention mask, L2-normed
     (as sentence-transformers' all-MiniLM-L6-v2 pools)."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    embeddings = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    config: Any = encoder.config  # a transformers PretrainedConfig (torch types Module attributes loosely)
+    hidden_size = int(config.hidden_size)
+    embeddings = np.zeros((len(texts), hidden_size), dtype=np.float32)
     batches = batch_order([len(ids) for ids in encoded], batch_size)
     for indices in tqdm(batches, desc="embed", disable=not progress, leave=False):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")

@@ -146,7 +146,8 @@ def train_prefix(
     evaluate_every = max(1, math.ceil(steps_per_epoch / config.evaluations_per_epoch))
 
     best_f1, best_state = -1.0, trained.trainable_state()
-    without_gain, losses, step = 0, [], 0
+    losses: list[float] = []
+    without_gain, step = 0, 0
 
     def evaluate() -> bool:
         """Validate, keep the state if it is the best so far; True when patience has run out."""
