@@ -100,7 +100,7 @@ class DriftEventOutbox:
             )
 
 
-def prefect_reachable(timeout: float = 5.0) -> bool:
+def prefect_reachable(timeout: float = 10.0) -> bool:
     """True when the Prefect API in PREFECT_API_URL answers its health check."""
     from prefect.settings import PREFECT_API_URL
 

@@ -48,6 +48,11 @@ def serve(
             f"refusing to serve {host} without API keys: expected a loopback address (127.0.0.1, ::1) or a key "
             "(prefixctl keys create NAME --scopes predict,feedback), got none; --insecure serves anyone"
         )
+    if not is_loopback(host) and insecure and not api_keys.any_exist():
+        error_console.print(
+            f"warning: serving {host} without API keys (--insecure): anyone who reaches it may predict and label",
+            highlight=False,
+        )
     prediction_log = PredictionLog.from_settings(settings) if log else None
     try:
         app_ = build_serving_app(
