@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from prefix_registry.flows.loopback import stop_process
+
 # The story's own limit (the subprocess timeout below) is the one that counts: about 5 minutes on a quiet 2-core
 # machine, and the suite-wide 900 s would cut it short on a busy one.
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1500)]
@@ -19,16 +21,21 @@ def test_quick_demo_tells_the_whole_story(tmp_path: Path, model_cache: Path) -> 
     prefixctl = Path(sys.executable).with_name("prefixctl")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "PREFIX_REGISTRY_"))}
     env["PREFIX_REGISTRY_CACHE_DIR"] = str(model_cache)
-    result = subprocess.run(
+    demo = subprocess.Popen(
         [str(prefixctl), "demo", "--quick", "--json", "--home", str(tmp_path / "demo")],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=1200,
-        check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout)
+    try:
+        stdout, stderr = demo.communicate(timeout=1200)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: the demo then stops its Prefect server and runner (a SIGKILL would orphan them).
+        stop_process(demo, grace=60)
+        raise
+    assert demo.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout)
 
     windows = {w["name"]: w for w in summary["windows"]}
     assert windows["RT-1"]["drift"]["status"] == "ok" and windows["RT-1"]["served_by"] == ["1"]
