@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,7 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         say: prints one line of narration (each is prefixed with the seconds elapsed).
     """
     state = DemoState()
+    _stop_cleanly_on_sigterm()
 
     def tell(line: str) -> None:
         say(f"[{state.elapsed():5.0f}s] {line}")
@@ -67,6 +70,17 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         "prefect": f"PREFECT_HOME={config.home / 'prefect'} prefect server start  # then http://127.0.0.1:4200",
     }
     return summary
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the stage stops its servers (a bare SIGTERM would leave them running)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _story(config: DemoConfig, state: DemoState, tell: Say, stage: DemoStage) -> dict[str, Any]:
