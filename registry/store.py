@@ -320,10 +320,6 @@ class PrefixRegistry:
                 observer(change)
         return change
 
-    def clear_alias(self, task: str, alias: str) -> None:
-        with self._mlflow_errors(f"remove alias {alias} of {task}"):
-            self.client.delete_registered_model_alias(task, alias)
-
     @property
     def alias_lock(self) -> AliasLock:
         if self._alias_lock is None:

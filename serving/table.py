@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +38,6 @@ class TaskState:
     last_checked: datetime | None = None
     last_error: str | None = None
     swaps: int = 0
-    history: list[tuple[str, str]] = field(default_factory=list)  # (version, loaded_at)
 
     def summary(self) -> dict[str, Any]:
         attached = self.attached
@@ -153,7 +152,6 @@ class ServingTable:
         attached = self.pool.attach(state.task, target, adapter_dir, manifest)
         state.attached = attached  # the swap: one reference assignment
         state.swaps += 1 if current is not None else 0
-        state.history.append((target, attached.loaded_at.isoformat(timespec="seconds")))
         logger.info(
             "%s: serving version %s (was %s), attached in %.1f ms",
             state.task,
