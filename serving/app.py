@@ -25,7 +25,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefix_registry.errors import PrefixRegistryError
@@ -39,6 +38,15 @@ from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.guards import BodySizeLimit, FeedbackRateLimit
 from prefix_registry.serving.http import HTTPError, error_response
 from prefix_registry.serving.metrics import ServingMetrics
+from prefix_registry.serving.schemas import (
+    ERRORS,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    TasksResponse,
+)
 from prefix_registry.serving.table import AliasWatcher, ServingTable, UnknownTask
 
 logger = logging.getLogger(__name__)
@@ -58,39 +66,6 @@ class ServingLimits:
 
 # A client's X-Request-Id is kept only when it looks like an id; anything else is replaced by a fresh one.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-def _unicode(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
-    return value
-
-
-class PredictRequest(BaseModel):
-    task: str = Field(max_length=64, description="Task whose serving version classifies the texts.")
-    texts: list[str] = Field(description="Texts to classify.")
-
-    _check_task = field_validator("task")(_unicode)
-
-    @field_validator("texts")
-    @classmethod
-    def _check_texts(cls, texts: list[str]) -> list[str]:
-        for i, text in enumerate(texts):
-            try:
-                _unicode(text)
-            except ValueError as error:
-                raise ValueError(f"texts[{i}] {error}") from None
-        return texts
-
-
-class FeedbackRequest(BaseModel):
-    prediction_id: str = Field(max_length=64, description="The id returned with a prediction.")
-    label: str = Field(max_length=200, description="The true label of that prediction's text.")
-    correction: bool = Field(default=False, description="Replace a label given before (the old one is kept).")
-
-    _check_strings = field_validator("prediction_id", "label")(_unicode)
 
 
 def create_app(
@@ -176,7 +151,7 @@ def create_app(
     def task_label(task: str) -> str:
         return task if task in table.served() else "unknown"  # bounded: served tasks only
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
     def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
         task = body.task
         try:
@@ -236,7 +211,7 @@ def create_app(
             ],
         }
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
     def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         key = keys.require(request.headers.get("authorization"), "feedback")
         key_name = key.name if key is not None else None
@@ -270,7 +245,7 @@ def create_app(
             "correct": body.label == record.predicted_label,
         }
 
-    @app.get("/v1/tasks")
+    @app.get("/v1/tasks", response_model=TasksResponse, responses=ERRORS)
     def tasks(request: Request) -> dict[str, Any]:
         keys.require(request.headers.get("authorization"), None)
         return {
@@ -282,7 +257,7 @@ def create_app(
         }
 
     # async: runs on the event loop, so handlers busy in the thread pool (or a hung registry) cannot starve it.
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> dict[str, Any]:
         return {
             "status": "ok" if table.registry_ok else "degraded",

@@ -199,3 +199,22 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert 'prefix_requests_total{endpoint="predict",status="404",task="unknown"} 1.0' in metrics
     assert "prefix_registry_up 1.0" in metrics and "prefix_resident_base_models 1.0" in metrics
     assert "prefix_request_seconds_bucket" in metrics
+
+
+def test_openapi_schema_describes_every_response(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+
+    def response_ref(path: str, method: str, status: str) -> str:
+        return schema["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+
+    assert response_ref("/v1/predict", "post", "200").endswith("/PredictResponse")
+    assert response_ref("/v1/feedback", "post", "200").endswith("/FeedbackResponse")
+    assert response_ref("/v1/tasks", "get", "200").endswith("/TasksResponse")
+    assert response_ref("/healthz", "get", "200").endswith("/HealthResponse")
+    assert response_ref("/v1/predict", "post", "413").endswith("/ErrorResponse")
+    prediction = schema["components"]["schemas"]["Prediction"]["properties"]
+    assert set(prediction) == {"prediction_id", "label", "confidence", "probabilities", "version"}
+    # The served answers match their declared models field for field.
+    served = client.get("/v1/tasks").json()
+    assert set(served) == set(schema["components"]["schemas"]["TasksResponse"]["properties"])
+    assert set(served["tasks"][0]) == set(schema["components"]["schemas"]["TaskSummary"]["properties"])
