@@ -371,7 +371,7 @@ def test_image_installs_cpu_torch_first_then_the_lock_then_the_project_then_smol
 
 def test_image_copies_every_package_and_the_build_context_keeps_them() -> None:
     mapping = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    wanted = set(mapping.values())
+    wanted = {folder.split("/")[0] for folder in mapping.values()}  # src/prefix_registry travels as src
     copied = {name for arguments in _instructions("prefix-registry", "COPY") for name in arguments.split()[:-1]}
     assert wanted | {"pyproject.toml", "requirements.lock", "requirements-models.lock"} <= copied
     for source in copied - {"README.md*"}:
@@ -780,7 +780,12 @@ def test_prefect_deploy_registers_the_three_deployments_and_the_drift_automation
     assert finished["state_type"] == "COMPLETED", finished["state"]
 
     # The monitor's drift event starts a retrain of that task, the parameters rendered from the event.
-    emit = "from flows.events import emit_drift_event; print(emit_drift_event('reviews', '3', {}))"
+    emit = (
+        "from prefix_registry.flows.events import emit_drift_event\n"
+        "from prefix_registry.monitoring.drift import DriftVerdict\n"
+        "verdict = DriftVerdict(task='reviews', version='3', status='drift', reference={}, current={})\n"
+        "print(emit_drift_event(verdict, 'monitoring-run-7'))"
+    )
     emitted = _run([sys.executable, "-c", emit], env).split()[-1]
     runs: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
@@ -788,7 +793,13 @@ def test_prefect_deploy_registers_the_three_deployments_and_the_drift_automation
         time.sleep(0.5)
         runs = httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [retrain["id"]]}}}).json()
     assert [r["parameters"] for r in runs] == [
-        {"policy": {}, "task": "reviews", "trigger": "drift", "drift_event_id": emitted}
+        {
+            "policy": {},
+            "task": "reviews",
+            "trigger": "drift",
+            "drift_event_id": emitted,
+            "monitoring_run_id": "monitoring-run-7",
+        }
     ]
 
 
