@@ -100,11 +100,11 @@ class DriftEventOutbox:
             )
 
 
-def prefect_reachable(timeout: float = 10.0) -> bool:
-    """True when the Prefect API in PREFECT_API_URL answers its health check."""
+def prefect_reachable(timeout: float = 10.0, api_url: str | None = None) -> bool:
+    """True when the Prefect API at `api_url` (default: PREFECT_API_URL) answers its health check."""
     from prefect.settings import PREFECT_API_URL
 
-    url = PREFECT_API_URL.value()
+    url = api_url or PREFECT_API_URL.value()
     if not url:
         return False
     try:

@@ -14,7 +14,9 @@ from prefix_registry.monitoring.drift import DriftVerdict
 def test_a_drift_event_found_while_prefect_is_down_is_emitted_when_it_returns(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens on port 9: Prefect is down
+    # Prefect is down. (Not by pointing PREFECT_API_URL elsewhere: Prefect keeps the URL it first read, and the
+    # session's flow tests need the pinned one.)
+    monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=10.0: False)
     verdict = DriftVerdict(task="sentiment", version="3", status="drift", reference={"n": 500}, current={"n": 500})
     assert emit_drift_event_durably(verdict, "run-7") is None
     outbox = DriftEventOutbox.from_settings()
@@ -23,7 +25,7 @@ def test_a_drift_event_found_while_prefect_is_down_is_emitted_when_it_returns(
     assert pending[0]["verdict"] == verdict
 
     emitted: list[tuple[str, str, str]] = []
-    monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=5.0: True)
+    monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=10.0: True)
     monkeypatch.setattr(
         event_outbox,
         "emit_drift_event",
@@ -34,6 +36,5 @@ def test_a_drift_event_found_while_prefect_is_down_is_emitted_when_it_returns(
     assert deliver_pending(outbox) == {}  # sent once, not again
 
 
-def test_prefect_reachable_is_false_for_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    assert event_outbox.prefect_reachable(timeout=2) is False
+def test_prefect_reachable_is_false_for_a_closed_port() -> None:
+    assert event_outbox.prefect_reachable(timeout=2, api_url="http://127.0.0.1:9/api") is False  # nothing on port 9

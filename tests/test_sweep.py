@@ -3,7 +3,6 @@ best finalist registered with the sweep as its lineage. Runs for real against a 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +20,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from prefix_registry.flows.local_server import LocalPrefectServer
-    from tests.conftest import PREFECT_TEST_PORT
+    from tests.servers.prefect_server import running_prefect
 
-    with LocalPrefectServer(tmp_path_factory.mktemp("prefect"), port=PREFECT_TEST_PORT) as server:
-        assert os.environ["PREFECT_API_URL"] == server.api_url
-        yield server.api_url
+    with running_prefect(tmp_path_factory.mktemp("prefect")) as api_url:
+        yield api_url
 
 
 def test_a_sweep_registers_its_best_trial_with_the_sweeps_lineage(module_home: Path, prefect_api: str) -> None:
