@@ -1,7 +1,7 @@
 """The baseline gate: a version becomes champion only if it beats the linear probe of its own split, unless a
 person forces it with a reason, which is then kept in the alias history.
 
-    version tags (metric.test_macro_f1, metric.baseline_probe_test_macro_f1) --check_baseline--> BaselineVerdict
+    version tags (metric.own_test_macro_f1, metric.baseline_probe_test_macro_f1) --check_baseline--> BaselineVerdict
     promote(champion) --admit_champion--> the reason to record, or BelowBaseline (one line, exit 2)
 """
 
@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 from prefix_registry.errors import BelowBaseline, ConfigError
 from prefix_registry.registry.aliases import CHAMPION
-from prefix_registry.registry.versions import BASELINE_MAJORITY_METRIC, BASELINE_PROBE_METRIC, PrefixVersion
+from prefix_registry.registry.versions import (
+    BASELINE_MAJORITY_METRIC,
+    BASELINE_PROBE_METRIC,
+    VERSION_METRIC,
+    PrefixVersion,
+)
 from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ class BaselineVerdict:
 def check_baseline(version: PrefixVersion) -> BaselineVerdict:
     return BaselineVerdict(
         version=version.version,
-        macro_f1=version.metrics.get("test_macro_f1"),
+        macro_f1=version.metrics.get(VERSION_METRIC),
         probe_macro_f1=version.metrics.get(BASELINE_PROBE_METRIC),
         majority_rate=version.metrics.get(BASELINE_MAJORITY_METRIC),
         beats=version.beats_baseline,

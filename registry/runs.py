@@ -23,7 +23,7 @@ class RecordedRun:
     Example:
         with RecordedRun(registry, "sentiment", "train", kind="train") as run:
             run.log_params({"lr": 0.005})
-            run.log_metrics({"test_macro_f1": 0.79})
+            run.log_metrics({"own_test_macro_f1": 0.79})
     """
 
     def __init__(

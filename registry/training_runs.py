@@ -18,18 +18,29 @@ import torch
 
 from prefix_registry.errors import BelowBaseline
 from prefix_registry.registry.aliases import CHAMPION
+from prefix_registry.registry.eval_sets import (
+    OWN_TEST,
+    REFERENCE_TEST,
+    dataset_inputs,
+    eval_set_tags,
+    version_eval_sets,
+)
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry, validate_task_name
+from prefix_registry.registry.version_notes import Origin, origin_markdown, run_link
 from prefix_registry.registry.versions import (
+    ADAPTER_SHA256_FULL_TAG,
     BASELINE_MAJORITY_METRIC,
     BASELINE_PROBE_METRIC,
     METRIC_TAG_PREFIX,
+    SHORT_HASH,
     TAG_ADAPTER_SHA256,
     TAG_BASE,
     TAG_BASE_FINGERPRINT,
     TAG_BASELINE,
     TAG_DATA_FINGERPRINT,
     TAG_DATA_ORIGIN,
+    TAG_DATA_WINDOW,
     TAG_LABELS,
     TAG_METHOD,
     TAG_PARENT,
@@ -49,6 +60,8 @@ from prefix_registry.training.trainer import TrainedPrefix, train_prefix
 logger = logging.getLogger(__name__)
 
 REFERENCE_FILE = "validation.parquet"
+TRIGGER_REASON_FILE = "trigger_reason.json"
+MAX_TRIGGER_SUMMARY = 200
 
 
 @dataclass
@@ -115,6 +128,8 @@ class RecordedTraining:
     final_metrics: dict[str, float]
     adapter_sha256: str
     adapter_bytes: int
+    # The labelled frames behind `evaluations` (own_test, reference_test, fresh_holdout...), logged as datasets.
+    evaluation_frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def train_and_register(
@@ -129,6 +144,8 @@ def train_and_register(
     alias: str | None = None,
     trigger: str = "manual",
     trigger_reason: str | None = None,
+    trigger_summary: str | None = None,
+    trigger_run_id: str | None = None,
     parent: PrefixVersion | None = None,
     warm_start: dict[str, torch.Tensor] | None = None,
     splits: DataSplits | None = None,
@@ -145,9 +162,12 @@ def train_and_register(
         promote: point `champion` at the new version when it is registered; refused (the version stays registered)
             when it does not beat its baseline, unless `force` with a `reason`.
         alias: point this alias (e.g. `challenger`) at the new version instead.
+        trigger_reason: the full reason (e.g. a drift verdict's JSON): the run's trigger_reason.json artifact.
+        trigger_summary: one line saying why, the version's `trigger_reason` tag (default: the reason, cut short).
+        trigger_run_id: the run that caused this one (a monitoring run), linked from the version's description.
         parent: the version this one descends from (lineage; its checkpoint is `warm_start` when given).
-        extra_evaluations: named labelled frames evaluated and logged as `<name>_macro_f1`, ... (e.g. fresh
-            held-out traffic), so versions can be compared on the same sets in the MLflow UI.
+        extra_evaluations: named labelled frames evaluated and logged as `<name>_macro_f1`, ... and as MLflow
+            datasets (`reference_test`, `fresh_holdout`: see eval_sets.py), so versions compare on the same sets.
         extra_tags: more version tags (e.g. the drift verdict that triggered a retrain).
         reference: labelled texts whose predictions become the version's drift reference window (default: the
             validation split); a retrained version takes the fresh traffic it was judged on.
@@ -181,7 +201,8 @@ def train_and_register(
             data,
             recorded,
             trigger=trigger,
-            trigger_reason=trigger_reason,
+            trigger_reason=trigger_summary or trigger_reason,
+            trigger_run_id=trigger_run_id,
             parent=parent,
             extra_tags=extra_tags,
         )
@@ -240,11 +261,16 @@ def train_in_run(
         trained.predict(splits.test["text"].tolist()).predicted,
         trained.labels,
     )
-    evaluations = {"test": test_metrics, "best_validation": trained.best_validation}
+    evaluations = {OWN_TEST: test_metrics, "best_validation": trained.best_validation}
+    frames = {OWN_TEST: splits.test}
+    if parent is None:
+        # A first version's own test split is the reference set its successors are judged on: one name, one set.
+        evaluations[REFERENCE_TEST], frames[REFERENCE_TEST] = test_metrics, splits.test
     for name, frame in (extra_evaluations or {}).items():
         evaluations[name] = classification_metrics(
             frame["label"].tolist(), trained.predict(frame["text"].tolist()).predicted, trained.labels
         )
+        frames[name] = frame
     if baseline is None and measure:
         baseline = measure_baseline(base.ref, splits, config.max_length, config.eval_batch_size, progress=progress)
     final_metrics: dict[str, float] = {}
@@ -273,6 +299,8 @@ def train_in_run(
         adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
         final_metrics["adapter_bytes"] = adapter_bytes
         run.log_metrics(final_metrics, step=trained.steps)
+        if trigger_reason:
+            run.registry.client.log_text(run.run_id, trigger_reason, TRIGGER_REASON_FILE)
         save_checkpoint(trained, folder / "checkpoint")
         _write_reference_and_splits(trained, splits, folder, reference)
         for sub in ("adapter", "checkpoint", "reference", "data"):
@@ -301,6 +329,7 @@ def train_in_run(
         final_metrics=final_metrics,
         adapter_sha256=manifest.adapter_sha256,
         adapter_bytes=adapter_bytes,
+        evaluation_frames=frames,
     )
 
 
@@ -312,7 +341,7 @@ def baseline_metrics(baseline: Baseline, macro_f1: float) -> dict[str, float]:
         "baseline_probe_validation_macro_f1": baseline.probe_validation_macro_f1,
         BASELINE_MAJORITY_METRIC: baseline.majority_rate,
         "baseline_probe_seconds": baseline.seconds,
-        "test_macro_f1_minus_probe": macro_f1 - baseline.probe_test_macro_f1,
+        "own_test_macro_f1_minus_probe": macro_f1 - baseline.probe_test_macro_f1,
     }
 
 
@@ -328,19 +357,33 @@ def register_recorded(
     *,
     trigger: str = "manual",
     trigger_reason: str | None = None,
+    trigger_run_id: str | None = None,
     parent: PrefixVersion | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> PrefixVersion:
-    """Register the recorded run's adapter as a new version of `task`, tagged with lineage, metrics and baseline."""
+    """Register the recorded run's adapter as a new version of `task`, tagged with lineage, metrics and baseline,
+    described in markdown, its evaluation sets logged as the run's MLflow datasets."""
     tags = version_tags(data, recorded, trigger=trigger, trigger_reason=trigger_reason, parent=parent)
+    link = run_link(registry.experiment_id(task), trigger_run_id, "monitoring run") if trigger_run_id else None
     version = registry.register_version(
         task,
         recorded.run_id,
         recorded.artifact_uri,
         {**tags, **(extra_tags or {})},
-        describe(data, recorded, trigger, parent),
+        describe(data, recorded, trigger, parent, trigger_summary=tags.get(TAG_TRIGGER_REASON), trigger_link=link),
     )
     registry.client.set_tag(recorded.run_id, "prefix_registry.version", version.version)
+    sets = version_eval_sets(
+        task,
+        version.version,
+        recorded.run_id,
+        recorded.evaluation_frames,
+        (parent.version, parent.run_id) if parent else None,
+    )
+    if sets:
+        registry.log_dataset_inputs(recorded.run_id, dataset_inputs(sets))
+        registry.set_version_tags(task, version.version, eval_set_tags(sets))
+        version = registry.version(task, version.version)
     return version
 
 
@@ -357,10 +400,13 @@ def version_tags(
     tags = {
         TAG_METHOD: trained.config.method.value,
         TAG_BASE: trained.base.ref.name,
-        TAG_BASE_FINGERPRINT: trained.base.fingerprint,
-        TAG_DATA_FINGERPRINT: data.fingerprint,
+        # Short hashes for people; the adapter manifest holds every full one.
+        TAG_BASE_FINGERPRINT: trained.base.fingerprint[:SHORT_HASH],
+        TAG_DATA_FINGERPRINT: data.fingerprint[:SHORT_HASH],
         TAG_DATA_ORIGIN: data.origin[:500],
-        TAG_ADAPTER_SHA256: recorded.adapter_sha256,
+        TAG_DATA_WINDOW: f"{data.origin[:80]} ({len(data)} rows)",
+        TAG_ADAPTER_SHA256: recorded.adapter_sha256[:SHORT_HASH],
+        ADAPTER_SHA256_FULL_TAG: recorded.adapter_sha256,
         TAG_TRIGGER: trigger,
         TAG_PARENT: parent.version if parent else "",
         TAG_LABELS: json.dumps(trained.labels),
@@ -373,8 +419,14 @@ def version_tags(
     if recorded.baseline is not None:
         tags[TAG_BASELINE] = baseline_verdict(recorded.test_metrics["macro_f1"], recorded.baseline)
     if trigger_reason:
-        tags[TAG_TRIGGER_REASON] = trigger_reason[:5000]
+        tags[TAG_TRIGGER_REASON] = one_line(trigger_reason)
     return tags
+
+
+def one_line(text: str, limit: int = MAX_TRIGGER_SUMMARY) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def outcome_of(task: str, version: str, recorded: RecordedTraining, splits: DataSplits, promoted: bool) -> TrainOutcome:
@@ -426,19 +478,34 @@ def describe(
     recorded: RecordedTraining,
     trigger: str,
     parent: PrefixVersion | None,
+    *,
+    trigger_summary: str | None = None,
+    trigger_link: str | None = None,
 ) -> str:
+    """The version's markdown description: why it exists, its lineage, its own-test score against the baseline."""
     trained, test_metrics, baseline = recorded.trained, recorded.test_metrics, recorded.baseline
     config = trained.config
-    lineage = f"warm-started from version {parent.version}" if parent else "trained from scratch"
-    against = (
-        f" Baseline (linear probe, same split): macro-F1 {baseline.probe_test_macro_f1:.3f}; majority-class rate "
-        f"{baseline.majority_rate:.3f}."
-        if baseline
-        else ""
-    )
-    return (
-        f"{config.method.value} tuning ({config.virtual_tokens} virtual tokens) on {trained.base.ref.name}, "
-        f"{lineage}; trigger: {trigger}. Data: {data.origin} ({len(data)} rows). "
-        f"Test macro-F1 {test_metrics['macro_f1']:.3f}, accuracy {test_metrics['accuracy']:.3f} "
-        f"(n={test_metrics['n']}); best at epoch {trained.best_epoch} ({trained.steps} steps run).{against}"
+    return origin_markdown(
+        Origin(
+            trigger=trigger,
+            trigger_summary=trigger_summary,
+            trigger_link=trigger_link,
+            parent=parent.version if parent else None,
+            warm_start=parent is not None,
+            method=config.method.value,
+            virtual_tokens=config.virtual_tokens,
+            base=trained.base.ref.name,
+            data=data.origin,
+            rows=len(data),
+            own_test=(
+                f"macro-F1 {test_metrics['macro_f1']:.3f}, accuracy {test_metrics['accuracy']:.3f} "
+                f"(n={test_metrics['n']}); best at epoch {trained.best_epoch} ({trained.steps} steps run)"
+            ),
+            baseline=(
+                f"linear probe macro-F1 {baseline.probe_test_macro_f1:.3f} on the same split; majority-class rate "
+                f"{baseline.majority_rate:.3f}"
+                if baseline
+                else None
+            ),
+        )
     )

@@ -13,17 +13,27 @@ TAG_BASE = "base"
 TAG_BASE_FINGERPRINT = "base_fingerprint"
 TAG_DATA_FINGERPRINT = "data_fingerprint"
 TAG_DATA_ORIGIN = "data_origin"
-TAG_ADAPTER_SHA256 = "adapter_sha256"
+TAG_ADAPTER_SHA256 = "adapter_sha256"  # shortened, for people; the full one is in ADAPTER_SHA256_FULL_TAG
+# The full hash `load_version` checks the downloaded adapter against (the manifest holds it too, but a manifest can be
+# replaced together with the weights, so the registry keeps its own copy).
+ADAPTER_SHA256_FULL_TAG = "prefix_registry.adapter_sha256"
+SHORT_HASH = 12
 TAG_TRIGGER = "trigger"
-TAG_TRIGGER_REASON = "trigger_reason"
+TAG_TRIGGER_REASON = "trigger_reason"  # one line; the full JSON is the run's trigger_reason.json artifact
 TAG_PARENT = "parent_version"
+TAG_DATA_WINDOW = "data_window"
+TAG_ROLLED_BACK = "rolled_back"  # "from champion to v1 at <time>" once a rollback moved an alias off the version
+TAG_RETRAIN_DECISION = "retrain_decision"  # "promoted" | "kept champion" | "promoted, then rolled back"
 TAG_LABELS = "labels"
 METRIC_TAG_PREFIX = "metric."
 # The linear-probe baseline of the version's own split (registry/baseline_gate.py reads them back).
-TAG_BASELINE = "baseline"  # "beats" | "below": test macro-F1 against the probe's
-BASELINE_PROBE_METRIC = "baseline_probe_test_macro_f1"
+TAG_BASELINE = "baseline"  # "beats" | "below": own-test macro-F1 against the probe's
+BASELINE_PROBE_METRIC = "baseline_probe_test_macro_f1"  # the probe on the version's own test split
 BASELINE_MAJORITY_METRIC = "baseline_majority_rate"
-VERSION_METRIC = "test_macro_f1"
+VERSION_METRIC = "own_test_macro_f1"
+# Versions registered before evaluation sets were named logged their own test split as `test_...`.
+LEGACY_OWN_TEST_PREFIX = "test_"
+OWN_TEST_PREFIX = "own_test_"
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class PrefixVersion:
 
     @property
     def beats_baseline(self) -> bool | None:
-        """Whether test macro-F1 is above the linear probe's on the same split; None when no baseline was measured
+        """Whether own-test macro-F1 is above the linear probe's on the same split; None when no baseline was measured
         (versions registered before baselines existed)."""
         probe, own = self.metrics.get(BASELINE_PROBE_METRIC), self.metrics.get(VERSION_METRIC)
         if probe is None or own is None:
@@ -78,6 +88,8 @@ class PrefixVersion:
                     metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
                 except ValueError:
                     continue
+        for key in [k for k in metrics if k.startswith(LEGACY_OWN_TEST_PREFIX)]:
+            metrics.setdefault(OWN_TEST_PREFIX + key.removeprefix(LEGACY_OWN_TEST_PREFIX), metrics[key])
         return cls(
             task=model_version.name,
             version=str(model_version.version),
@@ -87,7 +99,7 @@ class PrefixVersion:
             method=tags.get(TAG_METHOD, ""),
             base=tags.get(TAG_BASE, ""),
             base_fingerprint=tags.get(TAG_BASE_FINGERPRINT, ""),
-            adapter_sha256=tags.get(TAG_ADAPTER_SHA256, ""),
+            adapter_sha256=tags.get(ADAPTER_SHA256_FULL_TAG) or tags.get(TAG_ADAPTER_SHA256, ""),
             trigger=tags.get(TAG_TRIGGER, ""),
             parent_version=tags.get(TAG_PARENT) or None,
             created_at=datetime.fromtimestamp(model_version.creation_timestamp / 1000, tz=UTC),
