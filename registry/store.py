@@ -39,7 +39,9 @@ from prefix_registry.registry.aliases import (
 )
 from prefix_registry.registry.baseline_gate import admit_champion
 from prefix_registry.registry.failpoints import ALIAS_MOVE_AFTER_HISTORY, REGISTER_BEFORE_VERSION, failpoint
-from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.registry.model_history import with_history
+from prefix_registry.registry.version_notes import ROLLBACK_HEADING, rollback_markdown, with_section
+from prefix_registry.registry.versions import TAG_RETRAIN_DECISION, TAG_ROLLED_BACK, PrefixVersion
 from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -363,8 +365,40 @@ class PrefixRegistry:
             if choose is not None:
                 self.version(task, target)
             self._write_with_retry(f"move alias {alias} of {task}", event, task, alias)
+            change = AliasChange(task, alias, current, target, event)
+            # Under the lock, so concurrent moves rewrite the history table in the order they were made.
+            self._describe_move(change)
         logger.info("%s: %s %s %s -> %s", task, action, alias, current, target)
-        return AliasChange(task, alias, current, target, event)
+        return change
+
+    def _describe_move(self, change: AliasChange) -> None:
+        """Rebuild the model description's alias-history table; mark a rolled-back version as such.
+
+        The move is already made: a failure here is logged, never raised (the history tags stay the record).
+        """
+        try:
+            model = self.require_task(change.task)
+            aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+            description = with_history(model.description or "", history_from_tags(model.tags or {}), aliases)
+            self.client.update_registered_model(change.task, description=description)
+            if change.event.action == "rollback" and change.from_version:
+                self._mark_rolled_back(change)
+        except Exception as error:
+            logger.warning("%s: alias moved, but its description was not updated: %s", change.task, first_line(error))
+
+    def _mark_rolled_back(self, change: AliasChange) -> None:
+        """The version an alias was rolled back from says so, in a tag and in its description."""
+        task, version, event = change.task, str(change.from_version), change.event
+        moved_off = self.client.get_model_version(task, version)
+        tags = {TAG_ROLLED_BACK: f"from {change.alias} to v{change.to_version} at {event.at}"}
+        if (moved_off.tags or {}).get(TAG_RETRAIN_DECISION) == "promoted":
+            tags[TAG_RETRAIN_DECISION] = "promoted, then rolled back"
+        for key, value in tags.items():
+            self.client.set_model_version_tag(task, version, key, value)
+        note = rollback_markdown(change.alias, event.at, event.actor, event.reason, change.to_version)
+        self.client.update_model_version(
+            task, version, description=with_section(moved_off.description or "", note, ROLLBACK_HEADING)
+        )
 
     def _complete_interrupted_move(
         self, task: str, alias: str, current: str | None, history: list[AliasEvent]
@@ -415,6 +449,16 @@ class PrefixRegistry:
                 order_by=["attributes.start_time DESC"],
                 max_results=max_results,
             )
+
+    def log_dataset_inputs(self, run_id: str, inputs: list[Any]) -> None:
+        """Record MLflow dataset inputs (`DatasetInput`s, see eval_sets.py) on an existing run."""
+        with self._mlflow_errors(f"log datasets to run {run_id}"):
+            self.client.log_inputs(run_id, datasets=inputs)
+
+    def log_run_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Write one text artifact (a JSON file, an HTML card) into an existing run."""
+        with self._mlflow_errors(f"write {artifact_file} to run {run_id}"):
+            self.client.log_text(run_id, text, artifact_file)
 
     def log_run_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """Add metrics to an existing (even finished) run, e.g. a champion scored on a challenger's judge sets."""
