@@ -25,10 +25,14 @@ from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.monitoring.retrain_policy import RetrainPolicy
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
 from prefix_registry.registry.baseline_gate import retrain_gate
+from prefix_registry.registry.comparison import TAG_COMPARED_WITH, TAG_DECISION_REASON, compare_versions
+from prefix_registry.registry.comparison_card import card_path, render_card
+from prefix_registry.registry.eval_sets import CHAMPION_PREFIX
 from prefix_registry.registry.loading import load_training_splits, load_version, load_warm_start
 from prefix_registry.registry.store import PrefixRegistry
-from prefix_registry.registry.training_runs import TrainOutcome, train_and_register
-from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.registry.training_runs import TrainOutcome, one_line, train_and_register
+from prefix_registry.registry.version_notes import DECISION_HEADING, decision_markdown, with_section
+from prefix_registry.registry.versions import METRIC_TAG_PREFIX, TAG_RETRAIN_DECISION, PrefixVersion
 from prefix_registry.training.config import DEFAULT_LEARNING_RATES, TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.evaluation import classification_metrics, flat_metrics
@@ -53,7 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LAST_RETRAIN_TAG = "prefix_registry.last_retrain_at"
-DECISION_TAG = "retrain_decision"
+DECISION_TAG = TAG_RETRAIN_DECISION
 # The sets champion and challenger are both judged on.
 JUDGE_SETS = ("fresh_holdout", "reference_test")
 
@@ -266,12 +270,18 @@ def train_challenger(
         alias=CHALLENGER,
         trigger=trigger,
         trigger_reason=json.dumps(drift.brief(), default=str) if drift else None,
+        trigger_summary=drift_summary(drift) if drift else None,
+        trigger_run_id=drift.run_id if drift else None,
         parent=champion,
         warm_start=load_warm_start(registry, champion),
         splits=data.splits,
         # Scored here, once, on the same sets the champion is scored on below.
         extra_evaluations=data.judge_sets(),
-        extra_tags={"data_window_since": data.since or "", "data_sizes": json.dumps(data.sizes)},
+        extra_tags={
+            "data_window_since": data.since or "",
+            "data_window": f"fresh feedback since {data.since} + replay of v{champion.version}",
+            "data_sizes": json.dumps(data.sizes),
+        },
         # The traffic the challenger is judged on is also what its monitor should compare new traffic with.
         reference=data.holdout,
         progress=progress,
@@ -305,37 +315,67 @@ def judge_and_record(
         data={**data.sizes, "since": data.since},
         drift_verdict=drift.brief() if drift else None,
     )
+    # The champion's scores on the very sets that judged the challenger, named `champion_<set>_...`, in the
+    # challenger's run (step 0): a champion judged by several retrains would otherwise log one name for many sets.
+    champion_metrics = {
+        f"{CHAMPION_PREFIX}{name}": value
+        for judged in JUDGE_SETS
+        for name, value in flat_metrics(champion_scores[judged], judged).items()
+    }
+    registry.log_run_metrics(challenger.run_id, champion_metrics, step=0)
     registry.set_version_tags(
         champion.task,
         challenger.version,
         {
             DECISION_TAG: "promoted" if promoted else "kept champion",
-            "decision_reason": reason[:5000],
-            "champion_fresh_macro_f1": f"{champion_scores['fresh_holdout']['macro_f1']:.4f}",
-            "challenger_fresh_macro_f1": f"{challenger_scores['fresh_holdout']['macro_f1']:.4f}",
-            "compared_with_version": champion.version,
+            TAG_DECISION_REASON: one_line(reason, 500),
+            TAG_COMPARED_WITH: champion.version,
+            **{
+                f"{METRIC_TAG_PREFIX}{name}": f"{value:.4f}"
+                for name, value in champion_metrics.items()
+                if name.endswith(("_accuracy", "_macro_f1"))
+            },
         },
     )
-    registry.set_version_description(
-        champion.task,
-        challenger.version,
-        (
-            f"{challenger.description} Retrain decision: {'PROMOTED' if promoted else 'kept champion'} - {reason}. "
-            f"On the same {data.sizes['fresh_holdout']} fresh held-out texts: champion v{champion.version} macro-F1 "
-            f"{champion_scores['fresh_holdout']['macro_f1']:.3f}, challenger "
-            f"{challenger_scores['fresh_holdout']['macro_f1']:.3f}."
-        ),
-    )
-    # The champion's scores on the very sets that judged the challenger, in its own run: side by side in the UI.
-    registry.log_run_metrics(
-        champion.run_id,
-        {name: value for judged in JUDGE_SETS for name, value in flat_metrics(champion_scores[judged], judged).items()},
-        step=int(challenger.version),
-    )
+    record_comparison(registry, champion, challenger.version, promoted, reason)
     if promoted:
         # The registry's alias observers (see monitoring/alerts/alias_moves.py) send the promotion alert.
         registry.promote(champion.task, challenger.version, CHAMPION, reason=f"retrain ({trigger}): {reason}")
     return decision
+
+
+def record_comparison(
+    registry: PrefixRegistry, champion: PrefixVersion, challenger_version: str, promoted: bool, reason: str
+) -> None:
+    """The decision where people read it: a section of the challenger's description, and an HTML comparison card
+    (scores per set, lineage, decision) in the challenger's run."""
+    comparison = compare_versions(registry, champion.task, champion.version, challenger_version)
+    path = card_path(comparison)
+    registry.log_run_text(comparison.b.run_id, render_card(comparison), path)
+    rows = [
+        (
+            row.set,
+            row.dataset_b or row.dataset_a or "-",
+            _fmt(row.a),
+            _fmt(row.b),
+            f"{row.change:+.3f}" if row.change is not None else "not the same set",
+        )
+        for row in comparison.rows
+        if row.metric == "macro_f1"
+    ]
+    section = decision_markdown(promoted, reason, champion.version, challenger_version, rows, path)
+    description = with_section(comparison.b.description, section, DECISION_HEADING)
+    registry.set_version_description(champion.task, challenger_version, description)
+
+
+def drift_summary(drift: DriftEpisode) -> str:
+    """One line saying what drifted, since when, over how many windows."""
+    brief = drift.brief()
+    signals = ", ".join(brief.get("drifted_signals") or []) or "no named signal"
+    since = brief.get("drift_started_at") or "?"
+    return one_line(
+        f"drift in {signals} of v{brief.get('version')} over {brief.get('drifted_windows')} window(s) since {since}"
+    )
 
 
 def notify_decision(decision: RetrainDecision, settings: Settings | None = None) -> None:
@@ -352,6 +392,10 @@ def _stratified_take(frame: pd.DataFrame, fraction: float, seed: int) -> pd.Data
         if len(group) > 1
     ]
     return pd.concat(parts) if parts else frame.iloc[:0]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _headline(scores: dict[str, Any]) -> dict[str, Any]:

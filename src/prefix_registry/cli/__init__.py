@@ -16,7 +16,19 @@ from prefix_registry.errors import PrefixRegistryError
 __all__ = ["app", "main"]
 
 # Importing a command module registers its commands on `app`; this order is the order `prefixctl --help` lists.
-COMMAND_MODULES = ("train", "sweep", "versions", "predict", "serve", "keys", "monitor", "flows", "demo", "alerts")
+COMMAND_MODULES = (
+    "train",
+    "sweep",
+    "versions",
+    "compare",
+    "predict",
+    "serve",
+    "keys",
+    "monitor",
+    "flows",
+    "demo",
+    "alerts",
+)
 for _module in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 

@@ -1,6 +1,6 @@
 """The root `prefixctl` application, the options every command shares, and the entry point.
 
-Each command group lives in a module of its own (`train`, `versions`, `predict`, `serve`, `monitor`, `flows`,
+Each command group lives in a module of its own (`train`, `versions`, `compare`, `predict`, `serve`, `monitor`, `flows`,
 `demo`, `alerts`), registered on this one app. Commands import the libraries they call inside the command, so that
 `prefixctl --help` or a mistyped option answers at once instead of first loading torch, transformers and MLflow.
 """
