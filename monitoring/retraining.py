@@ -355,7 +355,7 @@ def record_comparison(
     rows = [
         (
             row.set,
-            row.dataset_b or row.dataset_a or "-",
+            (row.dataset_a or "-") if row.same_set else f"{row.dataset_a or '-'} / {row.dataset_b or '-'}",
             _fmt(row.a),
             _fmt(row.b),
             f"{row.change:+.3f}" if row.change is not None else "not the same set",
