@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch, installed first and on its own: any other torch request pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test check lint typecheck layers spelling bench postgres lock deps-canary faults
+.PHONY: install demo test check lint typecheck layers spelling bench postgres chromium lock deps-canary faults
 
 $(VENV)/.installed: requirements-dev.lock requirements-models.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/prefixctl demo
 
-test: install postgres check
+test: install postgres chromium check
 	$(BIN)/pytest
 
 # Everything CI checks before the tests: lint, format, types, layers, spelling. Each also runs on its own.
@@ -66,6 +66,16 @@ postgres:
 	elif command -v sudo >/dev/null 2>&1; then \
 		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	else echo "PostgreSQL not installed: its integration tests will be skipped"; fi
+
+# Debian's Chromium for the browser test of the MLflow UI (tests/test_ui_browser.py drives it with playwright; no
+# browser is downloaded).
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "Chromium not installed: the MLflow UI browser test will be skipped"; fi
 
 # The fault suite (issue 11): SIGKILLs and outages against real servers on loopback, one table of what was lost.
 # Its fast part runs in `make test` (tests/test_faults.py); this runs every scenario (about 5 minutes).

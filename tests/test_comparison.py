@@ -1,0 +1,130 @@
+"""Versions compare by construction: the same named evaluation sets, metric names that always mean one set, a
+`prefixctl compare` for people and scripts, and a registry that tells the champion's history where people look."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prefix_registry.registry.eval_sets import roles_by_digest
+from prefix_registry.registry.model_history import HISTORY_HEADING
+from tests.ui_story import ROLLBACK_REASON, TASK, Story, build_story
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def story(module_home: Path) -> Iterator[Story]:
+    yield build_story()
+
+
+def test_compare_json_scores_both_versions_on_the_same_named_sets(story: Story, cli) -> None:
+    result = cli("compare", TASK, "1", "v2", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = result.json()
+    rows = {(row["set"], row["metric"]): row for row in out["scores"]}
+    reference, fresh = rows[("reference_test", "macro_f1")], rows[("fresh_holdout", "macro_f1")]
+    assert reference["same_set"] and reference["dataset_a"] == f"{TASK}-v1-test"
+    assert fresh["same_set"] and fresh["dataset_a"] == f"{TASK}-v2-fresh-holdout"
+    scores = story.decision
+    assert fresh["a"] == pytest.approx(scores.champion_scores["fresh_holdout"]["macro_f1"], abs=1e-4)
+    assert fresh["b"] == pytest.approx(scores.challenger_scores["fresh_holdout"]["macro_f1"], abs=1e-4)
+    assert fresh["change"] == pytest.approx(fresh["b"] - fresh["a"])
+    # Each version's own split is its own set: shown, never subtracted.
+    own = rows[("own_test", "macro_f1")]
+    assert not own["same_set"] and own["change"] is None
+    assert out["lineage"]["2"]["parent"] == "1" and out["lineage"]["2"]["trigger"] == "manual"
+    assert out["decision"]["decision"] == "promoted, then rolled back" and out["decision"]["champion"] == "1"
+
+
+def test_compare_takes_aliases_prints_a_table_and_names_what_exists(story: Story, cli) -> None:
+    table = cli("compare", TASK, "champion", "2")
+    assert table.exit_code == 0, table.stderr
+    assert "reference_test" in table.stdout and "sentiment-v2-fresh-holdout" in table.stdout
+    assert "decision: v2 against champion v1: promoted, then rolled back" in table.stdout
+    unknown = cli("compare", TASK, "1", "7")
+    assert unknown.exit_code == 2 and "has no version 7 (versions: 1, 2)" in unknown.stderr
+    alias = cli("compare", TASK, "1", "staging")
+    assert alias.exit_code == 2
+    assert (
+        "no version or alias 'staging': expected a version number (1, 2) or an alias (challenger=v2, champion=v1)"
+        in alias.stderr
+    )
+
+
+def test_no_metric_name_means_two_evaluation_sets(story: Story) -> None:
+    registry = story.registry
+    v1, v2 = registry.version(TASK, 1), registry.version(TASK, 2)
+    run1, run2 = registry.run(v1.run_id), registry.run(v2.run_id)
+    sets1, sets2 = roles_by_digest(run1), roles_by_digest(run2)
+    # Every evaluation metric of a run names a set the run logged as an MLflow dataset...
+    for run, sets in ((run1, sets1), (run2, sets2)):
+        prefixes = {name.rsplit("_", 2)[0] for name in run.data.metrics if name.endswith("_macro_f1")}
+        # (validation curves and the linear probe's figures are training diagnostics, not evaluation sets)
+        evaluated = {
+            p.removeprefix("champion_") for p in prefixes if "validation" not in p and not p.startswith("baseline_")
+        }
+        assert evaluated <= set(sets), (evaluated, sets)
+        assert "test_macro_f1" not in run.data.metrics  # the old name meant a different set on each version
+    # ...and a name shared by both runs is computed on the very same rows.
+    assert sets1["reference_test"] == sets2["reference_test"] == sets1["own_test"]
+    assert sets2["fresh_holdout"] == sets2["own_test"] != sets1["own_test"]
+    # The champion's decision-time scores sit in the challenger's run, at step 0, not at a step named after v2.
+    history = registry.client.get_metric_history(v2.run_id, "champion_fresh_holdout_macro_f1")
+    assert [m.step for m in history] == [0]
+    assert "fresh_holdout_macro_f1" not in run1.data.metrics
+
+
+def test_the_model_description_keeps_a_markdown_table_of_alias_moves(story: Story) -> None:
+    description = story.registry.require_task(TASK).description
+    assert HISTORY_HEADING in description and "Champion now: **v1**." in description
+    table = description.split(HISTORY_HEADING, 1)[1]
+    assert "| time (UTC) | alias | move | from | to | who | why |" in table
+    assert f"| champion | rollback | v2 | v1 | tester | {ROLLBACK_REASON} |" in table
+    assert "| champion | promote | v1 | v2 | tester | retrain (manual): challenger gains" in table
+    assert "| champion | promote | - | v1 | tester | trained with --promote (manual) |" in table
+    assert description.count(HISTORY_HEADING) == 1  # rewritten, not appended, on every move
+
+
+def test_a_rolled_back_version_says_so_and_no_longer_looks_promoted(story: Story) -> None:
+    v2 = story.registry.version(TASK, 2)
+    assert v2.tags["rolled_back"].startswith("from champion to v1 at ")
+    assert v2.tags["retrain_decision"] == "promoted, then rolled back"
+    assert "**This version was rolled back** from champion" in v2.description
+    assert "champion" not in v2.aliases
+    assert "### Decision: PROMOTED to champion" in v2.description  # what was decided then stays readable
+
+
+def test_versions_carry_short_readable_tags_and_a_comparison_card(story: Story, tmp_path: Path) -> None:
+    registry = story.registry
+    v1, v2 = registry.version(TASK, 1), registry.version(TASK, 2)
+    for version in (v1, v2):
+        short = {k: v for k, v in version.tags.items() if not k.startswith("prefix_registry.")}
+        assert all(len(value) <= 500 for value in short.values()), {k: len(v) for k, v in short.items()}
+        assert len(version.tags["adapter_sha256"]) == 12 and len(version.adapter_sha256) == 64
+    assert v2.tags["data_window"].startswith("fresh feedback since ")
+    assert v1.tags["eval_set.reference_test"] == v2.tags["eval_set.reference_test"] == f"{TASK}-v1-test"
+    card = registry.download_run_artifacts(v2.run_id, "comparison/v1-vs-v2.html", tmp_path)
+    html = card.read_text()
+    assert "sentiment: v1 vs v2" in html and "reference_test" in html and "promoted" in html
+
+
+def test_a_trigger_reason_tag_is_one_short_line_and_links_its_monitoring_run() -> None:
+    import json
+
+    from prefix_registry.registry.training_runs import one_line
+    from prefix_registry.registry.version_notes import Origin, origin_markdown, run_link
+
+    verdict = {"status": "drift", "drifted_signals": ["text_length", "confidence"], "window_sizes": [150] * 40}
+    tag = one_line(json.dumps(verdict, indent=2))
+    assert len(tag) <= 200 and "\n" not in tag and tag.endswith("…")
+    link = run_link("7", "0123456789abcdef", "monitoring run")
+    assert link == "[monitoring run](#/experiments/7/runs/0123456789abcdef)"
+    origin = Origin(
+        "drift", "drift in text_length of v1", link, "1", True, "prefix", 4, "minilm", "imdb", 120, "-", None
+    )
+    assert origin_markdown(origin).startswith(
+        "**Why this version exists:** trigger `drift`: drift in text_length of v1 ([monitoring run](#/experiments/7/"
+    )
