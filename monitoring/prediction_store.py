@@ -110,12 +110,14 @@ def from_row(row: sa.Row) -> PredictionRecord:
 def _insert_statement(dialect_name: str) -> sa.Insert:
     """An insert that skips ids already stored, so retrying a batch that did commit never doubles it."""
     if dialect_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect_name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        return sa.insert(predictions)
-    return insert(predictions).on_conflict_do_nothing(index_elements=["prediction_id"])
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(predictions).on_conflict_do_nothing(index_elements=["prediction_id"])
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(predictions).on_conflict_do_nothing(index_elements=["prediction_id"])
+    return sa.insert(predictions)
 
 
 class PredictionStore:
