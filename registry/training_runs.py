@@ -18,7 +18,7 @@ import torch
 
 from prefix_registry.errors import BelowBaseline
 from prefix_registry.registry.aliases import CHAMPION
-from prefix_registry.registry.runs import RecordedRun
+from prefix_registry.registry.runs import RecordedRun, close_stale_runs
 from prefix_registry.registry.store import PrefixRegistry, validate_task_name
 from prefix_registry.registry.versions import (
     BASELINE_MAJORITY_METRIC,
@@ -157,6 +157,8 @@ def train_and_register(
     base_ref = resolve_base(config.base, registry.settings.resolved_cache_dir)
     base = load_base_for_classification(base_ref, splits.labels, seed=config.seed)
     registry.ensure_task(task)
+    # Runs of this task whose process died (kill -9, OOM) or lost MLflow mid-run: KILLED, with the reason.
+    close_stale_runs(registry, task)
 
     with RecordedRun(
         registry, task, run_name=f"train-{config.method.value}", kind="train", tags={TAG_TRIGGER: trigger}
