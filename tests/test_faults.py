@@ -77,3 +77,14 @@ def test_runs_left_running_by_a_dead_process_are_closed_as_killed_by_the_next_st
         alive.kill()
         alive.wait(timeout=30)
     assert close_stale_runs(registry, "stale") == [alive_id]
+
+
+@pytest.mark.slow
+def test_one_key_flooding_flipped_labels_gets_no_poisoned_challenger_promoted(home: Path) -> None:
+    """A real retrain on the capped labels: 600 flipped from one key, 120 true from three others."""
+    outcome = scenarios.poisoned_feedback_retrain(home)
+    assert outcome.problems == [], outcome.row()
+    state = outcome.state_after
+    assert state["trained_on"]["mallory"] <= 0.25 * sum(state["trained_on"].values())
+    assert state["judged_on"].get("mallory", 0) <= 0.25 * sum(state["judged_on"].values())
+    assert not (state["promoted"] and state["challenger_worse_on_clean"])
