@@ -29,6 +29,7 @@ from prefix_registry.registry.comparison import TAG_COMPARED_WITH, TAG_DECISION_
 from prefix_registry.registry.comparison_card import card_path, render_card
 from prefix_registry.registry.eval_sets import CHAMPION_PREFIX
 from prefix_registry.registry.loading import load_training_splits, load_version, load_warm_start
+from prefix_registry.registry.runs import owner_gone, process_owner
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, one_line, train_and_register
 from prefix_registry.registry.version_notes import DECISION_HEADING, decision_markdown, with_section
@@ -57,6 +58,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LAST_RETRAIN_TAG = "prefix_registry.last_retrain_at"
+# The process running the claimed retrain (see registry/runs.process_owner), FINISHED once its decision is recorded.
+# A claim whose process died (kill -9) or gave up (MLflow down) does not hold the cooldown: the retrain never ran.
+RETRAIN_OWNER_TAG = "prefix_registry.retrain_owner"
+FINISHED = "finished"
+_open_retrains: set[str] = set()  # tasks this process is retraining now
 DECISION_TAG = TAG_RETRAIN_DECISION
 # The sets champion and challenger are both judged on.
 JUDGE_SETS = ("fresh_holdout", "reference_test")
@@ -106,8 +112,14 @@ class RetrainData:
 
 def check_cooldown(registry: PrefixRegistry, task: str, policy: RetrainPolicy, now: datetime | None = None) -> None:
     """Raise RetrainSkipped when the task was retrained less than `cooldown_minutes` ago."""
-    last = registry.task_tags(task).get(LAST_RETRAIN_TAG)
+    tags = registry.task_tags(task)
+    last = tags.get(LAST_RETRAIN_TAG)
     if not last or policy.cooldown_minutes <= 0:
+        return
+    owner = tags.get(RETRAIN_OWNER_TAG, FINISHED)
+    unfinished = owner_gone(owner, still_open=task in _open_retrains) if owner != FINISHED else None
+    if unfinished:
+        logger.warning("%s: the retrain claimed at %s never finished (%s): no cooldown", task, last, unfinished)
         return
     now = now or datetime.now(UTC)
     elapsed = now - datetime.fromisoformat(last)
@@ -120,8 +132,11 @@ def check_cooldown(registry: PrefixRegistry, task: str, policy: RetrainPolicy, n
 
 
 def claim_retrain(registry: PrefixRegistry, task: str) -> None:
-    """Start the cooldown now, before training, so a second trigger during training is turned away."""
+    """Start the cooldown now, before training, so a second trigger during training is turned away; the claim
+    names this process, so a retrain that dies or fails on the way does not hold the cooldown (`check_cooldown`)."""
+    registry.set_task_tag(task, RETRAIN_OWNER_TAG, process_owner())
     registry.set_task_tag(task, LAST_RETRAIN_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
+    _open_retrains.add(task)
 
 
 def assemble_data(
@@ -230,12 +245,20 @@ def retrain(
             f"; {policy.min_fresh_labels} are needed to retrain (by source: {sources.counts})"
         )
     claim_retrain(registry, task)
-    data = assemble_data(registry, champion, fresh, policy)
-    data.holdout = cap_judge_set(data.holdout, sources)
-    data.sizes.update(sources.counts)
-    data.since = since.isoformat()
-    outcome = train_challenger(registry, champion, data, policy, trigger, drift, progress)
-    return judge_and_record(registry, champion, outcome, data, policy, trigger, drift)
+    try:
+        data = assemble_data(registry, champion, fresh, policy)
+        data.holdout = cap_judge_set(data.holdout, sources)
+        data.sizes.update(sources.counts)
+        data.since = since.isoformat()
+        outcome = train_challenger(registry, champion, data, policy, trigger, drift, progress)
+        decision = judge_and_record(registry, champion, outcome, data, policy, trigger, drift)
+    finally:
+        _open_retrains.discard(task)
+    try:
+        registry.set_task_tag(task, RETRAIN_OWNER_TAG, FINISHED)
+    except PrefixRegistryError as error:  # decided and recorded; at worst the next trigger retrains early
+        logger.warning("%s: the retrain finished but its claim could not be closed: %s", task, error)
+    return decision
 
 
 def fresh_since(champion: PrefixVersion, drift: DriftEpisode | None) -> datetime:

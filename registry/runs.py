@@ -1,11 +1,23 @@
-"""MLflow runs as context managers: a run that raises is marked FAILED (KILLED on Ctrl-C), never left RUNNING."""
+"""MLflow runs as context managers: a run that raises is marked FAILED (KILLED on Ctrl-C), never left RUNNING.
+
+A run whose process dies (kill -9, OOM, power loss) or loses MLflow before it can close the run stays RUNNING in
+MLflow. Every run therefore records its owner (host, pid and the process's start time) and the next training of
+the task closes such runs (`close_stale_runs`): KILLED, with the reason in a tag. The owner's liveness is checked,
+not a heartbeat's age: a heartbeat needs a thread writing to MLflow all through training, and would call a live
+run dead whenever MLflow is briefly away (the fault this is for). Only runs owned on this host can be checked;
+others are left to their own host's next start.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import os
+import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -14,7 +26,81 @@ from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.training.trainer import EpochReport
 
 RUN_KIND_TAG = "prefix_registry.kind"
+RUN_OWNER_TAG = "prefix_registry.owner"  # "HOST PID START": the process that started the run
+RUN_ERROR_TAG = "prefix_registry.error"
+RUN_STALE_TAG = "prefix_registry.stale_reason"
 MAX_PARAM_LENGTH = 6000
+
+logger = logging.getLogger(__name__)
+
+# Runs this process has open: a RUNNING run owned by this process but not in here lost MLflow before it closed.
+_open_runs: set[str] = set()
+
+
+def process_owner(pid: int | None = None) -> str:
+    """`HOST PID START` of a process (default: this one); START (its start time in clock ticks since boot) tells a
+    process from a later one that reuses its pid."""
+    pid = os.getpid() if pid is None else pid
+    stat = _proc_stat(pid)
+    return f"{socket.gethostname()} {pid} {stat[19] if stat else '-'}"
+
+
+def owner_gone(owner: str, still_open: bool = False) -> str | None:
+    """Why the process named by `owner` (see `process_owner`) can no longer finish its work, or None when it may.
+
+    `still_open`: whether this process still holds the work open, for an owner that is this very process.
+    Owners on another host (or unreadable) give None: their liveness cannot be checked from here.
+    """
+    parts = owner.split()
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return None
+    host, pid, start = parts[0], int(parts[1]), parts[2]
+    if owner == process_owner():
+        return None if still_open else f"process {pid} on {host} lost it before finishing (an error on the way out)"
+    stat = _proc_stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return f"process {pid} on {host} is gone (killed, crashed or out of memory)"
+    if start != "-" and stat[19] != start:
+        return f"process {pid} on {host} is gone (its pid now belongs to another process)"
+    return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat from the 3rd (state) on, or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # The command name (2nd field) may hold spaces and parentheses: split after its last closing one.
+    return stat.rsplit(")", 1)[1].split()
+
+
+def close_stale_runs(registry: PrefixRegistry, task: str) -> list[str]:
+    """Mark KILLED every RUNNING run of `task` whose owner is gone (see `owner_gone`), with the reason in the
+    `prefix_registry.stale_reason` and `prefix_registry.error` tags. Returns their run ids.
+
+    Runs without an owner tag (started before owners were recorded) are left as they are: nothing tells whether
+    they still run.
+    """
+    experiment_id = registry.experiment_id(task)
+    with registry._mlflow_errors(f"search the running runs of {task}"):
+        running = registry.client.search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+    closed = []
+    for run in running:
+        owner = run.data.tags.get(RUN_OWNER_TAG)
+        reason = owner_gone(owner, still_open=run.info.run_id in _open_runs) if owner else None
+        if reason is None:
+            continue
+        note = f"left RUNNING: {reason}; closed at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} by {process_owner()}"
+        with registry._mlflow_errors(f"close stale run {run.info.run_id}"):
+            registry.client.set_tag(run.info.run_id, RUN_STALE_TAG, note)
+            registry.client.set_tag(run.info.run_id, RUN_ERROR_TAG, note)
+            registry.client.set_terminated(run.info.run_id, "KILLED")
+        logger.warning("%s: run %s %s", task, run.info.run_id, note)
+        closed.append(run.info.run_id)
+    return closed
 
 
 class RecordedRun:
@@ -37,7 +123,7 @@ class RecordedRun:
         self.registry = registry
         self.task = task
         self.run_name = run_name
-        self.tags = {RUN_KIND_TAG: kind, **(tags or {})}
+        self.tags = {RUN_KIND_TAG: kind, RUN_OWNER_TAG: process_owner(), **(tags or {})}
         self.run_id = ""
         self.artifact_uri = ""
 
@@ -47,6 +133,7 @@ class RecordedRun:
             run = self.registry.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
+        _open_runs.add(self.run_id)
         return self
 
     def __exit__(
@@ -59,8 +146,17 @@ class RecordedRun:
             message = f"{exc_type.__name__}: {exc}"[:5000]
             # The original error matters more than a failed tag.
             with contextlib.suppress(Exception):
-                self.registry.client.set_tag(self.run_id, "prefix_registry.error", message)
-        self.registry.client.set_terminated(self.run_id, status)
+                self.registry.client.set_tag(self.run_id, RUN_ERROR_TAG, message)
+        # Unregistered first: should MLflow refuse the status now, the run is stale and the next start closes it.
+        _open_runs.discard(self.run_id)
+        if exc_type is None:
+            self.registry.client.set_terminated(self.run_id, status)
+            return
+        # The original error matters more than a status MLflow may be unable to take right now.
+        try:
+            self.registry.client.set_terminated(self.run_id, status)
+        except Exception as error:
+            logger.warning("run %s stays RUNNING until the next start closes it: %s", self.run_id, error)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -25,7 +25,7 @@ from prefix_registry.registry.eval_sets import (
     eval_set_tags,
     version_eval_sets,
 )
-from prefix_registry.registry.runs import RecordedRun
+from prefix_registry.registry.runs import RecordedRun, close_stale_runs
 from prefix_registry.registry.store import PrefixRegistry, validate_task_name
 from prefix_registry.registry.version_notes import Origin, origin_markdown, run_link
 from prefix_registry.registry.versions import (
@@ -177,6 +177,8 @@ def train_and_register(
     base_ref = resolve_base(config.base, registry.settings.resolved_cache_dir)
     base = load_base_for_classification(base_ref, splits.labels, seed=config.seed)
     registry.ensure_task(task)
+    # Runs of this task whose process died (kill -9, OOM) or lost MLflow mid-run: KILLED, with the reason.
+    close_stale_runs(registry, task)
 
     with RecordedRun(
         registry, task, run_name=f"train-{config.method.value}", kind="train", tags={TAG_TRIGGER: trigger}

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
@@ -84,15 +84,17 @@ class ResidentBase:
 
     def __init__(self, loaded: LoadedBase) -> None:
         self.loaded = loaded
-        self.model = loaded.model
+        # A transformers model: typed as a plain Module, whose attributes torch types as `Tensor | Module`.
+        self.model = cast(Any, loaded.model)
         self.tokenizer = loaded.tokenizer
         self.lock = threading.Lock()
-        self.head_name = next(
+        head_name = next(
             (name for name in TASK_HEAD_PREFIXES if isinstance(getattr(self.model, name, None), torch.nn.Module)),
             None,
         )
-        if self.head_name is None:
+        if head_name is None:
             raise AdapterError(f"base {loaded.ref.name!r} has no classification head named {TASK_HEAD_PREFIXES}")
+        self.head_name: str = head_name
         self.template_head = getattr(self.model, self.head_name)
         self.takes_cache = "past_key_values" in inspect.signature(self.model.forward).parameters
         self.word_embeddings = self.model.get_input_embeddings()

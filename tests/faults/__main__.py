@@ -31,6 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="Only the scenarios that run in CI.")
     parser.add_argument("--json", type=Path, help="Also write the outcomes to this JSON file.")
+    parser.add_argument("--only", help="Only the scenarios whose name contains this text (e.g. retrain).")
     args = parser.parse_args()
     from prefix_registry.training.quiet import quiet_libraries
 
@@ -38,6 +39,8 @@ def main() -> int:
     outcomes: list[scenarios.FaultOutcome] = []
 
     def run(name: str, scenario: Callable[[], scenarios.FaultOutcome]) -> None:
+        if args.only and args.only not in name:
+            return
         print(f"[faults] {name} ...", file=sys.stderr, flush=True)
         try:
             outcome = scenario()
@@ -56,6 +59,12 @@ def main() -> int:
         if not args.fast:
             run("kill -9 mid-training", lambda: scenarios.kill9_mid_training(home))
             run("kill -9 mid-registration", lambda: scenarios.kill9_mid_registration(home))
+            run("kill -9 mid-retrain", lambda: scenarios.kill9_mid_retrain(home, "sentiment"))
+            run("flipped-label flood, then retrain", lambda: scenarios.poisoned_feedback_retrain(home))
+            run(
+                "flipped-label flood, then retrain (cap off)",
+                lambda: scenarios.poisoned_feedback_retrain(home, max_share=1.0, task="unguarded"),
+            )
             run("Prefect down when drift is detected", lambda: scenarios.prefect_down_during_drift(home))
             from tests.servers.mlflow_server import MlflowServer
 
@@ -68,10 +77,18 @@ def main() -> int:
                     "MLflow down during predict, feedback, promote",
                     lambda: scenarios.mlflow_down_during_serving(remote / "home", "sentiment", server),
                 )
+                run(
+                    "MLflow down during monitor",
+                    lambda: scenarios.mlflow_down_during_monitor(remote / "home", "sentiment", server),
+                )
+                run(
+                    "MLflow down during retrain",
+                    lambda: scenarios.mlflow_down_during_retrain(remote / "home", "sentiment", server),
+                )
     scenarios.print_table(outcomes)
     if args.json:
         args.json.write_text(json.dumps([o.row() for o in outcomes], indent=2, default=str))
-    return 0 if all(o.ok for o in outcomes) else 1
+    return 0 if outcomes and all(o.ok for o in outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -439,6 +439,310 @@ def mlflow_down_during_serving(home: Path, task: str, mlflow: object) -> FaultOu
     )
 
 
+def log_fresh_labels(home: Path, task: str, version: str, n: int = 120, key_name: str | None = None) -> int:
+    """`n` predictions of `task` on IMDB reviews (a domain the RT-trained champion has not seen), each with its true
+    label as feedback, in the home's prediction log; returns how many labelled rows the log then holds."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+    from tests.conftest import tiny_data
+
+    frame = tiny_data(limit=n, source="imdb").frame
+    with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+        records = [
+            PredictionRecord.new(task, version, text, label, {"negative": 0.5, "positive": 0.5}, source="faults")
+            for text, label in zip(frame["text"], frame["label"], strict=True)
+        ]
+        log.write(records)
+        for record in records:
+            log.attach_feedback(record.prediction_id, record.predicted_label, key_name=key_name)
+        return len(log.window(task, labelled_only=True))
+
+
+def _retry_state(home: Path, task: str, labelled: int) -> dict:
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.registry.runs import RUN_STALE_TAG
+    from prefix_registry.registry.store import PrefixRegistry
+
+    registry = PrefixRegistry()
+    with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+        kept = len(log.window(task, labelled_only=True))
+    runs = registry.runs(task, "train", max_results=50)
+    return {
+        "versions": _versions(home, task),
+        "alias": registry.aliases(task).get("champion"),
+        "history_last": [e.to_version for e in registry.alias_history(task) if e.alias == "champion"][-1],
+        "running_runs": sum(r.info.status == "RUNNING" for r in runs),
+        "closed_stale": [r.info.status for r in runs if RUN_STALE_TAG in r.data.tags],
+        "labels_lost": labelled - kept,
+    }
+
+
+def _judge_retry(home: Path, task: str, labelled: int, before: dict, problems: list[str]) -> dict:
+    """The retry after a broken retrain: it must run now (no cooldown held by the dead attempt), register exactly
+    one challenger, close the broken attempt's run as KILLED, keep the alias on the last history entry and lose
+    no label."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.retraining import RetrainPolicy, RetrainSkipped, retrain
+    from prefix_registry.registry.store import PrefixRegistry
+
+    broken = _retry_state(home, task, labelled)
+    if broken["versions"] != before["versions"] or broken["alias"] != before["alias"]:
+        problems.append(f"the broken retrain changed versions/alias: {before} -> {broken}")
+    decision = None
+    with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+        try:  # the default policy: a 60-minute cooldown that the broken attempt must not hold
+            decision = retrain(PrefixRegistry(), log, task, RetrainPolicy(min_fresh_labels=40), trigger="fault-retry")
+        except RetrainSkipped as skipped:
+            problems.append(f"the retry was refused: {skipped}")
+    after = _retry_state(home, task, labelled)
+    if decision is not None:
+        expected = [*before["versions"], decision.challenger_version]
+        if after["versions"] != expected:
+            problems.append(f"versions {after['versions']}, expected {expected}")
+        if after["alias"] != (decision.challenger_version if decision.promoted else before["alias"]):
+            problems.append(f"alias {after['alias']} after decision promoted={decision.promoted}")
+    if after["alias"] != after["history_last"]:
+        problems.append(f"alias {after['alias']} is not the last history entry {after['history_last']}")
+    if after["running_runs"] or "KILLED" not in after["closed_stale"]:
+        problems.append(f"the broken attempt's run was not closed: {after}")
+    return {"after_break": broken, "after_retry": after, "promoted": decision.promoted if decision else None}
+
+
+RETRAIN_STEP = """
+import sys
+from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
+from prefix_registry.registry.store import PrefixRegistry
+
+with PredictionLog.from_settings() as log:
+    retrain(PrefixRegistry(), log, sys.argv[1], RetrainPolicy(min_fresh_labels=40), trigger="fault")
+"""
+
+
+def kill9_mid_retrain(home: Path, task: str) -> FaultOutcome:
+    """kill -9 of a retrain after its challenger trained, just before the version is registered; the next retrain
+    runs at once (the dead one holds no cooldown), closes the dead run and registers one challenger."""
+    from prefix_registry.registry.store import PrefixRegistry
+
+    started = time.perf_counter()
+    env = home_env(home)
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("PREFIX_REGISTRY_", "MLFLOW_"))})
+    registry = PrefixRegistry()
+    before = {"versions": _versions(home, task), "alias": registry.aliases(task)["champion"]}
+    labelled = log_fresh_labels(home, task, before["alias"])
+    retrainer = subprocess.Popen(
+        [sys.executable, "-c", RETRAIN_STEP, task],
+        env={**env, ENV: REGISTER_BEFORE_VERSION},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_line(retrainer, "FAILPOINT", 900)
+    retrainer.send_signal(signal.SIGKILL)
+    retrainer.wait(timeout=30)
+    problems: list[str] = []
+    state = _judge_retry(home, task, labelled, before, problems)
+    return FaultOutcome(
+        "kill -9 mid-retrain",
+        "retrain killed after training, before registering its challenger",
+        state["after_retry"]["labels_lost"],
+        state,
+        problems,
+        time.perf_counter() - started,
+    )
+
+
+def mlflow_down_during_retrain(home: Path, task: str, mlflow: object) -> FaultOutcome:
+    """MLflow stops while a retrain trains: the retrain fails (nothing registered, alias kept); once MLflow is back
+    the retry runs at once, closes the broken run and registers one challenger."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
+    from prefix_registry.registry import training_runs
+    from prefix_registry.registry.store import PrefixRegistry
+
+    started = time.perf_counter()
+    # MLflow's own retries (7, with backoff) would make each call wait minutes: one try, as `prefixctl serve` does.
+    os.environ.update(
+        {"MLFLOW_TRACKING_URI": mlflow.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}  # type: ignore[attr-defined]
+    )
+    registry = PrefixRegistry()
+    before = {"versions": _versions(home, task), "alias": registry.aliases(task)["champion"]}
+    labelled = log_fresh_labels(home, task, before["alias"])
+    real_train = training_runs.train_prefix
+
+    def train_while_mlflow_stops(*args, **kwargs):
+        mlflow.stop()  # type: ignore[attr-defined]
+        return real_train(*args, **kwargs)
+
+    problems: list[str] = []
+    training_runs.train_prefix = train_while_mlflow_stops
+    try:
+        with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+            retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40), trigger="fault")
+        problems.append("the retrain succeeded with MLflow stopped")
+        error = "-"
+    except Exception as failure:
+        error = f"{type(failure).__name__}: {(str(failure).splitlines() or [''])[0][:120]}"
+    finally:
+        training_runs.train_prefix = real_train
+        mlflow.start()  # type: ignore[attr-defined]
+    state = _judge_retry(home, task, labelled, before, problems)
+    return FaultOutcome(
+        "MLflow down during retrain",
+        "retrain whose MLflow server stopped as training began",
+        state["after_retry"]["labels_lost"],
+        {"error": error, **state},
+        problems,
+        time.perf_counter() - started,
+    )
+
+
+def mlflow_down_during_monitor(home: Path, task: str, mlflow: object) -> FaultOutcome:
+    """MLflow stops while the server takes predictions and `prefixctl monitor` runs: the monitor fails in one line,
+    every acknowledged prediction is in the log, and the monitor succeeds on the same log once MLflow is back."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+
+    started = time.perf_counter()
+    env = home_env(home, MLFLOW_TRACKING_URI=mlflow.url)  # type: ignore[attr-defined]
+    bounded = {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    command = [PREFIXCTL, "monitor", task, "--no-alert", "--json"]
+    server = ServeProcess(env)
+    problems: list[str] = []
+    acked: list[str] = []
+    errors: list[str] = []
+    try:
+        server.wait_ready()
+        mlflow.stop()  # type: ignore[attr-defined]
+        stop = threading.Event()
+        threads = _clients(server.url, task, 2, stop, acked, errors)
+        down = subprocess.run(command, env=bounded, capture_output=True, text=True, timeout=300)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        if down.returncode != 2 or len(down.stderr.strip().splitlines()) != 1:
+            problems.append(f"monitor during the outage: exit {down.returncode}: {down.stderr.strip()[-300:]}")
+        mlflow.start()  # type: ignore[attr-defined]
+        back = subprocess.run(command, env=bounded, capture_output=True, text=True, timeout=600)
+        if back.returncode not in (0, 3):
+            problems.append(f"monitor after MLflow's return: exit {back.returncode}: {back.stderr.strip()[-300:]}")
+    finally:
+        server.stop()
+    with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+        missing = [pid for pid in acked if log.get(pid) is None]
+    if errors:
+        problems.append(f"{len(errors)} non-200 answers during the outage, e.g. {errors[0]}")
+    if not acked:
+        problems.append("no prediction was acknowledged during the outage")
+    return FaultOutcome(
+        "MLflow down during monitor",
+        "2 clients predicting and 1 monitor pass while MLflow was stopped",
+        len(missing),
+        {"acknowledged": len(acked), "missing_from_log": len(missing), "monitor_error": down.stderr.strip()[:120],
+         "monitor_after_return": back.returncode},
+        problems,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+FLIP = {"positive": "negative", "negative": "positive"}
+
+
+HONEST_KEYS = ("honest-1", "honest-2", "honest-3")
+
+
+def _flood(home: Path, task: str, version: str, honest: int, flipped: int) -> dict[str, int]:
+    """IMDB reviews predicted by `version`: `honest` labelled truly by three keys in turn, then `flipped` labelled
+    with the other label by key `mallory`; returns the labelled rows per kind.
+
+    Three honest keys: with a 25 % cap per key, two keys alone can never supply a retrain (each would be half)."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+    from tests.conftest import tiny_data
+
+    frame = tiny_data(limit=honest + flipped + 200, source="imdb").frame.sample(frac=1.0, random_state=1)
+    rows = list(zip(frame["text"], frame["label"], strict=True))[: honest + flipped]
+    with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+        for i, (text, label) in enumerate(rows):
+            key, sent = (HONEST_KEYS[i % 3], label) if i < honest else ("mallory", FLIP[label])
+            record = PredictionRecord.new(task, version, text, label, {label: 0.6, FLIP[label]: 0.4}, key_name=key)
+            log.write([record])
+            log.attach_feedback(record.prediction_id, sent, key_name=key)
+    return {"honest": honest, "mallory": flipped}
+
+
+def _clean_scores(home: Path, task: str, versions: list[str]) -> dict[str, float]:
+    """Macro-F1 of each version on 200 IMDB reviews, with their true labels, that no key ever sent."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.retraining import score
+    from prefix_registry.registry.store import PrefixRegistry
+    from tests.conftest import tiny_data
+
+    with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+        logged = set(log.window(task)["text"])
+    frame = tiny_data(limit=1200, source="imdb").frame
+    clean = frame[~frame["text"].isin(logged)].sample(n=200, random_state=2)
+    registry = PrefixRegistry()
+    return {
+        v: round(score(registry, registry.version(task, v), {"clean": clean})["clean"]["macro_f1"], 4) for v in versions
+    }
+
+
+def poisoned_feedback_retrain(home: Path, max_share: float | None = None, task: str = "guarded") -> FaultOutcome:
+    """One key floods 600 flipped labels, three others send 120 true ones; a real retrain trains and judges a
+    challenger on the capped labels. No challenger that is worse on clean data may become champion, and the flood
+    may weigh at most the configured share of the training labels and of the judge set.
+
+    `max_share=1.0` runs the same retrain with the cap off (the control the guarded run is compared with).
+    """
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
+    from prefix_registry.registry.store import PrefixRegistry
+
+    started = time.perf_counter()
+    env = home_env(home)
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("PREFIX_REGISTRY_", "MLFLOW_"))})
+    if max_share is not None:
+        os.environ["PREFIX_REGISTRY_MAX_LABEL_SHARE"] = str(max_share)
+    # Tiny models rarely beat the linear probe: the baseline gate would refuse every challenger and hide what the
+    # labels did. Off here, so the decision rests on the judge set alone.
+    gate = os.environ.get("PREFIX_REGISTRY_BASELINE_GATE")
+    os.environ["PREFIX_REGISTRY_BASELINE_GATE"] = "warn"
+    try:
+        train_tiny_task(home, task)
+        registry = PrefixRegistry()
+        champion = registry.aliases(task)["champion"]
+        sent = _flood(home, task, champion, honest=120, flipped=600)
+        with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+            decision = retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40, cooldown_minutes=0))
+    finally:
+        os.environ.pop("PREFIX_REGISTRY_MAX_LABEL_SHARE", None)
+        if gate is None:
+            os.environ.pop("PREFIX_REGISTRY_BASELINE_GATE", None)
+        else:
+            os.environ["PREFIX_REGISTRY_BASELINE_GATE"] = gate
+    share = max_share if max_share is not None else 0.25
+    data = decision.data
+    used = {k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("labels_from:")}
+    judged = {k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("judged_from:")}
+    clean = _clean_scores(home, task, [decision.champion_version, decision.challenger_version])
+    alias = registry.aliases(task)["champion"]
+    problems = []
+    if used.get("mallory", 0) > share * sum(used.values()) or judged.get("mallory", 0) > share * sum(judged.values()):
+        problems.append(f"the flood is over its share: trained on {used}, judged on {judged}")
+    worse = clean[decision.challenger_version] < clean[decision.champion_version] - 0.02
+    if decision.promoted and worse:
+        problems.append(f"a poisoned challenger was promoted: clean macro-F1 {clean}")
+    if alias != (decision.challenger_version if decision.promoted else champion):
+        problems.append(f"alias {alias} after a decision promoted={decision.promoted}")
+    return FaultOutcome(
+        "flipped-label flood, then retrain" + (" (cap off)" if share >= 1.0 else ""),
+        f"retrain on {sent['honest']} true labels (3 keys) and {sent['mallory']} flipped (key mallory)",
+        0,
+        {"trained_on": used, "judged_on": judged, "promoted": decision.promoted, "clean_macro_f1": clean,
+         "challenger_worse_on_clean": worse, "reason": decision.reason[:100]},
+        problems,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
 def train_tiny_task(home: Path, task: str) -> None:
     """One tiny trained version of `task`, promoted, in `home` (the environment must point at it)."""
     from prefix_registry.registry.store import PrefixRegistry

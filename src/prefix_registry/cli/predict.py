@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,7 +32,7 @@ def predict(
     resolved = registry.resolve(task, version, alias)
     loaded = load_version(registry, resolved)
     predictions = loaded.predict(texts)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "text": t,
             "label": label,
@@ -147,6 +147,7 @@ def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> l
 
     from prefix_registry.training.data import read_table
 
+    assert data is not None  # exactly one of text and data, checked above
     frame = read_table(Path(data))
     if text_column not in frame.columns:
         raise DataError(

@@ -59,7 +59,8 @@ def train(
     validate_task_name(task)
     if force and not promote:
         raise ConfigError(f"--force applies to --promote; got --force without --promote for task {task!r}")
-    config = TrainConfig(method=method, base=base).replace(
+    # from_dict: the method arrives as the option's string; TrainConfig turns it into a Method (or a one-line error).
+    config = TrainConfig.from_dict({"method": method, "base": base}).replace(
         virtual_tokens=virtual_tokens,
         prompt_init=prompt_init,
         init_text=init_text,

@@ -1,0 +1,328 @@
+"""Where predictions are stored: the `predictions` and `feedback_events` tables of any SQLAlchemy database, and
+the synchronous reads and writes on them (insert, label, window, count). The batched background writer that
+sits in front of it for the HTTP server is batch_writer.py; prediction_log.py joins the two.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from prefix_registry.monitoring.database import create_database_engine, error_reason, mask_url
+from prefix_registry.monitoring.prediction_records import (
+    FeedbackConflict,
+    PredictionLogError,
+    PredictionRecord,
+    as_utc,
+    records_frame,
+)
+
+
+class _UTCDateTime(sa.TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the database does with time zones."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value, "timestamp")
+        # Only PostgreSQL keeps the offset; elsewhere naive UTC keeps string comparison (SQLite) correct.
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_metadata = sa.MetaData()
+predictions = sa.Table(
+    "predictions",
+    _metadata,
+    sa.Column("prediction_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", _UTCDateTime(), nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("predicted_label", sa.Text, nullable=False),
+    sa.Column("probabilities", sa.Text, nullable=False),  # JSON object label -> probability
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("request_id", sa.Text),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("feedback_label", sa.Text),
+    sa.Column("feedback_at", _UTCDateTime()),
+    sa.Column("key_name", sa.Text),
+    sa.Column("feedback_key", sa.Text),
+    sa.Index("ix_predictions_task_created_at", "task", "created_at"),
+)
+# Columns added after the first release: a log created before them gets them on open (ALTER TABLE ADD COLUMN).
+_ADDED_COLUMNS = ("key_name", "feedback_key")
+
+# Every label ever sent, corrections included: `predictions.feedback_label` holds the current one, this the trail.
+feedback_events = sa.Table(
+    "feedback_events",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.String(64), nullable=False, index=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("previous_label", sa.Text),
+    sa.Column("key_name", sa.Text),
+    sa.Column("at", _UTCDateTime(), nullable=False),
+)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    present = {column["name"] for column in sa.inspect(engine).get_columns("predictions")}
+    with engine.begin() as connection:
+        for name in _ADDED_COLUMNS:
+            if name not in present:
+                connection.execute(sa.text(f"ALTER TABLE predictions ADD COLUMN {name} TEXT"))
+
+
+def to_row(record: PredictionRecord) -> dict[str, Any]:
+    """A record as the row the `predictions` table stores (probabilities as JSON, times in UTC)."""
+    row = asdict(record)
+    row["probabilities"] = json.dumps(record.probabilities)
+    for column in ("created_at", "feedback_at"):
+        if row[column] is not None:
+            row[column] = as_utc(row[column], column)
+    return row
+
+
+def from_row(row: sa.Row) -> PredictionRecord:
+    """The record a stored row holds."""
+    values = dict(row._mapping)
+    values["probabilities"] = json.loads(values["probabilities"])
+    return PredictionRecord(**values)
+
+
+def _insert_statement(dialect_name: str) -> sa.Insert:
+    """An insert that skips ids already stored, so retrying a batch that did commit never doubles it."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(predictions).on_conflict_do_nothing(index_elements=["prediction_id"])
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(predictions).on_conflict_do_nothing(index_elements=["prediction_id"])
+    return sa.insert(predictions)
+
+
+class PredictionStore:
+    """Predictions stored in the `predictions` table of any SQLAlchemy database; every call is synchronous.
+
+    Args:
+        url: SQLAlchemy URL, e.g. `sqlite:////var/lib/prefix/predictions.db` or
+            `postgresql+psycopg://user:password@host:5432/db`. The tables are created if missing.
+        batch_size: rows per INSERT statement.
+
+    Raises:
+        PredictionLogError: the URL is invalid or the database cannot be reached (password masked).
+    """
+
+    def __init__(self, url: str, batch_size: int = 256) -> None:
+        if batch_size < 1:
+            raise PredictionLogError(f"expected batch_size >= 1, got {batch_size}")
+        self._engine = create_database_engine(url)
+        self.url = mask_url(self._engine.url)
+        self._password = self._engine.url.password
+        try:
+            _metadata.create_all(self._engine)
+            _add_missing_columns(self._engine)
+        except SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise PredictionLogError(f"cannot open prediction log {self.url}: {self._reason(exc)}") from None
+        self._insert = _insert_statement(self._engine.dialect.name)
+        self.batch_size = batch_size
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def close(self) -> None:
+        """Release the database connections. Safe to call twice."""
+        self._closed = True
+        self._engine.dispose()
+
+    def write(self, records: Iterable[PredictionRecord]) -> int:
+        """Insert `records` now, in one transaction; returns how many were given.
+
+        Ids already stored are skipped. Raises PredictionLogError when the database refuses the write.
+        """
+        self._check_open()
+        rows = [to_row(record) for record in records]
+        try:
+            self.insert_rows(rows)
+        except SQLAlchemyError as exc:
+            raise PredictionLogError(
+                f"cannot write {len(rows)} predictions to {self.url}: {self._reason(exc)}"
+            ) from None
+        return len(rows)
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Insert serialised rows (see `to_row`) in one transaction; database errors propagate as they are."""
+        if not rows:
+            return
+        with self._engine.begin() as connection:
+            for start in range(0, len(rows), self.batch_size):
+                connection.execute(self._insert, rows[start : start + self.batch_size])
+
+    def attach_feedback(
+        self, prediction_id: str, label: str, key_name: str | None = None, correction: bool = False
+    ) -> bool:
+        """Record the true `label` of a prediction, sent by API key `key_name` (None: a local writer).
+
+        A prediction takes one label: the same label again changes nothing; a different one raises
+        FeedbackConflict unless `correction` is True, in which case it replaces the label and the trail in
+        `feedback_events` keeps both. Returns False when no prediction has this id.
+        """
+        if not isinstance(label, str) or not label.strip():
+            raise PredictionLogError(f"feedback label must be a non-empty string, got {label!r}")
+        self._check_open()
+        now = datetime.now(UTC)
+        table = predictions
+        with self._database_errors(f"attach feedback to {prediction_id!r}"), self._engine.begin() as connection:
+            first = connection.execute(
+                table.update()
+                .where(table.c.prediction_id == prediction_id, table.c.feedback_label.is_(None))
+                .values(feedback_label=label, feedback_at=now, feedback_key=key_name)
+            )
+            if first.rowcount > 0:
+                connection.execute(
+                    feedback_events.insert().values(prediction_id=prediction_id, label=label, key_name=key_name, at=now)
+                )
+                return True
+            current = connection.execute(
+                sa.select(table.c.feedback_label).where(table.c.prediction_id == prediction_id)
+            ).first()
+            if current is None:
+                return False
+            previous = current.feedback_label
+            if previous == label:
+                return True
+            if not correction:
+                raise FeedbackConflict(
+                    f"prediction {prediction_id!r} is already labelled {previous!r}; send correction=true to "
+                    f"replace it with {label!r}"
+                )
+            # Compare-and-set on the label read above: two corrections at once cannot both win silently.
+            moved = connection.execute(
+                table.update()
+                .where(table.c.prediction_id == prediction_id, table.c.feedback_label == previous)
+                .values(feedback_label=label, feedback_at=now, feedback_key=key_name)
+            )
+            if moved.rowcount == 0:
+                raise FeedbackConflict(
+                    f"prediction {prediction_id!r} was relabelled meanwhile; send the correction again"
+                )
+            connection.execute(
+                feedback_events.insert().values(
+                    prediction_id=prediction_id, label=label, previous_label=previous, key_name=key_name, at=now
+                )
+            )
+            return True
+
+    def feedback_trail(self, prediction_id: str) -> list[dict[str, Any]]:
+        """Every label sent for a prediction, oldest first: label, previous_label, key_name, at."""
+        statement = (
+            sa.select(feedback_events)
+            .where(feedback_events.c.prediction_id == prediction_id)
+            .order_by(feedback_events.c.id)
+        )
+        with self._database_errors(f"read the labels of {prediction_id!r}"), self._engine.connect() as connection:
+            return [
+                {key: value for key, value in row._mapping.items() if key not in ("id", "prediction_id")}
+                for row in connection.execute(statement)
+            ]
+
+    def get(self, prediction_id: str) -> PredictionRecord | None:
+        """The stored prediction with this id, or None. Rows still queued by `enqueue` are not visible yet."""
+        statement = sa.select(predictions).where(predictions.c.prediction_id == prediction_id)
+        with self._database_errors(f"read prediction {prediction_id!r}"), self._engine.connect() as connection:
+            row = connection.execute(statement).first()
+        return from_row(row) if row is not None else None
+
+    def window(
+        self,
+        task: str,
+        last_n: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        version: str | None = None,
+        labelled_only: bool = False,
+    ) -> pd.DataFrame:
+        """Predictions of `task`, oldest first, as a DataFrame.
+
+        Args:
+            last_n: keep only the most recent `last_n` rows that match the other filters.
+            since, until: tz-aware bounds on created_at; `since` inclusive, `until` exclusive.
+            version: only predictions made by this version.
+            labelled_only: only predictions that received feedback.
+
+        Returns:
+            BASE_COLUMNS (created_at and feedback_at as UTC datetimes) plus a float column `prob_<label>`
+            per label found in the selected rows (NaN where a row lacks that label). When nothing matches:
+            no rows and BASE_COLUMNS only.
+        """
+        if last_n is not None and last_n < 1:
+            raise PredictionLogError(f"last_n must be a positive number of predictions, got {last_n}")
+        statement = sa.select(predictions).where(predictions.c.task == task)
+        if since is not None:
+            statement = statement.where(predictions.c.created_at >= as_utc(since, "since"))
+        if until is not None:
+            statement = statement.where(predictions.c.created_at < as_utc(until, "until"))
+        if version is not None:
+            statement = statement.where(predictions.c.version == str(version))
+        if labelled_only:
+            statement = statement.where(predictions.c.feedback_label.is_not(None))
+        newest_first = last_n is not None
+        order = (predictions.c.created_at, predictions.c.prediction_id)
+        statement = statement.order_by(*(c.desc() if newest_first else c.asc() for c in order))
+        if last_n is not None:
+            statement = statement.limit(last_n)
+        with self._database_errors(f"read the window of task {task!r}"), self._engine.connect() as connection:
+            records = [from_row(row) for row in connection.execute(statement)]
+        if newest_first:
+            records.reverse()
+        return records_frame(records)
+
+    def count(self, task: str, since: datetime | None = None) -> int:
+        """How many predictions of `task` are stored (made at or after `since`, when given)."""
+        statement = sa.select(sa.func.count()).select_from(predictions).where(predictions.c.task == task)
+        if since is not None:
+            statement = statement.where(predictions.c.created_at >= as_utc(since, "since"))
+        with self._database_errors(f"count predictions of task {task!r}"), self._engine.connect() as connection:
+            return int(connection.execute(statement).scalar_one())
+
+    def tasks(self) -> list[str]:
+        """The tasks that have at least one stored prediction, sorted."""
+        statement = sa.select(predictions.c.task).distinct().order_by(predictions.c.task)
+        with self._database_errors("list tasks"), self._engine.connect() as connection:
+            return list(connection.execute(statement).scalars())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PredictionLogError(f"prediction log {self.url} is closed")
+
+    def _reason(self, error: BaseException) -> str:
+        return error_reason(error, self._password)
+
+    @contextmanager
+    def _database_errors(self, what: str) -> Iterator[None]:
+        """Turns a database error inside the block into a one-line PredictionLogError."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise PredictionLogError(f"cannot {what} in {self.url}: {self._reason(exc)}") from None
