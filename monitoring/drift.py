@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,15 +26,9 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from prefix_registry.errors import ConfigError
 from prefix_registry.monitoring.drift_config import DriftConfig, SignalConfig
-from prefix_registry.monitoring.drift_report import (
-    EMBEDDING_X,
-    EMBEDDING_Y,
-    EmbeddingDomainClassifier,
-    EmbeddingSample,
-    LiveAccuracy,
-    LiveMacroF1,
-    with_embedding_projection,
-)
+
+if TYPE_CHECKING:
+    from prefix_registry.monitoring.drift_report import EmbeddingSample
 
 INPUT_SIGNALS = ("text_length", "oov_rate", "embedding")
 PREDICTION_SIGNALS = ("predicted_label", "confidence")
@@ -226,6 +220,14 @@ def detect_drift(
         )
         return DriftReport(verdict)
 
+    # Evidently (and the report's own metrics) load only when a window is judged.
+    from prefix_registry.monitoring.drift_report import (
+        EmbeddingDomainClassifier,
+        LiveAccuracy,
+        LiveMacroF1,
+        with_embedding_projection,
+    )
+
     embedding, sample = _embedding_signal(reference.frame, current.frame, config, embed)
     quality = _quality(reference.frame, current.frame, config)
     ref_frame, cur_frame = with_embedding_projection(
@@ -304,6 +306,8 @@ def _evidently_value_drift(
     from evidently.descriptors import TextLength
     from evidently.metrics import ValueDrift
 
+    from prefix_registry.monitoring.drift_report import EMBEDDING_X, EMBEDDING_Y
+
     columns = ["text_length", "oov_rate", "confidence", "predicted_label"]
     numerical = ["oov_rate", "confidence", EMBEDDING_X, EMBEDDING_Y]
     definition = DataDefinition(
@@ -356,6 +360,8 @@ def _embedding_signal(
         MMDDriftMethod,
         ModelDriftMethod,
     )
+
+    from prefix_registry.monitoring.drift_report import EmbeddingSample
 
     signal = config.signals["embedding"]
     rng = np.random.default_rng(config.seed)
@@ -418,6 +424,8 @@ def _evidently_quality_html(
         return None
     from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
     from evidently.metrics import F1ByLabel, PrecisionByLabel, RecallByLabel
+
+    from prefix_registry.monitoring.drift_report import LiveAccuracy, LiveMacroF1
 
     labels = sorted(set(labelled_reference["true_label"].astype(str)) | set(labelled_current["true_label"].astype(str)))
     if len(labels) == 2:
