@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def label_flow_run(name: str | None = None, tags: Iterable[str] = ()) -> None:
         logger.warning("could not relabel flow run %s: %s", run_id, error)
 
 
-def _parameters() -> dict[str, object]:
+def _parameters() -> dict[str, Any]:
     from prefect.runtime import flow_run
 
     return dict(flow_run.parameters or {})
