@@ -22,7 +22,12 @@ def drift_trigger() -> Any:
 
     return DeploymentEventTrigger(
         name="retrain-on-drift",
-        description="Retrain a task's prefix when its monitor detects drift.",
+        # The automation's description in Prefect's UI: which event, which match, what it runs with.
+        description=(
+            f"On each `{DRIFT_DETECTED}` event whose resource matches `{RESOURCE_PREFIX}*` (emitted by monitor-prefix "
+            f"when a task's monitor finds drift), run retrain-prefix for the event's task (label `{TASK_LABEL}`), "
+            f"with trigger=drift, the event id and the monitoring run named in the payload (`{MONITORING_RUN_KEY}`)."
+        ),
         expect={DRIFT_DETECTED},
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
         parameters={

@@ -6,8 +6,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prefix_registry.monitoring.drift import DriftVerdict
+    from prefix_registry.registry.store import AliasChange
 
 DRIFT_DETECTED = "prefix.drift.detected"
+# An alias moved (`prefixctl promote` / `rollback`, a retrain's promotion): about the model, not the task's traffic.
+MODEL_PROMOTED = "prefix.model.promoted"
+MODEL_ROLLED_BACK = "prefix.model.rolled-back"
+ALIAS_EVENTS = {"promote": MODEL_PROMOTED, "rollback": MODEL_ROLLED_BACK}
+MODEL_RESOURCE_PREFIX = "prefix-registry.model."
 RESOURCE_PREFIX = "prefix-registry.task."
 TASK_LABEL = "prefix-registry.task"
 VERSION_LABEL = "prefix-registry.version"
@@ -39,4 +45,35 @@ def emit_drift_event(verdict: DriftVerdict, monitoring_run_id: str) -> str | Non
         "checked_at": verdict.checked_at,
     }
     event = emit_event(event=DRIFT_DETECTED, resource=task_resource(verdict.task, verdict.version), payload=payload)
+    return str(event.id) if event is not None else None
+
+
+def model_resource(task: str, alias: str, version: str) -> dict[str, str]:
+    """The event resource for a registered model: `prefix-registry.model.<task>`, labelled with alias and version."""
+    return {
+        "prefect.resource.id": f"{MODEL_RESOURCE_PREFIX}{task}",
+        "prefect.resource.name": task,
+        TASK_LABEL: task,
+        VERSION_LABEL: version,
+        "prefix-registry.alias": alias,
+    }
+
+
+def emit_alias_event(change: AliasChange) -> str | None:
+    """Emit `prefix.model.promoted` or `prefix.model.rolled-back` for an alias move; its event id, or None."""
+    from prefect.events import emit_event
+
+    payload = {
+        "alias": change.alias,
+        "from_version": change.from_version,
+        "to_version": change.to_version,
+        "actor": change.event.actor,
+        "reason": change.event.reason,
+        "at": change.event.at,
+    }
+    event = emit_event(
+        event=ALIAS_EVENTS.get(change.event.action, f"prefix.model.{change.event.action}"),
+        resource=model_resource(change.task, change.alias, change.to_version),
+        payload=payload,
+    )
     return str(event.id) if event is not None else None

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
+from prefix_registry.flows.run_labels import label_flow_run, monitor_run_name
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
 from prefix_registry.monitoring.monitor import MonitorOutcome
 from prefix_registry.registry.aliases import CHAMPION
@@ -51,7 +52,7 @@ def check_drift(task_name: str, current_last: int, all_versions: bool) -> Monito
     return outcome
 
 
-@flow(name="monitor-prefix", log_prints=True)
+@flow(name="monitor-prefix", flow_run_name=monitor_run_name, log_prints=True)
 def monitor_prefix_flow(
     tasks: list[str] | None = None,
     current_last: int = DEFAULT_CURRENT_WINDOW,
@@ -73,4 +74,6 @@ def monitor_prefix_flow(
             summary["event_id"] = emit_drift_event_durably(outcome.verdict, outcome.run_id)
             get_run_logger().info("emitted prefix.drift.detected for %s (event %s)", name, summary["event_id"])
         summaries.append(summary)
+    # Tags say which tasks were checked and what was found: `task:reviews`, `drift:reviews` or `ok:reviews`.
+    label_flow_run(tags=[tag for s in summaries for tag in (f"task:{s['task']}", f"{s['status']}:{s['task']}")])
     return summaries

@@ -2,18 +2,34 @@
 
 Started by the `prefix.drift.detected` automation with the event's monitoring-run id, so the retrain judges the
 monitoring run that fired the event; started by hand, it learns from the champion's traffic since it was promoted.
+
+In Prefect's UI the run is named `retrain <task> v<champion> (<trigger>)`, then `... → v<challenger> ...`, tagged
+with task, trigger and versions, and carries its decision (or why it skipped) as a markdown artifact; the monitoring
+run that fired it is tagged `caused_retrain_run` with this run's name and id.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
+from prefect.states import Completed, State
 
+from prefix_registry.flows import retrain_artifacts
+from prefix_registry.flows.run_labels import label_flow_run, retrain_name, retrain_run_name
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 from prefix_registry.monitoring.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
+
+
+@dataclass(frozen=True)
+class SkippedRetrain:
+    """A retrain that trained nothing (cooldown, too few fresh labels): a normal outcome, not a failed task."""
+
+    task: str
+    reason: str
 
 
 @task(name="drift-episode", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -31,15 +47,37 @@ def drift_episode(task_name: str, monitoring_run_id: str | None) -> DriftEpisode
 
 
 @task(name="train-and-judge-challenger", cache_policy=NONE)
-def train_and_judge(task_name: str, policy: RetrainPolicy, trigger: str, drift: DriftEpisode | None) -> RetrainDecision:
-    from prefix_registry.monitoring.alerts import alerting_registry
+def train_and_judge(
+    task_name: str, policy: RetrainPolicy, trigger: str, drift: DriftEpisode | None
+) -> RetrainDecision | SkippedRetrain:
+    from prefix_registry.flows.alias_events import announcing_registry
     from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.monitoring.retraining import retrain
 
-    # Alias moves of this registry alert: a promotion here tells people as `prefixctl promote` does.
-    registry = alerting_registry()
+    # Alias moves of this registry alert and are Prefect events: a promotion here tells people as `prefixctl
+    # promote` does.
+    registry = announcing_registry()
     with PredictionLog.from_settings(registry.settings) as log:
-        return retrain(registry, log, task_name, policy, trigger=trigger, drift=drift)
+        try:
+            return retrain(registry, log, task_name, policy, trigger=trigger, drift=drift)
+        except RetrainSkipped as skipped:
+            return SkippedRetrain(task_name, str(skipped))
+
+
+@task(name="read-champion", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def champion_version(task_name: str) -> str:
+    from prefix_registry.registry.store import PrefixRegistry
+
+    return PrefixRegistry().resolve(task_name).version
+
+
+@task(name="link-monitoring-run", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def link_monitoring_run(monitoring_run_id: str, retrain: str, facts: dict[str, str]) -> None:
+    """Tag the monitoring run that fired this retrain with this run (and, once known, what it decided)."""
+    from prefix_registry.monitoring.drift_runs import link_retrain
+    from prefix_registry.registry.store import PrefixRegistry
+
+    link_retrain(PrefixRegistry(), monitoring_run_id, retrain, **facts)
 
 
 @task(name="notify", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -67,14 +105,14 @@ def ensure_retrain_lock(task_name: str) -> str:
     return name
 
 
-@flow(name="retrain-prefix", log_prints=True, persist_result=True)
+@flow(name="retrain-prefix", flow_run_name=retrain_run_name, log_prints=True, persist_result=True)
 def retrain_prefix_flow(
     task: str,
     trigger: str = "manual",
     drift_event_id: str | None = None,
     policy: dict[str, Any] | None = None,
     monitoring_run_id: str | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """Train a challenger for `task` and promote it only when it beats the champion on fresh held-out data.
 
     Args:
@@ -85,10 +123,17 @@ def retrain_prefix_flow(
             fresh data starts.
     Returns:
         `RetrainDecision.summary()` with `skipped: False`, or `{task, skipped: True, reason, promoted: False}` when
-        the retrain did not start (cooldown, too few fresh labels). A failed retrain leaves the champion serving.
+        the retrain did not start (cooldown, too few fresh labels): a Completed state named "Skipped". A failed
+        retrain leaves the champion serving.
     """
+    from prefect.runtime import flow_run
+
     logger = get_run_logger()
     retrain_policy = RetrainPolicy.from_values(policy)
+    champion = champion_version(task)
+    name = retrain_name(task, champion, trigger)
+    label_flow_run(name, tags=[f"task:{task}", f"trigger:{trigger}", f"champion:v{champion}"])
+    this_run = f"{name} (Prefect flow run {flow_run.id})" if flow_run.id else name
     drift = drift_episode(task, monitoring_run_id) if trigger == "drift" else None
     if drift is not None:
         logger.info(
@@ -99,15 +144,60 @@ def retrain_prefix_flow(
             drift.windows,
             drift.started_at,
         )
+        link_monitoring_run(drift.run_id, this_run, {})
     lock = ensure_retrain_lock(task)
-    try:
-        # A second retrain of the same task waits here, then meets the first one's cooldown.
-        # The lease is renewed while this run lives; if it dies, the slot frees itself within minutes.
-        with concurrency(lock, occupy=1, strict=True):
-            decision = train_and_judge(task, retrain_policy, trigger, drift)
-    except RetrainSkipped as skipped:
-        logger.warning("retrain of %s skipped: %s", task, skipped)
-        return {"task": task, "skipped": True, "reason": str(skipped), "promoted": False}
+    # A second retrain of the same task waits here, then meets the first one's cooldown.
+    # The lease is renewed while this run lives; if it dies, the slot frees itself within minutes.
+    with concurrency(lock, occupy=1, strict=True):
+        outcome = train_and_judge(task, retrain_policy, trigger, drift)
+    monitoring_link = _monitoring_run_url(task, drift)
+    if isinstance(outcome, SkippedRetrain):
+        return _skipped(outcome, trigger, drift, this_run, monitoring_link)
+    decision = outcome
+    challenger = str(decision.challenger_version)
+    verdict = "promoted" if decision.promoted else "kept-champion"
+    final_name = retrain_name(task, champion, trigger, challenger)
+    label_flow_run(final_name, tags=[f"challenger:v{challenger}", f"decision:{verdict}"])
     logger.info("%s: %s (%s)", task, "PROMOTED challenger" if decision.promoted else "kept champion", decision.reason)
+    retrain_artifacts.publish(
+        retrain_artifacts.decision_markdown(decision, _ui_url(), monitoring_link),
+        task,
+        f"retrain {task}: v{challenger} {verdict} against v{champion}",
+    )
+    if drift is not None:
+        facts = {"challenger_version": challenger, "decision": verdict}
+        link_monitoring_run(drift.run_id, this_run.replace(name, final_name, 1), facts)
     notify(decision)
     return {**decision.summary(), "skipped": False}
+
+
+def _skipped(
+    skipped: SkippedRetrain, trigger: str, drift: DriftEpisode | None, this_run: str, monitoring_link: str | None
+) -> State:
+    """A Completed state named "Skipped", with the reason as its message and as a markdown artifact."""
+    get_run_logger().info("retrain of %s skipped: %s", skipped.task, skipped.reason)
+    label_flow_run(tags=["decision:skipped"])
+    retrain_artifacts.publish(
+        retrain_artifacts.skip_markdown(skipped.task, skipped.reason, trigger, monitoring_link),
+        skipped.task,
+        f"retrain {skipped.task}: skipped",
+    )
+    if drift is not None:
+        link_monitoring_run(drift.run_id, this_run, {"decision": "skipped"})
+    summary = {"task": skipped.task, "skipped": True, "reason": skipped.reason, "promoted": False}
+    return Completed(name="Skipped", message=f"retrain skipped: {skipped.reason}", data=summary)
+
+
+def _ui_url() -> str:
+    from prefix_registry.settings import Settings
+
+    return Settings().resolved_mlflow_ui_url
+
+
+def _monitoring_run_url(task_name: str, drift: DriftEpisode | None) -> str | None:
+    if drift is None:
+        return None
+    from prefix_registry.registry.store import PrefixRegistry
+
+    experiment_id = PrefixRegistry().experiment_id(task_name)
+    return retrain_artifacts.run_url(_ui_url(), experiment_id, drift.run_id)

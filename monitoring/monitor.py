@@ -151,7 +151,7 @@ def run_monitor(
         html_files={name: str(path) for name, path in report.html_files.items()},
     )
     if record:
-        outcome.run_id = record_verdict(registry, report, report_dir)
+        outcome.run_id = record_verdict(registry, report, report_dir, config)
     if send_alerts and report.verdict.drift_detected:
         delivery = send_alert(drift_alert(report.verdict, outcome.run_id), settings=registry.settings)
         outcome.alert = (

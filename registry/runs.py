@@ -165,10 +165,11 @@ class RecordedRun:
         for start in range(0, len(entries), 100):
             self.registry.client.log_batch(self.run_id, params=entries[start : start + 100])
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, timestamp_ms: int | None = None) -> None:
+        """Log metrics at `step`, stamped `timestamp_ms` (epoch milliseconds; default now)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         entries = [
             Metric(key, float(value), now, step)
             for key, value in metrics.items()

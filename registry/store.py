@@ -470,6 +470,12 @@ class PrefixRegistry:
         with self._mlflow_errors(f"log metrics to run {run_id}"):
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
+    def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tag an existing (even finished) run, e.g. a monitoring run with the retrain it caused."""
+        with self._mlflow_errors(f"tag run {run_id}"):
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+
     def download_run_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         """Download one artifact folder/file of a run into `destination` (created); returns the local path."""
         destination.mkdir(parents=True, exist_ok=True)

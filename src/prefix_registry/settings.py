@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         "forced with a reason, 'warn' logs a warning (for throwaway stores, such as tests of tiny models).",
     )
 
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        description="The MLflow UI that Prefect artifacts link to; default: the tracking URI when it is a server, "
+        "else http://127.0.0.1:5000 (`mlflow ui` on this machine).",
+    )
+
     @field_validator("alert_webhooks", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
@@ -116,6 +122,14 @@ class Settings(BaseSettings):
         if self.resolved_tracking_uri.startswith(("http://", "https://", "databricks")):
             return None
         return (self.home / "artifacts").as_uri()
+
+    @property
+    def resolved_mlflow_ui_url(self) -> str:
+        if self.mlflow_ui_url:
+            return self.mlflow_ui_url.rstrip("/")
+        if self.resolved_tracking_uri.startswith(("http://", "https://")):
+            return self.resolved_tracking_uri.rstrip("/")
+        return "http://127.0.0.1:5000"
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -1,0 +1,90 @@
+"""Each retrain's outcome as a markdown artifact on its Prefect flow run: the scores, the why, links into MLflow.
+
+    decided:  | set | champion v1 | challenger v2 |  + the reason, the data sizes, links to both versions
+    skipped:  why no challenger was trained (cooldown, too few fresh labels), and what would start one
+
+The artifact key is `retrain-<task>`, so Prefect's Artifacts page keeps every decision of a task as one history.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefix_registry.monitoring.retraining import JUDGE_SETS, RetrainDecision
+
+
+def artifact_key(task: str) -> str:
+    """`retrain-<task>` in the characters Prefect allows in a key (lowercase letters, digits, dashes)."""
+    return "retrain-" + re.sub(r"[^a-z0-9-]+", "-", task.lower()).strip("-")
+
+
+def version_url(ui_url: str, task: str, version: str) -> str:
+    """The MLflow UI page of one registered version."""
+    return f"{ui_url}/#/models/{task}/versions/{version}"
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of one run (e.g. the monitoring run that found the drift)."""
+    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def decision_markdown(decision: RetrainDecision, ui_url: str, monitoring_run: str | None = None) -> str:
+    """The decision as markdown: verdict, reason, judged scores side by side, data sizes and links.
+
+    Args:
+        ui_url: the MLflow UI the links point to.
+        monitoring_run: the MLflow UI address of the monitoring run that triggered the retrain, if any.
+    """
+    task, champion, challenger = decision.task, decision.champion_version, decision.challenger_version
+    verdict = "PROMOTED" if decision.promoted else "kept the champion"
+    lines = [
+        f"# Retrain of {task}: {verdict}",
+        "",
+        f"**Why:** {decision.reason}",
+        "",
+        f"| judged on | champion [v{champion}]({version_url(ui_url, task, champion)}) macro-F1 "
+        f"| challenger [v{challenger}]({version_url(ui_url, task, str(challenger))}) macro-F1 | difference | texts |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in JUDGE_SETS:
+        before, after = _macro_f1(decision.champion_scores, name), _macro_f1(decision.challenger_scores, name)
+        difference = f"{after - before:+.3f}" if before is not None and after is not None else "-"
+        size = (decision.challenger_scores.get(name) or {}).get("n", "-")
+        lines.append(f"| {name} | {_fmt(before)} | {_fmt(after)} | {difference} | {size} |")
+    lines += ["", f"Trigger: **{decision.trigger}**. Decided at {decision.decided_at}."]
+    if decision.data:
+        sizes = ", ".join(f"{key} {value}" for key, value in decision.data.items() if value is not None)
+        lines.append(f"Data: {sizes}.")
+    if decision.drift_verdict:
+        signals = ", ".join(decision.drift_verdict.get("drifted_signals") or []) or "none"
+        link = f" ([monitoring run]({monitoring_run}))" if monitoring_run else ""
+        lines.append(f"Drift that started it: {signals}{link}.")
+    return "\n".join(lines) + "\n"
+
+
+def skip_markdown(task: str, reason: str, trigger: str, monitoring_run: str | None = None) -> str:
+    """Why a retrain trained nothing; the champion keeps serving."""
+    link = f"\n\nTriggered by this [monitoring run]({monitoring_run})." if monitoring_run else ""
+    return (
+        f"# Retrain of {task}: skipped\n\n"
+        f"**Why:** {reason}\n\n"
+        f"Trigger: **{trigger}**. No challenger was trained and the champion keeps serving. A later trigger (the "
+        f"next drift event, or `prefixctl retrain {task}`) tries again once the cause is gone.{link}\n"
+    )
+
+
+def publish(markdown: str, task: str, description: str) -> None:
+    """Attach `markdown` to the running flow run (and to the task's artifact history)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(markdown=markdown, key=artifact_key(task), description=description)
+
+
+def _macro_f1(scores: dict[str, Any], name: str) -> float | None:
+    value = (scores.get(name) or {}).get("macro_f1")
+    return float(value) if value is not None else None
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"

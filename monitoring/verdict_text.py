@@ -1,0 +1,83 @@
+"""How a drift verdict reads in the MLflow UI: the monitoring run's name, its one-line verdict, its thresholds.
+
+monitor movie-sentiment v1 2026-11-29T10:00→11:00        (run name: task, version, current window)
+DRIFT in embedding 0.912 > 0.700; live macro-F1 0.695 on 150 labels   (description and tag `verdict`)
+threshold.embedding = 0.7, method.embedding = domain_classifier, ...  (params)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefix_registry.monitoring.drift import DriftVerdict, SignalResult
+from prefix_registry.monitoring.drift_config import DriftConfig
+
+
+def monitoring_run_name(verdict: DriftVerdict) -> str:
+    """`monitor <task> v<version> <window start>→<window end>` (UTC, minutes; the end's date only if it differs)."""
+    start, end = _window_bounds(verdict)
+    if start is None or end is None:
+        return f"monitor {verdict.task} v{verdict.version} (no traffic) {verdict.checked_at[:16]}"
+    end_text = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%dT%H:%M}"
+    return f"monitor {verdict.task} v{verdict.version} {start:%Y-%m-%dT%H:%M}→{end_text}"
+
+
+def window_end(verdict: DriftVerdict) -> datetime:
+    """When the current window's last prediction was logged (the check's time for an empty window)."""
+    end = _window_bounds(verdict)[1]
+    return end or datetime.fromisoformat(verdict.checked_at)
+
+
+def verdict_line(verdict: DriftVerdict) -> str:
+    """The verdict in one line: which signals alarmed and by how much, and the live quality it saw."""
+    if verdict.status == "insufficient_data":
+        return verdict.message
+    if verdict.drift_detected:
+        alarms = [signal for signal in verdict.signals.values() if signal.alarm]
+        head = "DRIFT in " + ", ".join(_judged(signal) for signal in alarms)
+    else:
+        closest = max(verdict.signals.values(), key=_share_of_threshold, default=None)
+        head = "no drift" + (f" (closest: {_judged(closest)})" if closest is not None else "")
+    quality = verdict.quality or {}
+    if quality.get("macro_f1") is not None:
+        head += (
+            f"; live macro-F1 {quality['macro_f1']:.3f}, accuracy {quality['accuracy']:.3f} on {quality['labelled']}"
+        )
+        head += " labels"
+    elif quality.get("message"):
+        head += f"; {quality['message']}"
+    return head
+
+
+def threshold_params(config: DriftConfig) -> dict[str, Any]:
+    """Every threshold and pinned method the verdict was judged with, as run params."""
+    params: dict[str, Any] = {
+        "threshold.accuracy_drop": config.accuracy_drop,
+        "min_window": config.min_window,
+        "min_labelled": config.min_labelled,
+        "max_embedding_samples": config.max_embedding_samples,
+    }
+    for name, signal in config.signals.items():
+        params[f"threshold.{name}"] = signal.threshold
+        params[f"method.{name}"] = signal.method
+        params[f"alarm.{name}"] = signal.alarm
+    return params
+
+
+def _judged(signal: SignalResult) -> str:
+    comparison = (
+        (">" if signal.drifted else "<=") if signal.score_kind != "p_value" else ("<" if signal.drifted else ">=")
+    )
+    return f"{signal.name} {signal.score:.3f} {comparison} {signal.threshold:.3f}"
+
+
+def _share_of_threshold(signal: SignalResult) -> float:
+    if signal.score_kind == "p_value":
+        return signal.threshold / signal.score if signal.score > 0 else float("inf")
+    return signal.score / signal.threshold if signal.threshold else float("inf")
+
+
+def _window_bounds(verdict: DriftVerdict) -> tuple[datetime | None, datetime | None]:
+    start, end = verdict.current.get("from"), verdict.current.get("to")
+    return (datetime.fromisoformat(start) if start else None), (datetime.fromisoformat(end) if end else None)
