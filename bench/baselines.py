@@ -173,6 +173,7 @@ def bench_adapter(method: str, data: LabelledTexts, splits: DataSplits, settings
             "stop_reason": trained.stop_reason,
             "class_weights": trained.class_weights,
             "head_probe": trained.head_probe,
+            "head_refit": trained.head_refit,
             "best_validation_macro_f1": trained.best_validation["macro_f1"],
             "validation_macro_f1_by_evaluation": {
                 str(report.epoch): report.validation["macro_f1"] for report in trained.history

@@ -19,6 +19,7 @@ from prefix_registry.training.adapter_files import (
 )
 from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
 from prefix_registry.training.evaluation import Predictions, predict_probabilities
+from prefix_registry.training.pooling import install_pooling, stored_pooling
 
 
 @dataclass
@@ -61,6 +62,7 @@ def load_version(registry: PrefixRegistry, version: PrefixVersion) -> LoadedPref
         resolve_base(manifest.base, registry.settings.resolved_cache_dir), manifest.labels
     )
     check_base_matches(manifest, base)
+    install_pooling(base.model, stored_pooling(manifest.train_config))
     model = PeftModel.from_pretrained(base.model, str(adapter_dir))
     model.eval()
     return LoadedPrefix(version=version, manifest=manifest, adapter_dir=adapter_dir, base=base, model=model)

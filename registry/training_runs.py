@@ -315,6 +315,7 @@ def train_in_run(
                     "stop_reason": trained.stop_reason,
                     "class_weights": trained.class_weights,
                     "head_probe": trained.head_probe,
+                    "head_refit": trained.head_refit,
                 },
             },
             "evaluations.json",

@@ -38,7 +38,9 @@ from prefix_registry.training.base_models import (
     load_base_for_classification,
     resolve_base,
 )
+from prefix_registry.training.config import Pooling
 from prefix_registry.training.evaluation import Predictions, predict_probabilities
+from prefix_registry.training.pooling import install_pooling, stored_pooling
 
 PREFIX_TUNING = "PREFIX_TUNING"
 PROMPT_TYPES = {"PROMPT_TUNING", "P_TUNING"}
@@ -66,6 +68,7 @@ class AttachedPrefix:
     head: torch.nn.Module
     base: ResidentBase
     prefix_shape: PrefixShape | None = None
+    pooling: Pooling = Pooling.CLS
     adapter_bytes: int = 0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_seconds: float = 0.0
@@ -98,6 +101,8 @@ class ResidentBase:
         self.template_head = getattr(self.model, self.head_name)
         self.takes_cache = "past_key_values" in inspect.signature(self.model.forward).parameters
         self.word_embeddings = self.model.get_input_embeddings()
+        # What the head reads is set per call: prefixes trained with different poolings share this base.
+        self.pooling = install_pooling(self.model, Pooling.CLS)
 
     @property
     def name(self) -> str:
@@ -115,6 +120,8 @@ class ResidentBase:
         mask = torch.cat([torch.ones(size, n_virtual, dtype=attention_mask.dtype), attention_mask], dim=1)
         extra = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
         with self.lock:
+            if self.pooling is not None:
+                self.pooling.mode = attached.pooling
             if attached.peft_type == PREFIX_TUNING:
                 cache = _prefix_cache(attached, size)
                 if self.takes_cache:
@@ -207,6 +214,7 @@ class PrefixPool:
             head=base.build_head(head_weights, len(manifest.labels)),
             base=base,
             prefix_shape=shape,
+            pooling=stored_pooling(manifest.train_config),
             adapter_bytes=(adapter_dir / ADAPTER_WEIGHTS).stat().st_size,
             load_seconds=time.perf_counter() - started,
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,6 +184,15 @@ def test_predict_evaluate_and_export_agree_with_plain_peft(trained_home: Path, c
     base_path = resolve_base("minilm").load_path
     labels = json.loads((out / "labels.json").read_text())["labels"]
     base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=len(labels))
+    # The default head reads mean-pooled states: the export carries the torch-only module that pools that way.
+    assert {"README.md", "pooling.py"} <= set(exported.json()["files"])
+    spec = importlib.util.spec_from_file_location("exported_pooling", out / "pooling.py")
+    assert spec is not None and spec.loader is not None
+    exported_pooling = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = exported_pooling  # as `from pooling import install_pooling` (README) registers it
+    spec.loader.exec_module(exported_pooling)
+    assert exported_pooling.install_pooling(base, "mean") is not None
+    assert 'install_pooling(base, "mean")' in (out / "README.md").read_text()
     model = PeftModel.from_pretrained(base, str(out)).eval()
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     with torch.no_grad():

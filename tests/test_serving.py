@@ -33,7 +33,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def registry(module_home: Path) -> PrefixRegistry:
     """Three tasks on MiniLM: sentiment (prefix, v1 champion + v2), length (3 labels, prompt tuning),
-    sentiment-pt (P-tuning)."""
+    sentiment-pt (P-tuning, its head on the [CLS] pooler while the others read mean-pooled states)."""
     registry = PrefixRegistry(Settings())
     data = tiny_data()
     train_and_register(registry, "sentiment", data, tiny_config(), promote=True, progress=False)
@@ -49,7 +49,9 @@ def registry(module_home: Path) -> PrefixRegistry:
         promote=True,
         progress=False,
     )
-    train_and_register(registry, "sentiment-pt", data, tiny_config(method="ptuning"), promote=True, progress=False)
+    train_and_register(
+        registry, "sentiment-pt", data, tiny_config(method="ptuning", pooling="cls"), promote=True, progress=False
+    )
     return registry
 
 

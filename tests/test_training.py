@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 
 from prefix_registry.errors import AdapterError
 from prefix_registry.training.adapter_files import (
@@ -25,7 +25,7 @@ from prefix_registry.training.config import ClassWeighting, TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.evaluation import classification_metrics, predict_probabilities
 from prefix_registry.training.imbalance import loss_weights
-from prefix_registry.training.methods import _first_tokens, build_peft_config, init_prefix_from_tokens
+from prefix_registry.training.methods import _first_tokens, attach_new_adapter, init_prefix_from_tokens
 from prefix_registry.training.splits import split_labelled_texts
 from prefix_registry.training.trainer import load_trainable_state, train_prefix
 from tests.conftest import tiny_config, tiny_data
@@ -81,7 +81,7 @@ def test_each_method_trains_only_adapter_and_head_on_minilm(model_cache: Path, t
 def test_prompt_tuning_from_text_starts_at_that_texts_embeddings(model_cache: Path) -> None:
     config = tiny_config(method="prompt", prompt_init="text", init_text="great awful movie review", virtual_tokens=4)
     base = load_base_for_classification(resolve_base("minilm", model_cache), ["negative", "positive"])
-    model = get_peft_model(base.model, build_peft_config(config, base))
+    model = attach_new_adapter(base, config)
     ids = base.tokenizer("great awful movie review")["input_ids"]  # PEFT keeps the special tokens
     word_embeddings = model.get_base_model().get_input_embeddings().weight
     start = model.prompt_encoder["default"].embedding.weight
@@ -94,14 +94,14 @@ def test_warm_start_reproduces_the_parent_and_refuses_another_shape(model_cache:
     state = load_checkpoint(tmp_path)
     texts = splits.test["text"].tolist()
     base = load_base_for_classification(trained.base.ref, trained.labels)
-    model = get_peft_model(base.model, build_peft_config(trained.config, base))
+    model = attach_new_adapter(base, trained.config)
     load_trainable_state(model, state)
     model.eval()
     again = predict_probabilities(lambda b: model(**b).logits, base.tokenizer, texts, trained.labels, 32)
     np.testing.assert_allclose(again.probabilities, trained.predict(texts).probabilities, atol=1e-6)
 
     other = load_base_for_classification(trained.base.ref, trained.labels)
-    wider = get_peft_model(other.model, build_peft_config(tiny_config(virtual_tokens=8), other))
+    wider = attach_new_adapter(other, tiny_config(virtual_tokens=8))
     with pytest.raises(AdapterError, match="has shape"):
         load_trainable_state(wider, state)
 
@@ -129,12 +129,31 @@ def test_the_trainer_returns_the_best_state_by_validation_not_the_last(model_cac
 
 
 def test_the_head_starts_as_the_linear_probe_of_its_own_features(model_cache: Path) -> None:
-    trained, *_ = _train(model_cache, max_steps=1)
+    trained, *_ = _train(model_cache, max_steps=1, head_init="probe")
     assert trained.head_probe is not None
     # Evaluation 0 is the untrained prompt with the fitted head: exactly the probe's validation score.
     assert trained.history[0].validation["macro_f1"] == pytest.approx(trained.head_probe["validation_macro_f1"])
     random_head, *_ = _train(model_cache, max_steps=1, head_init="random")
     assert random_head.head_probe is None
+
+
+def test_the_head_is_refitted_on_the_trained_features_only_when_validation_says_so(model_cache: Path) -> None:
+    # Steps too small to move anything: the refit sees the start's features, and a probe beats a random head.
+    random_start, splits, *_ = _train(model_cache, learning_rate=1e-12, head_learning_rate=1e-12, head_init="random")
+    refit = random_start.head_refit
+    assert refit is not None and refit["kept"] is True
+    assert refit["validation_macro_f1"] > refit["trained_head_validation_macro_f1"]
+    again = classification_metrics(
+        splits.validation["label"].tolist(),
+        random_start.predict(splits.validation["text"].tolist()).predicted,
+        random_start.labels,
+    )
+    assert again["macro_f1"] == pytest.approx(refit["validation_macro_f1"])
+    assert random_start.best_validation["macro_f1"] == pytest.approx(refit["validation_macro_f1"])
+    # A head that already is that probe gains nothing from a refit: the trained head stays.
+    probe_start, *_ = _train(model_cache, learning_rate=1e-12, head_learning_rate=1e-12, head_init="probe")
+    assert probe_start.head_refit is not None and probe_start.head_refit["kept"] is False
+    assert not _train(model_cache, max_steps=1, refit_head=False)[0].head_refit
 
 
 def test_class_weights_are_used_for_imbalanced_data(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,15 +188,15 @@ def test_balanced_data_trains_unweighted_and_auto_weights_follow_the_skew() -> N
 
 def test_configs_stored_before_pooler_training_keep_their_shapes() -> None:
     stored = tiny_config().to_dict()
-    for key in ("train_pooler", "prefix_projection", "head_init", "class_weighting"):
+    for key in ("train_pooler", "prefix_projection", "head_init", "class_weighting", "pooling"):
         stored.pop(key)
     old = TrainConfig.from_stored(stored)
-    assert old.train_pooler is False and old.prefix_projection is False
-    assert TrainConfig.from_stored(stored | {"train_pooler": True}).train_pooler is True
+    assert old.train_pooler is False and old.prefix_projection is False and old.pooling == "cls"
+    assert TrainConfig.from_stored(stored | {"train_pooler": True}).train_pooler is True  # with the cls pooling
 
 
 def test_a_trained_pooler_travels_in_a_plain_peft_export(model_cache: Path, tmp_path: Path) -> None:
-    trained, splits, _, _, data = _train(model_cache, max_steps=2, train_pooler=True)
+    trained, splits, _, _, data = _train(model_cache, max_steps=2, train_pooler=True, pooling="cls")
     trained_pooler = [n for n, p in trained.model.named_parameters() if p.requires_grad and "pooler" in n]
     assert trained_pooler and all("modules_to_save" in n for n in trained_pooler)
     folder = tmp_path / "adapter"
@@ -233,7 +252,7 @@ def test_token_seeded_prefix_is_exactly_real_context_for_a_decoder(model_cache: 
     prefix_ids = _first_tokens(base, context, 6)
     with torch.no_grad():
         joined = base.model(input_ids=torch.cat([prefix_ids, ids], dim=1)).logits
-    model = get_peft_model(base.model, build_peft_config(config, base))
+    model = attach_new_adapter(base, config)
     init_prefix_from_tokens(model, base, context)
     model.eval()
     with torch.no_grad():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,9 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from prefix_registry.errors import AdapterError
+from prefix_registry.training import pooling as pooling_module
 from prefix_registry.training.base_models import MINILM, SMOLLM2, LoadedBase
+from prefix_registry.training.pooling import Pooling, install_pooling, stored_pooling
 from prefix_registry.training.trainer import TrainedPrefix
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -161,9 +164,46 @@ def load_adapter(base: LoadedBase, directory: Path, adapter_name: str = "default
     """Verify the folder and attach the adapter to `base` (loaded with the manifest's labels)."""
     manifest = verify_adapter_files(directory)
     check_base_matches(manifest, base)
+    install_pooling(base.model, stored_pooling(manifest.train_config))
     model = PeftModel.from_pretrained(base.model, str(directory), adapter_name=adapter_name)
     model.eval()
     return model
+
+
+EXPORT_POOLING_MODULE = "pooling.py"
+EXPORT_README = "README.md"
+
+
+def write_loading_helpers(out: Path, manifest: AdapterManifest) -> list[str]:
+    """Next to an exported adapter: how to load it with transformers and peft alone, and, for a head that reads
+    mean-pooled states, the (dependency-free) module that makes the base pool that way. Returns the files written."""
+    pooling = stored_pooling(manifest.train_config)
+    base = PORTABLE_BASE_NAMES.get(manifest.base, manifest.base)
+    lines = [
+        f"# {manifest.method} adapter on {base}",
+        "",
+        f"Labels, in class-index order: {', '.join(manifest.labels)}. Texts were truncated to {manifest.max_length} "
+        "tokens.",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForSequenceClassification",
+        "",
+        f'base = AutoModelForSequenceClassification.from_pretrained("{base}", num_labels={len(manifest.labels)})',
+    ]
+    written = [EXPORT_README]
+    if pooling is Pooling.MEAN:
+        shutil.copy2(Path(pooling_module.__file__), out / EXPORT_POOLING_MODULE)
+        written.append(EXPORT_POOLING_MODULE)
+        lines += [
+            "# An encoder's head reads the mean of its token states, not the [CLS] pooler (no effect on decoders).",
+            "# pooling.py is in this folder and needs only torch.",
+            "from pooling import install_pooling",
+            'install_pooling(base, "mean")',
+        ]
+    lines += ["model = PeftModel.from_pretrained(base, EXPORT_FOLDER).eval()", "```", ""]
+    (out / EXPORT_README).write_text("\n".join(lines), encoding="utf-8")
+    return written
 
 
 def save_checkpoint(trained: TrainedPrefix, directory: Path) -> Path:

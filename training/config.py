@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from prefix_registry.errors import ConfigError
+from prefix_registry.training.pooling import Pooling
 
 
 class Method(StrEnum):
@@ -42,7 +43,7 @@ class HeadInit(StrEnum):
 
 
 # What versions recorded before these settings existed were trained with (their checkpoints have these shapes).
-SHAPES_BEFORE_ISSUE_9: dict[str, Any] = {"train_pooler": False, "prefix_projection": False}
+SHAPES_BEFORE_ISSUE_9: dict[str, Any] = {"train_pooler": False, "prefix_projection": False, "pooling": "cls"}
 
 # A split this skewed makes a plain cross-entropy settle on the majority class (measured: issue 9).
 IMBALANCE_RATIO = 1.5
@@ -50,7 +51,7 @@ IMBALANCE_RATIO = 1.5
 
 # Measured on MiniLM / Rotten Tomatoes (bench/baselines.py): prompt tuning needs a larger step than the others.
 DEFAULT_LEARNING_RATES: dict[Method, float] = {
-    Method.PREFIX: 5e-3,
+    Method.PREFIX: 1e-2,
     Method.PROMPT: 3e-2,
     Method.PTUNING: 5e-3,
 }
@@ -88,8 +89,8 @@ class TrainConfig:
         default=None, metadata={"help": "AdamW learning rate; None takes the method's default."}
     )
     head_learning_rate: float = field(
-        default=1e-3,
-        metadata={"help": "AdamW learning rate of the task head (and trained pooler), which starts as a fitted probe."},
+        default=1e-2,
+        metadata={"help": "AdamW learning rate of the task head (and a trained pooler)."},
     )
     prefix_projection: bool = field(
         default=False,
@@ -102,7 +103,27 @@ class TrainConfig:
             "the head's learning rate it wrecked the probe-initialised start (measured on Rotten Tomatoes)."
         },
     )
-    head_init: HeadInit = field(default=HeadInit.PROBE, metadata={"help": "probe | random: where the head starts."})
+    pooling: Pooling = field(
+        default=Pooling.MEAN,
+        metadata={
+            "help": "Encoders only: 'mean' (the head reads the mean of the token states, as the linear probe does) "
+            "or 'cls' (BERT's pooled [CLS] token). Decoders read the last token."
+        },
+    )
+    head_init: HeadInit = field(
+        default=HeadInit.RANDOM,
+        metadata={
+            "help": "random | probe: where the head starts. A probe start begins at the probe's score but the prompt "
+            "then barely learns (measured: README, 'Training defaults'); refit_head brings the probe in at the end."
+        },
+    )
+    refit_head: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, fit the head again as a linear probe on the trained prompt's features and keep "
+            "it when validation macro-F1 says so (one more pass over the training split)."
+        },
+    )
     class_weighting: ClassWeighting = field(
         default=ClassWeighting.AUTO,
         metadata={"help": "auto | balanced | none: class weights of the training loss."},
@@ -136,6 +157,9 @@ class TrainConfig:
         self.method = _as_enum(Method, self.method, "method")
         self.prompt_init = _as_enum(PromptInit, self.prompt_init, "prompt_init")
         self.head_init = _as_enum(HeadInit, self.head_init, "head_init")
+        self.pooling = _as_enum(Pooling, self.pooling, "pooling")
+        if self.train_pooler and self.pooling is Pooling.MEAN:
+            raise ConfigError("train_pooler=True needs pooling='cls': with mean pooling the pooler is not read")
         self.class_weighting = _as_enum(ClassWeighting, self.class_weighting, "class_weighting")
         if self.prefix_init not in ("tokens", "random"):
             raise ConfigError(f"prefix_init must be 'tokens' or 'random', got {self.prefix_init!r}")
@@ -177,6 +201,7 @@ class TrainConfig:
         values["method"] = self.method.value
         values["prompt_init"] = self.prompt_init.value
         values["head_init"] = self.head_init.value
+        values["pooling"] = self.pooling.value
         values["class_weighting"] = self.class_weighting.value
         values["learning_rate"] = self.effective_learning_rate
         return values

@@ -14,12 +14,21 @@ from peft import (
     PromptTuningConfig,
     PromptTuningInit,
     TaskType,
+    get_peft_model,
 )
 from transformers import DynamicCache
 
 from prefix_registry.errors import ConfigError
 from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.config import Method, PromptInit, TrainConfig
+from prefix_registry.training.pooling import install_pooling
+
+
+def attach_new_adapter(base: LoadedBase, config: TrainConfig) -> PeftModel:
+    """A fresh adapter of `config.method` on `base`, its head reading `config.pooling` (the one way to build the
+    model a config trains, so that pooling is never forgotten)."""
+    install_pooling(base.model, config.pooling)
+    return cast(PeftModel, get_peft_model(base.model, build_peft_config(config, base)))
 
 
 def build_peft_config(config: TrainConfig, base: LoadedBase) -> PeftConfig:

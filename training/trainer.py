@@ -5,6 +5,7 @@ base + splits + config --train_prefix--> TrainedPrefix (PEFT model, history, bes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -15,17 +16,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from tqdm.auto import tqdm
 
 from prefix_registry.errors import AdapterError, ConfigError
 from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
 from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
-from prefix_registry.training.head_init import init_head_as_probe
+from prefix_registry.training.head_init import init_head_as_probe, trained_head
 from prefix_registry.training.imbalance import loss_weights
 from prefix_registry.training.methods import (
-    build_peft_config,
+    attach_new_adapter,
     init_prefix_from_tokens,
     init_projected_prefix_from_tokens,
 )
@@ -64,6 +65,7 @@ class TrainedPrefix:
     stop_reason: str = ""
     class_weights: list[float] | None = None
     head_probe: dict[str, Any] | None = None  # how the probe-initialised head was fitted (None: random or warm)
+    head_refit: dict[str, Any] | None = None  # the head fitted again on the trained features, and whether it was kept
 
     @property
     def trainable_params(self) -> int:
@@ -123,7 +125,7 @@ def train_prefix(
     """
     started = time.perf_counter()
     seed_everything(config.seed)
-    model = get_peft_model(base.model, build_peft_config(config, base))
+    model = attach_new_adapter(base, config)
     trained = TrainedPrefix(model=model, base=base, config=config, labels=list(splits.labels))
     if warm_start is not None:
         load_trainable_state(model, warm_start)
@@ -196,6 +198,8 @@ def train_prefix(
     if trained.stopped_early:
         logger.info("stopped at step %d: %s", step, trained.stop_reason)
     load_trainable_state(model, best_state)
+    if config.refit_head:
+        trained.head_refit = refit_head(trained, splits, progress)
     model.eval()
     trained.steps = step
     trained.train_seconds = time.perf_counter() - started
@@ -215,6 +219,31 @@ def initialise(trained: TrainedPrefix, splits: DataSplits, progress: bool = Fals
             model, base.tokenizer, splits, config.max_length, config.eval_batch_size, progress=progress
         )
         trained.head_probe = probe_summary(probe)
+
+
+def refit_head(trained: TrainedPrefix, splits: DataSplits, progress: bool = False) -> dict[str, Any]:
+    """Fit the head again as a linear probe (C and class weighting on validation) on the features the trained prompt
+    gives, and keep it only if its validation macro-F1 beats the trained head's.
+
+    Gradient steps leave the head wherever the schedule ended; a probe refitted on the final features is the
+    best-regularised linear head for them (linear probe, fine-tune, then probe again).
+    """
+    config, model = trained.config, trained.model
+    head = trained_head(model)
+    before = {name: tensor.detach().clone() for name, tensor in head.state_dict().items()}
+    trained_f1 = float(trained.best_validation["macro_f1"])
+    tokenizer = trained.base.tokenizer
+    probe = init_head_as_probe(model, tokenizer, splits, config.max_length, config.eval_batch_size, progress)
+    kept = probe.validation_macro_f1 > trained_f1
+    if kept:
+        validation = trained.predict(splits.validation["text"].tolist())
+        metrics = classification_metrics(splits.validation["label"].tolist(), validation.predicted, trained.labels)
+        trained.history[trained.best_evaluation] = dataclasses.replace(
+            trained.history[trained.best_evaluation], validation=metrics
+        )
+    else:
+        head.load_state_dict(before)
+    return {**probe_summary(probe), "trained_head_validation_macro_f1": trained_f1, "kept": kept}
 
 
 @dataclass

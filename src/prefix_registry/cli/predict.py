@@ -105,8 +105,10 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Folder to write (must not exist, or be empty).")],
     as_json: JsonOption = False,
 ) -> None:
-    """Write a plain PEFT adapter folder (plus labels.json) that peft.PeftModel.from_pretrained loads directly."""
+    """Write a plain PEFT adapter folder (plus labels.json and a README) that peft.PeftModel.from_pretrained loads;
+    a head that reads mean-pooled states comes with pooling.py, which needs only torch."""
     from prefix_registry.registry.loading import fetch_verified_adapter
+    from prefix_registry.training.adapter_files import write_loading_helpers
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PrefixRegistryError(f"export folder {out} already exists and is not empty; choose another --out")
@@ -119,6 +121,7 @@ def export(
         if path.is_file():
             shutil.copy2(path, out / path.name)
             files.append(path.name)
+    files = sorted([*files, *write_loading_helpers(out, manifest)])
     payload = {
         "task": task,
         "version": resolved.version,
