@@ -57,6 +57,7 @@ from prefix_registry.training.evaluation import Predictions, classification_metr
 from prefix_registry.training.splits import DataSplits, split_labelled_texts
 from prefix_registry.training.trainer import TrainedPrefix, train_prefix
 
+MLFLOW_RUN_NAME = "mlflow.runName"
 logger = logging.getLogger(__name__)
 
 REFERENCE_FILE = "validation.parquet"
@@ -181,7 +182,11 @@ def train_and_register(
     close_stale_runs(registry, task)
 
     with RecordedRun(
-        registry, task, run_name=f"train-{config.method.value}", kind="train", tags={TAG_TRIGGER: trigger}
+        registry,
+        task,
+        run_name=f"train {task} {config.method.value} ({trigger})",
+        kind="train",
+        tags={TAG_TRIGGER: trigger},
     ) as run:
         recorded = train_in_run(
             run,
@@ -376,6 +381,9 @@ def register_recorded(
         describe(data, recorded, trigger, parent, trigger_summary=tags.get(TAG_TRIGGER_REASON), trigger_link=link),
     )
     registry.client.set_tag(recorded.run_id, "prefix_registry.version", version.version)
+    # Named by the version it became, so the runs list and the compare view read "sentiment v2 ..." not an id.
+    method = recorded.trained.config.method.value
+    registry.client.set_tag(recorded.run_id, MLFLOW_RUN_NAME, f"{task} v{version.version} {method} ({trigger})")
     sets = version_eval_sets(
         task,
         version.version,

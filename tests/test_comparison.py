@@ -105,6 +105,8 @@ def test_versions_carry_short_readable_tags_and_a_comparison_card(story: Story, 
         assert all(len(value) <= 500 for value in short.values()), {k: len(v) for k, v in short.items()}
         assert len(version.tags["adapter_sha256"]) == 12 and len(version.adapter_sha256) == 64
     assert v2.tags["data_window"].startswith("fresh feedback since ")
+    run_names = [registry.client.get_run(v.run_id).info.run_name for v in (v1, v2)]
+    assert run_names[0].startswith(f"{TASK} v1 prefix (") and run_names[1].startswith(f"{TASK} v2 prefix (")
     assert v1.tags["eval_set.reference_test"] == v2.tags["eval_set.reference_test"] == f"{TASK}-v1-test"
     card = registry.download_run_artifacts(v2.run_id, "comparison/v1-vs-v2.html", tmp_path)
     html = card.read_text()
