@@ -234,7 +234,7 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
     challenger = registry.version("reviews", result["challenger_version"])
     assert challenger.tags["retrain_decision"] == "kept champion" and challenger.trigger == "drift"
     assert challenger.parent_version == champion
-    assert "Retrain decision: kept champion - " in challenger.description
+    assert f"### Decision: not promoted (v{champion} stays champion)" in challenger.description
     assert alert["kind"] == "retrain_decision" and "kept champion" in alert["title"]
     assert result["drift_verdict"]["drift_detected"] is True
     assert result["drift_verdict"]["mlflow_run_id"] == fired.run_id

@@ -774,6 +774,7 @@ def test_prefect_deploy_registers_the_three_deployments_and_the_drift_automation
     run = httpx.post(
         f"{api}/deployments/{deployments['monitor-prefix']['id']}/create_flow_run", json={"parameters": {"tasks": []}}
     ).json()
+    assert "id" in run, run  # the server's refusal, whole, if it refused
     worker_env = {**env, "PREFIX_REGISTRY_SOURCE_DIR": str(REPO)}
     _run([prefect, "worker", "start", "--pool", WORK_POOL, "--run-once"], worker_env, cwd=tmp_path)
     finished = httpx.get(f"{api}/flow_runs/{run['id']}").json()
