@@ -47,6 +47,10 @@ class RetrainPolicy(BaseModel):
     learning_rate_scale: float = Field(default=2.0, gt=0, description="Challenger rate / the method's default.")
     max_length: int | None = Field(default=None, ge=8, description="Challenger max tokens (default: the champion's).")
     seed: int = Field(default=42, description="Seed for the fresh-data split and the replay sample.")
+    refit_head: bool | None = Field(
+        default=None,
+        description="Refit the challenger's head as a linear probe after training (default: the champion's setting).",
+    )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any] | None) -> RetrainPolicy:

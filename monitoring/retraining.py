@@ -181,7 +181,11 @@ def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy:
     # Scaled from the method's default, not the champion's rate: a chain of retrains must not compound the scale.
     learning_rate = policy.learning_rate or DEFAULT_LEARNING_RATES[config.method] * policy.learning_rate_scale
     return config.replace(
-        epochs=policy.epochs, learning_rate=learning_rate, max_length=policy.max_length, seed=policy.seed
+        epochs=policy.epochs,
+        learning_rate=learning_rate,
+        max_length=policy.max_length,
+        seed=policy.seed,
+        refit_head=policy.refit_head,
     )
 
 

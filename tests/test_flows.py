@@ -214,13 +214,14 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
         fired = run_monitor(registry, log, MonitorRequest("reviews", current_last=200), send_alerts=False)
     assert fired.verdict.drift_detected and fired.run_id
     champion = registry.resolve("reviews").version
-    # A learning rate of ~0 leaves the warm-started challenger identical to the champion: a gain of exactly 0.
+    # A learning rate of ~0 and no head refit leave the warm-started challenger identical to the champion: a gain of
+    # exactly 0.
     with WebhookReceiver() as receiver, pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
         state = retrain_prefix_flow(
             task="reviews",
             trigger="drift",
-            policy={**TINY_POLICY, "learning_rate": 1e-12},
+            policy={**TINY_POLICY, "learning_rate": 1e-12, "refit_head": False},
             monitoring_run_id=fired.run_id,
             return_state=True,
         )

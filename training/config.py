@@ -121,7 +121,7 @@ class TrainConfig:
         default=True,
         metadata={
             "help": "After training, fit the head again as a linear probe on the trained prompt's features and keep "
-            "it when validation macro-F1 says so (one more pass over the training split). Not on warm starts."
+            "it when validation macro-F1 says so (one more pass over the training split)."
         },
     )
     class_weighting: ClassWeighting = field(

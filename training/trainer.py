@@ -198,8 +198,7 @@ def train_prefix(
     if trained.stopped_early:
         logger.info("stopped at step %d: %s", step, trained.stop_reason)
     load_trainable_state(model, best_state)
-    if config.refit_head and warm_start is None:
-        # A warm start continues its parent's (already refitted) head: with nothing learned it reproduces the parent.
+    if config.refit_head:
         trained.head_refit = refit_head(trained, splits, progress)
     model.eval()
     trained.steps = step
