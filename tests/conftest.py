@@ -163,3 +163,23 @@ def assert_reachable(accuracy: float, macro_f1: float, true_labels: list[str], l
     assert any(abs(accuracy - a) < 1e-6 and abs(macro_f1 - f) < 1e-6 for a, f in reachable), (
         f"accuracy {accuracy}, macro-F1 {macro_f1} is no score a classifier can reach on {len(true_labels)} texts"
     )
+
+
+def log_labelled_traffic(registry, task: str, frame) -> None:
+    """The champion's predictions on `frame` (text, label), logged as served traffic, with the true labels as
+    feedback."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.registry.loading import load_version
+
+    version = registry.resolve(task)
+    predictions = load_version(registry, version).predict(frame["text"].tolist())
+    with PredictionLog.from_settings(registry.settings) as log:
+        records = [
+            PredictionRecord.new(task, version.version, text, label, dict(zip(predictions.labels, p, strict=True)))
+            for text, label, p in zip(
+                frame["text"], predictions.predicted, predictions.probabilities.tolist(), strict=True
+            )
+        ]
+        log.write(records)
+        for record, truth in zip(records, frame["label"], strict=True):
+            log.attach_feedback(record.prediction_id, truth)

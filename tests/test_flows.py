@@ -9,17 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from prefix_registry.errors import ConfigError, RegistryError
-from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.monitoring.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
-from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
-from tests.conftest import tiny_config, tiny_data
+from tests.conftest import log_labelled_traffic, tiny_config, tiny_data
 from tests.servers.prefect_server import running_prefect
 from tests.servers.webhook_receiver import WebhookReceiver
 
@@ -52,21 +50,6 @@ def reviews(registry: PrefixRegistry) -> Iterator[PrefixRegistry]:
     registry.set_task_tag("reviews", LAST_RETRAIN_TAG, "2000-01-01T00:00:00+00:00")
     if registry.aliases("reviews")["champion"] != champion:
         registry.promote("reviews", champion, reason="restore the original champion for the next tests")
-
-
-def _log_labelled_traffic(registry: PrefixRegistry, task: str, frame: pd.DataFrame) -> None:
-    version = registry.resolve(task)
-    predictions = load_version(registry, version).predict(frame["text"].tolist())
-    with PredictionLog.from_settings(registry.settings) as log:
-        records = [
-            PredictionRecord.new(task, version.version, text, label, dict(zip(predictions.labels, p, strict=True)))
-            for text, label, p in zip(
-                frame["text"], predictions.predicted, predictions.probabilities.tolist(), strict=True
-            )
-        ]
-        log.write(records)
-        for record, truth in zip(records, frame["label"], strict=True):
-            log.attach_feedback(record.prediction_id, truth)
 
 
 def _flow_runs(deployment_name: str) -> list[Any]:
@@ -155,7 +138,7 @@ def test_drift_event_from_the_monitor_starts_a_retrain_run_for_that_task(reviews
     registry = reviews
     for deployment in build_deployments(MonitorSchedule(monitor_every_minutes=60), retrain_policy=TINY_POLICY):
         deployment.apply()
-    _log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
+    log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
     state = monitor_prefix_flow(tasks=["reviews"], current_last=150, return_state=True)
     verdicts = state.result()
     assert len(verdicts) == 1 and verdicts[0]["drift_detected"] and verdicts[0]["event_id"]
@@ -187,11 +170,11 @@ def test_a_retrain_judges_the_monitoring_run_that_fired_not_a_later_clean_one(re
     from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
 
     registry = reviews
-    _log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
+    log_labelled_traffic(registry, "reviews", tiny_data(limit=150, source="imdb").frame)
     with PredictionLog.from_settings(registry.settings) as log:
         fired = run_monitor(registry, log, MonitorRequest("reviews", current_last=150), send_alerts=False)
         assert fired.verdict.drift_detected and fired.run_id
-        _log_labelled_traffic(registry, "reviews", tiny_data(limit=300).frame.tail(150))
+        log_labelled_traffic(registry, "reviews", tiny_data(limit=300).frame.tail(150))
         clean = run_monitor(registry, log, MonitorRequest("reviews", current_last=150), send_alerts=False)
     assert not clean.verdict.drift_detected
     assert latest_drift_episode(registry, "reviews") is None  # "the latest monitor run" would find nothing
@@ -209,7 +192,7 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
     from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
 
     registry = reviews
-    _log_labelled_traffic(registry, "reviews", tiny_data(limit=200, source="imdb").frame)
+    log_labelled_traffic(registry, "reviews", tiny_data(limit=200, source="imdb").frame)
     with PredictionLog.from_settings(registry.settings) as log:
         fired = run_monitor(registry, log, MonitorRequest("reviews", current_last=200), send_alerts=False)
     assert fired.verdict.drift_detected and fired.run_id

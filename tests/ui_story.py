@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-
 from prefix_registry.monitoring.alerts import alerting_registry
-from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.monitoring.retraining import RetrainDecision, RetrainPolicy, retrain
-from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
-from tests.conftest import tiny_config, tiny_data
+from tests.conftest import log_labelled_traffic, tiny_config, tiny_data
 
 TASK = "sentiment"
 ROLLBACK_REASON = "v2 misreads sarcastic reviews in production"
@@ -31,22 +28,6 @@ STORY_POLICY = RetrainPolicy(
 class Story:
     registry: PrefixRegistry
     decision: RetrainDecision
-
-
-def log_labelled_traffic(registry: PrefixRegistry, task: str, frame: pd.DataFrame) -> None:
-    """The champion's predictions on `frame`, logged as served traffic, with the true labels as feedback."""
-    version = registry.resolve(task)
-    predictions = load_version(registry, version).predict(frame["text"].tolist())
-    with PredictionLog.from_settings(registry.settings) as log:
-        records = [
-            PredictionRecord.new(task, version.version, text, label, dict(zip(predictions.labels, p, strict=True)))
-            for text, label, p in zip(
-                frame["text"], predictions.predicted, predictions.probabilities.tolist(), strict=True
-            )
-        ]
-        log.write(records)
-        for record, truth in zip(records, frame["label"], strict=True):
-            log.attach_feedback(record.prediction_id, truth)
 
 
 def build_story() -> Story:
