@@ -40,7 +40,7 @@ def test_every_row_is_reported_with_scores_reachable_on_the_test_split(tiny_run:
     test = split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed).test
     for row in rows.values():
         assert_reachable(row["test_accuracy"], row["test_macro_f1"], test["label"].tolist(), results["data"]["labels"])
-        assert row["train_seconds"] > 0
+        assert row["train_seconds"] > 0 and row["train_cpu_seconds"] > 0
         assert row["trainable_params"] > 0 and row["artifact_bytes"] > 0
     for name in (*ADAPTER_ROWS, FULL_FT):
         assert rows[name]["details"]["steps"] == 2
@@ -84,6 +84,9 @@ def test_ratios_are_the_rows_own_numbers_over_the_baselines(tiny_run: tuple[dict
         assert ratios["macro_f1_vs_full_ft"] == pytest.approx(row["test_macro_f1"] / full_ft["test_macro_f1"])
         assert ratios["macro_f1_vs_logreg"] == pytest.approx(row["test_macro_f1"] / logreg["test_macro_f1"])
         assert ratios["train_seconds_vs_full_ft"] == pytest.approx(row["train_seconds"] / full_ft["train_seconds"])
+        assert ratios["train_cpu_seconds_vs_full_ft"] == pytest.approx(
+            row["train_cpu_seconds"] / full_ft["train_cpu_seconds"]
+        )
         assert ratios["trainable_params_vs_full_ft"] == pytest.approx(
             row["trainable_params"] / full_ft["trainable_params"]
         )
@@ -96,6 +99,7 @@ def test_ratios_are_the_rows_own_numbers_over_the_baselines(tiny_run: tuple[dict
         assert check["beats_logreg"] == (rows[name]["test_macro_f1"] > logreg["test_macro_f1"])
         assert check["gap_to_full_ft"] == pytest.approx(full_ft["test_macro_f1"] - rows[name]["test_macro_f1"])
         assert check["no_slower_than_full_ft"] == (rows[name]["train_seconds"] <= full_ft["train_seconds"])
+        assert check["no_more_cpu_than_full_ft"] == (rows[name]["train_cpu_seconds"] <= full_ft["train_cpu_seconds"])
 
 
 def test_results_record_the_machine_and_the_table_is_printed(tiny_run: tuple[dict, str]) -> None:
@@ -107,7 +111,7 @@ def test_results_record_the_machine_and_the_table_is_printed(tiny_run: tuple[dic
 
 
 def test_ratios_against_a_baseline_that_was_not_run_are_none() -> None:
-    prefix = RowResult("prefix", "prefix", 0.8, 0.8, 10.0, 100, 400, "adapter_model.safetensors", True)
+    prefix = RowResult("prefix", "prefix", 0.8, 0.8, 10.0, 20.0, 100, 400, "adapter_model.safetensors", True)
     add_ratios([prefix], full_model_bytes=4000)
     assert prefix.ratios["macro_f1_vs_full_ft"] is None and prefix.ratios["macro_f1_vs_logreg"] is None
     assert prefix.ratios["artifact_bytes_vs_full_model"] == pytest.approx(0.1)

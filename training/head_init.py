@@ -67,9 +67,23 @@ def init_head_as_probe(
 ) -> FittedProbe:
     """Fit a logistic regression on the head's inputs (C and class weighting on validation macro-F1) and copy it
     into the head. Returns the fitted probe."""
-    head = trained_head(model)
+    features = split_head_inputs(model, tokenizer, splits, max_length, batch_size, progress)
+    return fit_head_as_probe(model, splits, features)
+
+
+def split_head_inputs(
+    model: PeftModel, tokenizer: Any, splits: DataSplits, max_length: int, batch_size: int, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) head inputs: what a probe for the head is fitted and chosen on."""
     train_x = head_inputs(model, tokenizer, splits.train["text"].tolist(), max_length, batch_size, progress)
     validation_x = head_inputs(model, tokenizer, splits.validation["text"].tolist(), max_length, batch_size, progress)
+    return train_x, validation_x
+
+
+def fit_head_as_probe(model: PeftModel, splits: DataSplits, features: tuple[np.ndarray, np.ndarray]) -> FittedProbe:
+    """Fit the probe on `features` (from `split_head_inputs`) and copy it into the head."""
+    head = trained_head(model)
+    train_x, validation_x = features
     probe = fit_probe(
         train_x,
         splits.train["label"].tolist(),

@@ -23,7 +23,12 @@ from prefix_registry.errors import AdapterError, ConfigError
 from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
 from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
-from prefix_registry.training.head_init import init_head_as_probe, trained_head
+from prefix_registry.training.head_init import (
+    fit_head_as_probe,
+    init_head_as_probe,
+    split_head_inputs,
+    trained_head,
+)
 from prefix_registry.training.imbalance import loss_weights
 from prefix_registry.training.methods import (
     attach_new_adapter,
@@ -111,10 +116,11 @@ def train_prefix(
 ) -> TrainedPrefix:
     """Train an adapter of `config.method` on `splits.train`, keeping the state with the best validation macro-F1.
 
-    The starting point (a probe-initialised head, or the parent's state for a warm start) is evaluated first and
-    competes with every later evaluation, so training never returns something worse on validation than where it
-    started. Training stops at `config.epochs`, after `config.max_minutes`, or when `config.patience` evaluations
-    in a row bring no gain.
+    A starting point worth keeping (a probe-initialised head, or the parent's state for a warm start) is evaluated
+    first and competes with every later evaluation, so training never returns something worse on validation than
+    where it started; a random start is not evaluated (it would cost a validation pass and never win). Training
+    stops at `config.epochs`, after `config.max_minutes`, or when `config.patience` evaluations in a row bring no
+    gain.
 
     Args:
         base: the frozen base, loaded with a head for `splits.labels`. It becomes part of the returned model.
@@ -175,7 +181,8 @@ def train_prefix(
         without_gain += 1
         return without_gain >= config.patience
 
-    evaluate()
+    if warm_start is not None or config.head_init is HeadInit.PROBE:
+        evaluate()  # a start worth keeping competes with what training makes of it; a random start is not
     bar = tqdm(total=plan.total_steps, desc=f"train {config.method.value}", disable=not progress, unit="step")
     while step < plan.total_steps and not trained.stop_reason:
         model.train()
@@ -233,11 +240,15 @@ def refit_head(trained: TrainedPrefix, splits: DataSplits, progress: bool = Fals
     before = {name: tensor.detach().clone() for name, tensor in head.state_dict().items()}
     trained_f1 = float(trained.best_validation["macro_f1"])
     tokenizer = trained.base.tokenizer
-    probe = init_head_as_probe(model, tokenizer, splits, config.max_length, config.eval_batch_size, progress)
+    features = split_head_inputs(model, tokenizer, splits, config.max_length, config.eval_batch_size, progress)
+    probe = fit_head_as_probe(model, splits, features)
     kept = probe.validation_macro_f1 > trained_f1
     if kept:
-        validation = trained.predict(splits.validation["text"].tolist())
-        metrics = classification_metrics(splits.validation["label"].tolist(), validation.predicted, trained.labels)
+        # The head is linear: its logits on the validation features are the model's, without another forward pass.
+        with torch.no_grad():
+            logits = head(torch.as_tensor(features[1], dtype=head.weight.dtype))
+        predicted = [trained.labels[i] for i in logits.argmax(dim=-1).tolist()]
+        metrics = classification_metrics(splits.validation["label"].tolist(), predicted, trained.labels)
         trained.history[trained.best_evaluation] = dataclasses.replace(
             trained.history[trained.best_evaluation], validation=metrics
         )
