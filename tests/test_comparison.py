@@ -29,8 +29,8 @@ def test_compare_json_scores_both_versions_on_the_same_named_sets(story: Story, 
     assert reference["same_set"] and reference["dataset_a"] == f"{TASK}-v1-test"
     assert fresh["same_set"] and fresh["dataset_a"] == f"{TASK}-v2-fresh-holdout"
     scores = story.decision
-    assert fresh["a"] == pytest.approx(scores.champion_scores["fresh_holdout"]["macro_f1"], abs=1e-4)
-    assert fresh["b"] == pytest.approx(scores.challenger_scores["fresh_holdout"]["macro_f1"], abs=1e-4)
+    assert fresh["a"] == pytest.approx(scores["champion_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4)
+    assert fresh["b"] == pytest.approx(scores["challenger_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4)
     assert fresh["change"] == pytest.approx(fresh["b"] - fresh["a"])
     # Each version's own split is its own set: shown, never subtracted.
     own = rows[("own_test", "macro_f1")]
