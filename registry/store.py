@@ -40,8 +40,20 @@ from prefix_registry.registry.aliases import (
 from prefix_registry.registry.baseline_gate import admit_champion
 from prefix_registry.registry.failpoints import ALIAS_MOVE_AFTER_HISTORY, REGISTER_BEFORE_VERSION, failpoint
 from prefix_registry.registry.model_history import with_history
-from prefix_registry.registry.version_notes import ROLLBACK_HEADING, rollback_markdown, with_section
-from prefix_registry.registry.versions import TAG_RETRAIN_DECISION, TAG_ROLLED_BACK, PrefixVersion
+from prefix_registry.registry.version_notes import (
+    REPROMOTED_HEADING,
+    ROLLBACK_HEADING,
+    repromotion_markdown,
+    rollback_markdown,
+    with_section,
+    without_section,
+)
+from prefix_registry.registry.versions import (
+    PROMOTED_THEN_ROLLED_BACK,
+    TAG_RETRAIN_DECISION,
+    TAG_ROLLED_BACK,
+    PrefixVersion,
+)
 from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -372,7 +384,8 @@ class PrefixRegistry:
         return change
 
     def _describe_move(self, change: AliasChange) -> None:
-        """Rebuild the model description's alias-history table; mark a rolled-back version as such.
+        """Rebuild the model description's alias-history table; mark a rolled-back version as such, and clear the
+        mark when that version is promoted to the same alias again.
 
         The move is already made: a failure here is logged, never raised (the history tags stay the record).
         """
@@ -383,6 +396,8 @@ class PrefixRegistry:
             self.client.update_registered_model(change.task, description=description)
             if change.event.action == "rollback" and change.from_version:
                 self._mark_rolled_back(change)
+            elif change.event.action == "promote":
+                self._clear_rolled_back(change)
         except Exception as error:
             logger.warning("%s: alias moved, but its description was not updated: %s", change.task, first_line(error))
 
@@ -392,13 +407,28 @@ class PrefixRegistry:
         moved_off = self.client.get_model_version(task, version)
         tags = {TAG_ROLLED_BACK: f"from {change.alias} to v{change.to_version} at {event.at}"}
         if (moved_off.tags or {}).get(TAG_RETRAIN_DECISION) == "promoted":
-            tags[TAG_RETRAIN_DECISION] = "promoted, then rolled back"
+            tags[TAG_RETRAIN_DECISION] = PROMOTED_THEN_ROLLED_BACK
         for key, value in tags.items():
             self.client.set_model_version_tag(task, version, key, value)
         note = rollback_markdown(change.alias, event.at, event.actor, event.reason, change.to_version)
         self.client.update_model_version(
             task, version, description=with_section(moved_off.description or "", note, ROLLBACK_HEADING)
         )
+
+    def _clear_rolled_back(self, change: AliasChange) -> None:
+        """A version promoted back to the alias it was rolled back from no longer says it was rolled back, in its
+        tags or its description (the model's alias history keeps both moves)."""
+        task, version, event = change.task, change.to_version, change.event
+        promoted = self.client.get_model_version(task, version)
+        tags = promoted.tags or {}
+        if not tags.get(TAG_ROLLED_BACK, "").startswith(f"from {change.alias} "):
+            return  # never rolled back, or off another alias
+        self.client.delete_model_version_tag(task, version, TAG_ROLLED_BACK)
+        if tags.get(TAG_RETRAIN_DECISION) == PROMOTED_THEN_ROLLED_BACK:
+            self.client.set_model_version_tag(task, version, TAG_RETRAIN_DECISION, "promoted")
+        note = repromotion_markdown(change.alias, event.at, event.actor, event.reason)
+        description = without_section(promoted.description or "", ROLLBACK_HEADING)
+        self.client.update_model_version(task, version, description=with_section(description, note, REPROMOTED_HEADING))
 
     def _complete_interrupted_move(
         self, task: str, alias: str, current: str | None, history: list[AliasEvent]

@@ -5,6 +5,7 @@ A description is built in sections, each added when its event happens:
     origin    (at registration)  why the version exists: trigger, drift summary linked to its monitoring run, lineage
     decision  (after a retrain)  what it was compared with, on which sets, and what was decided
     rollback  (on a rollback)    that it was rolled back, when, by whom, to which version
+    promoted again (on a later promotion to that alias)  replaces the rollback section: it serves again
 
 Links are relative to the tracking UI (`#/experiments/<id>/runs/<run_id>`), so they work wherever it is served.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 DECISION_HEADING = "### Decision"
 ROLLBACK_HEADING = "### Rolled back"
+REPROMOTED_HEADING = "### Promoted again"
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,27 @@ def rollback_markdown(alias: str, at: str, actor: str, reason: str | None, to_ve
     )
 
 
+def repromotion_markdown(alias: str, at: str, actor: str, reason: str | None) -> str:
+    """The section of a version promoted back to the alias it had been taken off (the model's history keeps both)."""
+    because = f": {reason}" if reason else ""
+    return (
+        f"{REPROMOTED_HEADING}\n\n**Promoted to {alias} again** at {at} by {actor}{because}. "
+        "Its earlier move off the alias is in the model's alias history."
+    )
+
+
 def with_section(description: str, section: str, heading: str | None = None) -> str:
     """`description` with `section` appended, replacing an earlier section under the same heading."""
     if heading and heading in description:
         description = description[: description.index(heading)].rstrip()
     return f"{description.rstrip()}\n\n{section}".strip()
+
+
+def without_section(description: str, heading: str) -> str:
+    """`description` without the section under `heading` (and anything after it), if it has one."""
+    if heading not in description:
+        return description
+    return description[: description.index(heading)].rstrip()
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -24,6 +24,8 @@ TAG_PARENT = "parent_version"
 TAG_DATA_WINDOW = "data_window"
 TAG_ROLLED_BACK = "rolled_back"  # "from champion to v1 at <time>" once a rollback moved an alias off the version
 TAG_RETRAIN_DECISION = "retrain_decision"  # "promoted" | "kept champion" | "promoted, then rolled back"
+# The retrain_decision of a promoted version while it is rolled back ("promoted" again once it is promoted again).
+PROMOTED_THEN_ROLLED_BACK = "promoted, then rolled back"
 TAG_LABELS = "labels"
 METRIC_TAG_PREFIX = "metric."
 # The linear-probe baseline of the version's own split (registry/baseline_gate.py reads them back).

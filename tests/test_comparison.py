@@ -10,6 +10,8 @@ import pytest
 
 from prefix_registry.registry.eval_sets import roles_by_digest
 from prefix_registry.registry.model_history import HISTORY_HEADING
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.settings import Settings
 from tests.ui_story import ROLLBACK_REASON, TASK, Story, build_story
 
 pytestmark = pytest.mark.slow
@@ -29,8 +31,8 @@ def test_compare_json_scores_both_versions_on_the_same_named_sets(story: Story, 
     assert reference["same_set"] and reference["dataset_a"] == f"{TASK}-v1-test"
     assert fresh["same_set"] and fresh["dataset_a"] == f"{TASK}-v2-fresh-holdout"
     scores = story.decision
-    assert fresh["a"] == pytest.approx(scores.champion_scores["fresh_holdout"]["macro_f1"], abs=1e-4)
-    assert fresh["b"] == pytest.approx(scores.challenger_scores["fresh_holdout"]["macro_f1"], abs=1e-4)
+    assert fresh["a"] == pytest.approx(scores["champion_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4)
+    assert fresh["b"] == pytest.approx(scores["challenger_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4)
     assert fresh["change"] == pytest.approx(fresh["b"] - fresh["a"])
     # Each version's own split is its own set: shown, never subtracted.
     own = rows[("own_test", "macro_f1")]
@@ -130,3 +132,36 @@ def test_a_trigger_reason_tag_is_one_short_line_and_links_its_monitoring_run() -
     assert origin_markdown(origin).startswith(
         "**Why this version exists:** trigger `drift`: drift in text_length of v1 ([monitoring run](#/experiments/7/"
     )
+
+
+def _bare_version(registry: PrefixRegistry, task: str, tags: dict[str, str], description: str) -> str:
+    """A registered version with no adapter behind it: enough for alias moves and what they write."""
+    run = registry.client.create_run(registry.experiment_id(task))
+    return registry.register_version(task, run.info.run_id, run.info.artifact_uri, tags, description).version
+
+
+def test_a_version_promoted_again_after_its_rollback_no_longer_says_it_was_rolled_back(home: Path) -> None:
+    registry = PrefixRegistry(Settings())
+    registry.ensure_task("marks")
+    v1 = _bare_version(registry, "marks", {}, "v1")
+    decided = "Why v2 exists.\n\n### Decision: PROMOTED to champion\n\nReason: it wins."
+    v2 = _bare_version(registry, "marks", {"retrain_decision": "promoted"}, decided)
+    registry.promote("marks", v1, reason="first")
+    registry.promote("marks", v2, reason="retrain")
+    registry.rollback("marks", reason="bad answers")
+    assert registry.version("marks", v2).tags["retrain_decision"] == "promoted, then rolled back"
+
+    registry.promote("marks", v2, reason="the bad answers came from a broken client")
+
+    again = registry.version("marks", v2)
+    assert "rolled_back" not in again.tags
+    assert again.tags["retrain_decision"] == "promoted"
+    assert "rolled back" not in again.description.lower() and "### Rolled back" not in again.description
+    assert again.description.startswith(decided)  # what was decided then stays readable
+    assert "**Promoted to champion again**" in again.description and "broken client" in again.description
+    assert "champion" in again.aliases
+    # The model keeps both moves.
+    assert [e.action for e in registry.alias_history("marks")] == ["promote", "promote", "rollback", "promote"]
+    table = registry.require_task("marks").description.split(HISTORY_HEADING, 1)[1]
+    assert "| rollback | v2 | v1 | tester | bad answers |" in table
+    assert "| promote | v1 | v2 | tester | the bad answers came from a broken client |" in table

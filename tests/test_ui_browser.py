@@ -1,44 +1,65 @@
-"""The MLflow UI tells the story, as a person sees it in a real browser (Debian's Chromium, headless).
+"""The MLflow and Prefect UIs tell the story, as a person sees it in a real browser (Debian's Chromium, headless).
 
-Over a store holding v1 (champion) and v2 (retrained, promoted, rolled back), built by tests/ui_story.py, a real
-`mlflow server` serves the UI; Chromium reads the rendered pages. Screenshots are kept in results/ui/:
+Over a store holding v1 (champion), the monitoring run that found drift, and v2 (retrained by the Prefect flow,
+promoted, rolled back), built once by tests/ui_story.py, a real `mlflow server` and the Prefect server the flow ran
+against serve their UIs; Chromium reads the rendered pages. Screenshots are kept in results/ui/:
 
-    model.png       the registered model page: the champion and the alias-history table in its description
-    version-2.png   v2's page: why it exists (parent, trigger), the decision, and that it was rolled back
-    compare.png     MLflow's run comparison of v1's and v2's runs: params (parent, warm start) and metrics
+    model.png               the registered model page: the champion and the alias-history table in its description
+    version-2.png           v2's page: why it exists (trigger, monitoring run, parent), the decision, the rollback
+    compare.png             MLflow's comparison of v1's and v2's runs: the same-named metrics on the parallel plot
+    compare-metrics.png     the same page at its "Metrics" table: both runs' values side by side
+    monitoring-run.png      the monitoring run: its one-line verdict, the thresholds it was judged with
+    monitoring-report.png   its Evidently report, opened from the artifact store: embedding AUC, accuracy, macro-F1
+    prefect-retrain-run.png the retrain's Prefect flow run, named by task, versions and trigger
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
+from prefix_registry.flows.deployments import PrefectUnavailable
+from prefix_registry.flows.run_labels import retrain_name
+from prefix_registry.monitoring.monitor import MonitorOutcome
+from prefix_registry.monitoring.verdict_text import verdict_line
 from tests.servers.integration import missing_server
 from tests.servers.mlflow_server import MlflowServer
-from tests.ui_story import TASK, Story, build_story
+from tests.servers.prefect_server import running_prefect
+from tests.ui_pages import (
+    PAGE_TIMEOUT_MS,
+    close_mlflow_assistant,
+    find_chromium,
+    opened,
+    read_page,
+    save_screenshot,
+    scroll_metrics_to,
+)
+from tests.ui_story import TASK, Story, build_drift_story
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "ui"
-PAGE_TIMEOUT_MS = 90_000
-
-
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+# Logged by both v1's and v2's runs on the same named set (v1's test split): the values a reader compares.
+SHARED_METRICS = ("reference_test_accuracy", "reference_test_macro_f1")
 
 
 @pytest.fixture(scope="module")
-def story(module_home: Path) -> Iterator[Story]:
-    yield build_story()
+def prefect_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Prefect server the story's retrain flow reports to; yields its UI's address."""
+    try:
+        with running_prefect(tmp_path_factory.mktemp("prefect")) as api_url:
+            yield api_url.removesuffix("/api")
+    except PrefectUnavailable as error:
+        missing_server(error, "pip install the prefect server extras")
+
+
+@pytest.fixture(scope="module")
+def story(module_home: Path, prefect_ui: str) -> Iterator[Story]:
+    yield build_drift_story()
 
 
 @pytest.fixture(scope="module")
@@ -65,31 +86,37 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-def read_page(browser: Any, url: str, waits_for: str, screenshot: str) -> str:
-    """Open `url`, wait until `waits_for` is rendered, save a full-page screenshot, return the page's visible text."""
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    try:
-        page.goto(url, timeout=PAGE_TIMEOUT_MS)
-        page.get_by_text(waits_for).first.wait_for(timeout=PAGE_TIMEOUT_MS)
-        page.wait_for_timeout(1500)  # the UI polls, so the network never goes idle: let the last fetches render
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / screenshot
-        page.screenshot(path=str(path), full_page=True)
-        print(f"screenshot: {path}")
-        return page.inner_text("body")
-    finally:
-        page.close()
+def monitoring(story: Story) -> MonitorOutcome:
+    assert story.monitoring is not None and story.monitoring.run_id, "the story has no monitoring run"
+    return story.monitoring
+
+
+def monitoring_run_path(story: Story) -> str:
+    run_id = monitoring(story).run_id
+    return f"#/experiments/{story.registry.experiment_id(TASK)}/runs/{run_id}"
 
 
 def test_the_version_page_shows_parent_trigger_and_decision(story: Story, ui: str, browser: Any) -> None:
     text = read_page(browser, f"{ui}/#/models/{TASK}/versions/2", "Why this version exists", "version-2.png")
-    assert "Why this version exists: trigger manual" in text
+    assert "Why this version exists: trigger drift: drift in" in text
     assert "v1 (warm start)" in text  # the parent
     assert "Decision: PROMOTED to champion" in text
     assert "Compared with v1 (champion at the time) on the same evaluation sets" in text
     assert f"{TASK}-v2-fresh-holdout" in text and f"{TASK}-v1-test" in text
     assert "This version was rolled back from champion" in text
     assert "promoted, then rolled back" in text  # the retrain_decision tag
+
+
+def test_the_version_page_links_to_the_monitoring_run_that_caused_it(story: Story, ui: str, browser: Any) -> None:
+    with opened(browser, f"{ui}/#/models/{TASK}/versions/2", "Why this version exists") as page:
+        link = page.locator(f'a[href$="{monitoring_run_path(story)}"]')
+        assert link.count() == 1, f"no link to {monitoring_run_path(story)} on v2's page"
+        assert link.inner_text() == "monitoring run"
+        with page.context.expect_page() as opening:  # MLflow opens a description's links in a new tab
+            link.click()
+        landed = opening.value
+        landed.get_by_text(verdict_line(monitoring(story).verdict)).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+        assert landed.url.endswith(monitoring_run_path(story))
 
 
 def test_the_model_page_shows_the_champion_and_its_history(story: Story, ui: str, browser: Any) -> None:
@@ -101,12 +128,84 @@ def test_the_model_page_shows_the_champion_and_its_history(story: Story, ui: str
 
 def test_the_run_comparison_lines_up_the_same_named_metrics(story: Story, ui: str, browser: Any) -> None:
     registry = story.registry
-    runs = [registry.version(TASK, v).run_id for v in ("1", "2")]
-    experiment = registry.experiment_id(TASK)
-    url = f"{ui}/#/compare-runs?runs={json.dumps(runs)}&experiments={json.dumps([experiment])}"
-    text = read_page(browser, url, "Comparing 2 Runs", "compare.png")
-    assert runs[0] in text and runs[1] in text
-    # The metrics table is virtualised (only its first rows are in the page): the champion's decision-time scores
-    # on v2's sets sort among them, next to the challenger's run.
-    assert "champion_fresh_holdout_macro_f1" in text
-    assert "parent_version" in text and "warm_start" in text
+    versions = [registry.version(TASK, v) for v in ("1", "2")]
+    runs = [version.run_id for version in versions]
+    url = f"{ui}/#/compare-runs?runs={json.dumps(runs)}&experiments={json.dumps([registry.experiment_id(TASK)])}"
+    with opened(browser, url, "Comparing 2 Runs") as page:
+        close_mlflow_assistant(page)
+        # The parallel-coordinates plot draws the shared metrics too (its default is one metric).
+        metrics_picker = page.get_by_text("Metrics:", exact=True).locator("xpath=following::input[1]")
+        for metric in SHARED_METRICS:
+            metrics_picker.click()
+            metrics_picker.fill(metric)
+            page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(800)
+        save_screenshot(page, "compare.png")
+        text = page.inner_text("body")
+        assert runs[0] in text and runs[1] in text
+        assert "parent_version" in text and "warm_start" in text
+        for metric in SHARED_METRICS:  # axis titles of the plot
+            assert page.locator(f"svg text:text-is('{metric}')").count(), f"{metric} is not on the plot"
+
+        logged = [registry.run(run_id).data.metrics for run_id in runs]
+        names = sorted(set(logged[0]) | set(logged[1]))  # the table's rows, in its order
+        for metric in SHARED_METRICS:
+            shown = scroll_metrics_to(page, metric, names.index(metric))
+            expected = [metrics[metric] for metrics in logged]
+            assert shown == pytest.approx(expected, abs=1e-3), f"{metric}: the table shows {shown}"
+        # The page's own scroll container: runs' differing params above, the metrics table at the bottom.
+        page.get_by_role("switch", name="Parameters - Show diff only").click()
+        page.get_by_role("grid").nth(1).evaluate("grid => grid.scrollIntoView({block: 'end'})")
+        page.wait_for_timeout(500)
+        save_screenshot(page, "compare-metrics.png", full_page=False)
+
+
+def test_the_monitoring_run_shows_its_verdict_and_thresholds(story: Story, ui: str, browser: Any) -> None:
+    verdict = monitoring(story).verdict
+    line = verdict_line(verdict)
+    assert line.startswith("DRIFT in ") and "embedding" in line
+    # The page scrolls inside its own container: a window tall enough for the verdict and the thresholds.
+    with opened(browser, f"{ui}/{monitoring_run_path(story)}", line, height=1300) as page:
+        close_mlflow_assistant(page)
+        page.get_by_placeholder("Search parameters").fill("threshold.")
+        thresholds = {
+            name: page.get_by_role("row").filter(has=page.get_by_role("cell", name=name, exact=True))
+            for name in ("threshold.embedding", "threshold.accuracy_drop")
+        }
+        thresholds["threshold.embedding"].wait_for(timeout=10_000)
+        shown = {name: row.inner_text().split() for name, row in thresholds.items()}
+        page.wait_for_timeout(300)
+        save_screenshot(page, "monitoring-run.png", full_page=False)
+        text = page.inner_text("body")
+    assert line in text
+    assert shown == {
+        "threshold.embedding": ["threshold.embedding", "0.7"],
+        "threshold.accuracy_drop": ["threshold.accuracy_drop", "0.1"],
+    }
+
+
+def test_the_monitoring_report_names_the_embedding_signal_and_live_quality(story: Story, browser: Any) -> None:
+    run = story.registry.run(str(monitoring(story).run_id))
+    store = urlparse(run.info.artifact_uri)
+    assert store.scheme in ("", "file"), f"expected a file artifact store, got {run.info.artifact_uri}"
+    report = Path(store.path) / "drift" / "drift_report.html"
+    assert report.is_file(), f"no Evidently report at {report}"
+    with opened(browser, report.as_uri(), "Embedding drift") as page:
+        save_screenshot(page, "monitoring-report.png")
+        text = page.inner_text("body")
+    embedding = monitoring(story).verdict.signals["embedding"]
+    assert "Embedding drift (domain classifier ROC AUC)" in text and f"{embedding.score:.3f}" in text
+    assert "Live accuracy" in text and "Live macro-F1" in text
+
+
+def test_the_prefect_retrain_run_is_named_by_task_versions_and_trigger(
+    story: Story, prefect_ui: str, browser: Any
+) -> None:
+    name = retrain_name(TASK, "1", "drift", "2")
+    assert name == f"retrain {TASK} v1 → v2 (drift)"
+    with opened(browser, f"{prefect_ui}/runs/flow-run/{story.retrain_flow_run_id}", name) as page:
+        save_screenshot(page, "prefect-retrain-run.png")
+        text = page.inner_text("body")
+    assert name in text and "Completed" in text
+    assert "decision:promoted" in text and "trigger:drift" in text

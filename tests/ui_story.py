@@ -1,42 +1,83 @@
-"""The story the MLflow UI must tell, built through the product's own code paths with tiny training settings:
+"""The story the MLflow and Prefect UIs must tell, built through the product's own code paths with tiny settings:
 
-v1  trained on RT, promoted to champion
-v2  retrained from v1 on fresh IMDB feedback, judged against v1 on the same sets, promoted
+v1  trained on RT, promoted to champion; IMDB traffic arrives with feedback labels
+v2  retrained from v1 on that fresh feedback, judged against v1 on the same sets, promoted;
     then rolled back (champion -> v1) with a reason
+
+`build_story` retrains in this process by hand (trigger manual). `build_drift_story` tells it as in production: a
+monitoring run finds the drift (verdict, thresholds and Evidently report in MLflow), then the `retrain-prefix`
+Prefect flow retrains from that run (trigger drift); the Prefect server must already run
+(tests/servers/prefect_server.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prefix_registry.monitoring.alerts import alerting_registry
+from prefix_registry.monitoring.drift_config import DriftConfig
+from prefix_registry.monitoring.monitor import MonitorOutcome, MonitorRequest, run_monitor
 from prefix_registry.monitoring.prediction_log import PredictionLog
-from prefix_registry.monitoring.retraining import RetrainDecision, RetrainPolicy, retrain
+from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from tests.conftest import log_labelled_traffic, tiny_config, tiny_data
 
 TASK = "sentiment"
 ROLLBACK_REASON = "v2 misreads sarcastic reviews in production"
+TRAFFIC = 120
 # Promotes whatever the tiny challenger scores: the story needs a promotion to roll back.
 STORY_POLICY = RetrainPolicy(
     min_fresh_labels=60, cooldown_minutes=0, epochs=1, margin=-1.0, max_reference_regression=1.0
 )
+# v1's validation split (its drift reference) holds 24 texts: windows that small are judged here.
+STORY_DRIFT = DriftConfig(min_window=20, min_labelled=20)
 
 
 @dataclass(frozen=True)
 class Story:
     registry: PrefixRegistry
-    decision: RetrainDecision
+    decision: dict[str, Any]  # RetrainDecision.summary()
+    monitoring: MonitorOutcome | None = None  # the drift check that fired the retrain (build_drift_story)
+    retrain_flow_run_id: str | None = None  # the retrain's Prefect flow run (build_drift_story)
 
 
 def build_story() -> Story:
-    """v1 champion, v2 retrained and promoted, then rolled back; in the current project home."""
-    registry = alerting_registry()
-    train_and_register(registry, TASK, tiny_data(limit=240), tiny_config(), promote=True, progress=False)
-    log_labelled_traffic(registry, TASK, tiny_data(limit=120, source="imdb").frame)
+    """v1 champion, v2 retrained by hand and promoted, then rolled back; in the current project home."""
+    registry = _champion_with_fresh_traffic()
     with PredictionLog.from_settings(registry.settings) as log:
         decision = retrain(registry, log, TASK, STORY_POLICY, trigger="manual")
     assert decision.promoted, decision.reason
     registry.rollback(TASK, reason=ROLLBACK_REASON)
-    return Story(registry, decision)
+    return Story(registry, decision.summary())
+
+
+def build_drift_story() -> Story:
+    """v1 champion, drift found by a monitoring run, v2 retrained by the Prefect flow and promoted, rolled back."""
+    from prefix_registry.flows.retrain import retrain_prefix_flow
+
+    registry = _champion_with_fresh_traffic()
+    with PredictionLog.from_settings(registry.settings) as log:
+        request = MonitorRequest(TASK, current_last=TRAFFIC)
+        monitoring = run_monitor(registry, log, request, config=STORY_DRIFT, send_alerts=False)
+    assert monitoring.verdict.drift_detected and monitoring.run_id, monitoring.verdict.to_dict()
+    state = retrain_prefix_flow(
+        task=TASK,
+        trigger="drift",
+        policy=STORY_POLICY.overrides(),
+        monitoring_run_id=monitoring.run_id,
+        return_state=True,
+    )
+    decision = state.result()
+    assert decision["promoted"], decision
+    registry.rollback(TASK, reason=ROLLBACK_REASON)
+    return Story(registry, decision, monitoring, str(state.state_details.flow_run_id))
+
+
+def _champion_with_fresh_traffic() -> PrefixRegistry:
+    """v1 trained on RT and promoted; then IMDB traffic served by it, with its true labels as feedback."""
+    registry = alerting_registry()
+    train_and_register(registry, TASK, tiny_data(limit=240), tiny_config(), promote=True, progress=False)
+    log_labelled_traffic(registry, TASK, tiny_data(limit=TRAFFIC, source="imdb").frame)
+    return registry
