@@ -214,7 +214,7 @@ def decide(champion: dict[str, Any], challenger: dict[str, Any], policy: Retrain
             f"{policy.max_reference_regression:.3f} is allowed"
         )
     return True, (
-        f"challenger gains {fresh_gain:+.3f} macro-F1 on fresh held-out data "
+        f"challenger gains {fresh_gain:+.3f} macro-F1 on fresh held-out data, {policy.margin:+.3f} required "
         f"({reference_change:+.3f} on the champion's test data)"
     )
 

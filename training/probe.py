@@ -4,6 +4,7 @@ probe-initialised task head are fitted with."""
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,8 @@ def fit_probe(
     the most regularised and unweighted, of equals)."""
     best: FittedProbe | None = None
     scores: dict[str, float] = {}
+    if len(set(Counter(train_y).values())) == 1:  # equal classes: "balanced" weights are all 1, the same fit again
+        class_weights = tuple(weight for weight in class_weights if weight != "balanced") or (None,)
     for weight in class_weights:
         for c in C_GRID:
             with warnings.catch_warnings():
