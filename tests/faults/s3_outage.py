@@ -153,52 +153,82 @@ def s3_down_during_serving(home: Path, task: str, s3: SeaweedS3, mlflow_url: str
 
 
 def _monitor_runs(task: str) -> list[dict[str, Any]]:
-    from prefix_registry.monitoring.drift_runs import MONITOR_RUN_KIND, VERDICT_TAG
+    """The task's monitoring runs, newest first: MLflow status, judged status tag and verdict line."""
+    from prefix_registry.monitoring.drift_runs import MONITOR_RUN_KIND, STATUS_TAG, VERDICT_TAG
     from prefix_registry.registry.store import PrefixRegistry
 
     runs = PrefixRegistry().runs(task, MONITOR_RUN_KIND, max_results=50)
-    return [{"status": r.info.status, "verdict": r.data.tags.get(VERDICT_TAG, "")[:60]} for r in runs]
+    return [
+        {
+            "status": r.info.status,
+            "judged": r.data.tags.get(STATUS_TAG),
+            "verdict": r.data.tags.get(VERDICT_TAG, "")[:60],
+        }
+        for r in runs
+    ]
+
+
+MONITOR_PASSES = {  # the default reference lives in S3; a logged one is judged without it, but recorded with it
+    "champion-validation": [],
+    "logged": ["--reference", "logged", "--reference-last", "150", "--current-last", "150"],
+}
+
+
+def _monitor_pass(command: list[str], env: dict[str, str], task: str, problems: list[str]) -> dict[str, Any]:
+    """One monitor pass (S3 down): it records a whole verdict, or fails in one line leaving no run that claims a
+    verdict it could not store (a failed run with a status tag would be read as judged by the retrain)."""
+    before = len(_monitor_runs(task))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    now = _monitor_runs(task)
+    runs = now[: len(now) - before]
+    said = done.stderr.strip().splitlines()
+    if done.returncode not in (0, 2, 3) or "Traceback" in done.stderr or (done.returncode == 2 and len(said) != 1):
+        problems.append(f"{command[-1]} pass during the outage: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+    half = [run for run in runs if run["status"] != "FINISHED" and run["judged"]]
+    if half:
+        problems.append(f"runs claiming a verdict they could not store: {half}")
+    if done.returncode in (0, 3) and not any(run["status"] == "FINISHED" for run in runs):
+        problems.append("monitor answered during the outage but recorded no run: its verdict is lost")
+    return {"exit": done.returncode, "said": (said or ["-"])[-1][:120], "runs": runs, "half_recorded": len(half)}
 
 
 def s3_down_during_monitor(home: Path, task: str, s3: SeaweedS3, mlflow_url: str) -> FaultOutcome:
-    """`prefixctl monitor` while S3 is down: it either records its verdict (run and pending drift event) or fails in
-    one line having recorded nothing half-way (no run left RUNNING); after S3 is back the same monitor succeeds."""
+    """`prefixctl monitor` while S3 is down, with the default reference (its files in S3) and a logged one: each pass
+    either records its whole verdict (run, verdict file, drift event) or fails in one line having recorded no
+    verdict half-way; the predictions stay in the log, and after S3 is back the same monitor succeeds."""
     from prefix_registry.flows.event_outbox import DriftEventOutbox
+    from prefix_registry.registry.store import PrefixRegistry
 
     started = time.perf_counter()
     env = {**home_env(home, MLFLOW_TRACKING_URI=mlflow_url), **BOUNDED_MLFLOW_HTTP}
-    command = [PREFIXCTL, "monitor", task, "--no-alert", "--json"]
+    os.environ.update({"MLFLOW_TRACKING_URI": mlflow_url})
+    log_fresh_labels(home, task, PrefixRegistry().aliases(task)["champion"], n=300)  # a logged window to judge
     problems: list[str] = []
-    runs_before = len(_monitor_runs(task))
+    passes: dict[str, dict[str, Any]] = {}
     s3.stop()
     try:
-        down = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        for name, extra in MONITOR_PASSES.items():
+            passes[name] = _monitor_pass(
+                [PREFIXCTL, "monitor", task, "--no-alert", "--json", *extra], env, task, problems
+            )
     finally:
         s3.start()
-    runs_now = _monitor_runs(task)  # newest first
-    runs_down = runs_now[: len(runs_now) - runs_before]
-    down_lines = down.stderr.strip().splitlines()
-    if (
-        down.returncode not in (0, 2, 3)
-        or "Traceback" in down.stderr
-        or (down.returncode == 2 and len(down_lines) != 1)
-    ):
-        problems.append(f"monitor during the outage: exit {down.returncode}: {down.stderr.strip()[-300:]}")
-    if any(run["status"] == "RUNNING" for run in runs_down):
-        problems.append(f"a monitoring run was left RUNNING: {runs_down}")
-    if down.returncode in (0, 3) and not runs_down:
-        problems.append("monitor answered during the outage but recorded no run: its verdict is lost")
-    back = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    if back.returncode not in (0, 3):
-        problems.append(f"monitor after S3's return: exit {back.returncode}: {back.stderr.strip()[-300:]}")
+    back = {}
+    for name, extra in MONITOR_PASSES.items():
+        done = subprocess.run(
+            [PREFIXCTL, "monitor", task, "--no-alert", "--json", *extra], env=env, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        back[name] = done.returncode
+        if done.returncode not in (0, 3):
+            problems.append(f"{name} pass after S3's return: exit {done.returncode}: {done.stderr.strip()[-300:]}")
     outbox = DriftEventOutbox(home / "drift_events_outbox.db")
     return FaultOutcome(
         "S3 down during monitor",
-        "1 monitor pass (reference files in S3) while S3 was stopped",
-        0,
-        {"monitor_exit": down.returncode, "monitor_said": (down_lines or ["-"])[-1][:140],
-         "runs_recorded_during": runs_down, "monitor_after_return": back.returncode,
-         "runs_after": len(_monitor_runs(task)) - runs_before, "drift_events_pending": len(outbox.pending())},
+        "2 monitor passes (reference in S3, logged) while S3 was stopped",
+        sum(p["half_recorded"] for p in passes.values()),
+        {**{f"{name}_during": p for name, p in passes.items()}, "exit_after_return": back,
+         "drift_events_pending": len(outbox.pending())},
         problems,
         time.perf_counter() - started,
     )  # fmt: skip
