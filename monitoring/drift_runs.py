@@ -74,17 +74,18 @@ def record_verdict(
     The run is named by task, version and window, says its verdict in one line (description and tag `verdict`),
     keeps the thresholds it was judged with as params, and logs every score at step = window index (the task's
     monitoring runs counted from 0) stamped with the window's end, so MLflow's charts draw one timeline.
+
+    The tags that say a verdict was reached (`verdict`, the note, `status` last) are set once the verdict file and
+    reports are stored: a run whose artifacts could not be stored (S3 down) ends FAILED without them, so no retrain
+    takes it for a judged window whose verdict it cannot read back. The next pass judges the logged window again.
     """
     verdict = report.verdict
     index = next_window_index(registry, verdict.task)
     line = verdict_line(verdict)
     tags = {
         VERSION_TAG: verdict.version,
-        STATUS_TAG: verdict.status,
         WINDOW_FROM_TAG: str(verdict.current.get("from") or ""),
         WINDOW_INDEX_TAG: str(index),
-        VERDICT_TAG: line,
-        "mlflow.note.content": line,
     }
     with RecordedRun(
         registry, verdict.task, run_name=monitoring_run_name(verdict), kind=MONITOR_RUN_KIND, tags=tags
@@ -111,6 +112,7 @@ def record_verdict(
         run.log_json(verdict.to_dict(), VERDICT_ARTIFACT)
         if report.html_files:
             run.log_artifacts(report_dir, "drift")
+        run.set_tags({VERDICT_TAG: line, "mlflow.note.content": line, STATUS_TAG: verdict.status})
         return run.run_id
 
 

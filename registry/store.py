@@ -508,13 +508,38 @@ class PrefixRegistry:
 
     def download_run_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         """Download one artifact folder/file of a run into `destination` (created); returns the local path."""
+        from mlflow.exceptions import MlflowException
+
         destination.mkdir(parents=True, exist_ok=True)
-        with self._mlflow_errors(f"download {artifact_path} of run {run_id}"):
+        what = f"download {artifact_path} of run {run_id}"
+        with self._mlflow_errors(what):
             try:
                 local = self.client.download_artifacts(run_id, artifact_path, str(destination))
             except OSError as error:
-                raise RegistryError(f"cannot download {artifact_path} of run {run_id}: {error}") from None
+                raise RegistryError(f"cannot {what}: {error}") from None
+            except MlflowException as error:
+                if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                    self._require_artifact_store(run_id, artifact_path, what)
+                raise
         return Path(local)
+
+    def _require_artifact_store(self, run_id: str, artifact_path: str, what: str) -> None:
+        """Raise RegistryUnavailable when the run's artifacts cannot even be listed.
+
+        MLflow's download answers "not found" whatever failed (it swallows the cause), so an S3 that is down would
+        read as files that were never there; a listing that fails too says the store is out of reach.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.list_artifacts(run_id, artifact_path)
+        except Exception as error:
+            if isinstance(error, MlflowException) and error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return  # the run itself is gone: "not found" is the truth
+            raise RegistryUnavailable(
+                f"the artifact store of MLflow at {self.settings.resolved_tracking_uri} is unreachable while trying "
+                f"to {what}: {first_line(error)}"
+            ) from None
 
     def download_version_folder(self, version: PrefixVersion, artifact_path: str) -> Path:
         """A fresh local copy of one of a version's run folders (`adapter`, `checkpoint`, `reference`, `data`).

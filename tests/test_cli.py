@@ -284,6 +284,55 @@ def test_bad_requests_get_one_line_and_change_nothing(trained_home: Path, cli, t
     assert _snapshot(_registry()) == before
 
 
+def _mlflow_error() -> Exception:
+    from mlflow.exceptions import MlflowException
+
+    # What a tracking server proxying an unreachable S3 answers: an error code no layer maps, a multi-line message.
+    return MlflowException(
+        "INTERNAL_ERROR: could not reach the artifact store\nTraceback ...", error_code="INTERNAL_ERROR"
+    )
+
+
+def _connection_error() -> Exception:
+    import requests
+
+    return requests.exceptions.ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=9): [Errno 111] refused")
+
+
+@pytest.mark.parametrize(
+    ("make_error", "expected"),
+    [
+        (_mlflow_error, "error: MLflow: INTERNAL_ERROR: could not reach the artifact store"),
+        (_connection_error, "error: connection failed: HTTPConnectionPool(host='127.0.0.1', port=9): [Errno 111]"),
+    ],
+    ids=["mlflow", "connection"],
+)
+def test_a_service_error_is_one_line_and_exit_2_not_a_traceback(
+    home: Path, cli, monkeypatch: pytest.MonkeyPatch, make_error, expected: str
+) -> None:
+    from mlflow import MlflowClient
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise make_error()
+
+    monkeypatch.setattr(MlflowClient, "search_registered_models", fail)
+    result = cli("tasks")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(expected) and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bug_keeps_its_traceback(home: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("a bug, not a service")
+
+    monkeypatch.setattr(MlflowClient, "search_registered_models", fail)
+    with pytest.raises(KeyError):
+        cli("tasks")
+
+
 def test_corrupted_adapter_in_the_store_is_refused(trained_home: Path, cli) -> None:
     version = _registry().version("solo", "1")
     weights = Path(version.source.removeprefix("file://")) / "adapter_model.safetensors"

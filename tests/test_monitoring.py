@@ -13,11 +13,12 @@ import pytest
 from prefix_registry.errors import ConfigError
 from prefix_registry.monitoring.drift import DriftVerdict, DriftWindow, SignalResult, detect_drift
 from prefix_registry.monitoring.drift_config import DriftConfig
-from prefix_registry.monitoring.drift_runs import read_verdict
+from prefix_registry.monitoring.drift_runs import STATUS_TAG, VERDICT_TAG, latest_drift_episode, read_verdict
 from prefix_registry.monitoring.monitor import MonitorRequest, _text_models, run_monitor
 from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
 from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
 from prefix_registry.registry.loading import load_version
+from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
@@ -254,6 +255,33 @@ def test_monitor_with_a_logged_reference_window(monitored: PrefixRegistry, tmp_p
     assert outcome.verdict.reference["size"] == 200 and outcome.verdict.current["size"] == 200
     assert outcome.verdict.status == "ok" and outcome.run_id is None
     json.dumps(outcome.summary())
+    log.close()
+
+
+def test_a_verdict_whose_files_cannot_be_stored_leaves_no_run_that_claims_it(
+    monitored: PrefixRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    _log_traffic(monitored, log, tiny_data(limit=8530).frame.sample(n=300, random_state=4), labelled=False)
+    request = MonitorRequest("reviews", current_last=150, reference_last=150)
+
+    def artifact_store_down(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionError("Could not connect to the endpoint URL")  # S3 down behind the tracking store
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RecordedRun, "log_json", artifact_store_down)
+        with pytest.raises(ConnectionError):
+            run_monitor(monitored, log, request, send_alerts=False)
+    failed = monitored.runs("reviews", "monitor", max_results=1)[0]
+    assert failed.info.status == "FAILED"
+    assert STATUS_TAG not in failed.data.tags and VERDICT_TAG not in failed.data.tags  # not read as judged
+    episode = latest_drift_episode(monitored, "reviews")
+    assert episode is None or episode.run_id != failed.info.run_id
+
+    again = run_monitor(monitored, log, request, send_alerts=False)  # the store is back: the same window is judged
+    recorded = monitored.run(again.run_id)
+    assert recorded.info.status == "FINISHED" and recorded.data.tags[STATUS_TAG] == again.verdict.status
+    assert read_verdict(monitored, again.run_id) == again.verdict
     log.close()
 
 

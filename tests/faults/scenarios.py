@@ -371,6 +371,44 @@ def prefect_down_during_drift(home: Path) -> FaultOutcome:
     )
 
 
+def prefect_down_during_alias_moves(home: Path) -> FaultOutcome:
+    """`prefixctl promote` then `rollback` with PREFECT_API_URL on a dead port: each moves the alias with its history
+    entry, exits 0 within seconds and prints at most one line on stderr. Alias events have no outbox (drift events
+    do): the history entry is their durable record, and the state says how many events were sent."""
+    from prefix_registry.flows.loopback import free_port
+    from prefix_registry.registry.store import PrefixRegistry
+
+    started = time.perf_counter()
+    env = home_env(home, PREFECT_API_URL=f"http://{HOST}:{free_port()}/api", PREFECT_HOME=str(home / "prefect-down"))
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("PREFIX_REGISTRY_", "MLFLOW_"))})
+    seed_task("announced")
+    problems: list[str] = []
+    moves: dict[str, dict] = {}
+    for move in (["promote", "announced", "2", "--reason", "Prefect is down"], ["rollback", "announced"]):
+        began = time.perf_counter()
+        done = subprocess.run([PREFIXCTL, *move], env=env, capture_output=True, text=True, timeout=240)
+        said = done.stderr.strip().splitlines()
+        moves[move[0]] = {"exit": done.returncode, "seconds": round(time.perf_counter() - began, 1),
+                          "stderr": (said or ["-"])[-1][:120]}  # fmt: skip
+        if done.returncode != 0 or len(said) > 1 or "Traceback" in done.stderr:
+            problems.append(f"{move[0]} with Prefect down: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+    registry = PrefixRegistry()
+    history = registry.alias_history("announced")
+    chain = [(e.from_version, e.to_version) for e in history]
+    alias = registry.aliases("announced")["champion"]
+    if chain != [(None, "1"), ("1", "2"), ("2", "1")] or alias != "1":
+        problems.append(f"history {chain}, alias {alias}")
+    return FaultOutcome(
+        "Prefect down during promote, rollback",
+        "promote 1->2 and rollback 2->1 with PREFECT_API_URL on a dead port",
+        0,
+        {"alias": alias, "history": [e.to_version for e in history], **moves,
+         "alias_events_sent": 0, "alias_event_outbox": False},
+        problems,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
 def _versions(home: Path, task: str) -> list[str]:
     from prefix_registry.registry.store import PrefixRegistry
 
@@ -476,10 +514,12 @@ def _retry_state(home: Path, task: str, labelled: int) -> dict:
     }
 
 
-def _judge_retry(home: Path, task: str, labelled: int, before: dict, problems: list[str]) -> dict:
+def _judge_retry(
+    home: Path, task: str, labelled: int, before: dict, problems: list[str], broken_run_left_running: bool = True
+) -> dict:
     """The retry after a broken retrain: it must run now (no cooldown held by the dead attempt), register exactly
-    one challenger, close the broken attempt's run as KILLED, keep the alias on the last history entry and lose
-    no label."""
+    one challenger, close the broken attempt's run as KILLED (when the attempt could not close it itself: killed,
+    or MLflow down), keep the alias on the last history entry and lose no label."""
     from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.monitoring.retraining import RetrainPolicy, RetrainSkipped, retrain
     from prefix_registry.registry.store import PrefixRegistry
@@ -502,7 +542,7 @@ def _judge_retry(home: Path, task: str, labelled: int, before: dict, problems: l
             problems.append(f"alias {after['alias']} after decision promoted={decision.promoted}")
     if after["alias"] != after["history_last"]:
         problems.append(f"alias {after['alias']} is not the last history entry {after['history_last']}")
-    if after["running_runs"] or "KILLED" not in after["closed_stale"]:
+    if after["running_runs"] or (broken_run_left_running and "KILLED" not in after["closed_stale"]):
         problems.append(f"the broken attempt's run was not closed: {after}")
     return {"after_break": broken, "after_retry": after, "promoted": decision.promoted if decision else None}
 
@@ -743,15 +783,15 @@ def poisoned_feedback_retrain(home: Path, max_share: float | None = None, task: 
     )  # fmt: skip
 
 
-def train_tiny_task(home: Path, task: str) -> None:
-    """One tiny trained version of `task`, promoted, in `home` (the environment must point at it)."""
+def train_tiny_task(home: Path, task: str, promote: bool = True) -> None:
+    """One tiny trained version of `task`, promoted unless told not, in `home` (the environment must point at it)."""
     from prefix_registry.registry.store import PrefixRegistry
     from prefix_registry.registry.training_runs import train_and_register
     from prefix_registry.settings import Settings
     from tests.conftest import tiny_config, tiny_data
 
     registry = PrefixRegistry(Settings())
-    train_and_register(registry, task, tiny_data(), tiny_config(), promote=True, progress=False)
+    train_and_register(registry, task, tiny_data(), tiny_config(), promote=promote, progress=False)
 
 
 def crashed(name: str, error: BaseException) -> FaultOutcome:

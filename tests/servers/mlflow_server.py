@@ -46,7 +46,7 @@ def find_mlflow() -> Path | None:
 
 
 class MlflowServer:
-    """`mlflow server` with a SQLite backend store and artifacts proxied into `root/artifacts`.
+    """`mlflow server` with a SQLite backend store and artifacts proxied into `root/artifacts` (or the given stores).
 
     Args:
         root: folder for the store, artifacts and server log; default: a new temp folder, deleted on `close()`.
@@ -62,9 +62,12 @@ class MlflowServer:
         port: int | None = None,
         start_timeout: float = 180.0,
         backend_store_uri: str | None = None,
+        artifacts_destination: str | None = None,
     ) -> None:
         self.port = port or free_ports()[0]
         self.backend_store_uri = backend_store_uri  # e.g. a PostgreSQL URL; default: SQLite under root
+        # e.g. s3://bucket/mlflow-artifacts (the S3 variables in os.environ reach the server); default: root/artifacts
+        self.artifacts_destination = artifacts_destination
         self.start_timeout = start_timeout
         self._owns_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="prefix-registry-mlflow-"))
@@ -107,7 +110,7 @@ class MlflowServer:
         command = [
             str(mlflow), "server",
             "--backend-store-uri", self.backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination", str(self.root / "artifacts"),
+            "--artifacts-destination", self.artifacts_destination or str(self.root / "artifacts"),
             "--host", HOST,
             "--port", str(self.port),
             "--workers", "1",

@@ -4,14 +4,16 @@
     with SeaweedS3(bucket="prefixes") as s3:
         os.environ.update(s3.env())  # MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...
         s3.client().list_objects_v2(Bucket=s3.bucket)
+        s3.stop()   # an outage: the endpoint stops answering, its data and ports are kept
+        s3.start()  # recovery on the same ports, with the same objects
 
 `running_s3()` wraps this for a pytest fixture: it skips when the `weed` binary is not installed, unless
 PREFIX_REGISTRY_REQUIRE_INTEGRATION=1 makes that a failure.
 
 Every port (HTTP and gRPC of master, volume server, filer and S3 gateway) is chosen free and passed explicitly, so
 SeaweedFS's default "HTTP port + 10000" gRPC ports are never assumed free. A start takes 3-5 s; a stop at most
-`stop_grace` s (a graceful SeaweedFS stop waits 15 s on the filer's gRPC streams, so it is cut short: the data are
-thrown away anyway).
+`stop_grace` s (a graceful SeaweedFS stop waits 15 s on the filer's gRPC streams, so it is cut short: what a
+restart needs is on disk by then).
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class SeaweedS3:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        self.close()
 
     @property
     def endpoint_url(self) -> str:
@@ -125,15 +127,24 @@ class SeaweedS3:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
     def start(self) -> None:
-        """Start SeaweedFS on free ports, wait for the gateway and create the bucket.
+        """Start SeaweedFS on free ports, wait for the gateway and create the bucket; after a `stop()`, start it
+        again on the same ports and data. A no-op while it runs.
 
         Raises SeaweedNotInstalled, or RuntimeError with the server log when it exits or does not become ready.
         """
+        if self.running:
+            return
         weed = find_weed()
         if weed is None:
             raise SeaweedNotInstalled("the `weed` binary was not found in WEED_BIN, beside this Python or on PATH")
-        self.root = Path(tempfile.mkdtemp(prefix="prefix-registry-s3-"))
-        (self.root / "data").mkdir()
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="prefix-registry-s3-"))
+            (self.root / "data").mkdir()
+            ports = free_ports(2 * len(COMPONENTS))
+            self.ports = dict(zip(COMPONENTS, ports[: len(COMPONENTS)], strict=True))
+            self.ports.update(
+                {f"{name}.grpc": port for name, port in zip(COMPONENTS, ports[len(COMPONENTS) :], strict=True)}
+            )
         identities = {
             "identities": [
                 {
@@ -144,11 +155,6 @@ class SeaweedS3:
             ]
         }
         (self.root / "s3.json").write_text(json.dumps(identities))
-        ports = free_ports(2 * len(COMPONENTS))
-        self.ports = dict(zip(COMPONENTS, ports[: len(COMPONENTS)], strict=True))
-        self.ports.update(
-            {f"{name}.grpc": port for name, port in zip(COMPONENTS, ports[len(COMPONENTS) :], strict=True)}
-        )
         command = [
             str(weed), "server",
             f"-dir={self.root / 'data'}",
@@ -173,7 +179,7 @@ class SeaweedS3:
         try:
             self._wait_until_writable()
         except BaseException:
-            self.stop()
+            self.close()
             raise
         self.start_seconds = time.perf_counter() - started
 
@@ -209,8 +215,12 @@ class SeaweedS3:
         client.put_object(Bucket=self.bucket, Key=".ready", Body=b"ok")
         client.delete_object(Bucket=self.bucket, Key=".ready")
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
-        """Stop SeaweedFS (SIGTERM, SIGKILL after `stop_grace` s) and delete its folder; safe to call twice."""
+        """Stop SeaweedFS (SIGTERM, SIGKILL after `stop_grace` s), keeping its data and ports; safe to repeat."""
         process, self._process = self._process, None
         stop_process(process, self.stop_grace)
         # SeaweedFS puts its gRPC unix sockets in /tmp, named by port; they outlive a killed server.
@@ -218,6 +228,13 @@ class SeaweedS3:
             port = self.ports.get(f"{name}.grpc")
             if port is not None:
                 Path(tempfile.gettempdir(), f"seaweedfs-{name}-grpc-{port}.sock").unlink(missing_ok=True)
+        if self.root is not None:  # and its local sockets, which a restart would find in use
+            for socket in ("filer.sock", "s3.sock"):
+                (self.root / socket).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop SeaweedFS and delete its folder; safe to call twice."""
+        self.stop()
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
@@ -241,4 +258,4 @@ def running_s3(bucket: str = "prefixes") -> Iterator[SeaweedS3]:
     try:
         yield server
     finally:
-        server.stop()
+        server.close()

@@ -1,7 +1,8 @@
 """`prefixctl`: the command line. Each command parses its options, calls the libraries, and prints the result.
 
 User mistakes (unknown task, bad data, missing version...) print one `error:` line and exit with status 2, and so
-does a start under library versions the project does not support.
+do a start under library versions the project does not support and an error of a service a command talks to
+(MLflow, S3, a database: see `service_errors.py`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from rich.markup import escape
+
 from prefix_registry.cli.app import app
 from prefix_registry.cli.output import error_console
+from prefix_registry.cli.service_errors import service_error_line
 from prefix_registry.errors import PrefixRegistryError
 
 __all__ = ["app", "main"]
@@ -48,3 +52,9 @@ def main() -> None:
     except KeyboardInterrupt:
         error_console.print("interrupted")
         sys.exit(130)
+    except Exception as error:
+        line = service_error_line(error)
+        if line is None:
+            raise  # a bug: its traceback is what a report needs
+        error_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
