@@ -1,10 +1,11 @@
 """Promotions and rollbacks as Prefect events, whoever makes them (CLI, train flow, retrain flow).
 
 `AliasEvents` is an alias observer (like the alerts' `AliasAlerts`): the registry hands it every move after the move
-is made. It emits only when the Prefect API answers its health check within a couple of seconds, so `prefixctl
-rollback` never waits on a Prefect that is down: the move is made and alerted either way, and the event is the
-part that is skipped (logged). Outside a flow run the event is flushed before returning, so a short CLI process
-does not exit with it still queued.
+is made. The event is first stored in the home's event outbox (`flows/event_outbox.py`), then emitted, with any
+older pending ones, only when the Prefect API answers its health check within a couple of seconds: `prefixctl
+rollback` never waits on a Prefect that is down, and an event made during an outage goes out with the next move or
+monitoring pass that finds Prefect up. Outside a flow run the events are flushed before returning, so a short CLI
+process does not exit with them still queued.
 """
 
 from __future__ import annotations
@@ -32,24 +33,22 @@ class AliasEvents:
         self.emitted: list[str] = []
 
     def __call__(self, change: AliasChange) -> None:
-        from prefix_registry.flows.event_outbox import prefect_reachable
-        from prefix_registry.flows.events import emit_alias_event
+        from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending
+        from prefix_registry.flows.events import alias_event
 
         if change.alias in self.quiet_aliases:
             return
-        if not prefect_reachable(timeout=self.health_timeout):
-            logger.info(
-                "Prefect API unreachable: no event for %s %s -> v%s", change.task, change.alias, change.to_version
-            )
-            return
         try:
-            event_id = emit_alias_event(change)
-            _flush_outside_a_run()
+            outbox = DriftEventOutbox.from_settings()
+            row_id = outbox.add_alias_event(*alias_event(change))
+            sent = deliver_pending(outbox, health_timeout=self.health_timeout)
+            if sent:
+                _flush_outside_a_run()
         except Exception as error:  # the move is made; an event is not worth failing it
             logger.warning("could not emit the alias event of %s: %s", change.task, error)
             return
-        if event_id:
-            self.emitted.append(event_id)
+        if row_id in sent:
+            self.emitted.append(sent[row_id])
 
 
 def announcing_registry() -> PrefixRegistry:

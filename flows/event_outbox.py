@@ -1,4 +1,5 @@
-"""Drift events that survive a Prefect outage: written to a local outbox first, emitted when Prefect answers.
+"""Events that survive a Prefect outage (drift found, alias moved): written to a local outbox first, emitted when
+Prefect answers.
 
 Prefect's `emit_event` hands the event to a background worker and returns; when the server is down the worker
 drops it after logging, so a drift found during an outage would never trigger its retrain. Here each drift event is
@@ -7,6 +8,9 @@ only after Prefect's `/health` answers, and marked sent with its event id; rows 
 the start of every later monitoring pass (`deliver_pending`), oldest first, so the event reaches Prefect once it is
 back. Delivery is at-least-once: a pass killed between emitting and marking sends that event again, and a
 duplicate retrain trigger is refused by the retrain's cooldown.
+
+Promotion and rollback events wait in the same file (table `alias_events`, stored as event name, resource and
+payload) and go out with the next alias move or monitoring pass that finds Prefect up.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from prefix_registry.flows.events import emit_drift_event
+from prefix_registry.flows.events import emit_drift_event, emit_stored_event
 from prefix_registry.monitoring.drift import DriftVerdict
 
 logger = logging.getLogger(__name__)
@@ -42,6 +46,10 @@ class DriftEventOutbox:
                 "CREATE TABLE IF NOT EXISTS drift_events (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, task TEXT "
                 "NOT NULL, version TEXT NOT NULL, verdict TEXT NOT NULL, event_id TEXT, sent_at TEXT, "
                 "monitoring_run_id TEXT NOT NULL DEFAULT '')"
+            )
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS alias_events (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, name TEXT "
+                "NOT NULL, resource TEXT NOT NULL, payload TEXT NOT NULL, event_id TEXT, sent_at TEXT)"
             )
 
     @classmethod
@@ -99,6 +107,30 @@ class DriftEventOutbox:
                 (event_id, datetime.now(UTC).isoformat(), row_id),
             )
 
+    def add_alias_event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> str:
+        """Store an alias event to send (committed when this returns); returns its outbox id."""
+        row_id = uuid.uuid4().hex
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT INTO alias_events (id, created_at, name, resource, payload) VALUES (?, ?, ?, ?, ?)",
+                (row_id, datetime.now(UTC).isoformat(), name, json.dumps(resource), json.dumps(payload, default=str)),
+            )
+        return row_id
+
+    def pending_alias_events(self) -> list[dict[str, Any]]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT id, name, resource, payload FROM alias_events WHERE sent_at IS NULL ORDER BY created_at, id"
+            ).fetchall()
+        return [{"id": r[0], "name": r[1], "resource": json.loads(r[2]), "payload": json.loads(r[3])} for r in rows]
+
+    def mark_alias_event_sent(self, row_id: str, event_id: str) -> None:
+        with self._connect() as connection:
+            connection.execute(
+                "UPDATE alias_events SET event_id = ?, sent_at = ? WHERE id = ?",
+                (event_id, datetime.now(UTC).isoformat(), row_id),
+            )
+
 
 def prefect_reachable(timeout: float = 10.0, api_url: str | None = None) -> bool:
     """True when the Prefect API at `api_url` (default: PREFECT_API_URL) answers its health check."""
@@ -113,19 +145,30 @@ def prefect_reachable(timeout: float = 10.0, api_url: str | None = None) -> bool
         return False
 
 
-def deliver_pending(outbox: DriftEventOutbox) -> dict[str, str]:
-    """Emit every pending event, oldest first, when Prefect answers; returns outbox id -> event id of those sent."""
-    pending = outbox.pending()
-    if not pending or not prefect_reachable():
-        if pending:
-            logger.warning("Prefect unreachable: %d drift event(s) wait in %s", len(pending), outbox.path)
+def deliver_pending(outbox: DriftEventOutbox, health_timeout: float = 10.0) -> dict[str, str]:
+    """Emit every pending event (drift, then alias moves; each oldest first) when Prefect answers; returns outbox
+    id -> event id of those sent."""
+    drift, alias = outbox.pending(), outbox.pending_alias_events()
+    if not (drift or alias) or not prefect_reachable(timeout=health_timeout):
+        if drift or alias:
+            logger.warning(
+                "Prefect unreachable: %d event(s) wait in %s for the next alias move or monitoring pass",
+                len(drift) + len(alias),
+                outbox.path,
+            )
         return {}
     sent = {}
-    for row in pending:
+    for row in drift:
         event_id = emit_drift_event(row["verdict"], row["monitoring_run_id"])
         if event_id is None:
-            break  # events are not being sent in this process: keep them for a pass that can
+            return sent  # events are not being sent in this process: keep them for a pass that can
         outbox.mark_sent(row["id"], event_id)
+        sent[row["id"]] = event_id
+    for row in alias:
+        event_id = emit_stored_event(row["name"], row["resource"], row["payload"])
+        if event_id is None:
+            return sent
+        outbox.mark_alias_event_sent(row["id"], event_id)
         sent[row["id"]] = event_id
     return sent
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefix_registry.monitoring.drift import DriftVerdict
@@ -59,10 +59,8 @@ def model_resource(task: str, alias: str, version: str) -> dict[str, str]:
     }
 
 
-def emit_alias_event(change: AliasChange) -> str | None:
-    """Emit `prefix.model.promoted` or `prefix.model.rolled-back` for an alias move; its event id, or None."""
-    from prefect.events import emit_event
-
+def alias_event(change: AliasChange) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(event name, resource, payload) of `prefix.model.promoted` / `prefix.model.rolled-back` for an alias move."""
     payload = {
         "alias": change.alias,
         "from_version": change.from_version,
@@ -71,9 +69,13 @@ def emit_alias_event(change: AliasChange) -> str | None:
         "reason": change.event.reason,
         "at": change.event.at,
     }
-    event = emit_event(
-        event=ALIAS_EVENTS.get(change.event.action, f"prefix.model.{change.event.action}"),
-        resource=model_resource(change.task, change.alias, change.to_version),
-        payload=payload,
-    )
+    name = ALIAS_EVENTS.get(change.event.action, f"prefix.model.{change.event.action}")
+    return name, model_resource(change.task, change.alias, change.to_version), payload
+
+
+def emit_stored_event(name: str, resource: dict[str, str], payload: dict[str, Any]) -> str | None:
+    """Emit an event kept as (name, resource, payload); returns its id (None when events are not sent)."""
+    from prefect.events import emit_event
+
+    event = emit_event(event=name, resource=resource, payload=payload)
     return str(event.id) if event is not None else None

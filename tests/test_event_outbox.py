@@ -38,3 +38,32 @@ def test_a_drift_event_found_while_prefect_is_down_is_emitted_when_it_returns(
 
 def test_prefect_reachable_is_false_for_a_closed_port() -> None:
     assert event_outbox.prefect_reachable(timeout=2, api_url="http://127.0.0.1:9/api") is False  # nothing on port 9
+
+
+def test_an_alias_move_made_while_prefect_is_down_is_emitted_with_the_next_delivery(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefix_registry.flows.alias_events import AliasEvents
+    from prefix_registry.registry.aliases import AliasEvent
+    from prefix_registry.registry.store import AliasChange
+
+    monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=10.0: False)
+    observer = AliasEvents()
+    move = AliasEvent(3, "champion", "promote", "1", "2", "ci", "2026-11-29T10:00:00+00:00", reason="better")
+    observer(AliasChange("sentiment", "champion", "1", "2", move))
+    outbox = DriftEventOutbox.from_settings()
+    assert observer.emitted == [] and len(outbox.pending_alias_events()) == 1
+
+    emitted: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=10.0: True)
+    monkeypatch.setattr(
+        event_outbox,
+        "emit_stored_event",
+        lambda name, resource, payload: (
+            emitted.append((name, resource["prefect.resource.id"], payload["reason"])) or f"ev-{len(emitted)}"
+        ),
+    )
+    sent = deliver_pending(outbox)
+    assert emitted == [("prefix.model.promoted", "prefix-registry.model.sentiment", "better")]
+    assert list(sent.values()) == ["ev-1"] and outbox.pending_alias_events() == []
+    assert deliver_pending(outbox) == {}  # sent once, not again

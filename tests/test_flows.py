@@ -303,7 +303,7 @@ def test_a_rollback_by_the_cli_is_a_prefect_event(reviews: PrefixRegistry, cli) 
     assert latest.payload["reason"] == "bad answers" and latest.payload["to_version"] == result.json()["to"]
 
 
-def test_an_alias_move_emits_nothing_and_waits_for_nothing_while_prefect_is_down(
+def test_an_alias_move_waits_for_nothing_while_prefect_is_down_and_its_event_is_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefix_registry.flows import event_outbox
@@ -316,6 +316,10 @@ def test_an_alias_move_emits_nothing_and_waits_for_nothing_while_prefect_is_down
     event = AliasEvent(1, "champion", "rollback", "2", "1", "tester", "2026-11-29T10:00:00+00:00")
     observer(AliasChange("reviews", "champion", "2", "1", event))
     assert observer.emitted == []
+    kept = event_outbox.DriftEventOutbox.from_settings().pending_alias_events()
+    assert [(row["name"], row["payload"]["to_version"], row["resource"]["prefix-registry.alias"]) for row in kept] == [
+        ("prefix.model.rolled-back", "1", "champion")
+    ]
 
 
 def test_cooldown_turns_a_second_retrain_away(reviews: PrefixRegistry) -> None:

@@ -373,8 +373,9 @@ def prefect_down_during_drift(home: Path) -> FaultOutcome:
 
 def prefect_down_during_alias_moves(home: Path) -> FaultOutcome:
     """`prefixctl promote` then `rollback` with PREFECT_API_URL on a dead port: each moves the alias with its history
-    entry, exits 0 within seconds and prints at most one line on stderr. Alias events have no outbox (drift events
-    do): the history entry is their durable record, and the state says how many events were sent."""
+    entry, exits 0 within seconds and prints at most one line on stderr; both events wait in the home's event outbox
+    for the next delivery that finds Prefect up."""
+    from prefix_registry.flows.event_outbox import OUTBOX_FILE, DriftEventOutbox
     from prefix_registry.flows.loopback import free_port
     from prefix_registry.registry.store import PrefixRegistry
 
@@ -398,12 +399,15 @@ def prefect_down_during_alias_moves(home: Path) -> FaultOutcome:
     alias = registry.aliases("announced")["champion"]
     if chain != [(None, "1"), ("1", "2"), ("2", "1")] or alias != "1":
         problems.append(f"history {chain}, alias {alias}")
+    waiting = [row["name"] for row in DriftEventOutbox(home / OUTBOX_FILE).pending_alias_events()]
+    if waiting != ["prefix.model.promoted", "prefix.model.rolled-back"]:
+        problems.append(f"alias events waiting in the outbox: {waiting}")
     return FaultOutcome(
         "Prefect down during promote, rollback",
         "promote 1->2 and rollback 2->1 with PREFECT_API_URL on a dead port",
         0,
         {"alias": alias, "history": [e.to_version for e in history], **moves,
-         "alias_events_sent": 0, "alias_event_outbox": False},
+         "alias_events_waiting": waiting},
         problems,
         time.perf_counter() - started,
     )  # fmt: skip
