@@ -157,7 +157,7 @@ def deliver_pending(outbox: DriftEventOutbox, health_timeout: float = 10.0) -> d
                 outbox.path,
             )
         return {}
-    sent = {}
+    sent: dict[str, str] = {}
     for row in drift:
         event_id = emit_drift_event(row["verdict"], row["monitoring_run_id"])
         if event_id is None:
