@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class DemoConfig(BaseModel):
-    """Sizes of the story. The defaults take about 9 minutes on a quiet 2-core CPU; `quick()` about 4."""
+    """Sizes of the story. The defaults take about 15 minutes on a quiet 2-core CPU; `quick()` about 6."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
