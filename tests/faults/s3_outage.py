@@ -25,6 +25,7 @@ from tests.faults.scenarios import (
     _clients,
     _judge_retry,
     _versions,
+    attempt_retrain,
     home_env,
     log_fresh_labels,
 )
@@ -237,8 +238,6 @@ def s3_down_during_monitor(home: Path, task: str, s3: SeaweedS3, mlflow_url: str
 def s3_down_during_retrain(home: Path, task: str, s3: SeaweedS3, mlflow_url: str) -> FaultOutcome:
     """A retrain while S3 is down fails with nothing registered (no version without files); once S3 is back the
     retry runs at once and registers one challenger whose files are in the bucket; no label is lost."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
     from prefix_registry.registry.store import PrefixRegistry
 
     started = time.perf_counter()
@@ -249,12 +248,7 @@ def s3_down_during_retrain(home: Path, task: str, s3: SeaweedS3, mlflow_url: str
     problems: list[str] = []
     s3.stop()
     try:
-        with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
-            retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40), trigger="fault")
-        problems.append("the retrain succeeded with S3 stopped")
-        error = "-"
-    except Exception as failure:
-        error = f"{type(failure).__name__}: {(str(failure).splitlines() or [''])[0][:120]}"
+        error = attempt_retrain(registry, home, task, "S3", problems)
     finally:
         s3.start()
     state = _judge_retry(home, task, labelled, before, problems, broken_run_left_running=False)

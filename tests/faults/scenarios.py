@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -595,11 +596,24 @@ def kill9_mid_retrain(home: Path, task: str) -> FaultOutcome:
     )
 
 
+def attempt_retrain(registry: Any, home: Path, task: str, stopped: str, problems: list[str]) -> str:
+    """One retrain of `task` while `stopped` is down: the first line of its error, or "-" when it succeeded (a
+    problem, recorded in `problems`: it should not have)."""
+    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
+
+    try:
+        with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
+            retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40), trigger="fault")
+    except Exception as failure:
+        return f"{type(failure).__name__}: {(str(failure).splitlines() or [''])[0][:120]}"
+    problems.append(f"the retrain succeeded with {stopped} stopped")
+    return "-"
+
+
 def mlflow_down_during_retrain(home: Path, task: str, mlflow: object) -> FaultOutcome:
     """MLflow stops while a retrain trains: the retrain fails (nothing registered, alias kept); once MLflow is back
     the retry runs at once, closes the broken run and registers one challenger."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
     from prefix_registry.registry import training_runs
     from prefix_registry.registry.store import PrefixRegistry
 
@@ -620,12 +634,7 @@ def mlflow_down_during_retrain(home: Path, task: str, mlflow: object) -> FaultOu
     problems: list[str] = []
     training_runs.train_prefix = train_while_mlflow_stops
     try:
-        with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
-            retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40), trigger="fault")
-        problems.append("the retrain succeeded with MLflow stopped")
-        error = "-"
-    except Exception as failure:
-        error = f"{type(failure).__name__}: {(str(failure).splitlines() or [''])[0][:120]}"
+        error = attempt_retrain(registry, home, task, "MLflow", problems)
     finally:
         training_runs.train_prefix = real_train
         mlflow.start()  # type: ignore[attr-defined]
