@@ -240,7 +240,7 @@ def train_full_finetune(
     started = time.perf_counter()
     bar = tqdm(total=plan.total_steps, desc="train full-ft", disable=not progress, unit="step")
     step = 0
-    for epoch in range(1, (config.epochs or FULL_FT_EPOCHS) + 1):
+    for epoch in range(1, config.epochs + 1):
         _, step = train_one_epoch(model, plan, base.tokenizer, config.batch_size, bar, step, epoch)
         predicted = _predict(base, splits.validation["text"].tolist(), splits.labels, config).predicted
         f1 = classification_metrics(splits.validation["label"].tolist(), predicted, splits.labels)["macro_f1"]

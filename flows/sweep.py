@@ -146,7 +146,7 @@ def sweep_flow(
         sweep_run.log_metrics({"baseline_probe_test_macro_f1": baseline.probe_test_macro_f1})
         base_values = base_config.to_dict()
 
-        def rung_budget(rung: int, epochs: int | None, share: float, count: int) -> TrialBudget:
+        def rung_budget(rung: int, epochs: int, share: float, count: int) -> TrialBudget:
             # Each trial's share of this rung's minutes; trials running side by side share the same wall clock.
             minutes = budget_minutes * share * concurrency / max(1, count)
             return TrialBudget(rung, epochs, min(minutes, base_config.max_minutes or math.inf), deadline)

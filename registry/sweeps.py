@@ -36,7 +36,7 @@ class TrialBudget:
     """How long one trial may train: its rung's epochs, its share of the minutes, and the sweep's deadline."""
 
     rung: int
-    epochs: int | None  # None: the training default for the data (epoch_budget.py)
+    epochs: int
     max_minutes: float
     deadline: float  # time.time() after which a trial that has not started is skipped
 

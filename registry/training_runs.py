@@ -53,7 +53,6 @@ from prefix_registry.training.base_models import LoadedBase, load_base_for_class
 from prefix_registry.training.baseline import Baseline, measure_baseline
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts
-from prefix_registry.training.epoch_budget import with_epochs_for
 from prefix_registry.training.evaluation import Predictions, classification_metrics, flat_metrics
 from prefix_registry.training.splits import DataSplits, split_labelled_texts
 from prefix_registry.training.trainer import TrainedPrefix, train_prefix
@@ -247,7 +246,6 @@ def train_in_run(
     progress: bool = True,
 ) -> RecordedTraining:
     """Train, evaluate, fit the baseline (unless given, or `measure` is False) and log everything to `run`."""
-    config = with_epochs_for(config, base.tokenizer, splits.train["text"].tolist())
     run.log_params(
         {
             **config.to_dict(),

@@ -129,13 +129,7 @@ class TrainConfig:
         metadata={"help": "auto | balanced | none: class weights of the training loss."},
     )
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
-    epochs: int | None = field(
-        default=None,
-        metadata={
-            "help": "At most this many passes over the training split. None: 4, or 3 when the training texts "
-            "average more than 64 tokens (training/epoch_budget.py: so that training costs less than full fine-tuning)."
-        },
-    )
+    epochs: int = field(default=4, metadata={"help": "At most this many passes over the training split."})
     max_minutes: float | None = field(
         default=30.0,
         metadata={"help": "Stop training (keeping the best state so far) after this many minutes; None: no limit."},
@@ -172,8 +166,7 @@ class TrainConfig:
         _require(self.virtual_tokens, "virtual_tokens", minimum=1, maximum=512)
         _require(self.batch_size, "batch_size", minimum=1)
         _require(self.eval_batch_size, "eval_batch_size", minimum=1)
-        if self.epochs is not None:
-            _require(self.epochs, "epochs", minimum=1)
+        _require(self.epochs, "epochs", minimum=1)
         _require(self.patience, "patience", minimum=1)
         _require(self.max_length, "max_length", minimum=8)
         _require(self.encoder_hidden_size, "encoder_hidden_size", minimum=1)

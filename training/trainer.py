@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from prefix_registry.errors import AdapterError, ConfigError
 from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
-from prefix_registry.training.epoch_budget import with_epochs_for
 from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
 from prefix_registry.training.head_init import (
     fit_head_as_probe,
@@ -120,8 +119,8 @@ def train_prefix(
     A starting point worth keeping (a probe-initialised head, or the parent's state for a warm start) is evaluated
     first and competes with every later evaluation, so training never returns something worse on validation than
     where it started; a random start is not evaluated (it would cost a validation pass and never win). Training
-    stops at `config.epochs` (None: decided by the texts' length, epoch_budget.py), after `config.max_minutes`, or
-    when `config.patience` evaluations in a row bring no gain.
+    stops at `config.epochs`, after `config.max_minutes`, or when `config.patience` evaluations in a row bring no
+    gain.
 
     Args:
         base: the frozen base, loaded with a head for `splits.labels`. It becomes part of the returned model.
@@ -131,7 +130,6 @@ def train_prefix(
         progress: show a progress bar over optimizer steps.
     """
     started = time.perf_counter()
-    config = with_epochs_for(config, base.tokenizer, splits.train["text"].tolist())
     seed_everything(config.seed)
     model = attach_new_adapter(base, config)
     trained = TrainedPrefix(model=model, base=base, config=config, labels=list(splits.labels))
@@ -294,8 +292,6 @@ def plan_steps(
     if unknown:
         raise ConfigError(f"training labels {unknown} are not in the label set {splits.labels}")
     encoded = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=config.max_length)["input_ids"]
-    if config.epochs is None:
-        raise ConfigError("plan_steps needs the epochs decided first (epoch_budget.with_epochs_for)")
     total_steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)

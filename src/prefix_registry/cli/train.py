@@ -22,7 +22,7 @@ def train(
     virtual_tokens: Annotated[int | None, typer.Option(help="Virtual tokens (default 20).")] = None,
     prompt_init: Annotated[str | None, typer.Option(help="Prompt tuning start: random | text.")] = None,
     init_text: Annotated[str | None, typer.Option(help="Text that prompt_init=text starts from.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Most epochs (default 4; 3 for texts over 64 tokens).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="At most this many epochs (default 4).")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Time budget in minutes (default 30).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default: the method's).")] = None,
