@@ -33,13 +33,13 @@ class AliasEvents:
         self.emitted: list[str] = []
 
     def __call__(self, change: AliasChange) -> None:
-        from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending
+        from prefix_registry.flows.event_outbox import EventOutbox, deliver_pending
         from prefix_registry.flows.events import alias_event
 
         if change.alias in self.quiet_aliases:
             return
         try:
-            outbox = DriftEventOutbox.from_settings()
+            outbox = EventOutbox.from_settings()
             row_id = outbox.add_alias_event(*alias_event(change))
             sent = deliver_pending(outbox, health_timeout=self.health_timeout)
             if sent:

@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 OUTBOX_FILE = "drift_events_outbox.db"
 
 
-class DriftEventOutbox:
-    """Pending drift events in one SQLite file."""
+class EventOutbox:
+    """Pending drift and alias events in one SQLite file (named `drift_events_outbox.db` since it held only drift
+    events; the name stays so that an upgrade keeps what is pending)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -53,7 +54,7 @@ class DriftEventOutbox:
             )
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> DriftEventOutbox:
+    def from_settings(cls, settings: Any = None) -> EventOutbox:
         from prefix_registry.settings import Settings
 
         return cls((settings or Settings()).home / OUTBOX_FILE)
@@ -145,7 +146,7 @@ def prefect_reachable(timeout: float = 10.0, api_url: str | None = None) -> bool
         return False
 
 
-def deliver_pending(outbox: DriftEventOutbox, health_timeout: float = 10.0) -> dict[str, str]:
+def deliver_pending(outbox: EventOutbox, health_timeout: float = 10.0) -> dict[str, str]:
     """Emit every pending event (drift, then alias moves; each oldest first) when Prefect answers; returns outbox
     id -> event id of those sent."""
     drift, alias = outbox.pending(), outbox.pending_alias_events()
@@ -175,6 +176,6 @@ def deliver_pending(outbox: DriftEventOutbox, health_timeout: float = 10.0) -> d
 
 def emit_drift_event_durably(verdict: DriftVerdict, monitoring_run_id: str) -> str | None:
     """Store the drift event, then emit it (and any older pending ones); its event id, or None while it waits."""
-    outbox = DriftEventOutbox.from_settings()
+    outbox = EventOutbox.from_settings()
     row_id = outbox.add(verdict, monitoring_run_id)
     return deliver_pending(outbox).get(row_id)

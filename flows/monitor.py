@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
+from prefix_registry.flows.event_outbox import EventOutbox, deliver_pending, emit_drift_event_durably
 from prefix_registry.flows.run_labels import label_flow_run, monitor_run_name
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
 from prefix_registry.monitoring.monitor import MonitorOutcome
@@ -66,7 +66,7 @@ def monitor_prefix_flow(
     """
     summaries = []
     if emit_events:
-        deliver_pending(DriftEventOutbox.from_settings())
+        deliver_pending(EventOutbox.from_settings())
     for name in served_tasks(tasks):
         outcome = check_drift(name, current_last, all_versions)
         summary = outcome.summary()

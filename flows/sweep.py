@@ -174,7 +174,7 @@ def sweep_flow(
             rung_budget(1, base_config.epochs, 1 - SCREEN_SHARE, len(finalists)),
             baseline,
         )
-        version, best = register_best(registry, task, final, sweep_run.run_id)
+        version, best = register_best(registry, task, final, sweep_run.run_id, splits)
         sweep_run.log_metrics(
             {
                 "best_validation_macro_f1": best["validation_macro_f1"],

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefix_registry.errors import RegistryError
+from prefix_registry.registry.eval_sets import OWN_TEST, REFERENCE_TEST
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
-from prefix_registry.registry.training_runs import describe, train_in_run, version_tags
+from prefix_registry.registry.training_runs import describe, label_registered_run, train_in_run, version_tags
 from prefix_registry.registry.versions import TAG_TRIGGER, PrefixVersion
 from prefix_registry.training.base_models import load_base_for_classification, resolve_base
 from prefix_registry.training.baseline import Baseline
@@ -92,13 +93,16 @@ def best_trial(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def register_best(
-    registry: PrefixRegistry, task: str, results: list[dict[str, Any]], sweep_run_id: str
+    registry: PrefixRegistry, task: str, results: list[dict[str, Any]], sweep_run_id: str, splits: DataSplits
 ) -> tuple[PrefixVersion, dict[str, Any]]:
-    """Register the best trial's run as a version of `task`, its lineage naming the sweep run and the trial."""
+    """Register the best trial's run as a version of `task`, its lineage naming the sweep run and the trial; the
+    trial's run is named after the version and lists the test split (every trial's) as its MLflow dataset."""
     best = best_trial(results)
     tags = {**best["tags"], TAG_SWEEP_RUN: sweep_run_id, TAG_SWEEP_TRIAL: str(best["number"])}
     description = f"{best['description']} Best of sweep run {sweep_run_id} (trial {best['number']})."
     version = registry.register_version(task, best["run_id"], best["artifact_uri"], tags, description)
-    registry.client.set_tag(best["run_id"], "prefix_registry.version", version.version)
     registry.client.set_tag(sweep_run_id, "prefix_registry.version", version.version)
-    return version, best
+    # Trials train from scratch on the sweep's split: like a first version, their test split is also the reference.
+    frames = {OWN_TEST: splits.test, REFERENCE_TEST: splits.test}
+    what = f"{best['config']['method']} (sweep trial {best['number']})"
+    return label_registered_run(registry, version, what, best["run_id"], frames, None), best

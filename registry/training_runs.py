@@ -380,19 +380,28 @@ def register_recorded(
         {**tags, **(extra_tags or {})},
         describe(data, recorded, trigger, parent, trigger_summary=tags.get(TAG_TRIGGER_REASON), trigger_link=link),
     )
-    registry.client.set_tag(recorded.run_id, "prefix_registry.version", version.version)
-    # Named by the version it became, so the runs list and the compare view read "sentiment v2 ..." not an id.
     method = recorded.trained.config.method.value
-    registry.client.set_tag(recorded.run_id, MLFLOW_RUN_NAME, f"{task} v{version.version} {method} ({trigger})")
-    sets = version_eval_sets(
-        task,
-        version.version,
-        recorded.run_id,
-        recorded.evaluation_frames,
-        (parent.version, parent.run_id) if parent else None,
+    return label_registered_run(
+        registry, version, f"{method} ({trigger})", recorded.run_id, recorded.evaluation_frames, parent
     )
+
+
+def label_registered_run(
+    registry: PrefixRegistry,
+    version: PrefixVersion,
+    what: str,
+    run_id: str,
+    frames: dict[str, pd.DataFrame],
+    parent: PrefixVersion | None,
+) -> PrefixVersion:
+    """Name `run_id` after the version it became ("sentiment v2 prefix (drift)", so the runs list and the compare
+    view read names, not ids) and log the sets it was scored on as the run's MLflow datasets."""
+    task = version.task
+    registry.client.set_tag(run_id, "prefix_registry.version", version.version)
+    registry.client.set_tag(run_id, MLFLOW_RUN_NAME, f"{task} v{version.version} {what}")
+    sets = version_eval_sets(task, version.version, run_id, frames, (parent.version, parent.run_id) if parent else None)
     if sets:
-        registry.log_dataset_inputs(recorded.run_id, dataset_inputs(sets))
+        registry.log_dataset_inputs(run_id, dataset_inputs(sets))
         registry.set_version_tags(task, version.version, eval_set_tags(sets))
         version = registry.version(task, version.version)
     return version

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from prefix_registry.flows import event_outbox
-from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
+from prefix_registry.flows.event_outbox import EventOutbox, deliver_pending, emit_drift_event_durably
 from prefix_registry.monitoring.drift import DriftVerdict
 
 
@@ -19,7 +19,7 @@ def test_a_drift_event_found_while_prefect_is_down_is_emitted_when_it_returns(
     monkeypatch.setattr(event_outbox, "prefect_reachable", lambda timeout=10.0: False)
     verdict = DriftVerdict(task="sentiment", version="3", status="drift", reference={"n": 500}, current={"n": 500})
     assert emit_drift_event_durably(verdict, "run-7") is None
-    outbox = DriftEventOutbox.from_settings()
+    outbox = EventOutbox.from_settings()
     pending = outbox.pending()
     assert [(p["task"], p["version"], p["monitoring_run_id"]) for p in pending] == [("sentiment", "3", "run-7")]
     assert pending[0]["verdict"] == verdict
@@ -51,7 +51,7 @@ def test_an_alias_move_made_while_prefect_is_down_is_emitted_with_the_next_deliv
     observer = AliasEvents()
     move = AliasEvent(3, "champion", "promote", "1", "2", "ci", "2026-11-29T10:00:00+00:00", reason="better")
     observer(AliasChange("sentiment", "champion", "1", "2", move))
-    outbox = DriftEventOutbox.from_settings()
+    outbox = EventOutbox.from_settings()
     assert observer.emitted == [] and len(outbox.pending_alias_events()) == 1
 
     emitted: list[tuple[str, str, str]] = []

@@ -316,7 +316,7 @@ def test_an_alias_move_waits_for_nothing_while_prefect_is_down_and_its_event_is_
     event = AliasEvent(1, "champion", "rollback", "2", "1", "tester", "2026-11-29T10:00:00+00:00")
     observer(AliasChange("reviews", "champion", "2", "1", event))
     assert observer.emitted == []
-    kept = event_outbox.DriftEventOutbox.from_settings().pending_alias_events()
+    kept = event_outbox.EventOutbox.from_settings().pending_alias_events()
     assert [(row["name"], row["payload"]["to_version"], row["resource"]["prefix-registry.alias"]) for row in kept] == [
         ("prefix.model.rolled-back", "1", "champion")
     ]

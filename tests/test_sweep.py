@@ -41,6 +41,10 @@ def test_a_sweep_registers_its_best_trial_with_the_sweeps_lineage(module_home: P
     child = registry.run(version.run_id)
     assert child.data.tags[MLFLOW_PARENT_TAG] == result["sweep_run_id"]
     assert child.data.params["rung"] == "1" and child.data.params["trial_number"] == str(result["best_trial"])
+    # ...named after the version it became, and listing the split it was scored on as its MLflow dataset.
+    trial = f"sweep trial {result['best_trial']}"
+    assert child.data.tags["mlflow.runName"] == f"swept v{version.version} {version.method} ({trial})"
+    assert [d.dataset.name for d in child.inputs.dataset_inputs] == [f"swept-v{version.version}-test"]
     # Three trials screened, the best third (one) went on; the other two stopped after screening.
     rungs = [(t["rung"], t["number"]) for t in result["trials"]]
     assert [number for rung, number in rungs if rung == 0] == [0, 1, 2]

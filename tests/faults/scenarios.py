@@ -318,13 +318,13 @@ def kill9_mid_training(home: Path) -> FaultOutcome:
 
 PREFECT_STEP = """
 import json, sys
-from prefix_registry.flows.event_outbox import DriftEventOutbox, deliver_pending, emit_drift_event_durably
+from prefix_registry.flows.event_outbox import EventOutbox, deliver_pending, emit_drift_event_durably
 from prefix_registry.monitoring.drift import DriftVerdict
 if sys.argv[1] == "emit":
     verdict = DriftVerdict(task="sentiment", version="1", status="drift", reference={}, current={})
     print(json.dumps({"event_id": emit_drift_event_durably(verdict, "monitoring-run")}))
 else:
-    print(json.dumps(deliver_pending(DriftEventOutbox.from_settings())))
+    print(json.dumps(deliver_pending(EventOutbox.from_settings())))
 """
 
 
@@ -376,7 +376,7 @@ def prefect_down_during_alias_moves(home: Path) -> FaultOutcome:
     """`prefixctl promote` then `rollback` with PREFECT_API_URL on a dead port: each moves the alias with its history
     entry, exits 0 within seconds and prints at most one line on stderr; both events wait in the home's event outbox
     for the next delivery that finds Prefect up."""
-    from prefix_registry.flows.event_outbox import OUTBOX_FILE, DriftEventOutbox
+    from prefix_registry.flows.event_outbox import OUTBOX_FILE, EventOutbox
     from prefix_registry.flows.loopback import free_port
     from prefix_registry.registry.store import PrefixRegistry
 
@@ -400,7 +400,7 @@ def prefect_down_during_alias_moves(home: Path) -> FaultOutcome:
     alias = registry.aliases("announced")["champion"]
     if chain != [(None, "1"), ("1", "2"), ("2", "1")] or alias != "1":
         problems.append(f"history {chain}, alias {alias}")
-    waiting = [row["name"] for row in DriftEventOutbox(home / OUTBOX_FILE).pending_alias_events()]
+    waiting = [row["name"] for row in EventOutbox(home / OUTBOX_FILE).pending_alias_events()]
     if waiting != ["prefix.model.promoted", "prefix.model.rolled-back"]:
         problems.append(f"alias events waiting in the outbox: {waiting}")
     return FaultOutcome(
