@@ -197,7 +197,7 @@ def s3_down_during_monitor(home: Path, task: str, s3: SeaweedS3, mlflow_url: str
     """`prefixctl monitor` while S3 is down, with the default reference (its files in S3) and a logged one: each pass
     either records its whole verdict (run, verdict file, drift event) or fails in one line having recorded no
     verdict half-way; the predictions stay in the log, and after S3 is back the same monitor succeeds."""
-    from prefix_registry.flows.event_outbox import EventOutbox
+    from prefix_registry.flows.event_outbox import OUTBOX_FILE, EventOutbox
     from prefix_registry.registry.store import PrefixRegistry
 
     started = time.perf_counter()
@@ -223,7 +223,7 @@ def s3_down_during_monitor(home: Path, task: str, s3: SeaweedS3, mlflow_url: str
         back[name] = done.returncode
         if done.returncode not in (0, 3):
             problems.append(f"{name} pass after S3's return: exit {done.returncode}: {done.stderr.strip()[-300:]}")
-    outbox = EventOutbox(home / "drift_events_outbox.db")
+    outbox = EventOutbox(home / OUTBOX_FILE)
     return FaultOutcome(
         "S3 down during monitor",
         "2 monitor passes (reference in S3, logged) while S3 was stopped",
