@@ -128,6 +128,21 @@ class TrainConfig:
         default=ClassWeighting.AUTO,
         metadata={"help": "auto | balanced | none: class weights of the training loss."},
     )
+    cheap_dropout_masks: bool = field(
+        default=True,
+        metadata={
+            "help": "On CPU, draw the base's dropout masks four to a random word instead of one per element: the "
+            "same Bernoulli masks, ~15 % cheaper steps on MiniLM (README, 'Training time'). Off: PyTorch's dropout."
+        },
+    )
+    attention_dropout: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the base's attention-probability dropout while training. Off by default: the fused "
+            "attention kernel then runs (~12 % cheaper steps on 128-token texts) and macro-F1 moved by -0.5 to +0.3 "
+            "points on 1,500-3,000-row test sets; the hidden-state dropouts stay."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     epochs: int = field(default=4, metadata={"help": "At most this many passes over the training split."})
     max_minutes: float | None = field(

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from prefix_registry.errors import AdapterError, ConfigError
 from prefix_registry.training.base_models import LoadedBase
+from prefix_registry.training.cheap_dropout import training_dropout
 from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
 from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
 from prefix_registry.training.head_init import (
@@ -184,22 +185,23 @@ def train_prefix(
     if warm_start is not None or config.head_init is HeadInit.PROBE:
         evaluate()  # a start worth keeping competes with what training makes of it; a random start is not
     bar = tqdm(total=plan.total_steps, desc=f"train {config.method.value}", disable=not progress, unit="step")
-    while step < plan.total_steps and not trained.stop_reason:
-        model.train()
-        for indices in length_grouped_batches(plan.lengths, config.batch_size, plan.rng):
-            losses.append(train_step(model, plan, base.tokenizer, indices))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=f"{step / steps_per_epoch:.1f}")
-            out_of_time = deadline is not None and time.perf_counter() > deadline
-            if step % evaluate_every == 0 or step >= plan.total_steps or out_of_time:
-                if evaluate():
-                    trained.stop_reason = f"no validation gain in {config.patience} evaluations"
-                elif out_of_time:
-                    trained.stop_reason = f"time budget of {config.max_minutes} min spent"
-                model.train()
-            if trained.stop_reason or step >= plan.total_steps:
-                break
+    with training_dropout(model, config.cheap_dropout_masks, config.attention_dropout):
+        while step < plan.total_steps and not trained.stop_reason:
+            model.train()
+            for indices in length_grouped_batches(plan.lengths, config.batch_size, plan.rng):
+                losses.append(train_step(model, plan, base.tokenizer, indices))
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=f"{step / steps_per_epoch:.1f}")
+                out_of_time = deadline is not None and time.perf_counter() > deadline
+                if step % evaluate_every == 0 or step >= plan.total_steps or out_of_time:
+                    if evaluate():
+                        trained.stop_reason = f"no validation gain in {config.patience} evaluations"
+                    elif out_of_time:
+                        trained.stop_reason = f"time budget of {config.max_minutes} min spent"
+                    model.train()
+                if trained.stop_reason or step >= plan.total_steps:
+                    break
     bar.close()
     trained.stopped_early = bool(trained.stop_reason)
     if trained.stopped_early:
