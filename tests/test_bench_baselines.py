@@ -8,8 +8,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench.baselines import ADAPTER_ROWS, FULL_FT, LOGREG, ROWS, RowResult, add_ratios, app
+from bench.baselines import (
+    ADAPTER_ROWS,
+    FULL_FT,
+    LOGREG,
+    ROWS,
+    BenchSettings,
+    RowResult,
+    add_ratios,
+    app,
+    load_splits,
+)
 from bench.datasets import DATASETS
+from prefix_registry.errors import ConfigError
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import load_labelled_texts
 from prefix_registry.training.splits import split_labelled_texts
@@ -136,3 +147,27 @@ def test_unknown_data_sets_are_refused_before_any_model_loads(tmp_path: Path) ->
     result = CliRunner().invoke(app, ["--datasets", "rt,sst2", "--out", str(tmp_path / "r.json")])
     assert result.exit_code != 0 and "sst2" in result.output
     assert not (tmp_path / "r.json").exists()
+
+
+def test_test_rows_test_on_rows_the_sample_left_out_with_the_same_training_split() -> None:
+    plain = BenchSettings(limit=200, datasets=("rt",))
+    wide = BenchSettings(limit=200, datasets=("rt",), test_rows=600)
+    data, splits = load_splits(plain, "rt")
+    wide_data, wide_splits = load_splits(wide, "rt")
+    assert wide_data.fingerprint == data.fingerprint
+    assert wide_splits.train.equals(splits.train) and wide_splits.validation.equals(splits.validation)
+    assert len(splits.test) == 20 and len(wide_splits.test) == 600
+    assert not set(wide_splits.test["text"]) & set(data.frame["text"])  # never seen by training or selection
+    assert set(wide_splits.test["label"]) == set(splits.labels)
+    shares = wide_splits.test["label"].value_counts(normalize=True)
+    assert shares.min() > 0.45  # stratified: RT is balanced
+
+
+def test_test_rows_keep_the_split_when_the_sample_is_the_whole_data_set() -> None:
+    _, splits = load_splits(BenchSettings(limit=2000, datasets=("drug",), test_rows=500), "drug")
+    assert len(splits.test) == 98  # the drug reviews have 978 rows: nothing is left out of a 2,000-row sample
+
+
+def test_a_negative_test_rows_is_refused() -> None:
+    with pytest.raises(ConfigError, match="test_rows must be >= 0, got -1"):
+        BenchSettings(test_rows=-1)
