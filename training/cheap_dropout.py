@@ -51,7 +51,7 @@ def drop(tensor: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class CheapDropout(nn.Dropout):
-    """`nn.Dropout` with `keep_mask` masks (CPU only; the caller decides where it runs)."""
+    """`nn.Dropout` with `drop_mask` masks (CPU only; the caller decides where it runs)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -69,7 +69,7 @@ def cheap_dropout_attention(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Attention whose probability dropout uses `keep_mask`; without dropout (evaluation) the fused SDPA kernel.
+    """Attention whose probability dropout uses `drop_mask`; without dropout (evaluation) the fused SDPA kernel.
 
     Grouped-query attention and causal attention without an explicit mask go to SDPA unchanged (its dropout then).
     """
