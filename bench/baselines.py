@@ -426,7 +426,9 @@ def run_dataset(settings: BenchSettings, dataset: str) -> dict[str, Any]:
             "splits": splits.sizes(),
             "labels": splits.labels,
             "test_class_shares": splits.test["label"].value_counts(normalize=True).round(4).to_dict(),
-            "test_source": "rows the sample left out" if settings.test_rows and settings.limit else "the split",
+            "test_source": "the split"
+            if splits.test["text"].isin(data.frame["text"]).all()
+            else "rows the sample left out",
         },
         "wall_seconds": time.perf_counter() - started,
         "acceptance": acceptance(rows),
