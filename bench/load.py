@@ -171,7 +171,7 @@ def run_phase(server: Server, tasks: list[str], clients: int, seconds: float, mo
 
 def _time_writes(write: Any, threads: int, seconds: float) -> list[float]:
     """Seconds per call of `write(records)` from `threads` threads writing 4-record batches for `seconds`."""
-    from prefix_registry.monitoring.prediction_log import PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionRecord
 
     calls: list[float] = []
     lock = threading.Lock()
@@ -198,7 +198,7 @@ def _time_writes(write: Any, threads: int, seconds: float) -> list[float]:
 def measure_log_cost(path: Path, threads: int, seconds: float) -> dict[str, dict[str, float]]:
     """The log alone, no model: `threads` writers of 4-record batches for `seconds`, with enqueue() (answer once
     queued) and with commit() (answer once committed, SQLite synchronous=FULL); per-call p50 / p99 in ms."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     figures = {}
     for mode in ("enqueue", "commit"):
@@ -213,7 +213,7 @@ def measure_log_cost(path: Path, threads: int, seconds: float) -> dict[str, dict
 
 
 def count_lost(home: Path, acked: list[str]) -> int:
-    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as prediction_log:
         return sum(prediction_log.get(pid) is None for pid in acked)

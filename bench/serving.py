@@ -56,7 +56,6 @@ from bench.report import log, publish
 from prefix_registry.errors import PrefixRegistryError
 from prefix_registry.flows.loopback import ThreadedUvicorn
 from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
-from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
 from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
@@ -64,6 +63,7 @@ from prefix_registry.serving.app import create_app
 from prefix_registry.serving.prefix_pool import PrefixPool
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
+from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts, load_labelled_texts
 from prefix_registry.training.quiet import quiet_libraries

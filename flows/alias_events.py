@@ -53,7 +53,7 @@ class AliasEvents:
 
 def announcing_registry() -> PrefixRegistry:
     """The alerting registry (`alerting_registry()`) whose alias moves are also Prefect events."""
-    from prefix_registry.monitoring.alerts import alerting_registry
+    from prefix_registry.alerts import alerting_registry
 
     registry = alerting_registry()
     registry.alias_observers.append(AliasEvents())

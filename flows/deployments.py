@@ -9,7 +9,7 @@ from typing import Any
 from prefix_registry.errors import PrefixRegistryError
 from prefix_registry.flows.events import DRIFT_DETECTED, MONITORING_RUN_KEY, RESOURCE_PREFIX, TASK_LABEL
 from prefix_registry.flows.schedule import MonitorSchedule
-from prefix_registry.monitoring.retrain_policy import RetrainPolicy
+from prefix_registry.healing.retrain_policy import RetrainPolicy
 
 
 class PrefectUnavailable(PrefixRegistryError):

@@ -26,7 +26,7 @@ def served_tasks(tasks: list[str] | None) -> list[str]:
 def check_drift(task_name: str, current_last: int, all_versions: bool) -> MonitorOutcome:
     """One drift check of `task_name`, recorded as a monitoring run (and alerted on drift)."""
     from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
-    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     registry = PrefixRegistry()
     with PredictionLog.from_settings(registry.settings) as log:

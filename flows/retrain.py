@@ -20,8 +20,8 @@ from prefect.states import Completed, State
 
 from prefix_registry.flows import retrain_artifacts
 from prefix_registry.flows.run_labels import label_flow_run, retrain_name, retrain_run_name
+from prefix_registry.healing.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
 from prefix_registry.monitoring.drift_runs import DriftEpisode
-from prefix_registry.monitoring.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ def train_and_judge(
     task_name: str, policy: RetrainPolicy, trigger: str, drift: DriftEpisode | None
 ) -> RetrainDecision | SkippedRetrain:
     from prefix_registry.flows.alias_events import announcing_registry
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import retrain
+    from prefix_registry.healing.retraining import retrain
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     # Alias moves of this registry alert and are Prefect events: a promotion here tells people as `prefixctl
     # promote` does.
@@ -82,7 +82,7 @@ def link_monitoring_run(monitoring_run_id: str, retrain: str, facts: dict[str, s
 
 @task(name="notify", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 def notify(decision: RetrainDecision) -> None:
-    from prefix_registry.monitoring.retraining import notify_decision
+    from prefix_registry.healing.retraining import notify_decision
 
     notify_decision(decision)
 

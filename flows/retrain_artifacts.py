@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from prefix_registry.monitoring.retraining import JUDGE_SETS, RetrainDecision
+from prefix_registry.healing.retraining import JUDGE_SETS, RetrainDecision
 
 
 def artifact_key(task: str) -> str:

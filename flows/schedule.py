@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefix_registry.monitoring.config_values import field_default, field_help, from_values
+from prefix_registry.config_values import field_default, field_help, from_values
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
 
 

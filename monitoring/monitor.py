@@ -12,16 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from prefix_registry.alerts import send_alert
 from prefix_registry.errors import ConfigError
-from prefix_registry.monitoring.alerts import drift_alert, send_alert
 from prefix_registry.monitoring.drift import DriftReport, DriftVerdict, DriftWindow, detect_drift
+from prefix_registry.monitoring.drift_alert import drift_alert
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW, DriftConfig
 from prefix_registry.monitoring.drift_runs import record_verdict
-from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
 from prefix_registry.registry.loading import load_reference_frame
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.base_models import load_base_encoder, resolve_base
 
 logger = logging.getLogger(__name__)

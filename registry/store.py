@@ -102,7 +102,7 @@ class PrefixRegistry:
         self.settings = settings or Settings()
         self._client: Any = None
         # Told of every alias move, after it is made: the layer above sends alerts without this layer importing it
-        # (see monitoring/alerts/alias_moves.py).
+        # (see alerts/alias_moves.py).
         self.alias_observers: list[Callable[[AliasChange], None]] = []
         self._alias_lock: AliasLock | None = None
 

@@ -28,12 +28,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefix_registry.errors import PrefixRegistryError
-from prefix_registry.monitoring.prediction_log import (
-    FeedbackConflict,
-    PredictionLog,
-    PredictionLogError,
-    PredictionRecord,
-)
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.guards import BodySizeLimit, FeedbackRateLimit
 from prefix_registry.serving.http import HTTPError, error_response
@@ -48,6 +42,12 @@ from prefix_registry.serving.schemas import (
     TasksResponse,
 )
 from prefix_registry.serving.table import AliasWatcher, ServingTable, UnknownTask
+from prefix_registry.traffic.prediction_log import (
+    FeedbackConflict,
+    PredictionLog,
+    PredictionLogError,
+    PredictionRecord,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 
-from prefix_registry.monitoring.api_keys import ApiKey, ApiKeyError, ApiKeyStore, hash_key
 from prefix_registry.serving.http import HTTPError
+from prefix_registry.traffic.api_keys import ApiKey, ApiKeyError, ApiKeyStore, hash_key
 
 logger = logging.getLogger(__name__)
 

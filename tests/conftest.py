@@ -168,8 +168,8 @@ def assert_reachable(accuracy: float, macro_f1: float, true_labels: list[str], l
 def log_labelled_traffic(registry, task: str, frame) -> None:
     """The champion's predictions on `frame` (text, label), logged as served traffic, with the true labels as
     feedback."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
     from prefix_registry.registry.loading import load_version
+    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
 
     version = registry.resolve(task)
     predictions = load_version(registry, version).predict(frame["text"].tolist())

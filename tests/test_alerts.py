@@ -13,22 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from prefix_registry.flows.loopback import free_port
-from prefix_registry.monitoring.alerts import (
+from prefix_registry.alerts import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     Alert,
     AlertDispatcher,
     alert_alias_change,
     alerting_registry,
-    drift_alert,
     is_slack_sink,
     redact_url,
     sign,
     verify_signature,
 )
-from prefix_registry.monitoring.alerts import dispatcher as dispatcher_module
+from prefix_registry.alerts import dispatcher as dispatcher_module
+from prefix_registry.flows.loopback import free_port
 from prefix_registry.monitoring.drift import DriftVerdict, SignalResult
+from prefix_registry.monitoring.drift_alert import drift_alert
 from prefix_registry.registry.aliases import new_event
 from prefix_registry.registry.store import AliasChange
 from prefix_registry.settings import Settings
@@ -300,7 +300,7 @@ def test_secret_and_webhook_token_never_leak(
     outbox: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="prefix_registry.monitoring.alerts")
+    caplog.set_level(logging.DEBUG, logger="prefix_registry.alerts")
     receiver.fail_next(10)
     dead = f"slack+http://127.0.0.1:{free_port()}{SLACK_TOKEN_PATH}"
     dispatcher = make_dispatcher([dead, receiver.url + SLACK_TOKEN_PATH], max_attempts=2)

@@ -403,7 +403,7 @@ def test_tasks_lists_tasks_with_aliases(trained_home: Path, cli) -> None:
 
 
 def test_predict_with_log_replays_texts_as_live_traffic(trained_home: Path, cli, tmp_path: Path) -> None:
-    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     texts = tiny_data(limit=30, source="imdb").frame
     path = tmp_path / "batch.jsonl"
@@ -458,7 +458,7 @@ def test_retrain_and_flows_options_take_their_defaults_and_help_from_the_config_
 
     from prefix_registry.cli import app
     from prefix_registry.flows.schedule import MonitorSchedule
-    from prefix_registry.monitoring.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
 
     root = typer.main.get_command(app)
     retrain = {p.name: p for p in root.commands["retrain"].params}  # type: ignore[attr-defined]

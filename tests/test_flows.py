@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from prefix_registry.errors import ConfigError, RegistryError
-from prefix_registry.monitoring.prediction_log import PredictionLog
-from prefix_registry.monitoring.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
+from prefix_registry.healing.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
+from prefix_registry.traffic.prediction_log import PredictionLog
 from tests.conftest import log_labelled_traffic, tiny_config, tiny_data
 from tests.servers.prefect_server import running_prefect
 from tests.servers.webhook_receiver import WebhookReceiver
@@ -244,7 +244,7 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
 
 
 def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews: PrefixRegistry) -> None:
-    import prefix_registry.monitoring.retraining as retraining
+    import prefix_registry.healing.retraining as retraining
     from prefix_registry.flows.retrain import retrain_prefix_flow
 
     registry = reviews

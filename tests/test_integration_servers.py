@@ -18,11 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prefix_registry.flows.loopback import HOST, free_ports
-from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
+from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.adapter_files import sha256_file
 from tests.conftest import TINY_TRAIN, tiny_config, tiny_data
 from tests.servers.mlflow_server import MlflowServer, running_mlflow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from prefix_registry.monitoring.api_keys import ApiKeyStore, hash_key
+from prefix_registry.traffic.api_keys import ApiKeyStore, hash_key
 
 
 def test_a_key_is_printed_once_and_stored_only_as_its_hash(home: Path, cli) -> None:

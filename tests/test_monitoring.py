@@ -15,13 +15,13 @@ from prefix_registry.monitoring.drift import DriftVerdict, DriftWindow, SignalRe
 from prefix_registry.monitoring.drift_config import DriftConfig
 from prefix_registry.monitoring.drift_runs import STATUS_TAG, VERDICT_TAG, latest_drift_episode, read_verdict
 from prefix_registry.monitoring.monitor import MonitorRequest, _text_models, run_monitor
-from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
 from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
 from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
+from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
 from tests.conftest import tiny_config, tiny_data
 from tests.servers.webhook_receiver import WebhookReceiver
 

@@ -98,7 +98,19 @@ def test_wheel_installs_exactly_one_top_level_import_name(wheel: Path) -> None:
     assert roots == {"prefix_registry"}
     assert top_level == ["prefix_registry"]
     layers = {name.split("/")[1] for name in names if name.startswith("prefix_registry/") and name.count("/") >= 2}
-    assert {"training", "registry", "monitoring", "serving", "flows", "cli"} <= layers
+    assert {
+        "kinds",
+        "training",
+        "inference",
+        "registry",
+        "traffic",
+        "alerts",
+        "monitoring",
+        "healing",
+        "serving",
+        "flows",
+        "cli",
+    } <= layers
 
 
 def test_every_package_folder_is_in_the_wheel(wheel: Path) -> None:

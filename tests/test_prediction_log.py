@@ -23,14 +23,14 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from prefix_registry.flows.loopback import free_port
-from prefix_registry.monitoring.prediction_log import (
+from prefix_registry.settings import Settings
+from prefix_registry.traffic.prediction_log import (
     BASE_COLUMNS,
     FeedbackConflict,
     PredictionLog,
     PredictionLogError,
     PredictionRecord,
 )
-from prefix_registry.settings import Settings
 from tests.servers.postgres_server import PostgresServer, running_postgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,7 +339,7 @@ def test_a_failed_background_write_is_logged_and_retried(
 ) -> None:
     with PredictionLog(sqlite_url, flush_interval=0.01, retry_backoff=0.01) as log:
         attempts = _failing_inserts(log, monkeypatch, failures=2)
-        with caplog.at_level(logging.WARNING, logger="prefix_registry.monitoring.batch_writer"):
+        with caplog.at_level(logging.WARNING, logger="prefix_registry.traffic.batch_writer"):
             log.enqueue([record(minutes=i) for i in range(7)])
             assert log.flush(timeout=30) is True
 
@@ -355,7 +355,7 @@ def test_writes_that_keep_failing_are_dropped_loudly_and_the_writer_survives(
 ) -> None:
     with PredictionLog(sqlite_url, flush_interval=0.01, max_retries=3, retry_backoff=0.01) as log:
         attempts = _failing_inserts(log, monkeypatch, failures=3)
-        with caplog.at_level(logging.WARNING, logger="prefix_registry.monitoring.batch_writer"):
+        with caplog.at_level(logging.WARNING, logger="prefix_registry.traffic.batch_writer"):
             log.enqueue([record(minutes=i) for i in range(7)])
             assert log.flush(timeout=30) is True
 
@@ -377,7 +377,7 @@ def test_enqueued_records_survive_a_clean_exit_without_close(sqlite_url: str) ->
     script = textwrap.dedent(
         """
         import sys
-        from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+        from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
 
         log = PredictionLog(sys.argv[1], batch_size=10_000, flush_interval=60)
         log.enqueue([PredictionRecord.new("exit", "1", f"t{i}", "a", {"a": 1.0}) for i in range(250)])

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from prefix_registry.monitoring.prediction_log import PredictionLog
 from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.app import ServingLimits
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
+from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.data import LabelledTexts
 from tests.conftest import tiny_config, tiny_data
 

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from prefix_registry.monitoring.api_keys import ApiKeyStore
-from prefix_registry.monitoring.label_sources import UNKEYED, cap_per_source, trusted_fresh_labels
-from prefix_registry.monitoring.prediction_log import PredictionLog
-from prefix_registry.monitoring.retraining import RetrainPolicy, RetrainSkipped, retrain
+from prefix_registry.healing.label_sources import UNKEYED, cap_per_source, trusted_fresh_labels
+from prefix_registry.healing.retraining import RetrainPolicy, RetrainSkipped, retrain
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.app import ServingLimits
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
+from prefix_registry.traffic.api_keys import ApiKeyStore
+from prefix_registry.traffic.prediction_log import PredictionLog
 from tests.conftest import tiny_config, tiny_data
 
 FLIP = {"positive": "negative", "negative": "positive"}

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefix_registry.monitoring.alerts import alerting_registry
+from prefix_registry.alerts import alerting_registry
+from prefix_registry.healing.retraining import RetrainPolicy, retrain
 from prefix_registry.monitoring.drift_config import DriftConfig
 from prefix_registry.monitoring.monitor import MonitorOutcome, MonitorRequest, run_monitor
-from prefix_registry.monitoring.prediction_log import PredictionLog
-from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.traffic.prediction_log import PredictionLog
 from tests.conftest import log_labelled_traffic, tiny_config, tiny_data
 
 TASK = "sentiment"

@@ -17,10 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from prefix_registry.alerts.inbox import AlertInbox
 from prefix_registry.flows.demo.config import DemoConfig
 from prefix_registry.flows.local_server import LocalPrefectServer
 from prefix_registry.flows.loopback import ThreadedUvicorn, stop_process
-from prefix_registry.monitoring.alert_inbox import AlertInbox
 
 Say = Callable[[str], None]
 DEPLOYMENTS = {"train-prefix", "monitor-prefix", "retrain-prefix"}

@@ -84,11 +84,11 @@ def _stop_cleanly_on_sigterm() -> None:
 
 
 def _story(config: DemoConfig, state: DemoState, tell: Say, stage: DemoStage) -> dict[str, Any]:
+    from prefix_registry.alerts import alerting_registry
     from prefix_registry.flows.monitor import monitor_prefix_flow
     from prefix_registry.flows.train import train_prefix_flow
-    from prefix_registry.monitoring.alerts import alerting_registry
-    from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.serving.factory import build_serving_app
+    from prefix_registry.traffic.prediction_log import PredictionLog
     from prefix_registry.training.config import TrainConfig
     from prefix_registry.training.data import load_labelled_texts
 

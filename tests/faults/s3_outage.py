@@ -74,8 +74,8 @@ def s3_down_during_serving(home: Path, task: str, s3: SeaweedS3, mlflow_url: str
     """S3 stops under a running server: predictions and feedback go on, every acknowledged row is logged; `promote`
     to v2 (whose files are now out of reach) either moves the alias with its history entry, the server keeping the
     old champion until S3 is back and then switching, or refuses in one line. Either way alias == last entry."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     started = time.perf_counter()
     env = home_env(home, MLFLOW_TRACKING_URI=mlflow_url)

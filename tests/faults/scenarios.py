@@ -151,7 +151,7 @@ def _clients(url: str, task: str, n: int, stop: threading.Event, acked: list[str
 
 def kill9_server_under_load(home: Path, task: str, clients: int = 4, seconds: float = 6.0) -> FaultOutcome:
     """kill -9 of the server while `clients` clients send predictions: every prediction that got a 200 is logged."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     started = time.perf_counter()
     server = ServeProcess(home_env(home))
@@ -485,7 +485,7 @@ def mlflow_down_during_serving(home: Path, task: str, mlflow: object) -> FaultOu
 def log_fresh_labels(home: Path, task: str, version: str, n: int = 120, key_name: str | None = None) -> int:
     """`n` predictions of `task` on IMDB reviews (a domain the RT-trained champion has not seen), each with its true
     label as feedback, in the home's prediction log; returns how many labelled rows the log then holds."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
     from tests.conftest import tiny_data
 
     frame = tiny_data(limit=n, source="imdb").frame
@@ -501,9 +501,9 @@ def log_fresh_labels(home: Path, task: str, version: str, n: int = 120, key_name
 
 
 def _retry_state(home: Path, task: str, labelled: int) -> dict:
-    from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.registry.runs import RUN_STALE_TAG
     from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     registry = PrefixRegistry()
     with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
@@ -525,9 +525,9 @@ def _judge_retry(
     """The retry after a broken retrain: it must run now (no cooldown held by the dead attempt), register exactly
     one challenger, close the broken attempt's run as KILLED (when the attempt could not close it itself: killed,
     or MLflow down), keep the alias on the last history entry and lose no label."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import RetrainPolicy, RetrainSkipped, retrain
+    from prefix_registry.healing.retraining import RetrainPolicy, RetrainSkipped, retrain
     from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     broken = _retry_state(home, task, labelled)
     if broken["versions"] != before["versions"] or broken["alias"] != before["alias"]:
@@ -554,8 +554,8 @@ def _judge_retry(
 
 RETRAIN_STEP = """
 import sys
-from prefix_registry.monitoring.prediction_log import PredictionLog
-from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
+from prefix_registry.traffic.prediction_log import PredictionLog
+from prefix_registry.healing.retraining import RetrainPolicy, retrain
 from prefix_registry.registry.store import PrefixRegistry
 
 with PredictionLog.from_settings() as log:
@@ -599,8 +599,8 @@ def kill9_mid_retrain(home: Path, task: str) -> FaultOutcome:
 def attempt_retrain(registry: Any, home: Path, task: str, stopped: str, problems: list[str]) -> str:
     """One retrain of `task` while `stopped` is down: the first line of its error, or "-" when it succeeded (a
     problem, recorded in `problems`: it should not have)."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
+    from prefix_registry.healing.retraining import RetrainPolicy, retrain
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     try:
         with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
@@ -652,7 +652,7 @@ def mlflow_down_during_retrain(home: Path, task: str, mlflow: object) -> FaultOu
 def mlflow_down_during_monitor(home: Path, task: str, mlflow: object) -> FaultOutcome:
     """MLflow stops while the server takes predictions and `prefixctl monitor` runs: the monitor fails in one line,
     every acknowledged prediction is in the log, and the monitor succeeds on the same log once MLflow is back."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     started = time.perf_counter()
     env = home_env(home, MLFLOW_TRACKING_URI=mlflow.url)  # type: ignore[attr-defined]
@@ -707,7 +707,7 @@ def _flood(home: Path, task: str, version: str, honest: int, flipped: int) -> di
     with the other label by key `mallory`; returns the labelled rows per kind.
 
     Three honest keys: with a 25 % cap per key, two keys alone can never supply a retrain (each would be half)."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
     from tests.conftest import tiny_data
 
     frame = tiny_data(limit=honest + flipped + 200, source="imdb").frame.sample(frac=1.0, random_state=1)
@@ -723,9 +723,9 @@ def _flood(home: Path, task: str, version: str, honest: int, flipped: int) -> di
 
 def _clean_scores(home: Path, task: str, versions: list[str]) -> dict[str, float]:
     """Macro-F1 of each version on 200 IMDB reviews, with their true labels, that no key ever sent."""
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import score
+    from prefix_registry.healing.retraining import score
     from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.traffic.prediction_log import PredictionLog
     from tests.conftest import tiny_data
 
     with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
@@ -745,9 +745,9 @@ def poisoned_feedback_retrain(home: Path, max_share: float | None = None, task: 
 
     `max_share=1.0` runs the same retrain with the cap off (the control the guarded run is compared with).
     """
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import RetrainPolicy, retrain
+    from prefix_registry.healing.retraining import RetrainPolicy, retrain
     from prefix_registry.registry.store import PrefixRegistry
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     started = time.perf_counter()
     env = home_env(home)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prefix_registry.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from prefix_registry.flows.loopback import HOST
-from prefix_registry.monitoring.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 
 @dataclass

@@ -11,7 +11,7 @@ from prefix_registry.cli.output import print_json, print_pairs, print_table
 from prefix_registry.errors import PrefixRegistryError
 
 if TYPE_CHECKING:
-    from prefix_registry.monitoring.alerts import AlertDispatcher
+    from prefix_registry.alerts import AlertDispatcher
 
 alerts_app = typer.Typer(help="Alerts waiting in the durable outbox.", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ app.add_typer(alerts_app, name="alerts")
 
 def _dispatcher() -> AlertDispatcher:
     """The dispatcher of the configured webhooks; a one-line error when none is configured."""
-    from prefix_registry.monitoring.alerts import dispatcher_from_settings
+    from prefix_registry.alerts import dispatcher_from_settings
     from prefix_registry.settings import Settings
 
     dispatcher = dispatcher_from_settings(Settings())

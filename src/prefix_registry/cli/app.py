@@ -30,7 +30,7 @@ AliasOption = Annotated[str | None, typer.Option("--alias", "-a", help="An alias
 def open_registry() -> PrefixRegistry:
     """The registry named by the settings of this moment (environment, then defaults).
 
-    Its alias moves send promotion and rollback alerts (see monitoring/alerts/alias_moves.py) and, when a Prefect
+    Its alias moves send promotion and rollback alerts (see alerts/alias_moves.py) and, when a Prefect
     API answers, Prefect events (flows/alias_events.py), so no command sends them itself.
     """
     from prefix_registry.flows.alias_events import announcing_registry

@@ -8,7 +8,7 @@ import typer
 
 from prefix_registry.cli.app import app
 from prefix_registry.flows.schedule import schedule_default, schedule_help
-from prefix_registry.monitoring.retrain_policy import policy_default, policy_help
+from prefix_registry.healing.retrain_policy import policy_default, policy_help
 
 flows_app = typer.Typer(help="Prefect flows: serve the deployments, or run one flow now.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def flows_serve(
     """Register the train / monitor / retrain deployments with the Prefect server (PREFECT_API_URL) and run them."""
     from prefix_registry.flows.deployments import serve_deployments
     from prefix_registry.flows.schedule import MonitorSchedule
-    from prefix_registry.monitoring.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
 
     schedule = MonitorSchedule.from_values(
         {"monitor_every_minutes": monitor_every, "tasks": task, "current_last": current_last}

@@ -15,7 +15,7 @@ app.add_typer(keys_app, name="keys")
 
 
 def _store():
-    from prefix_registry.monitoring.api_keys import ApiKeyStore
+    from prefix_registry.traffic.api_keys import ApiKeyStore
 
     return ApiKeyStore.from_settings()
 
@@ -30,7 +30,7 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
-    from prefix_registry.monitoring.api_keys import parse_scopes, parse_tasks
+    from prefix_registry.traffic.api_keys import parse_scopes, parse_tasks
 
     store = _store()
     try:

@@ -11,8 +11,8 @@ import typer
 
 from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, app, open_registry
 from prefix_registry.cli.output import print_json, print_pairs, print_table
+from prefix_registry.healing.retrain_policy import policy_default, policy_help
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
-from prefix_registry.monitoring.retrain_policy import policy_default, policy_help
 
 
 @app.command()
@@ -44,7 +44,7 @@ def monitor(
     """Compare recent predictions with a reference window (Evidently); log the report to MLflow; alert on drift."""
     from prefix_registry.monitoring.drift_config import DriftConfig
     from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
-    from prefix_registry.monitoring.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     request = MonitorRequest(
         task=task,
@@ -106,10 +106,10 @@ def retrain(
     as_json: JsonOption = False,
 ) -> None:
     """Train a challenger on fresh feedback labels (+ replay) and promote it only if it beats the champion."""
+    from prefix_registry.healing.retraining import RetrainPolicy, notify_decision
+    from prefix_registry.healing.retraining import retrain as run_retrain
     from prefix_registry.monitoring.drift_runs import drift_episode, latest_drift_episode
-    from prefix_registry.monitoring.prediction_log import PredictionLog
-    from prefix_registry.monitoring.retraining import RetrainPolicy, notify_decision
-    from prefix_registry.monitoring.retraining import retrain as run_retrain
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     policy = RetrainPolicy.from_values(
         {"margin": margin, "cooldown_minutes": cooldown_minutes, "min_fresh_labels": min_fresh_labels, "epochs": epochs}

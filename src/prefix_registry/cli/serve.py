@@ -34,11 +34,11 @@ def serve(
     """
     import uvicorn
 
-    from prefix_registry.monitoring.api_keys import ApiKeyStore
-    from prefix_registry.monitoring.prediction_log import PredictionLog
     from prefix_registry.serving.app import ServingLimits
     from prefix_registry.serving.factory import build_serving_app
     from prefix_registry.settings import Settings
+    from prefix_registry.traffic.api_keys import ApiKeyStore
+    from prefix_registry.traffic.prediction_log import PredictionLog
 
     settings = Settings()
     api_keys = ApiKeyStore.from_settings(settings)

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from prefix_registry.monitoring.alerts.model import Alert
-from prefix_registry.monitoring.alerts.slack import slack_payload
+from prefix_registry.alerts.model import Alert
+from prefix_registry.alerts.slack import slack_payload
 
 SLACK_PREFIX = "slack+"
 SLACK_HOST = "hooks.slack.com"

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from prefix_registry.alerts import send_alert
 from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.healing.decision_alert import retrain_decision_alert
+from prefix_registry.healing.label_sources import cap_judge_set, trusted_fresh_labels
+from prefix_registry.healing.retrain_policy import RetrainPolicy
 from prefix_registry.monitoring.drift_runs import DriftEpisode
-from prefix_registry.monitoring.label_sources import cap_judge_set, trusted_fresh_labels
-from prefix_registry.monitoring.prediction_log import PredictionLog
-from prefix_registry.monitoring.retrain_policy import RetrainPolicy
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
 from prefix_registry.registry.baseline_gate import retrain_gate
 from prefix_registry.registry.comparison import TAG_COMPARED_WITH, TAG_DECISION_REASON, compare_versions
@@ -34,6 +35,7 @@ from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, one_line, train_and_register
 from prefix_registry.registry.version_notes import DECISION_HEADING, decision_markdown, with_section
 from prefix_registry.registry.versions import METRIC_TAG_PREFIX, TAG_RETRAIN_DECISION, PrefixVersion
+from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.config import DEFAULT_LEARNING_RATES, TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.evaluation import classification_metrics, flat_metrics
@@ -366,7 +368,7 @@ def judge_and_record(
     )
     record_comparison(registry, champion, challenger.version, promoted, reason)
     if promoted:
-        # The registry's alias observers (see monitoring/alerts/alias_moves.py) send the promotion alert.
+        # The registry's alias observers (see alerts/alias_moves.py) send the promotion alert.
         registry.promote(champion.task, challenger.version, CHAMPION, reason=f"retrain ({trigger}): {reason}")
     return decision
 
@@ -407,8 +409,6 @@ def drift_summary(drift: DriftEpisode) -> str:
 
 def notify_decision(decision: RetrainDecision, settings: Settings | None = None) -> None:
     """Tell people what a retrain decided (the alert waits in the outbox if no receiver answers)."""
-    from prefix_registry.monitoring.alerts import retrain_decision_alert, send_alert
-
     send_alert(retrain_decision_alert(decision), settings=settings)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from prefix_registry.monitoring.prediction_records import PredictionLogError
+from prefix_registry.traffic.prediction_records import PredictionLogError
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prefix_registry.monitoring.alerts.model import Alert
+from prefix_registry.alerts.model import Alert
 
 _SEVERITY_EMOJI = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}
 _SLACK_FIELDS_PER_SECTION = 10  # Slack's limit for `fields` in one section block

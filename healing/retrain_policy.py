@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefix_registry.monitoring.config_values import field_default, field_help, from_values
+from prefix_registry.config_values import field_default, field_help, from_values
 
 
 class RetrainPolicy(BaseModel):

@@ -22,16 +22,16 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prefix_registry.monitoring.batch_writer import BatchWriter
-from prefix_registry.monitoring.database import create_database_engine, mask_url
-from prefix_registry.monitoring.prediction_records import (
+from prefix_registry.traffic.batch_writer import BatchWriter
+from prefix_registry.traffic.database import create_database_engine, mask_url
+from prefix_registry.traffic.prediction_records import (
     BASE_COLUMNS,
     PROBABILITY_PREFIX,
     FeedbackConflict,
     PredictionLogError,
     PredictionRecord,
 )
-from prefix_registry.monitoring.prediction_store import PredictionStore, to_row
+from prefix_registry.traffic.prediction_store import PredictionStore, to_row
 
 if TYPE_CHECKING:
     from prefix_registry.settings import Settings

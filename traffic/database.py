@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
-from prefix_registry.monitoring.prediction_records import PredictionLogError
+from prefix_registry.traffic.prediction_records import PredictionLogError
 
 
 def mask_url(url: str | URL) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prefix_registry.monitoring.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from prefix_registry.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 
 class AlertInbox:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from prefix_registry.monitoring.alerts.builders import alert_alias_change
+from prefix_registry.alerts.builders import alert_alias_change
 from prefix_registry.registry.aliases import CHALLENGER
 from prefix_registry.registry.store import AliasChange, PrefixRegistry
 

@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from prefix_registry.monitoring.alerts.model import Alert
-from prefix_registry.monitoring.alerts.outbox import OUTBOX_FILE, AlertOutbox, OutboxRow
-from prefix_registry.monitoring.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from prefix_registry.monitoring.alerts.sinks import delivery_url, redact_url
-from prefix_registry.monitoring.alerts.slack import clip
+from prefix_registry.alerts.model import Alert
+from prefix_registry.alerts.outbox import OUTBOX_FILE, AlertOutbox, OutboxRow
+from prefix_registry.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from prefix_registry.alerts.sinks import delivery_url, redact_url
+from prefix_registry.alerts.slack import clip
 
 if TYPE_CHECKING:
     from prefix_registry.settings import Settings

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from prefix_registry.errors import PrefixRegistryError, first_line
-from prefix_registry.monitoring.database import create_database_engine, mask_url
+from prefix_registry.traffic.database import create_database_engine, mask_url
 
 if TYPE_CHECKING:
     from prefix_registry.settings import Settings

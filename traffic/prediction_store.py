@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from prefix_registry.monitoring.database import create_database_engine, error_reason, mask_url
-from prefix_registry.monitoring.prediction_records import (
+from prefix_registry.traffic.database import create_database_engine, error_reason, mask_url
+from prefix_registry.traffic.prediction_records import (
     FeedbackConflict,
     PredictionLogError,
     PredictionRecord,

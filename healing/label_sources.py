@@ -21,7 +21,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from prefix_registry.monitoring.prediction_log import PredictionLog
+from prefix_registry.traffic.prediction_log import PredictionLog
 
 UNKEYED = "unkeyed"
 
@@ -73,8 +73,8 @@ def trusted_fresh_labels(
     `max_share` and `revoked` default to the settings' `max_label_share` and the key store's revoked keys.
     """
     if max_share is None or revoked is None:
-        from prefix_registry.monitoring.api_keys import ApiKeyStore
         from prefix_registry.settings import Settings
+        from prefix_registry.traffic.api_keys import ApiKeyStore
 
         settings = Settings()
         max_share = settings.max_label_share if max_share is None else max_share

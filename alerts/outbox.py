@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefix_registry.monitoring.alerts.model import Alert
-from prefix_registry.monitoring.alerts.sinks import encode_body, payload_for_sink, redact_url
+from prefix_registry.alerts.model import Alert
+from prefix_registry.alerts.sinks import encode_body, payload_for_sink, redact_url
 
 OUTBOX_FILE = "alerts_outbox.db"
 

@@ -1,0 +1,32 @@
+"""The alert of a retrain decision: info for a promoted challenger, a warning for a kept champion."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prefix_registry.alerts.model import Alert
+
+if TYPE_CHECKING:
+    from prefix_registry.healing.retraining import RetrainDecision
+
+
+def retrain_decision_alert(decision: RetrainDecision) -> Alert:
+    """An info alert for a promoted challenger, a warning for a kept champion."""
+    title = (
+        f"{decision.task}: challenger v{decision.challenger_version} promoted over v{decision.champion_version}"
+        if decision.promoted
+        else f"{decision.task}: kept champion v{decision.champion_version}; challenger "
+        f"v{decision.challenger_version} not promoted"
+    )
+    return Alert(
+        kind="retrain_decision",
+        task=decision.task,
+        title=title,
+        severity="info" if decision.promoted else "warning",
+        details={
+            "reason": decision.reason,
+            "champion": decision.champion_scores,
+            "challenger": decision.challenger_scores,
+            "data": decision.data,
+        },
+    )
