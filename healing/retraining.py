@@ -23,6 +23,7 @@ from prefix_registry.errors import PrefixRegistryError
 from prefix_registry.healing.decision_alert import retrain_decision_alert
 from prefix_registry.healing.label_sources import cap_judge_set, trusted_fresh_labels
 from prefix_registry.healing.retrain_policy import RetrainPolicy
+from prefix_registry.kinds import CLASSIFICATION, TaskKind
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
 from prefix_registry.registry.baseline_gate import retrain_gate
@@ -38,7 +39,6 @@ from prefix_registry.registry.versions import METRIC_TAG_PREFIX, TAG_RETRAIN_DEC
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.config import DEFAULT_LEARNING_RATES, TrainConfig
 from prefix_registry.training.data import LabelledTexts
-from prefix_registry.training.evaluation import classification_metrics, flat_metrics
 from prefix_registry.training.splits import DataSplits
 
 if TYPE_CHECKING:
@@ -193,30 +193,36 @@ def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy:
 
 def score(registry: PrefixRegistry, version: PrefixVersion, sets: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """Metrics of `version` on named labelled sets (the same sets for champion and challenger)."""
-    loaded = load_version(registry, version)
+    loaded, kind = load_version(registry, version), version.kind
     return {
-        name: classification_metrics(
-            frame["label"].tolist(), loaded.predict(frame["text"].tolist()).predicted, loaded.labels
+        name: kind.metrics(
+            frame["label"].tolist(),
+            kind.predicted(loaded.predict_outputs(frame["text"].tolist()), loaded.labels),
+            loaded.labels,
         )
         for name, frame in sets.items()
     }
 
 
-def decide(champion: dict[str, Any], challenger: dict[str, Any], policy: RetrainPolicy) -> tuple[bool, str]:
-    """Promote only a challenger that wins on fresh data by the margin and keeps the old domain."""
-    fresh_gain = challenger["fresh_holdout"]["macro_f1"] - champion["fresh_holdout"]["macro_f1"]
-    reference_change = challenger["reference_test"]["macro_f1"] - champion["reference_test"]["macro_f1"]
+def decide(
+    champion: dict[str, Any], challenger: dict[str, Any], policy: RetrainPolicy, kind: TaskKind = CLASSIFICATION
+) -> tuple[bool, str]:
+    """Promote only a challenger that wins on fresh data by the margin and keeps the old domain, on the decision
+    metric of the task's `kind` (a gain is an improvement in the metric's own direction)."""
+    metric, name = kind.decision_metric, kind.label
+    fresh_gain = kind.gain(challenger["fresh_holdout"][metric], champion["fresh_holdout"][metric])
+    reference_change = kind.gain(challenger["reference_test"][metric], champion["reference_test"][metric])
     if fresh_gain < policy.margin:
         return False, (
-            f"challenger gains {fresh_gain:+.3f} macro-F1 on fresh held-out data; {policy.margin:.3f} is required"
+            f"challenger gains {fresh_gain:+.3f} {name} on fresh held-out data; {policy.margin:.3f} is required"
         )
     if reference_change < -policy.max_reference_regression:
         return False, (
-            f"challenger loses {-reference_change:.3f} macro-F1 on the champion's test data; at most "
+            f"challenger loses {-reference_change:.3f} {name} on the champion's test data; at most "
             f"{policy.max_reference_regression:.3f} is allowed"
         )
     return True, (
-        f"challenger gains {fresh_gain:+.3f} macro-F1 on fresh held-out data, {policy.margin:+.3f} required "
+        f"challenger gains {fresh_gain:+.3f} {name} on fresh held-out data, {policy.margin:+.3f} required "
         f"({reference_change:+.3f} on the champion's test data)"
     )
 
@@ -328,9 +334,10 @@ def judge_and_record(
 ) -> RetrainDecision:
     """Score the champion on the judge sets, decide, record the decision on the challenger, promote a winner."""
     challenger = registry.version(champion.task, outcome.version)
+    kind = challenger.kind
     champion_scores = score(registry, champion, data.judge_sets())
     challenger_scores = {name: outcome.evaluations[name] for name in JUDGE_SETS}
-    promoted, reason = decide(champion_scores, challenger_scores, policy)
+    promoted, reason = decide(champion_scores, challenger_scores, policy, kind)
     promoted, reason = retrain_gate(challenger, promoted, reason, registry.settings)
     decision = RetrainDecision(
         task=champion.task,
@@ -339,8 +346,8 @@ def judge_and_record(
         promoted=promoted,
         reason=reason,
         trigger=trigger,
-        champion_scores=_headline(champion_scores),
-        challenger_scores=_headline(challenger_scores),
+        champion_scores=_headline(champion_scores, kind),
+        challenger_scores=_headline(challenger_scores, kind),
         data={**data.sizes, "since": data.since},
         drift_verdict=drift.brief() if drift else None,
     )
@@ -349,7 +356,7 @@ def judge_and_record(
     champion_metrics = {
         f"{CHAMPION_PREFIX}{name}": value
         for judged in JUDGE_SETS
-        for name, value in flat_metrics(champion_scores[judged], judged).items()
+        for name, value in kind.flat_metrics(champion_scores[judged], judged).items()
     }
     registry.log_run_metrics(challenger.run_id, champion_metrics, step=0)
     registry.set_version_tags(
@@ -362,7 +369,7 @@ def judge_and_record(
             **{
                 f"{METRIC_TAG_PREFIX}{name}": f"{value:.4f}"
                 for name, value in champion_metrics.items()
-                if name.endswith(("_accuracy", "_macro_f1"))
+                if kind.tagged_metric(name)
             },
         },
     )
@@ -390,7 +397,7 @@ def record_comparison(
             f"{row.change:+.3f}" if row.change is not None else "not the same set",
         )
         for row in comparison.rows
-        if row.metric == "macro_f1"
+        if row.metric == champion.kind.decision_metric
     ]
     section = decision_markdown(promoted, reason, champion.version, challenger_version, rows, path)
     description = with_section(comparison.b.description, section, DECISION_HEADING)
@@ -425,5 +432,5 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _headline(scores: dict[str, Any]) -> dict[str, Any]:
-    return {name: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"]} for name, m in scores.items()}
+def _headline(scores: dict[str, Any], kind: TaskKind) -> dict[str, Any]:
+    return {name: kind.headline(m) for name, m in scores.items()}

@@ -7,8 +7,10 @@ Signals:
     input:      text_length, oov_rate (Evidently ValueDrift on text descriptors), embedding (a domain classifier on
                 the base model's sentence embeddings, an Evidently embedding-drift method called directly: its
                 report widget would run a t-SNE taking tens of seconds)
-    prediction: predicted_label (label distribution), confidence
-    quality:    accuracy and macro-F1 of the window's feedback-labelled rows, against the reference accuracy
+    prediction: the output signals of the task's kind (classification: predicted_label, the label distribution, and
+                confidence)
+    quality:    accuracy and macro-F1 of the window's feedback-labelled rows, against the reference accuracy (kinds
+                whose feedback labels are classes)
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
 from prefix_registry.errors import ConfigError
+from prefix_registry.kinds import CLASSIFICATION, TRUE_VALUE, TaskKind
 from prefix_registry.monitoring.drift_config import DriftConfig, SignalConfig
 
 if TYPE_CHECKING:
     from prefix_registry.monitoring.drift_report import EmbeddingSample
 
 INPUT_SIGNALS = ("text_length", "oov_rate", "embedding")
-PREDICTION_SIGNALS = ("predicted_label", "confidence")
+PREDICTION_SIGNALS = tuple(CLASSIFICATION.signal_columns)  # a classification task's; others: `kind.signal_columns`
 # Evidently methods whose score is a p-value (drift when below the threshold); the others are distances.
 P_VALUE_METHODS = {
     "ks",
@@ -47,48 +50,69 @@ P_VALUE_METHODS = {
     "epps_singleton",
 }
 DISTANCE_METHODS = {"wasserstein", "jensenshannon", "hellinger", "kl_div", "psi", "energy", "tvd"}
-WINDOW_COLUMNS = ["text", "predicted_label", "confidence", "true_label"]
+WINDOW_COLUMNS = ["text", *PREDICTION_SIGNALS, TRUE_VALUE]  # a classification task's window
+
+
+def window_columns(task_kind: TaskKind) -> list[str]:
+    """The columns of a drift window of `task_kind`: the text, the kind's output signals, the true label."""
+    return ["text", *task_kind.signal_columns, TRUE_VALUE]
 
 
 @dataclass
 class DriftWindow:
-    """Rows to compare: `text`, `predicted_label`, `confidence` and `true_label` (None where unknown)."""
+    """Rows to compare: `text`, the output signal columns of `task_kind` (classification: `predicted_label`,
+    `confidence`) and `true_label` (None where unknown)."""
 
     frame: pd.DataFrame
     kind: str
     details: dict[str, Any] = field(default_factory=dict)
+    task_kind: TaskKind = CLASSIFICATION
 
     def __post_init__(self) -> None:
-        missing = [c for c in WINDOW_COLUMNS if c not in self.frame.columns]
+        columns = window_columns(self.task_kind)
+        missing = [c for c in columns if c not in self.frame.columns]
         if missing:
-            raise ValueError(f"a drift window needs columns {WINDOW_COLUMNS}; missing {missing}")
-        self.frame = self.frame[WINDOW_COLUMNS].reset_index(drop=True)
+            raise ValueError(f"a drift window needs columns {columns}; missing {missing}")
+        self.frame = self.frame[columns].reset_index(drop=True)
 
     @classmethod
-    def of_logged(cls, frame: pd.DataFrame, kind: str, details: dict[str, Any] | None = None) -> DriftWindow:
-        """A window of prediction-log rows (`text`, `predicted_label`, `confidence`, `feedback_label`)."""
-        rows = pd.DataFrame(
-            {
-                "text": frame.get("text", pd.Series(dtype=str)),
-                "predicted_label": frame.get("predicted_label", pd.Series(dtype=str)),
-                "confidence": frame.get("confidence", pd.Series(dtype=float)),
-                "true_label": frame.get("feedback_label", pd.Series(dtype=object)),
-            }
+    def of_logged(
+        cls,
+        frame: pd.DataFrame,
+        kind: str,
+        details: dict[str, Any] | None = None,
+        task_kind: TaskKind = CLASSIFICATION,
+    ) -> DriftWindow:
+        """A window of prediction-log rows (`text`, the kind's logged outputs, `feedback_label`)."""
+        rows = pd.concat(
+            [
+                pd.DataFrame({"text": frame.get("text", pd.Series(dtype=str))}),
+                task_kind.logged_outputs(frame),
+                pd.DataFrame({TRUE_VALUE: frame.get("feedback_label", pd.Series(dtype=object))}),
+            ],
+            axis=1,
         )
-        return cls(rows, kind=kind, details=dict(details or {}))
+        return cls(rows, kind=kind, details=dict(details or {}), task_kind=task_kind)
 
     @classmethod
-    def of_reference(cls, frame: pd.DataFrame, kind: str, details: dict[str, Any] | None = None) -> DriftWindow:
-        """A window of a version's reference file (`text`, `predicted`, `confidence`, `label`), kept at training."""
-        rows = pd.DataFrame(
-            {
-                "text": frame["text"],
-                "predicted_label": frame["predicted"],
-                "confidence": frame["confidence"],
-                "true_label": frame["label"],
-            }
+    def of_reference(
+        cls,
+        frame: pd.DataFrame,
+        kind: str,
+        details: dict[str, Any] | None = None,
+        task_kind: TaskKind = CLASSIFICATION,
+    ) -> DriftWindow:
+        """A window of a version's reference file (`text`, `label` and the kind's prediction columns), kept at
+        training."""
+        rows = pd.concat(
+            [
+                pd.DataFrame({"text": frame["text"]}),
+                task_kind.reference_outputs(frame),
+                pd.DataFrame({TRUE_VALUE: frame["label"]}),
+            ],
+            axis=1,
         )
-        return cls(rows, kind=kind, details=dict(details or {}))
+        return cls(rows, kind=kind, details=dict(details or {}), task_kind=task_kind)
 
     @property
     def size(self) -> int:
@@ -208,6 +232,13 @@ def detect_drift(
 ) -> DriftReport:
     """Compare `current` with `reference`; write Evidently HTML reports into `html_dir` when given."""
     started = time.perf_counter()
+    task_kind = current.task_kind
+    if reference.task_kind is not task_kind:
+        raise ConfigError(
+            f"the reference window is of kind {reference.task_kind.name!r}, the current one of {task_kind.name!r}; "
+            "expected windows of one task kind"
+        )
+    config = _with_kind_signals(config, task_kind)
     _check_methods(config)
     described = (reference.describe(), current.describe())
     if min(reference.size, current.size) < config.min_window:
@@ -229,9 +260,11 @@ def detect_drift(
     )
 
     embedding, sample = _embedding_signal(reference.frame, current.frame, config, embed)
-    quality = _quality(reference.frame, current.frame, config)
+    quality = _quality(reference.frame, current.frame, config) if task_kind.judges_live_accuracy else None
     ref_frame, cur_frame = with_embedding_projection(
-        _with_descriptors(reference.frame, oov_rate), _with_descriptors(current.frame, oov_rate), sample
+        _with_descriptors(reference.frame, oov_rate, task_kind),
+        _with_descriptors(current.frame, oov_rate, task_kind),
+        sample,
     )
     # One Evidently report holds every signal the verdict uses: the value drifts it computes, the embedding score
     # and live quality as judged here (macro-F1 as in the run's metrics).
@@ -240,7 +273,7 @@ def detect_drift(
     ]
     if quality is not None and quality.get("accuracy") is not None:
         report_metrics += [LiveAccuracy(drop_threshold=config.accuracy_drop), LiveMacroF1()]
-    evidently_scores, snapshot = _evidently_value_drift(ref_frame, cur_frame, config, report_metrics)
+    evidently_scores, snapshot = _evidently_value_drift(ref_frame, cur_frame, config, report_metrics, task_kind)
     signals = {name: _signal(name, config.signals[name], score) for name, score in evidently_scores.items()}
     signals["embedding"] = embedding
     if quality is not None and quality.get("accuracy_drop") is not None:
@@ -261,7 +294,11 @@ def detect_drift(
         html_dir.mkdir(parents=True, exist_ok=True)
         html_files["drift"] = html_dir / "drift_report.html"
         snapshot.save_html(str(html_files["drift"]))
-        quality_html = _evidently_quality_html(reference.frame, current.frame, html_dir / "quality_report.html", config)
+        quality_html = (
+            _evidently_quality_html(reference.frame, current.frame, html_dir / "quality_report.html", config)
+            if task_kind.judges_live_accuracy
+            else None
+        )
         if quality_html is not None:
             html_files["quality"] = quality_html
     verdict = DriftVerdict(
@@ -275,6 +312,16 @@ def detect_drift(
         seconds=time.perf_counter() - started,
     )
     return DriftReport(verdict, html_files)
+
+
+def _with_kind_signals(config: DriftConfig, task_kind: TaskKind) -> DriftConfig:
+    """`config` with a default entry for each output signal of `task_kind` that it does not configure."""
+    missing = {
+        signal.column: SignalConfig(method=signal.method, threshold=signal.threshold)
+        for signal in task_kind.output_signals
+        if signal.column not in config.signals
+    }
+    return config.model_copy(update={"signals": {**config.signals, **missing}}) if missing else config
 
 
 def _check_methods(config: DriftConfig) -> None:
@@ -291,16 +338,22 @@ def _check_methods(config: DriftConfig) -> None:
             )
 
 
-def _with_descriptors(frame: pd.DataFrame, oov_rate: Callable[[Sequence[str]], np.ndarray]) -> pd.DataFrame:
+def _with_descriptors(
+    frame: pd.DataFrame, oov_rate: Callable[[Sequence[str]], np.ndarray], task_kind: TaskKind = CLASSIFICATION
+) -> pd.DataFrame:
     result = frame.copy()
     result["oov_rate"] = oov_rate(result["text"].tolist())
-    result["predicted_label"] = result["predicted_label"].astype(str)
-    result["confidence"] = result["confidence"].astype(float)
+    for signal in task_kind.output_signals:
+        result[signal.column] = result[signal.column].astype(str if signal.categorical else float)
     return result
 
 
 def _evidently_value_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, extra_metrics: Sequence[Any] = ()
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    config: DriftConfig,
+    extra_metrics: Sequence[Any] = (),
+    task_kind: TaskKind = CLASSIFICATION,
 ) -> tuple[dict[str, float], Any]:
     from evidently import DataDefinition, Dataset, Report
     from evidently.descriptors import TextLength
@@ -308,15 +361,17 @@ def _evidently_value_drift(
 
     from prefix_registry.monitoring.drift_report import EMBEDDING_X, EMBEDDING_Y
 
-    columns = ["text_length", "oov_rate", "confidence", "predicted_label"]
-    numerical = ["oov_rate", "confidence", EMBEDDING_X, EMBEDDING_Y]
-    definition = DataDefinition(
-        text_columns=["text"], numerical_columns=numerical, categorical_columns=["predicted_label", "true_label"]
-    )
+    outputs = task_kind.output_signals
+    # Numerical output signals first, then categorical ones (the order classification's report has always had).
+    output_columns = [s.column for s in outputs if not s.categorical] + [s.column for s in outputs if s.categorical]
+    columns = ["text_length", "oov_rate", *output_columns]
+    numerical = ["oov_rate", *[s.column for s in outputs if not s.categorical], EMBEDDING_X, EMBEDDING_Y]
+    categorical = [*[s.column for s in outputs if s.categorical], TRUE_VALUE]
+    definition = DataDefinition(text_columns=["text"], numerical_columns=numerical, categorical_columns=categorical)
 
     def dataset(frame: pd.DataFrame) -> Any:
         return Dataset.from_pandas(
-            frame[["text", *numerical, "predicted_label", "true_label"]],
+            frame[["text", *numerical, *categorical]],
             data_definition=definition,
             descriptors=[TextLength("text", alias="text_length")],
         )

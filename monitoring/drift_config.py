@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefix_registry.errors import ConfigError
+from prefix_registry.kinds import CLASSIFICATION, TaskKind, kind_named, kind_names
 
 # Predictions in a monitoring pass's current window unless told otherwise (CLI, flow, deployment).
 DEFAULT_CURRENT_WINDOW = 500
@@ -32,10 +33,22 @@ def _default_signals() -> dict[str, SignalConfig]:
         "text_length": SignalConfig(method="wasserstein", threshold=0.3),
         "oov_rate": SignalConfig(method="wasserstein", threshold=0.3),
         "embedding": SignalConfig(method="domain_classifier", threshold=0.7),
-        # Prediction drift: what the model answers.
-        "predicted_label": SignalConfig(method="jensenshannon", threshold=0.15),
-        "confidence": SignalConfig(method="wasserstein", threshold=0.3),
+        # Prediction drift: what the model answers (a classification task's signals; another kind's signals take
+        # their kind's defaults unless configured).
+        **_output_signals(CLASSIFICATION),
     }
+
+
+def _output_signals(kind: TaskKind) -> dict[str, SignalConfig]:
+    return {s.column: SignalConfig(method=s.method, threshold=s.threshold) for s in kind.output_signals}
+
+
+def known_signals() -> list[str]:
+    """Every signal a drift config may name: the input signals and the output signals of every registered kind."""
+    names = set(_default_signals())
+    for name in kind_names():
+        names |= set(kind_named(name).signal_columns)
+    return sorted(names)
 
 
 class DriftConfig(BaseModel):
@@ -68,9 +81,9 @@ class DriftConfig(BaseModel):
         if not isinstance(values, dict):
             raise ConfigError(f"drift config {path} must be a mapping, got {type(values).__name__}")
         signals = {**{k: v.model_dump() for k, v in _default_signals().items()}, **(values.pop("signals", None) or {})}
-        unknown = sorted(set(signals) - set(_default_signals()))
+        unknown = sorted(set(signals) - set(known_signals()))
         if unknown:
-            raise ConfigError(f"drift config {path}: unknown signal(s) {unknown}; known: {sorted(_default_signals())}")
+            raise ConfigError(f"drift config {path}: unknown signal(s) {unknown}; known: {known_signals()}")
         try:
             return cls(**values, signals=signals)
         except ValidationError as error:

@@ -102,7 +102,7 @@ def current_window(log: PredictionLog, request: MonitorRequest, version: PrefixV
     if len(frame):
         details["from"] = frame["created_at"].min().isoformat()
         details["to"] = frame["created_at"].max().isoformat()
-    return DriftWindow.of_logged(frame, kind="recent predictions", details=details)
+    return DriftWindow.of_logged(frame, kind="recent predictions", details=details, task_kind=version.kind)
 
 
 def reference_window(
@@ -111,7 +111,9 @@ def reference_window(
     """The window `current` is compared with, of the kind `request.reference` names."""
     if request.reference == CHAMPION_VALIDATION:
         frame = load_reference_frame(registry, version)
-        return DriftWindow.of_reference(frame, kind=CHAMPION_VALIDATION, details={"version": version.version})
+        return DriftWindow.of_reference(
+            frame, kind=CHAMPION_VALIDATION, details={"version": version.version}, task_kind=version.kind
+        )
     until = datetime.fromisoformat(current.details["from"]) if current.details.get("from") else None
     frame = log.window(
         request.task,
@@ -119,7 +121,9 @@ def reference_window(
         until=until,
         version=None if request.all_versions else version.version,
     )
-    return DriftWindow.of_logged(frame, kind=f"{request.reference_last} logged predictions before the window")
+    return DriftWindow.of_logged(
+        frame, kind=f"{request.reference_last} logged predictions before the window", task_kind=version.kind
+    )
 
 
 def run_monitor(

@@ -1,7 +1,8 @@
 """The baseline gate: a version becomes champion only if it beats the linear probe of its own split, unless a
 person forces it with a reason, which is then kept in the alias history.
 
-    version tags (metric.own_test_macro_f1, metric.baseline_probe_test_macro_f1) --check_baseline--> BaselineVerdict
+    version tags (metric.own_test_<decision metric>, metric.baseline_probe_test_<decision metric>, named by the
+    version's kind) --check_baseline--> BaselineVerdict
     promote(champion) --admit_champion--> the reason to record, or BelowBaseline (one line, exit 2)
 """
 
@@ -12,12 +13,7 @@ from dataclasses import dataclass
 
 from prefix_registry.errors import BelowBaseline, ConfigError
 from prefix_registry.registry.aliases import CHAMPION
-from prefix_registry.registry.versions import (
-    BASELINE_MAJORITY_METRIC,
-    BASELINE_PROBE_METRIC,
-    VERSION_METRIC,
-    PrefixVersion,
-)
+from prefix_registry.registry.versions import BASELINE_MAJORITY_METRIC, PrefixVersion
 from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,13 +23,15 @@ FORCED_PREFIX = "forced below baseline"
 
 @dataclass(frozen=True)
 class BaselineVerdict:
-    """A version's test macro-F1 against its probe's, on the same split; `beats` is None when unmeasured."""
+    """A version's own-test score against its baseline's on the same split, on the decision metric of its kind
+    (classification: macro-F1 against the linear probe's); `beats` is None when unmeasured."""
 
     version: str
-    macro_f1: float | None
-    probe_macro_f1: float | None
+    macro_f1: float | None  # the version's own-test score on `metric` (the name the classification kind gave it)
+    probe_macro_f1: float | None  # the baseline's
     majority_rate: float | None
     beats: bool | None
+    metric: str = "macro-F1"  # the decision metric as people read it
 
     def describe(self) -> str:
         if self.beats is None:
@@ -41,18 +39,20 @@ class BaselineVerdict:
         relation = ">" if self.beats else "<="
         majority = f", majority-class rate {self.majority_rate:.3f}" if self.majority_rate is not None else ""
         return (
-            f"version {self.version} test macro-F1 {self.macro_f1:.3f} {relation} linear probe "
+            f"version {self.version} test {self.metric} {self.macro_f1:.3f} {relation} linear probe "
             f"{self.probe_macro_f1:.3f}{majority}"
         )
 
 
 def check_baseline(version: PrefixVersion) -> BaselineVerdict:
+    kind = version.kind
     return BaselineVerdict(
         version=version.version,
-        macro_f1=version.metrics.get(VERSION_METRIC),
-        probe_macro_f1=version.metrics.get(BASELINE_PROBE_METRIC),
+        macro_f1=version.metrics.get(kind.version_metric),
+        probe_macro_f1=version.metrics.get(kind.baseline_metric),
         majority_rate=version.metrics.get(BASELINE_MAJORITY_METRIC),
         beats=version.beats_baseline,
+        metric=kind.label,
     )
 
 

@@ -4,8 +4,9 @@
         .rows      one `SetScore` per (evaluation set, metric): each version's score and whether the set is the same
         .summary() JSON-ready, as `prefixctl compare --json` prints it
 
-A version's score on a set is its own metric (`reference_test_macro_f1`, ...); when it has none but the other version
-was judged against it in a retrain, it is the `champion_<set>_...` score that retrain recorded on the other version.
+A version's score on a set is its own metric (`reference_test_<metric>`, for each metric its kind names); when it has
+none but the other version was judged against it in a retrain, it is the `champion_<set>_...` score that retrain
+recorded on the other version.
 Two scores are comparable only when they were computed on the same dataset (eval_sets.py names each one).
 """
 
@@ -31,7 +32,6 @@ from prefix_registry.registry.versions import (
     PrefixVersion,
 )
 
-METRICS = ("macro_f1", "accuracy")
 TAG_COMPARED_WITH = "compared_with_version"
 TAG_DECISION_REASON = "decision_reason"
 # Compare rows in reading order: the shared sets first, each version's own split last.
@@ -114,7 +114,7 @@ def compare_versions(registry: PrefixRegistry, task: str, a_ref: str, b_ref: str
     a, b = resolve_ref(registry, task, a_ref), resolve_ref(registry, task, b_ref)
     rows = []
     for role in SET_ORDER:
-        for metric in METRICS:
+        for metric in a.kind.metric_names:
             dataset_a, score_a = _score(a, b, role, metric)
             dataset_b, score_b = _score(b, a, role, metric)
             if score_a is None and score_b is None:

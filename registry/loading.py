@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from peft import PeftModel
 
@@ -18,7 +19,7 @@ from prefix_registry.training.adapter_files import (
     verify_adapter_files,
 )
 from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
-from prefix_registry.training.evaluation import Predictions, predict_probabilities
+from prefix_registry.training.evaluation import Predictions, predict_outputs, predict_probabilities
 from prefix_registry.training.pooling import install_pooling, stored_pooling
 
 
@@ -35,6 +36,18 @@ class LoadedPrefix:
     @property
     def labels(self) -> list[str]:
         return self.manifest.labels
+
+    def predict_outputs(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Raw head outputs (n_texts, head width), for the version's kind to read."""
+        return predict_outputs(
+            lambda batch: self.model(**batch).logits,
+            self.base.tokenizer,
+            texts,
+            self.version.kind.head_width(self.manifest.labels),
+            max_length=self.manifest.max_length,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
     def predict(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> Predictions:
         return predict_probabilities(
@@ -59,7 +72,7 @@ def load_version(registry: PrefixRegistry, version: PrefixVersion) -> LoadedPref
     """Verify and load `version` on a freshly loaded copy of its base."""
     adapter_dir, manifest = fetch_verified_adapter(registry, version)
     base = load_base_for_classification(
-        resolve_base(manifest.base, registry.settings.resolved_cache_dir), manifest.labels
+        resolve_base(manifest.base, registry.settings.resolved_cache_dir), manifest.labels, kind=version.kind
     )
     check_base_matches(manifest, base)
     install_pooling(base.model, stored_pooling(manifest.train_config))

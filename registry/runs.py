@@ -179,15 +179,15 @@ class RecordedRun:
             self.registry.client.log_batch(self.run_id, metrics=entries[start : start + 500])
 
     def log_evaluation(self, report: EpochReport) -> None:
-        """Per-epoch curve: train loss and validation metrics at step = epoch."""
+        """Per-epoch curve: train loss and the validation figures of the task's kind (the plain numbers of its
+        metrics, e.g. accuracy and macro-F1) at step = epoch."""
+        scores = {
+            f"validation_{name}": float(value)
+            for name, value in report.validation.items()
+            if name != "n" and isinstance(value, int | float) and not isinstance(value, bool)
+        }
         self.log_metrics(
-            {
-                "train_loss": report.train_loss,
-                "validation_accuracy": report.validation["accuracy"],
-                "validation_macro_f1": report.validation["macro_f1"],
-                "optimizer_steps": report.step,
-            },
-            step=report.evaluation,
+            {"train_loss": report.train_loss, **scores, "optimizer_steps": report.step}, step=report.evaluation
         )
 
     def set_tags(self, tags: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from prefix_registry.errors import BelowBaseline
+from prefix_registry.kinds import Baseline, TaskKind
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.eval_sets import (
     OWN_TEST,
@@ -30,8 +31,6 @@ from prefix_registry.registry.store import PrefixRegistry, validate_task_name
 from prefix_registry.registry.version_notes import Origin, origin_markdown, run_link
 from prefix_registry.registry.versions import (
     ADAPTER_SHA256_FULL_TAG,
-    BASELINE_MAJORITY_METRIC,
-    BASELINE_PROBE_METRIC,
     METRIC_TAG_PREFIX,
     SHORT_HASH,
     TAG_ADAPTER_SHA256,
@@ -41,6 +40,7 @@ from prefix_registry.registry.versions import (
     TAG_DATA_FINGERPRINT,
     TAG_DATA_ORIGIN,
     TAG_DATA_WINDOW,
+    TAG_KIND,
     TAG_LABELS,
     TAG_METHOD,
     TAG_PARENT,
@@ -50,10 +50,9 @@ from prefix_registry.registry.versions import (
 )
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
 from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
-from prefix_registry.training.baseline import Baseline, measure_baseline
+from prefix_registry.training.baseline import measure_kind_baseline
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts
-from prefix_registry.training.evaluation import Predictions, classification_metrics, flat_metrics
 from prefix_registry.training.splits import DataSplits, split_labelled_texts
 from prefix_registry.training.trainer import TrainedPrefix, train_prefix
 
@@ -106,13 +105,13 @@ class TrainOutcome:
         }
 
 
-def predictions_frame(frame: pd.DataFrame, predictions: Predictions) -> pd.DataFrame:
-    """`frame` (text, label, ...) with predicted label, confidence and one `prob_<label>` column per class."""
+def predictions_frame(frame: pd.DataFrame, trained: TrainedPrefix) -> pd.DataFrame:
+    """`frame` (text, label, ...) with the columns `trained`'s kind describes its predictions with (classification:
+    predicted label, confidence and one probability column per class)."""
     result = frame.reset_index(drop=True).copy()
-    result["predicted"] = predictions.predicted
-    result["confidence"] = predictions.confidence
-    for i, label in enumerate(predictions.labels):
-        result[f"prob_{label}"] = predictions.probabilities[:, i]
+    outputs = trained.predict_outputs(result["text"].tolist())
+    for column, values in trained.kind.prediction_columns(outputs, trained.labels).items():
+        result[column] = values
     return result
 
 
@@ -176,7 +175,7 @@ def train_and_register(
     validate_task_name(task)
     splits = splits or split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
     base_ref = resolve_base(config.base, registry.settings.resolved_cache_dir)
-    base = load_base_for_classification(base_ref, splits.labels, seed=config.seed)
+    base = load_base_for_classification(base_ref, splits.labels, seed=config.seed, kind=config.task_kind)
     registry.ensure_task(task)
     # Runs of this task whose process died (kill -9, OOM) or lost MLflow mid-run: KILLED, with the reason.
     close_stale_runs(registry, task)
@@ -263,26 +262,23 @@ def train_in_run(
     trained = train_prefix(
         base, splits, config, on_evaluation=run.log_evaluation, warm_start=warm_start, progress=progress
     )
-    test_metrics = classification_metrics(
-        splits.test["label"].tolist(),
-        trained.predict(splits.test["text"].tolist()).predicted,
-        trained.labels,
-    )
+    kind = trained.kind
+    test_metrics = trained.evaluate(splits.test)
     evaluations = {OWN_TEST: test_metrics, "best_validation": trained.best_validation}
     frames = {OWN_TEST: splits.test}
     if parent is None:
         # A first version's own test split is the reference set its successors are judged on: one name, one set.
         evaluations[REFERENCE_TEST], frames[REFERENCE_TEST] = test_metrics, splits.test
     for name, frame in (extra_evaluations or {}).items():
-        evaluations[name] = classification_metrics(
-            frame["label"].tolist(), trained.predict(frame["text"].tolist()).predicted, trained.labels
-        )
+        evaluations[name] = trained.evaluate(frame)
         frames[name] = frame
     if baseline is None and measure:
-        baseline = measure_baseline(base.ref, splits, config.max_length, config.eval_batch_size, progress=progress)
+        baseline = measure_kind_baseline(
+            base.ref, splits, config.max_length, config.eval_batch_size, progress=progress, kind=kind
+        )
     final_metrics: dict[str, float] = {}
     for name, metrics in evaluations.items():
-        final_metrics.update(flat_metrics(metrics, name))
+        final_metrics.update(kind.flat_metrics(metrics, name))
     final_metrics.update(
         {
             "best_epoch": trained.best_epoch,
@@ -290,7 +286,7 @@ def train_in_run(
             "optimizer_steps_run": trained.steps,
             "trainable_params": trained.trainable_params,
             "total_params": trained.total_params,
-            **(baseline_metrics(baseline, test_metrics["macro_f1"]) if baseline else {}),
+            **(baseline.metrics(test_metrics[kind.decision_metric]) if baseline else {}),
         }
     )
     with tempfile.TemporaryDirectory(prefix="prefix-run-") as scratch:
@@ -326,7 +322,7 @@ def train_in_run(
             "evaluations.json",
         )
     if baseline is not None:
-        run.set_tags({TAG_BASELINE: baseline_verdict(test_metrics["macro_f1"], baseline)})
+        run.set_tags({TAG_BASELINE: baseline_verdict(test_metrics[kind.decision_metric], baseline, kind)})
     return RecordedTraining(
         run_id=run.run_id,
         artifact_uri=run.artifact_uri,
@@ -341,20 +337,9 @@ def train_in_run(
     )
 
 
-def baseline_metrics(baseline: Baseline, macro_f1: float) -> dict[str, float]:
-    """The baseline next to the version's own figure, as run metrics (and, via METRIC_TAG_PREFIX, version tags)."""
-    return {
-        BASELINE_PROBE_METRIC: baseline.probe_test_macro_f1,
-        "baseline_probe_test_accuracy": baseline.probe_test_accuracy,
-        "baseline_probe_validation_macro_f1": baseline.probe_validation_macro_f1,
-        BASELINE_MAJORITY_METRIC: baseline.majority_rate,
-        "baseline_probe_seconds": baseline.seconds,
-        "own_test_macro_f1_minus_probe": macro_f1 - baseline.probe_test_macro_f1,
-    }
-
-
-def baseline_verdict(macro_f1: float, baseline: Baseline) -> str:
-    return "beats" if macro_f1 > baseline.probe_test_macro_f1 else "below"
+def baseline_verdict(own_test_score: float, baseline: Baseline, kind: TaskKind) -> str:
+    """`beats` when the version's own-test score is better than its baseline's on the kind's decision metric."""
+    return "beats" if kind.better(own_test_score, baseline.test_score) else "below"
 
 
 def register_recorded(
@@ -417,6 +402,7 @@ def version_tags(
 ) -> dict[str, str]:
     """The tags a version of this recorded run carries: what it is, where it came from, how it scored."""
     trained = recorded.trained
+    kind = trained.kind
     tags = {
         TAG_METHOD: trained.config.method.value,
         TAG_BASE: trained.base.ref.name,
@@ -430,14 +416,15 @@ def version_tags(
         TAG_TRIGGER: trigger,
         TAG_PARENT: parent.version if parent else "",
         TAG_LABELS: json.dumps(trained.labels),
+        TAG_KIND: kind.name,
         **{
             f"{METRIC_TAG_PREFIX}{key}": f"{value:.4f}"
             for key, value in recorded.final_metrics.items()
-            if key.endswith(("_accuracy", "_macro_f1")) or key.startswith("baseline_")
+            if kind.tagged_metric(key)
         },
     }
     if recorded.baseline is not None:
-        tags[TAG_BASELINE] = baseline_verdict(recorded.test_metrics["macro_f1"], recorded.baseline)
+        tags[TAG_BASELINE] = baseline_verdict(recorded.test_metrics[kind.decision_metric], recorded.baseline, kind)
     if trigger_reason:
         tags[TAG_TRIGGER_REASON] = one_line(trigger_reason)
     return tags
@@ -450,16 +437,14 @@ def one_line(text: str, limit: int = MAX_TRIGGER_SUMMARY) -> str:
 
 
 def outcome_of(task: str, version: str, recorded: RecordedTraining, splits: DataSplits, promoted: bool) -> TrainOutcome:
-    trained, baseline = recorded.trained, recorded.baseline
+    trained, baseline, kind = recorded.trained, recorded.baseline, recorded.trained.kind
+    decision = kind.decision_metric
     metrics = {
-        "accuracy": recorded.test_metrics["accuracy"],
-        "macro_f1": recorded.test_metrics["macro_f1"],
-        "validation_macro_f1": trained.best_validation["macro_f1"],
+        **{name: value for name, value in kind.headline(recorded.test_metrics).items() if name != "n"},
+        f"validation_{decision}": trained.best_validation[decision],
     }
     if baseline is not None:
-        metrics.update(
-            {"baseline_probe_macro_f1": baseline.probe_test_macro_f1, "baseline_majority_rate": baseline.majority_rate}
-        )
+        metrics.update(baseline.headline())
     return TrainOutcome(
         task=task,
         version=version,
@@ -476,7 +461,7 @@ def outcome_of(task: str, version: str, recorded: RecordedTraining, splits: Data
         steps=trained.steps,
         split_sizes=splits.sizes(),
         evaluations=recorded.evaluations,
-        beats_baseline=None if baseline is None else recorded.test_metrics["macro_f1"] > baseline.probe_test_macro_f1,
+        beats_baseline=None if baseline is None else kind.better(recorded.test_metrics[decision], baseline.test_score),
     )
 
 
@@ -487,7 +472,7 @@ def _write_reference_and_splits(
     (folder / "reference").mkdir()
     (folder / "data").mkdir()
     texts = splits.validation if reference is None else reference
-    window = predictions_frame(texts[["text", "label"]], trained.predict(texts["text"].tolist()))
+    window = predictions_frame(texts[["text", "label"]], trained)
     window.to_parquet(folder / "reference" / REFERENCE_FILE, index=False)
     for name in ("train", "validation", "test"):
         getattr(splits, name).to_parquet(folder / "data" / f"{name}.parquet", index=False)
@@ -518,14 +503,9 @@ def describe(
             data=data.origin,
             rows=len(data),
             own_test=(
-                f"macro-F1 {test_metrics['macro_f1']:.3f}, accuracy {test_metrics['accuracy']:.3f} "
-                f"(n={test_metrics['n']}); best at epoch {trained.best_epoch} ({trained.steps} steps run)"
+                f"{trained.kind.describe_scores(test_metrics)}; best at epoch {trained.best_epoch} "
+                f"({trained.steps} steps run)"
             ),
-            baseline=(
-                f"linear probe macro-F1 {baseline.probe_test_macro_f1:.3f} on the same split; majority-class rate "
-                f"{baseline.majority_rate:.3f}"
-                if baseline
-                else None
-            ),
+            baseline=baseline.describe() if baseline else None,
         )
     )

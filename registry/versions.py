@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prefix_registry.kinds import CLASSIFICATION, TaskKind, kind_named
+
 # Version tags written at registration; they make `prefixctl versions` and the MLflow UI self-explanatory.
 TAG_METHOD = "method"
 TAG_BASE = "base"
@@ -27,12 +29,14 @@ TAG_RETRAIN_DECISION = "retrain_decision"  # "promoted" | "kept champion" | "pro
 # The retrain_decision of a promoted version while it is rolled back ("promoted" again once it is promoted again).
 PROMOTED_THEN_ROLLED_BACK = "promoted, then rolled back"
 TAG_LABELS = "labels"
+TAG_KIND = "kind"  # the task kind's name (kinds/); a version without it is classification
 METRIC_TAG_PREFIX = "metric."
 # The linear-probe baseline of the version's own split (registry/baseline_gate.py reads them back).
-TAG_BASELINE = "baseline"  # "beats" | "below": own-test macro-F1 against the probe's
-BASELINE_PROBE_METRIC = "baseline_probe_test_macro_f1"  # the probe on the version's own test split
+TAG_BASELINE = "baseline"  # "beats" | "below": own-test score against the baseline's, on the kind's decision metric
+# Classification's (a version of another kind asks its kind: `version.kind.baseline_metric`, `.version_metric`).
+BASELINE_PROBE_METRIC = CLASSIFICATION.baseline_metric  # the probe on the version's own test split
 BASELINE_MAJORITY_METRIC = "baseline_majority_rate"
-VERSION_METRIC = "own_test_macro_f1"
+VERSION_METRIC = CLASSIFICATION.version_metric
 # Versions registered before evaluation sets were named logged their own test split as `test_...`.
 LEGACY_OWN_TEST_PREFIX = "test_"
 OWN_TEST_PREFIX = "own_test_"
@@ -60,13 +64,19 @@ class PrefixVersion:
     tags: dict[str, str] = field(default_factory=dict)
 
     @property
+    def kind(self) -> TaskKind:
+        """The task kind the version was trained as (classification when it recorded none)."""
+        return kind_named(self.tags.get(TAG_KIND))
+
+    @property
     def beats_baseline(self) -> bool | None:
-        """Whether own-test macro-F1 is above the linear probe's on the same split; None when no baseline was measured
-        (versions registered before baselines existed)."""
-        probe, own = self.metrics.get(BASELINE_PROBE_METRIC), self.metrics.get(VERSION_METRIC)
+        """Whether the own-test score beats the baseline's on the same split (classification: macro-F1 against the
+        linear probe's); None when no baseline was measured (versions registered before baselines existed)."""
+        kind = self.kind
+        probe, own = self.metrics.get(kind.baseline_metric), self.metrics.get(kind.version_metric)
         if probe is None or own is None:
             return None
-        return own > probe
+        return kind.better(own, probe)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready view, as printed by `prefixctl versions --json`."""

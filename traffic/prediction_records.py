@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.kinds import CLASSIFICATION, TaskKind
 
 BASE_COLUMNS = [
     "prediction_id",
@@ -30,7 +31,8 @@ BASE_COLUMNS = [
     "key_name",
     "feedback_key",
 ]
-PROBABILITY_PREFIX = "prob_"
+# The score columns of a window are named by the task's kind; the log's own schema is classification's.
+PROBABILITY_PREFIX = CLASSIFICATION.score_column("")
 
 
 class PredictionLogError(PrefixRegistryError):
@@ -105,8 +107,9 @@ class PredictionRecord:
         )
 
 
-def records_frame(records: list[PredictionRecord]) -> pd.DataFrame:
-    """BASE_COLUMNS plus a float `prob_<label>` column per label seen (NaN where a record lacks it)."""
+def records_frame(records: list[PredictionRecord], kind: TaskKind = CLASSIFICATION) -> pd.DataFrame:
+    """BASE_COLUMNS plus a float column per score name seen (NaN where a record lacks it), named by `kind`
+    (classification: `prob_<label>`, one per label)."""
     if not records:
         return pd.DataFrame(columns=BASE_COLUMNS)
     frame = pd.DataFrame([{column: getattr(record, column) for column in BASE_COLUMNS} for record in records])
@@ -115,10 +118,7 @@ def records_frame(records: list[PredictionRecord]) -> pd.DataFrame:
     frame["confidence"] = frame["confidence"].astype(float)
     labels = sorted({label for record in records for label in record.probabilities})
     probabilities = pd.DataFrame(
-        {
-            f"{PROBABILITY_PREFIX}{label}": [record.probabilities.get(label, np.nan) for record in records]
-            for label in labels
-        },
+        {kind.score_column(label): [record.probabilities.get(label, np.nan) for record in records] for label in labels},
         dtype=float,
     )
     return pd.concat([frame, probabilities], axis=1)

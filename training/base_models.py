@@ -29,6 +29,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from prefix_registry.errors import BaseModelError, first_line
+from prefix_registry.kinds import CLASSIFICATION, TaskKind
 
 logger = logging.getLogger(__name__)
 
@@ -95,22 +96,26 @@ def resolve_base(name: str, cache_dir: Path | None = None) -> BaseModelRef:
     return BaseModelRef(name=name, load_path=load_path, is_decoder=_is_decoder(load_path, name))
 
 
-def load_base_for_classification(ref: BaseModelRef, labels: list[str], seed: int | None = None) -> LoadedBase:
-    """Load the base with a fresh classification head for `labels`, and fingerprint its frozen part.
+def load_base_for_classification(
+    ref: BaseModelRef, labels: list[str], seed: int | None = None, kind: TaskKind = CLASSIFICATION
+) -> LoadedBase:
+    """Load the base with a fresh sequence head for `labels` (as wide as `kind` says: one output per label for
+    classification), and fingerprint its frozen part.
 
     `seed` fixes the new head's random start, so that two runs with the same config start from the same point.
     """
     tokenizer = load_tokenizer(ref)
-    id2label = dict(enumerate(labels))
+    width = kind.head_width(labels)
+    # The label map names the head's outputs; a head whose outputs are not the labels keeps the default names.
+    names: dict[str, Any] = {}
+    if width == len(labels):
+        id2label = dict(enumerate(labels))
+        names = {"id2label": id2label, "label2id": {label: index for index, label in id2label.items()}}
     if seed is not None:
         torch.manual_seed(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            ref.load_path,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id={label: index for index, label in id2label.items()},
-            dtype=torch.float32,
+            ref.load_path, num_labels=width, dtype=torch.float32, **names
         )
     except (OSError, ValueError) as error:
         raise BaseModelError(f"cannot load base model {ref.name!r}: {first_line(error)}") from None

@@ -1,68 +1,60 @@
-"""The baseline every version is judged against: a linear probe on the frozen base's mean-pooled embeddings, fitted
-on the same split, and the majority-class rate of the test split.
+"""The baseline every version is judged against, as its kind defines it: for classification a linear probe on the
+frozen base's mean-pooled embeddings, fitted on the same split, and the majority-class rate of the test split.
 
-base + splits --measure_baseline--> Baseline (test / validation macro-F1 of the probe, majority rate, seconds)
+base + splits --measure_baseline--> Baseline (the kind's; None when the kind has none)
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
 
+from prefix_registry.kinds import CLASSIFICATION, BaselineInputs, ProbeBaseline, TaskKind
+from prefix_registry.kinds import Baseline as KindBaseline
 from prefix_registry.training.base_models import BaseModelRef, load_base_encoder
-from prefix_registry.training.evaluation import classification_metrics
 from prefix_registry.training.features import mean_pooled_embeddings
-from prefix_registry.training.probe import fit_probe
 from prefix_registry.training.splits import DataSplits
 
+# The classification kind's baseline, under the name its importers know.
+Baseline = ProbeBaseline
 
-@dataclass(frozen=True)
-class Baseline:
-    """What a version has to beat on its own split."""
-
-    probe_test_macro_f1: float
-    probe_test_accuracy: float
-    probe_validation_macro_f1: float
-    majority_class: str
-    majority_rate: float  # share of the test split in the most frequent class: a constant predictor's accuracy
-    probe_c: float
-    probe_class_weight: str
-    seconds: float
-
-    def summary(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Baseline", "measure_baseline", "measure_kind_baseline"]
 
 
 def measure_baseline(
     ref: BaseModelRef, splits: DataSplits, max_length: int, batch_size: int = 64, progress: bool = False
-) -> Baseline:
-    """Fit the linear probe on `splits.train` (C and class weighting chosen on validation macro-F1), score it on
-    `splits.test`. The frozen encoder is loaded on its own, so the model being trained is never touched."""
+) -> ProbeBaseline:
+    """The classification baseline: the linear probe of the split (see `measure_kind_baseline`)."""
+    baseline = measure_kind_baseline(ref, splits, max_length, batch_size, progress, CLASSIFICATION)
+    assert isinstance(baseline, ProbeBaseline)  # the classification kind always fits its probe
+    return baseline
+
+
+def measure_kind_baseline(
+    ref: BaseModelRef,
+    splits: DataSplits,
+    max_length: int,
+    batch_size: int = 64,
+    progress: bool = False,
+    kind: TaskKind = CLASSIFICATION,
+) -> KindBaseline | None:
+    """Fit `kind`'s baseline on `splits.train` (chosen on validation), score it on `splits.test` (for
+    classification: the linear probe, C and class weighting chosen on validation macro-F1). The frozen encoder is
+    loaded on its own, so the model being trained is never touched. None when the kind has no baseline."""
     started = time.perf_counter()
+    if type(kind).fit_baseline is TaskKind.fit_baseline:
+        return None  # the kind has no baseline: nothing to embed
     encoder, tokenizer = load_base_encoder(ref)
 
     def embed(frame):
         return mean_pooled_embeddings(encoder, tokenizer, frame["text"].tolist(), max_length, batch_size, progress)
 
-    probe = fit_probe(
-        embed(splits.train),
-        splits.train["label"].tolist(),
-        embed(splits.validation),
-        splits.validation["label"].tolist(),
-        splits.labels,
+    inputs = BaselineInputs(
+        train_x=embed(splits.train),
+        train_y=splits.train["label"].tolist(),
+        validation_x=embed(splits.validation),
+        validation_y=splits.validation["label"].tolist(),
+        test_x=embed(splits.test),
+        test_y=splits.test["label"].tolist(),
+        labels=splits.labels,
     )
-    test = classification_metrics(
-        splits.test["label"].tolist(), probe.model.predict(embed(splits.test)).tolist(), splits.labels
-    )
-    shares = splits.test["label"].value_counts(normalize=True)
-    return Baseline(
-        probe_test_macro_f1=test["macro_f1"],
-        probe_test_accuracy=test["accuracy"],
-        probe_validation_macro_f1=probe.validation_macro_f1,
-        majority_class=str(shares.idxmax()),
-        majority_rate=float(shares.max()),
-        probe_c=probe.c,
-        probe_class_weight=probe.class_weight or "none",
-        seconds=time.perf_counter() - started,
-    )
+    return kind.fit_baseline(inputs, started)

@@ -8,6 +8,8 @@ from enum import StrEnum
 from typing import Any, cast
 
 from prefix_registry.errors import ConfigError
+from prefix_registry.kinds import DEFAULT_KIND, TaskKind, kind_named
+from prefix_registry.kinds.imbalance import IMBALANCE_RATIO as _IMBALANCE_RATIO
 from prefix_registry.training.pooling import Pooling
 
 
@@ -45,8 +47,8 @@ class HeadInit(StrEnum):
 # What versions recorded before these settings existed were trained with (their checkpoints have these shapes).
 SHAPES_BEFORE_ISSUE_9: dict[str, Any] = {"train_pooler": False, "prefix_projection": False, "pooling": "cls"}
 
-# A split this skewed makes a plain cross-entropy settle on the majority class (measured: issue 9).
-IMBALANCE_RATIO = 1.5
+# A split this skewed makes a plain cross-entropy settle on the majority class (kinds/imbalance.py).
+IMBALANCE_RATIO = _IMBALANCE_RATIO
 
 
 # Measured on MiniLM / Rotten Tomatoes (bench/baselines.py): prompt tuning needs a larger step than the others.
@@ -62,6 +64,13 @@ class TrainConfig:
     """Everything that decides what a training run produces, apart from the data."""
 
     method: Method = field(default=Method.PREFIX, metadata={"help": "prefix | prompt | ptuning"})
+    kind: str = field(
+        default=DEFAULT_KIND,
+        metadata={
+            "help": "The kind of task (kinds/): 'classification' (one label per text, judged by macro-F1) or another "
+            "registered kind."
+        },
+    )
     base: str = field(
         default="minilm",
         metadata={"help": "minilm, smollm2, a local Hugging Face model directory, or a hub model name"},
@@ -170,6 +179,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.method = _as_enum(Method, self.method, "method")
+        self.kind = kind_named(self.kind).name  # refuses an unknown kind, naming the known ones
         self.prompt_init = _as_enum(PromptInit, self.prompt_init, "prompt_init")
         self.head_init = _as_enum(HeadInit, self.head_init, "head_init")
         self.pooling = _as_enum(Pooling, self.pooling, "pooling")
@@ -204,6 +214,11 @@ class TrainConfig:
             raise ConfigError("prompt_init=text needs a non-empty init_text")
         if not self.base.strip():
             raise ConfigError("base must name a model: minilm, smollm2, a local directory or a hub name")
+
+    @property
+    def task_kind(self) -> TaskKind:
+        """The registered kind this config trains."""
+        return kind_named(self.kind)
 
     @property
     def effective_learning_rate(self) -> float:

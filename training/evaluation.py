@@ -1,4 +1,8 @@
-"""Batched prediction and classification metrics."""
+"""Batched prediction: raw head outputs for any kind, and class probabilities for classification.
+
+The metrics live with the classification kind (kinds/classification_metrics.py); their names stay here for
+their importers.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
+
+from prefix_registry.kinds.classification import softmax
+from prefix_registry.kinds.classification_metrics import classification_metrics, flat_metrics
+
+__all__ = [
+    "Predictions",
+    "batch_order",
+    "classification_metrics",
+    "flat_metrics",
+    "predict_outputs",
+    "predict_probabilities",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,26 @@ def batch_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
+def predict_outputs(
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    tokenizer: Any,
+    texts: Sequence[str],
+    width: int,
+    max_length: int,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
+    """Run `forward` (tokenised batch -> head outputs) over `texts` in length-sorted batches; returns the raw head
+    outputs (n_texts, width) in the order of `texts`, for the task's kind to read."""
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    outputs = np.zeros((len(texts), width), dtype=np.float32)
+    batches = batch_order([len(ids) for ids in encoded], batch_size)
+    for indices in tqdm(batches, desc="predict", disable=not progress, leave=False):
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
+        outputs[indices] = forward(dict(batch)).float().cpu().numpy()
+    return outputs
+
+
 def predict_probabilities(
     forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     tokenizer: Any,
@@ -45,47 +80,5 @@ def predict_probabilities(
     progress: bool = False,
 ) -> Predictions:
     """Run `forward` (tokenised batch -> logits) over `texts` in length-sorted batches; softmax the logits."""
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    probabilities = np.zeros((len(texts), len(labels)), dtype=np.float32)
-    batches = batch_order([len(ids) for ids in encoded], batch_size)
-    for indices in tqdm(batches, desc="predict", disable=not progress, leave=False):
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt")
-        logits = forward(dict(batch))
-        probabilities[indices] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return Predictions(probabilities=probabilities, labels=labels)
-
-
-def classification_metrics(true_labels: Sequence[str], predicted: Sequence[str], labels: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision / recall / F1 / support.
-
-    `labels` fixes the classes reported (a class absent from both lists still gets a row, with zeros).
-    """
-    if len(true_labels) != len(predicted):
-        raise ValueError(f"expected as many predictions as labels, got {len(predicted)} for {len(true_labels)}")
-    precision, recall, f1, support = precision_recall_fscore_support(
-        true_labels, predicted, labels=labels, zero_division=0
-    )
-    return {
-        "accuracy": float(accuracy_score(true_labels, predicted)),
-        "macro_f1": float(f1_score(true_labels, predicted, labels=labels, average="macro", zero_division=0)),
-        "n": len(true_labels),
-        "per_class": {
-            label: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, label in enumerate(labels)
-        },
-    }
-
-
-def flat_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    """`{prefix}_accuracy`, `{prefix}_macro_f1` and `{prefix}_{label}_f1`... as plain floats, for MLflow."""
-    flat = {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
-    for label, scores in metrics["per_class"].items():
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
-        for name in ("precision", "recall", "f1"):
-            flat[f"{prefix}_{safe}_{name}"] = scores[name]
-    return flat
+    logits = predict_outputs(forward, tokenizer, texts, len(labels), max_length, batch_size, progress)
+    return Predictions(probabilities=softmax(logits), labels=labels)

@@ -1,33 +1,5 @@
-"""Class weights for the training loss, so that a skewed split does not train a majority-class predictor."""
+"""Class weights live with the classification kind (kinds/imbalance.py); this name stays for its importers."""
 
-from __future__ import annotations
+from prefix_registry.kinds.imbalance import class_counts, is_imbalanced, loss_weights
 
-import numpy as np
-import torch
-
-from prefix_registry.training.config import IMBALANCE_RATIO, ClassWeighting
-
-
-def class_counts(targets: np.ndarray, n_classes: int) -> np.ndarray:
-    """Rows per class index (0 for a class with no rows)."""
-    return np.bincount(targets, minlength=n_classes)
-
-
-def is_imbalanced(counts: np.ndarray) -> bool:
-    """Whether the largest class has at least IMBALANCE_RATIO times the rows of the smallest."""
-    present = counts[counts > 0]
-    return bool(present.size) and present.max() >= IMBALANCE_RATIO * present.min()
-
-
-def loss_weights(targets: np.ndarray, n_classes: int, mode: ClassWeighting) -> torch.Tensor | None:
-    """Per-class weights for cross-entropy, or None for an unweighted loss.
-
-    Balanced weights are n_rows / (n_classes * rows_of_class) (as scikit-learn's "balanced"): every class then
-    carries the same total weight, which is what macro-F1 rewards. `auto` uses them only on imbalanced data, so a
-    balanced split trains exactly as before.
-    """
-    counts = class_counts(targets, n_classes)
-    if mode is ClassWeighting.NONE or (mode is ClassWeighting.AUTO and not is_imbalanced(counts)):
-        return None
-    weights = len(targets) / (n_classes * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float32)
+__all__ = ["class_counts", "is_imbalanced", "loss_weights"]

@@ -32,8 +32,8 @@ def attach_new_adapter(base: LoadedBase, config: TrainConfig) -> PeftModel:
 
 
 def build_peft_config(config: TrainConfig, base: LoadedBase) -> PeftConfig:
-    """The PEFT config for `config.method`, for sequence classification on `base`."""
-    common: dict = {"task_type": TaskType.SEQ_CLS, "num_virtual_tokens": config.virtual_tokens}
+    """The PEFT config for `config.method`, for the task type of `config`'s kind on `base`."""
+    common: dict = {"task_type": TaskType(config.task_kind.peft_task_type), "num_virtual_tokens": config.virtual_tokens}
     if config.train_pooler and has_pooler(base):
         # PEFT adds the head itself; the pooler joins it as a trained module saved in the adapter, so a plain
         # `PeftModel.from_pretrained` restores it.

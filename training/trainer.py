@@ -19,18 +19,18 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from prefix_registry.errors import AdapterError, ConfigError
+from prefix_registry.errors import AdapterError
+from prefix_registry.kinds import TaskKind, kind_named
 from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.cheap_dropout import training_dropout
 from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
-from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
+from prefix_registry.training.evaluation import Predictions, predict_outputs, predict_probabilities
 from prefix_registry.training.head_init import (
     fit_head_as_probe,
     init_head_as_probe,
     split_head_inputs,
     trained_head,
 )
-from prefix_registry.training.imbalance import loss_weights
 from prefix_registry.training.methods import (
     attach_new_adapter,
     init_prefix_from_tokens,
@@ -85,7 +85,33 @@ class TrainedPrefix:
     def best_validation(self) -> dict[str, Any]:
         return self.history[self.best_evaluation].validation
 
+    @property
+    def kind(self) -> TaskKind:
+        return self.config.task_kind
+
+    def predict_outputs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Raw head outputs (n_texts, head width), for the task's kind to read."""
+        self.model.eval()
+        return predict_outputs(
+            lambda batch: self.model(**batch).logits,
+            self.base.tokenizer,
+            texts,
+            self.kind.head_width(self.labels),
+            max_length=self.config.max_length,
+            batch_size=self.config.eval_batch_size,
+            progress=progress,
+        )
+
+    def predicted(self, texts: Sequence[str], progress: bool = False) -> list[Any]:
+        """What the kind predicts for each text (a label for classification), as its metrics compare."""
+        return self.kind.predicted(self.predict_outputs(texts, progress), self.labels)
+
+    def evaluate(self, frame: Any) -> dict[str, Any]:
+        """The kind's metrics on a labelled frame (`text`, `label`)."""
+        return self.kind.metrics(frame["label"].tolist(), self.predicted(frame["text"].tolist()), self.labels)
+
     def predict(self, texts: Sequence[str], progress: bool = False) -> Predictions:
+        """Class probabilities (classification)."""
         self.model.eval()
         return predict_probabilities(
             lambda batch: self.model(**batch).logits,
@@ -115,7 +141,8 @@ def train_prefix(
     warm_start: dict[str, torch.Tensor] | None = None,
     progress: bool = True,
 ) -> TrainedPrefix:
-    """Train an adapter of `config.method` on `splits.train`, keeping the state with the best validation macro-F1.
+    """Train an adapter of `config.method` on `splits.train`, keeping the state with the best validation score on
+    the decision metric of `config`'s kind (macro-F1 for classification).
 
     A starting point worth keeping (a probe-initialised head, or the parent's state for a warm start) is evaluated
     first and competes with every later evaluation, so training never returns something worse on validation than
@@ -148,21 +175,23 @@ def train_prefix(
         head_params=[p for n, p in model.named_parameters() if p.requires_grad and "modules_to_save" in n],
         head_learning_rate=config.head_learning_rate,
         class_weighting=config.class_weighting,
+        kind=trained.kind,
     )
     trained.class_weights = None if plan.class_weights is None else plan.class_weights.tolist()
     deadline = started + config.max_minutes * 60 if config.max_minutes is not None else None
     steps_per_epoch = math.ceil(len(plan.encoded) / config.batch_size)
     evaluate_every = max(1, math.ceil(steps_per_epoch / config.evaluations_per_epoch))
 
-    best_f1, best_state = -1.0, trained.trainable_state()
+    kind = trained.kind
+    best_score: float | None = None
+    best_state = trained.trainable_state()
     losses: list[float] = []
     without_gain, step = 0, 0
 
     def evaluate() -> bool:
         """Validate, keep the state if it is the best so far; True when patience has run out."""
-        nonlocal best_f1, best_state, without_gain, losses
-        validation = trained.predict(splits.validation["text"].tolist())
-        metrics = classification_metrics(splits.validation["label"].tolist(), validation.predicted, trained.labels)
+        nonlocal best_score, best_state, without_gain, losses
+        metrics = trained.evaluate(splits.validation)
         report = EpochReport(
             evaluation=len(trained.history),
             epoch=round(step / steps_per_epoch, 3),
@@ -175,8 +204,8 @@ def train_prefix(
         losses = []
         if on_evaluation is not None:
             on_evaluation(report)
-        if metrics["macro_f1"] > best_f1:
-            best_f1, best_state, without_gain = metrics["macro_f1"], trained.trainable_state(), 0
+        if kind.better(metrics[kind.decision_metric], best_score):
+            best_score, best_state, without_gain = metrics[kind.decision_metric], trained.trainable_state(), 0
             trained.best_epoch, trained.best_evaluation = report.epoch, report.evaluation
             return False
         without_gain += 1
@@ -207,7 +236,7 @@ def train_prefix(
     if trained.stopped_early:
         logger.info("stopped at step %d: %s", step, trained.stop_reason)
     load_trainable_state(model, best_state)
-    if config.refit_head:
+    if config.refit_head and kind.head_is_linear_probe:
         trained.head_refit = refit_head(trained, splits, progress)
     model.eval()
     trained.steps = step
@@ -223,7 +252,7 @@ def initialise(trained: TrainedPrefix, splits: DataSplits, progress: bool = Fals
             init_projected_prefix_from_tokens(model, base, splits.train["text"].tolist())
         else:
             init_prefix_from_tokens(model, base, splits.train["text"].tolist())
-    if config.head_init is HeadInit.PROBE:
+    if config.head_init is HeadInit.PROBE and config.task_kind.head_is_linear_probe:
         probe = init_head_as_probe(
             model, base.tokenizer, splits, config.max_length, config.eval_batch_size, progress=progress
         )
@@ -237,10 +266,10 @@ def refit_head(trained: TrainedPrefix, splits: DataSplits, progress: bool = Fals
     Gradient steps leave the head wherever the schedule ended; a probe refitted on the final features is the
     best-regularised linear head for them (linear probe, fine-tune, then probe again).
     """
-    config, model = trained.config, trained.model
+    config, model, kind = trained.config, trained.model, trained.kind
     head = trained_head(model)
     before = {name: tensor.detach().clone() for name, tensor in head.state_dict().items()}
-    trained_f1 = float(trained.best_validation["macro_f1"])
+    trained_f1 = float(trained.best_validation[kind.decision_metric])
     tokenizer = trained.base.tokenizer
     features = split_head_inputs(model, tokenizer, splits, config.max_length, config.eval_batch_size, progress)
     probe = fit_head_as_probe(model, splits, features)
@@ -249,14 +278,14 @@ def refit_head(trained: TrainedPrefix, splits: DataSplits, progress: bool = Fals
         # The head is linear: its logits on the validation features are the model's, without another forward pass.
         with torch.no_grad():
             logits = head(torch.as_tensor(features[1], dtype=head.weight.dtype))
-        predicted = [trained.labels[i] for i in logits.argmax(dim=-1).tolist()]
-        metrics = classification_metrics(splits.validation["label"].tolist(), predicted, trained.labels)
+        predicted = kind.predicted(logits.numpy(), trained.labels)
+        metrics = kind.metrics(splits.validation["label"].tolist(), predicted, trained.labels)
         trained.history[trained.best_evaluation] = dataclasses.replace(
             trained.history[trained.best_evaluation], validation=metrics
         )
     else:
         head.load_state_dict(before)
-    return {**probe_summary(probe), "trained_head_validation_macro_f1": trained_f1, "kept": kept}
+    return {**probe_summary(probe), f"trained_head_validation_{kind.decision_metric}": trained_f1, "kept": kept}
 
 
 @dataclass
@@ -272,6 +301,7 @@ class StepPlan:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     rng: np.random.Generator
     class_weights: torch.Tensor | None = None
+    kind: TaskKind = field(default_factory=lambda: kind_named(None))
 
 
 def plan_steps(
@@ -283,16 +313,16 @@ def plan_steps(
     head_params: list[torch.nn.Parameter] | None = None,
     head_learning_rate: float | None = None,
     class_weighting: ClassWeighting = ClassWeighting.NONE,
+    kind: TaskKind | None = None,
 ) -> StepPlan:
     """AdamW on `params` with linear warmup then linear decay over `epochs` (or `max_steps`) of the train split.
 
     `head_params` (a subset of `params`) get `head_learning_rate`: a head that starts as a fitted probe needs a
-    gentler step than a prompt that starts from scratch.
+    gentler step than a prompt that starts from scratch. `kind` (default: `config`'s) encodes the targets and
+    weighs them.
     """
-    label_index = {label: i for i, label in enumerate(splits.labels)}
-    unknown = sorted(set(splits.train["label"]) - set(label_index))
-    if unknown:
-        raise ConfigError(f"training labels {unknown} are not in the label set {splits.labels}")
+    kind = kind or config.task_kind
+    targets = kind.encode_targets(splits.train["label"].tolist(), splits.labels)
     encoded = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=config.max_length)["input_ids"]
     total_steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
     if config.max_steps is not None:
@@ -302,7 +332,6 @@ def plan_steps(
     if head_ids:
         groups.append({"params": [p for p in params if id(p) in head_ids], "lr": head_learning_rate or learning_rate})
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
-    targets = np.array([label_index[label] for label in splits.train["label"]])
     warmup = max(1, int(total_steps * config.warmup_fraction))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total_steps - step) / total_steps)
@@ -316,7 +345,8 @@ def plan_steps(
         optimizer=optimizer,
         scheduler=scheduler,
         rng=np.random.default_rng(config.seed),
-        class_weights=loss_weights(targets, len(splits.labels), class_weighting),
+        class_weights=kind.target_weights(targets, splits.labels, class_weighting.value),
+        kind=kind,
     )
 
 
@@ -339,9 +369,7 @@ def train_one_epoch(
 def train_step(model: torch.nn.Module, plan: StepPlan, tokenizer: Any, indices: np.ndarray) -> float:
     """One optimizer step on the batch `indices` (class-weighted loss when the plan has weights); returns the loss."""
     batch = tokenizer.pad({"input_ids": [plan.encoded[i] for i in indices]}, return_tensors="pt")
-    loss = torch.nn.functional.cross_entropy(
-        model(**batch).logits, torch.as_tensor(plan.targets[indices]), weight=plan.class_weights
-    )
+    loss = plan.kind.loss(model(**batch).logits, torch.as_tensor(plan.targets[indices]), plan.class_weights)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
     plan.optimizer.step()
