@@ -103,6 +103,8 @@ def sweep_flow(
 ) -> dict[str, Any]:
     """Sweep `n_trials` trials within `budget_minutes` and register the best; `config` holds the TrainConfig fields
     every trial starts from. Returns the sweep run, the registered version and every trial's summary."""
+    from prefix_registry.errors import ConfigError
+    from prefix_registry.kinds import CLASSIFICATION
     from prefix_registry.registry.runs import RecordedRun
     from prefix_registry.registry.sweeps import TrialBudget, register_best
     from prefix_registry.training.base_models import resolve_base
@@ -115,6 +117,9 @@ def sweep_flow(
     started = time.time()
     deadline = started + budget_minutes * 60
     base_config = TrainConfig.from_dict(config or {})
+    if base_config.task_kind is not CLASSIFICATION:
+        # Trials are ranked and reported by macro-F1 against the linear probe: a classification search.
+        raise ConfigError(f"a sweep searches classification tasks; got kind {base_config.kind!r}")
     space = SearchSpace(methods=tuple(methods)) if methods else SearchSpace()
     specs = sample_trials(space, n_trials, base_config, seed)
     labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=base_config.seed)

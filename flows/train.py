@@ -30,11 +30,10 @@ def train_and_register_task(task_name: str, labelled: LabelledTexts, config: dic
 
     outcome = train_and_register(PrefixRegistry(), task_name, labelled, TrainConfig.from_dict(config), progress=False)
     get_run_logger().info(
-        "registered %s v%s: test macro-F1 %.3f, accuracy %.3f, %d trainable of %d params, %d adapter bytes, %.0f s",
+        "registered %s v%s: test %s, %d trainable of %d params, %d adapter bytes, %.0f s",
         task_name,
         outcome.version,
-        outcome.metrics["macro_f1"],
-        outcome.metrics["accuracy"],
+        outcome.kind.describe_scores(outcome.metrics),
         outcome.trainable_params,
         outcome.total_params,
         outcome.adapter_bytes,

@@ -186,9 +186,10 @@ class TaskKind(ABC):
         return {**{name: metrics[name] for name in self.metric_names}, "n": metrics["n"]}
 
     def describe_scores(self, metrics: dict[str, Any]) -> str:
-        """The scores of one set as people read them, e.g. 'macro-F1 0.712, accuracy 0.700 (n=20)'."""
+        """The scores of one set as people read them, e.g. 'macro-F1 0.712, accuracy 0.700 (n=20)' (without the
+        count when `metrics` has no `n`)."""
         scores = ", ".join(f"{name} {metrics[name]:.3f}" for name in self.metric_names)
-        return f"{scores} (n={metrics['n']})"
+        return f"{scores} (n={metrics['n']})" if "n" in metrics else scores
 
     def better(self, candidate: float, incumbent: float | None) -> bool:
         """Whether `candidate` is strictly better than `incumbent` on the decision metric (anything beats None)."""
@@ -204,6 +205,11 @@ class TaskKind(ABC):
     def label(self) -> str:
         """The decision metric as people read it."""
         return self.decision_metric_label or self.decision_metric
+
+    def live_quality(self, reference: pd.DataFrame, current: pd.DataFrame, min_labelled: int) -> dict[str, Any] | None:
+        """Live quality of a drift window's feedback-labelled rows (`TRUE_VALUE` set) against the reference window's,
+        or None when the kind does not judge it. An `accuracy_drop` entry becomes the drift check's quality signal."""
+        return None
 
     def fit_baseline(self, inputs: BaselineInputs, started: float) -> Baseline | None:
         """The baseline a version of this kind has to beat, fitted on frozen-base features (`started`: the

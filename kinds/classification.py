@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import accuracy_score, f1_score
 
 from prefix_registry.errors import ConfigError
 from prefix_registry.kinds.base import (
+    TRUE_VALUE,
     Baseline,
     BaselineInputs,
     Direction,
@@ -159,8 +161,28 @@ class ClassificationKind(TaskKind):
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {ACCURACY: metrics[ACCURACY], MACRO_F1: metrics[MACRO_F1], "n": metrics["n"]}
 
+    def live_quality(self, reference: pd.DataFrame, current: pd.DataFrame, min_labelled: int) -> dict[str, Any] | None:
+        """Accuracy and macro-F1 of the current window's labelled rows, and the drop from the reference accuracy."""
+        labelled = current[current[TRUE_VALUE].notna()]
+        ref_labelled = reference[reference[TRUE_VALUE].notna()]
+        quality: dict[str, Any] = {"labelled": len(labelled)}
+        if len(ref_labelled):
+            quality["reference_accuracy"] = float(
+                accuracy_score(ref_labelled[TRUE_VALUE].astype(str), ref_labelled[PREDICTED_LABEL].astype(str))
+            )
+        if len(labelled) < min_labelled:
+            quality["message"] = f"{len(labelled)} feedback label(s); {min_labelled} needed to judge accuracy"
+            return quality
+        truth, predicted = labelled[TRUE_VALUE].astype(str), labelled[PREDICTED_LABEL].astype(str)
+        quality[ACCURACY] = float(accuracy_score(truth, predicted))
+        quality[MACRO_F1] = float(f1_score(truth, predicted, average="macro", zero_division=0))
+        if "reference_accuracy" in quality:
+            quality["accuracy_drop"] = quality["reference_accuracy"] - quality[ACCURACY]
+        return quality
+
     def describe_scores(self, metrics: dict[str, Any]) -> str:
-        return f"macro-F1 {metrics[MACRO_F1]:.3f}, accuracy {metrics[ACCURACY]:.3f} (n={metrics['n']})"
+        scores = f"macro-F1 {metrics[MACRO_F1]:.3f}, accuracy {metrics[ACCURACY]:.3f}"
+        return f"{scores} (n={metrics['n']})" if "n" in metrics else scores
 
     def fit_baseline(self, inputs: BaselineInputs, started: float) -> ProbeBaseline:
         """The linear probe (C and class weighting chosen on validation macro-F1), scored on the test split."""

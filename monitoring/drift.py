@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score
 
 from prefix_registry.errors import ConfigError
 from prefix_registry.kinds import CLASSIFICATION, TRUE_VALUE, TaskKind
@@ -260,7 +259,7 @@ def detect_drift(
     )
 
     embedding, sample = _embedding_signal(reference.frame, current.frame, config, embed)
-    quality = _quality(reference.frame, current.frame, config) if task_kind.judges_live_accuracy else None
+    quality = task_kind.live_quality(reference.frame, current.frame, config.min_labelled)
     ref_frame, cur_frame = with_embedding_projection(
         _with_descriptors(reference.frame, oov_rate, task_kind),
         _with_descriptors(current.frame, oov_rate, task_kind),
@@ -444,25 +443,6 @@ def _embedding_signal(
         "embedding", "input", signal.method, kind, float(score), signal.threshold, bool(drifted), signal.alarm
     )
     return result, EmbeddingSample(ref_rows, ref_vectors, cur_rows, cur_vectors)
-
-
-def _quality(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig) -> dict[str, Any] | None:
-    labelled = current[current["true_label"].notna()]
-    ref_labelled = reference[reference["true_label"].notna()]
-    quality: dict[str, Any] = {"labelled": len(labelled)}
-    if len(ref_labelled):
-        quality["reference_accuracy"] = float(
-            accuracy_score(ref_labelled["true_label"].astype(str), ref_labelled["predicted_label"].astype(str))
-        )
-    if len(labelled) < config.min_labelled:
-        quality["message"] = f"{len(labelled)} feedback label(s); {config.min_labelled} needed to judge accuracy"
-        return quality
-    truth, predicted = labelled["true_label"].astype(str), labelled["predicted_label"].astype(str)
-    quality["accuracy"] = float(accuracy_score(truth, predicted))
-    quality["macro_f1"] = float(f1_score(truth, predicted, average="macro", zero_division=0))
-    if "reference_accuracy" in quality:
-        quality["accuracy_drop"] = quality["reference_accuracy"] - quality["accuracy"]
-    return quality
 
 
 def _evidently_quality_html(

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from prefix_registry.errors import BelowBaseline
-from prefix_registry.kinds import Baseline, TaskKind
+from prefix_registry.kinds import CLASSIFICATION, Baseline, TaskKind
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.eval_sets import (
     OWN_TEST,
@@ -84,6 +84,7 @@ class TrainOutcome:
     split_sizes: dict[str, int]
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     beats_baseline: bool | None = None
+    kind: TaskKind = CLASSIFICATION  # the task kind that names `metrics` (not in the summary)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -462,6 +463,7 @@ def outcome_of(task: str, version: str, recorded: RecordedTraining, splits: Data
         split_sizes=splits.sizes(),
         evaluations=recorded.evaluations,
         beats_baseline=None if baseline is None else kind.better(recorded.test_metrics[decision], baseline.test_score),
+        kind=kind,
     )
 
 

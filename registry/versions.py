@@ -83,8 +83,9 @@ class PrefixVersion:
         values = asdict(self)
         values["created_at"] = self.created_at.isoformat(timespec="seconds")
         values.pop("tags")
+        kind = self.kind
         values["baseline"] = {
-            "probe_test_macro_f1": self.metrics.get(BASELINE_PROBE_METRIC),
+            f"probe_test_{kind.decision_metric}": self.metrics.get(kind.baseline_metric),
             "majority_rate": self.metrics.get(BASELINE_MAJORITY_METRIC),
             "beats_baseline": self.beats_baseline,
         }

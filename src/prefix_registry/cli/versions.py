@@ -8,7 +8,6 @@ import typer
 
 from prefix_registry.cli.app import JsonOption, app, open_registry
 from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
-from prefix_registry.registry.versions import BASELINE_PROBE_METRIC
 
 
 @app.command()
@@ -48,8 +47,8 @@ def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: J
             (
                 v.version,
                 ",".join(v.aliases),
-                fmt_metric(v.metrics.get("own_test_macro_f1")),
-                fmt_metric(v.metrics.get(BASELINE_PROBE_METRIC)),
+                fmt_metric(v.metrics.get(v.kind.version_metric)),
+                fmt_metric(v.metrics.get(v.kind.baseline_metric)),
                 {True: "yes", False: "NO", None: "-"}[v.beats_baseline],
                 fmt_metric(v.metrics.get("own_test_accuracy")),
                 v.method,
