@@ -345,7 +345,7 @@ def plan_steps(
         optimizer=optimizer,
         scheduler=scheduler,
         rng=np.random.default_rng(config.seed),
-        class_weights=kind.target_weights(targets, splits.labels, class_weighting.value),
+        class_weights=kind.target_weights(targets, splits.labels, ClassWeighting(class_weighting).value),
         kind=kind,
     )
 
