@@ -18,11 +18,11 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from prefix_registry.database import mask_url, open_database_engine
 from prefix_registry.errors import RegistryError, first_line
 
 _metadata = sa.MetaData()
@@ -43,18 +43,13 @@ class AliasLock:
     """Named locks in one database. `hold(name)` blocks until the lock is free or `timeout_s` passed."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        parsed = sa.make_url(url)
         self.timeout_s = timeout_s
-        self._sqlite = parsed.get_backend_name() == "sqlite"
-        kwargs: dict = {}
-        if self._sqlite:
-            if parsed.database:
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs = {"connect_args": {"timeout": timeout_s}}
-        else:
-            kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-        self._engine = sa.create_engine(parsed, **kwargs)
-        self.url = parsed.render_as_string(hide_password=True)
+        # A SQLite writer waits up to the lock timeout for the holder's transaction, then reads "database is locked".
+        self._engine = open_database_engine(
+            url, purpose="alias lock database", error=RegistryError, sqlite_timeout_s=timeout_s
+        )
+        self._sqlite = self._engine.dialect.name == "sqlite"
+        self.url = mask_url(self._engine.url)
         try:
             _metadata.create_all(self._engine)
         except SQLAlchemyError as error:

@@ -1,78 +1,17 @@
-"""Opening a SQLAlchemy database the way every store of the project does (the prediction log, the API keys):
-SQLite in WAL mode with durable commits, PostgreSQL with a connect timeout, errors as one line with the password
-masked.
+"""The prediction log's and the API keys' databases, opened by the project's shared helper
+(`prefix_registry.database`) with the prediction log's own error type.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from sqlalchemy.engine import Engine
 
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.pool import StaticPool
-
+from prefix_registry.database import error_reason, mask_url, open_database_engine
 from prefix_registry.traffic.prediction_records import PredictionLogError
 
-
-def mask_url(url: str | URL) -> str:
-    """`url` with its password replaced by ***, also for strings SQLAlchemy cannot parse."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        scheme, rest = "", url
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]  # the password may itself contain ':'; the user name may not
-    return f"{scheme}{separator}{user}:***@{host}"
-
-
-def error_reason(error: BaseException, password: str | None) -> str:
-    """The first line of the driver's message, never containing the password."""
-    message = str(error.orig if isinstance(error, DBAPIError) else error).strip()
-    first = message.splitlines()[0] if message else type(error).__name__
-    return first.replace(password, "***") if password else first
+__all__ = ["create_database_engine", "error_reason", "mask_url"]
 
 
 def create_database_engine(url: str) -> Engine:
     """An engine for `url`; raises PredictionLogError (password masked) when the URL is invalid."""
-    try:
-        parsed = sa.make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise PredictionLogError(f"invalid prediction log URL {mask_url(url)!r}: {exc}") from None
-    kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:"):
-            # One shared connection, or each thread (the background writer!) would see its own empty database.
-            kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-        else:
-            try:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise PredictionLogError(f"cannot create the folder of {mask_url(parsed)}: {exc}") from None
-            kwargs = {"connect_args": {"timeout": 30}}
-    elif parsed.get_backend_name() == "postgresql":
-        kwargs = {"pool_pre_ping": True}
-        if "connect_timeout" not in parsed.query:
-            kwargs["connect_args"] = {"connect_timeout": 10}
-    try:
-        engine = sa.create_engine(parsed, **kwargs)
-    except (ArgumentError, ImportError, TypeError) as exc:
-        raise PredictionLogError(f"cannot open prediction log {mask_url(parsed)}: {exc}") from None
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _enable_wal)
-    return engine
-
-
-def _enable_wal(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the drift monitor read while the server's background thread writes.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a committed row survives power loss too, not only a killed process (an fsync per commit; the writer
-    # commits batches, so concurrent requests share it).
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.close()
+    return open_database_engine(url, purpose="prediction log", error=PredictionLogError)
