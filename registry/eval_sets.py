@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from prefix_registry.registry.gateway import MlflowGateway, RunDataset
+
 OWN_TEST = "own_test"
 REFERENCE_TEST = "reference_test"
 FRESH_HOLDOUT = "fresh_holdout"
@@ -79,11 +81,8 @@ def version_eval_sets(
     return sets
 
 
-def dataset_inputs(sets: list[EvaluationSet]) -> list[Any]:
-    """MLflow dataset inputs, one per distinct set (same rows = one dataset, its context listing every role)."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
+def dataset_inputs(sets: list[EvaluationSet]) -> list[RunDataset]:
+    """The run's dataset inputs, one per distinct set (same rows = one dataset, its context listing every role)."""
     grouped: dict[str, list[EvaluationSet]] = {}
     for evaluation_set in sets:
         grouped.setdefault(evaluation_set.digest, []).append(evaluation_set)
@@ -92,16 +91,17 @@ def dataset_inputs(sets: list[EvaluationSet]) -> list[Any]:
         first = group[0]
         schema = {"mlflow_colspec": [{"type": "string", "name": "text"}, {"type": "string", "name": "label"}]}
         profile = {"num_rows": len(first.frame), "labels": first.frame["label"].astype(str).value_counts().to_dict()}
-        dataset = Dataset(
-            name=first.name,
-            digest=digest,
-            source_type=SOURCE_TYPE,
-            source=json.dumps({"uri": first.source}),
-            schema=json.dumps(schema),
-            profile=json.dumps(profile),
+        inputs.append(
+            RunDataset(
+                name=first.name,
+                digest=digest,
+                source_type=SOURCE_TYPE,
+                source=json.dumps({"uri": first.source}),
+                schema=json.dumps(schema),
+                profile=json.dumps(profile),
+                context=",".join(s.role for s in group),
+            )
         )
-        context = ",".join(s.role for s in group)
-        inputs.append(DatasetInput(dataset=dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return inputs
 
 
@@ -113,13 +113,8 @@ def eval_set_tags(sets: list[EvaluationSet]) -> dict[str, str]:
 
 def roles_by_digest(run: Any) -> dict[str, str]:
     """{role: dataset digest} of a run's evaluation-set inputs (for checking that a name means one set)."""
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
     roles: dict[str, str] = {}
-    for dataset_input in getattr(run.inputs, "dataset_inputs", None) or []:
-        if dataset_input.dataset.source_type != SOURCE_TYPE:
-            continue
-        context = next((t.value for t in dataset_input.tags if t.key == MLFLOW_DATASET_CONTEXT), "")
+    for context, digest in MlflowGateway.run_dataset_contexts(run, SOURCE_TYPE):
         for role in filter(None, context.split(",")):
-            roles[role] = dataset_input.dataset.digest
+            roles[role] = digest
     return roles

@@ -16,12 +16,12 @@ import logging
 import math
 import os
 import socket
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from prefix_registry.registry.gateway import RunStatus
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.training.trainer import EpochReport
 
@@ -82,11 +82,12 @@ def close_stale_runs(registry: PrefixRegistry, task: str) -> list[str]:
     Runs without an owner tag (started before owners were recorded) are left as they are: nothing tells whether
     they still run.
     """
-    experiment_id = registry.experiment_id(task)
-    with registry._mlflow_errors(f"search the running runs of {task}"):
-        running = registry.client.search_runs(
-            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
-        )
+    running = registry.gateway.search_runs(
+        [registry.experiment_id(task)],
+        f"attributes.status = '{RunStatus.RUNNING}'",
+        max_results=1000,
+        what=f"search the running runs of {task}",
+    )
     closed = []
     for run in running:
         owner = run.data.tags.get(RUN_OWNER_TAG)
@@ -94,10 +95,9 @@ def close_stale_runs(registry: PrefixRegistry, task: str) -> list[str]:
         if reason is None:
             continue
         note = f"left RUNNING: {reason}; closed at {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} by {process_owner()}"
-        with registry._mlflow_errors(f"close stale run {run.info.run_id}"):
-            registry.client.set_tag(run.info.run_id, RUN_STALE_TAG, note)
-            registry.client.set_tag(run.info.run_id, RUN_ERROR_TAG, note)
-            registry.client.set_terminated(run.info.run_id, "KILLED")
+        what = f"close stale run {run.info.run_id}"
+        registry.gateway.set_run_tags(run.info.run_id, {RUN_STALE_TAG: note, RUN_ERROR_TAG: note}, what=what)
+        registry.gateway.end_run(run.info.run_id, RunStatus.KILLED, what=what)
         logger.warning("%s: run %s %s", task, run.info.run_id, note)
         closed.append(run.info.run_id)
     return closed
@@ -129,8 +129,9 @@ class RecordedRun:
 
     def __enter__(self) -> RecordedRun:
         experiment_id = self.registry.ensure_task(self.task)
-        with self.registry._mlflow_errors(f"start a run for {self.task}"):
-            run = self.registry.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
+        run = self.registry.gateway.create_run(
+            experiment_id, self.run_name, self.tags, what=f"start a run for {self.task}"
+        )
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
         _open_runs.add(self.run_id)
@@ -139,44 +140,37 @@ class RecordedRun:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        gateway = self.registry.gateway
         if exc_type is None:
-            status = "FINISHED"
+            status = RunStatus.FINISHED
         else:
-            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            status = RunStatus.KILLED if issubclass(exc_type, KeyboardInterrupt) else RunStatus.FAILED
             message = f"{exc_type.__name__}: {exc}"[:5000]
             # The original error matters more than a failed tag.
             with contextlib.suppress(Exception):
-                self.registry.client.set_tag(self.run_id, RUN_ERROR_TAG, message)
+                gateway.set_run_tags(self.run_id, {RUN_ERROR_TAG: message})
         # Unregistered first: should MLflow refuse the status now, the run is stale and the next start closes it.
         _open_runs.discard(self.run_id)
         if exc_type is None:
-            self.registry.client.set_terminated(self.run_id, status)
+            gateway.end_run(self.run_id, status)
             return
         # The original error matters more than a status MLflow may be unable to take right now.
         try:
-            self.registry.client.set_terminated(self.run_id, status)
+            gateway.end_run(self.run_id, status)
         except Exception as error:
             logger.warning("run %s stays RUNNING until the next start closes it: %s", self.run_id, error)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        entries = [Param(key, _param_value(value)) for key, value in params.items()]
-        for start in range(0, len(entries), 100):
-            self.registry.client.log_batch(self.run_id, params=entries[start : start + 100])
+        self.registry.gateway.log_params(self.run_id, {key: _param_value(value) for key, value in params.items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0, timestamp_ms: int | None = None) -> None:
         """Log metrics at `step`, stamped `timestamp_ms` (epoch milliseconds; default now)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-        entries = [
-            Metric(key, float(value), now, step)
+        finite = {
+            key: float(value)
             for key, value in metrics.items()
             if isinstance(value, int | float) and math.isfinite(float(value))
-        ]
-        for start in range(0, len(entries), 500):
-            self.registry.client.log_batch(self.run_id, metrics=entries[start : start + 500])
+        }
+        self.registry.gateway.log_metrics(self.run_id, finite, step=step, timestamp_ms=timestamp_ms)
 
     def log_evaluation(self, report: EpochReport) -> None:
         """Per-epoch curve: train loss and the validation figures of the task's kind (the plain numbers of its
@@ -191,15 +185,13 @@ class RecordedRun:
         )
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.registry.client.set_tag(self.run_id, key, value)
+        self.registry.gateway.set_run_tags(self.run_id, tags)
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
-        with self.registry._mlflow_errors(f"upload artifacts of run {self.run_id}"):
-            self.registry.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+        self.registry.gateway.log_artifacts(self.run_id, local_dir, artifact_path)
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
-        self.registry.client.log_text(self.run_id, json.dumps(payload, indent=2, default=str), artifact_file)
+        self.registry.gateway.log_text(self.run_id, json.dumps(payload, indent=2, default=str), artifact_file)
 
 
 def _param_value(value: Any) -> str:

@@ -101,7 +101,7 @@ def register_best(
     tags = {**best["tags"], TAG_SWEEP_RUN: sweep_run_id, TAG_SWEEP_TRIAL: str(best["number"])}
     description = f"{best['description']} Best of sweep run {sweep_run_id} (trial {best['number']})."
     version = registry.register_version(task, best["run_id"], best["artifact_uri"], tags, description)
-    registry.client.set_tag(sweep_run_id, "prefix_registry.version", version.version)
+    registry.gateway.set_run_tags(sweep_run_id, {"prefix_registry.version": version.version})
     # Trials train from scratch on the sweep's split: like a first version, their test split is also the reference.
     frames = {OWN_TEST: splits.test, REFERENCE_TEST: splits.test}
     what = f"{best['config']['method']} (sweep trial {best['number']})"

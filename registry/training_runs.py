@@ -304,7 +304,7 @@ def train_in_run(
         final_metrics["adapter_bytes"] = adapter_bytes
         run.log_metrics(final_metrics, step=trained.steps)
         if trigger_reason:
-            run.registry.client.log_text(run.run_id, trigger_reason, TRIGGER_REASON_FILE)
+            run.registry.gateway.log_text(run.run_id, trigger_reason, TRIGGER_REASON_FILE)
         save_checkpoint(trained, folder / "checkpoint")
         _write_reference_and_splits(trained, splits, folder, reference)
         for sub in ("adapter", "checkpoint", "reference", "data"):
@@ -383,8 +383,9 @@ def label_registered_run(
     """Name `run_id` after the version it became ("sentiment v2 prefix (drift)", so the runs list and the compare
     view read names, not ids) and log the sets it was scored on as the run's MLflow datasets."""
     task = version.task
-    registry.client.set_tag(run_id, "prefix_registry.version", version.version)
-    registry.client.set_tag(run_id, MLFLOW_RUN_NAME, f"{task} v{version.version} {what}")
+    registry.gateway.set_run_tags(
+        run_id, {"prefix_registry.version": version.version, MLFLOW_RUN_NAME: f"{task} v{version.version} {what}"}
+    )
     sets = version_eval_sets(task, version.version, run_id, frames, (parent.version, parent.run_id) if parent else None)
     if sets:
         registry.log_dataset_inputs(run_id, dataset_inputs(sets))

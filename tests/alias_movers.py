@@ -65,7 +65,7 @@ def seed_task(task: str, versions: int = 3) -> None:
     registry = PrefixRegistry()
     registry.ensure_task(task)
     for _ in range(versions):
-        registry.client.create_model_version(name=task, source="s3://nowhere/adapter", run_id=None)
+        registry.gateway.create_version(task, source="s3://nowhere/adapter", run_id=None)
     registry.promote(task, "1")
 
 

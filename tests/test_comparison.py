@@ -74,7 +74,7 @@ def test_no_metric_name_means_two_evaluation_sets(story: Story) -> None:
     assert sets1["reference_test"] == sets2["reference_test"] == sets1["own_test"]
     assert sets2["fresh_holdout"] == sets2["own_test"] != sets1["own_test"]
     # The champion's decision-time scores sit in the challenger's run, at step 0, not at a step named after v2.
-    history = registry.client.get_metric_history(v2.run_id, "champion_fresh_holdout_macro_f1")
+    history = registry.gateway.metric_history(v2.run_id, "champion_fresh_holdout_macro_f1")
     assert [m.step for m in history] == [0]
     assert "fresh_holdout_macro_f1" not in run1.data.metrics
 
@@ -107,7 +107,7 @@ def test_versions_carry_short_readable_tags_and_a_comparison_card(story: Story, 
         assert all(len(value) <= 500 for value in short.values()), {k: len(v) for k, v in short.items()}
         assert len(version.tags["adapter_sha256"]) == 12 and len(version.adapter_sha256) == 64
     assert v2.tags["data_window"].startswith("fresh feedback since ")
-    run_names = [registry.client.get_run(v.run_id).info.run_name for v in (v1, v2)]
+    run_names = [registry.run(v.run_id).info.run_name for v in (v1, v2)]
     assert run_names[0].startswith(f"{TASK} v1 prefix (") and run_names[1].startswith(f"{TASK} v2 prefix (")
     assert v1.tags["eval_set.reference_test"] == v2.tags["eval_set.reference_test"] == f"{TASK}-v1-test"
     card = registry.download_run_artifacts(v2.run_id, "comparison/v1-vs-v2.html", tmp_path)
@@ -136,7 +136,7 @@ def test_a_trigger_reason_tag_is_one_short_line_and_links_its_monitoring_run() -
 
 def _bare_version(registry: PrefixRegistry, task: str, tags: dict[str, str], description: str) -> str:
     """A registered version with no adapter behind it: enough for alias moves and what they write."""
-    run = registry.client.create_run(registry.experiment_id(task))
+    run = registry.gateway.create_run(registry.experiment_id(task))
     return registry.register_version(task, run.info.run_id, run.info.artifact_uri, tags, description).version
 
 

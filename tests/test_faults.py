@@ -60,7 +60,7 @@ def test_runs_left_running_by_a_dead_process_are_closed_as_killed_by_the_next_st
         alive_id = alive.stdout.readline().strip()
         # A run of this very process whose end MLflow refused (it was away): also stale once the block is left.
         with monkeypatch.context() as patch:
-            patch.setattr(registry.client, "set_terminated", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+            patch.setattr(registry.gateway, "end_run", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
             with pytest.raises(RuntimeError, match="broke"), RecordedRun(registry, "stale", "t", "train") as own:
                 raise RuntimeError("training broke")
         with RecordedRun(registry, "stale", "open", kind="train") as still_open:

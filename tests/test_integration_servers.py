@@ -227,7 +227,7 @@ def test_a_tracking_server_keeps_the_artifacts_by_default(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
     registry = PrefixRegistry(Settings())
     registry.ensure_task("defaults")
-    experiment = registry.client.get_experiment(registry.experiment_id("defaults"))
+    experiment = registry.gateway.experiment(registry.experiment_id("defaults"))
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
 
 

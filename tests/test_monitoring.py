@@ -190,7 +190,7 @@ def test_monitor_logs_reports_to_mlflow_and_alerts_on_drift(
     run = monitored.run(clean.run_id)
     assert run.data.tags["prefix_registry.kind"] == "monitor" and run.data.tags["prefix_registry.version"] == "1"
     assert run.data.metrics["drift_detected"] == 0.0 and "drift_embedding" in run.data.metrics
-    artifacts = {a.path for a in monitored.client.list_artifacts(clean.run_id, "drift")}
+    artifacts = set(monitored.gateway.list_artifacts(clean.run_id, "drift"))
     assert {"drift/verdict.json", "drift/drift_report.html", "drift/quality_report.html"} <= artifacts
     assert Path(clean.html_files["drift"]).stat().st_size > 10_000
     assert read_verdict(monitored, clean.run_id) == clean.verdict  # the run keeps the verdict, shape unchanged
@@ -232,7 +232,7 @@ def _check_run_reads_as_its_verdict(registry: PrefixRegistry, outcome, step: int
     assert run.data.params["threshold.accuracy_drop"] == "0.1"
     end_ms = int(datetime.fromisoformat(verdict.current["to"]).replace(tzinfo=UTC).timestamp() * 1000)
     for key in ("live_accuracy", "live_macro_f1", "drift_embedding", "drift_text_length"):
-        (point,) = registry.client.get_metric_history(outcome.run_id, key)
+        (point,) = registry.gateway.metric_history(outcome.run_id, key)
         assert (point.step, point.timestamp) == (step, end_ms), key
     html = Path(outcome.html_files["drift"]).read_text(encoding="utf-8")
     for shown in ("Embedding drift (domain classifier ROC AUC)", f"{verdict.signals['embedding'].score:.3f}"):
