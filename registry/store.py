@@ -66,9 +66,12 @@ class PrefixRegistry:
         self.settings = settings or Settings()
         self.gateway = MlflowGateway(self.settings)
         self.alias_mover = AliasMover(self.gateway, self, self.settings)
-        # Told of every alias move, after it is made: the layer above sends alerts without this layer importing it
-        # (see alerts/alias_moves.py).
-        self.alias_observers: list[Callable[[AliasChange], None]] = self.alias_mover.observers
+
+    @property
+    def alias_observers(self) -> list[Callable[[AliasChange], None]]:
+        """Told of every alias move, after it is made: the layers above send alerts and events without this layer
+        importing them (see alerts/alias_moves.py). Append to it; it is the mover's own list."""
+        return self.alias_mover.observers
 
     def ping(self) -> None:
         """Raise RegistryUnavailable unless the tracking server answers."""
