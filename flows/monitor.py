@@ -9,6 +9,7 @@ from prefect.cache_policies import NONE
 
 from prefix_registry.flows.event_outbox import EventOutbox, deliver_pending, emit_drift_event_durably
 from prefix_registry.flows.run_labels import label_flow_run, monitor_run_name
+from prefix_registry.monitoring.drift import DriftStatus
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
 from prefix_registry.monitoring.monitor import MonitorOutcome
 from prefix_registry.registry.aliases import CHAMPION
@@ -35,7 +36,7 @@ def check_drift(task_name: str, current_last: int, all_versions: bool) -> Monito
         )
     verdict = outcome.verdict
     logger = get_run_logger()
-    if verdict.status == "insufficient_data":
+    if verdict.status is DriftStatus.INSUFFICIENT_DATA:
         logger.info("%s: %s", task_name, verdict.message)
     elif verdict.drift_detected:
         logger.warning(

@@ -1,5 +1,8 @@
 """`retrain-prefix`: fresh feedback labels + replay -> warm-started challenger -> promoted only if it wins.
 
+The retrain itself is `healing.orchestrator.retrain_and_act`, the same call `prefixctl retrain` makes; this flow
+adds what Prefect shows: run names and tags, the decision artifact, links to the monitoring run.
+
 Started by the `prefix.drift.detected` automation with the event's monitoring-run id, so the retrain judges the
 monitoring run that fired the event; started by hand, it learns from the champion's traffic since it was promoted.
 
@@ -20,38 +23,39 @@ from prefect.states import Completed, State
 
 from prefix_registry.flows import retrain_artifacts
 from prefix_registry.flows.run_labels import label_flow_run, retrain_name, retrain_run_name
+from prefix_registry.healing.decision import RetrainOutcome, RetrainTrigger, SkipReason
 from prefix_registry.healing.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 
 
 @dataclass(frozen=True)
 class SkippedRetrain:
-    """A retrain that trained nothing (cooldown, too few fresh labels): a normal outcome, not a failed task."""
+    """A retrain that trained nothing (cooldown, another retrain running, too few fresh labels): a normal outcome,
+    not a failed task."""
 
     task: str
     reason: str
+    cause: SkipReason
 
 
 @task(name="drift-episode", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 def drift_episode(task_name: str, monitoring_run_id: str | None) -> DriftEpisode | None:
     """The drift episode of the given monitoring run, or of the latest one when no run is named."""
-    from prefix_registry.monitoring.drift_runs import drift_episode as read_episode
-    from prefix_registry.monitoring.drift_runs import latest_drift_episode
+    from prefix_registry.healing.orchestrator import triggering_drift
     from prefix_registry.registry.store import PrefixRegistry
 
-    registry = PrefixRegistry()
-    if monitoring_run_id:
-        return read_episode(registry, task_name, monitoring_run_id)
-    get_run_logger().warning("no monitoring run named: judging the latest drift verdict of %s", task_name)
-    return latest_drift_episode(registry, task_name)
+    if not monitoring_run_id:
+        get_run_logger().warning("no monitoring run named: judging the latest drift verdict of %s", task_name)
+    return triggering_drift(PrefixRegistry(), task_name, monitoring_run_id)
 
 
 @task(name="train-and-judge-challenger", cache_policy=NONE)
 def train_and_judge(
-    task_name: str, policy: RetrainPolicy, trigger: str, drift: DriftEpisode | None
+    task_name: str, policy: RetrainPolicy, trigger: RetrainTrigger, drift: DriftEpisode | None
 ) -> RetrainDecision | SkippedRetrain:
+    """The orchestrator's retrain -> act -> alert, as `prefixctl retrain` runs it; a skip is a value here."""
     from prefix_registry.flows.alias_events import announcing_registry
-    from prefix_registry.healing.retraining import retrain
+    from prefix_registry.healing.orchestrator import retrain_and_act
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     # Alias moves of this registry alert and are Prefect events: a promotion here tells people as `prefixctl
@@ -59,9 +63,9 @@ def train_and_judge(
     registry = announcing_registry()
     with PredictionLog.from_settings(registry.settings) as log:
         try:
-            return retrain(registry, log, task_name, policy, trigger=trigger, drift=drift)
+            return retrain_and_act(registry, log, task_name, policy, drift=drift, trigger=trigger)
         except RetrainSkipped as skipped:
-            return SkippedRetrain(task_name, str(skipped))
+            return SkippedRetrain(task_name, str(skipped), skipped.cause)
 
 
 @task(name="read-champion", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -80,20 +84,14 @@ def link_monitoring_run(monitoring_run_id: str, retrain: str, facts: dict[str, s
     link_retrain(PrefixRegistry(), monitoring_run_id, retrain, **facts)
 
 
-@task(name="notify", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def notify(decision: RetrainDecision) -> None:
-    from prefix_registry.healing.retraining import notify_decision
-
-    notify_decision(decision)
-
-
 def retrain_lock_name(task_name: str) -> str:
     return f"prefix-retrain-{task_name}"
 
 
 @task(name="ensure-retrain-lock", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 def ensure_retrain_lock(task_name: str) -> str:
-    """A global concurrency limit of 1 per task, so retrains of one task never overlap, whoever starts them."""
+    """A global concurrency limit of 1 per task, so retrain flow runs of one task queue instead of being turned away
+    by the claim (`healing.retraining.claim_retrain`) that keeps any two retrains of a task apart, CLI included."""
     from prefect.client.orchestration import get_client
 
     name = retrain_lock_name(task_name)
@@ -123,18 +121,19 @@ def retrain_prefix_flow(
             fresh data starts.
     Returns:
         `RetrainDecision.summary()` with `skipped: False`, or `{task, skipped: True, reason, promoted: False}` when
-        the retrain did not start (cooldown, too few fresh labels): a Completed state named "Skipped". A failed
-        retrain leaves the champion serving.
+        the retrain did not start (cooldown, another retrain running, too few fresh labels): a Completed state named
+        "Skipped". A failed retrain leaves the champion serving.
     """
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
     retrain_policy = RetrainPolicy.from_values(policy)
+    cause = RetrainTrigger.parse(trigger)
     champion = champion_version(task)
-    name = retrain_name(task, champion, trigger)
-    label_flow_run(name, tags=[f"task:{task}", f"trigger:{trigger}", f"champion:v{champion}"])
+    name = retrain_name(task, champion, cause)
+    label_flow_run(name, tags=[f"task:{task}", f"trigger:{cause}", f"champion:v{champion}"])
     this_run = f"{name} (Prefect flow run {flow_run.id})" if flow_run.id else name
-    drift = drift_episode(task, monitoring_run_id) if trigger == "drift" else None
+    drift = drift_episode(task, monitoring_run_id) if cause is RetrainTrigger.DRIFT else None
     if drift is not None:
         logger.info(
             "triggered by drift in %s (event %s, monitoring run %s, episode of %d window(s) since %s)",
@@ -146,17 +145,18 @@ def retrain_prefix_flow(
         )
         link_monitoring_run(drift.run_id, this_run, {})
     lock = ensure_retrain_lock(task)
-    # A second retrain of the same task waits here, then meets the first one's cooldown.
+    # A second retrain flow run of the same task waits here, then meets the first one's cooldown (a `prefixctl
+    # retrain` running meanwhile holds the orchestrator's claim and turns it away instead).
     # The lease is renewed while this run lives; if it dies, the slot frees itself within minutes.
     with concurrency(lock, occupy=1, strict=True):
-        outcome = train_and_judge(task, retrain_policy, trigger, drift)
+        outcome = train_and_judge(task, retrain_policy, cause, drift)
     monitoring_link = _monitoring_run_url(task, drift)
     if isinstance(outcome, SkippedRetrain):
-        return _skipped(outcome, trigger, drift, this_run, monitoring_link)
+        return _skipped(outcome, cause, drift, this_run, monitoring_link)
     decision = outcome
     challenger = str(decision.challenger_version)
-    verdict = "promoted" if decision.promoted else "kept-champion"
-    final_name = retrain_name(task, champion, trigger, challenger)
+    verdict = decision.outcome.slug
+    final_name = retrain_name(task, champion, cause, challenger)
     label_flow_run(final_name, tags=[f"challenger:v{challenger}", f"decision:{verdict}"])
     logger.info("%s: %s (%s)", task, "PROMOTED challenger" if decision.promoted else "kept champion", decision.reason)
     retrain_artifacts.publish(
@@ -167,23 +167,26 @@ def retrain_prefix_flow(
     if drift is not None:
         facts = {"challenger_version": challenger, "decision": verdict}
         link_monitoring_run(drift.run_id, this_run.replace(name, final_name, 1), facts)
-    notify(decision)
     return {**decision.summary(), "skipped": False}
 
 
 def _skipped(
-    skipped: SkippedRetrain, trigger: str, drift: DriftEpisode | None, this_run: str, monitoring_link: str | None
+    skipped: SkippedRetrain,
+    trigger: RetrainTrigger,
+    drift: DriftEpisode | None,
+    this_run: str,
+    monitoring_link: str | None,
 ) -> State:
     """A Completed state named "Skipped", with the reason as its message and as a markdown artifact."""
-    get_run_logger().info("retrain of %s skipped: %s", skipped.task, skipped.reason)
-    label_flow_run(tags=["decision:skipped"])
+    get_run_logger().info("retrain of %s skipped (%s): %s", skipped.task, skipped.cause, skipped.reason)
+    label_flow_run(tags=[f"decision:{RetrainOutcome.SKIPPED.slug}"])
     retrain_artifacts.publish(
         retrain_artifacts.skip_markdown(skipped.task, skipped.reason, trigger, monitoring_link),
         skipped.task,
         f"retrain {skipped.task}: skipped",
     )
     if drift is not None:
-        link_monitoring_run(drift.run_id, this_run, {"decision": "skipped"})
+        link_monitoring_run(drift.run_id, this_run, {"decision": RetrainOutcome.SKIPPED.slug})
     summary = {"task": skipped.task, "skipped": True, "reason": skipped.reason, "promoted": False}
     return Completed(name="Skipped", message=f"retrain skipped: {skipped.reason}", data=summary)
 

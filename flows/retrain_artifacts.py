@@ -56,8 +56,8 @@ def decision_markdown(decision: RetrainDecision, ui_url: str, monitoring_run: st
     if decision.data:
         sizes = ", ".join(f"{key} {value}" for key, value in decision.data.items() if value is not None)
         lines.append(f"Data: {sizes}.")
-    if decision.drift_verdict:
-        signals = ", ".join(decision.drift_verdict.get("drifted_signals") or []) or "none"
+    if decision.drift is not None:
+        signals = ", ".join(decision.drift.verdict.drifted_signals) or "none"
         link = f" ([monitoring run]({monitoring_run}))" if monitoring_run else ""
         lines.append(f"Drift that started it: {signals}{link}.")
     return "\n".join(lines) + "\n"

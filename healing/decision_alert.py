@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from prefix_registry.alerts.model import Alert
 
 if TYPE_CHECKING:
-    from prefix_registry.healing.retraining import RetrainDecision
+    from prefix_registry.healing.decision import RetrainDecision
 
 
 def retrain_decision_alert(decision: RetrainDecision) -> Alert:

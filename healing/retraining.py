@@ -1,25 +1,35 @@
-"""Retraining on drift: a challenger trained on fresh labelled traffic is promoted only if it beats the champion.
+"""Retraining on drift: a challenger trained on fresh labelled traffic, judged against the champion.
 
     fresh feedback-labelled traffic ──┬─ held-out part ─────────────────────────────┐
                                       └─ training part + replay of the champion's data ─> challenger (warm start)
     champion and challenger scored on the SAME held-out fresh data (and the champion's own test split)
-      -> promote the challenger when it wins by `margin` without forgetting the old domain, else keep the champion
+      -> decision PROMOTED when the challenger wins by `margin` without forgetting the old domain, else KEPT_CHAMPION
 
-Nothing here knows Prefect: `flows/retrain.py` runs these steps as tasks; `prefixctl retrain` runs them directly.
+`retrain` returns the decision and moves no alias: `healing/orchestrator.py` acts on it. Nothing here knows
+Prefect: `flows/retrain.py` and `prefixctl retrain` both call the orchestrator.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from prefix_registry.alerts import send_alert
-from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.healing.decision import (
+    RetrainDecision,
+    RetrainOutcome,
+    RetrainSkipped,
+    RetrainTrigger,
+    SkipReason,
+)
 from prefix_registry.healing.decision_alert import retrain_decision_alert
 from prefix_registry.healing.label_sources import cap_judge_set, trusted_fresh_labels
 from prefix_registry.healing.retrain_policy import RetrainPolicy
@@ -52,6 +62,9 @@ __all__ = [
     "RetrainDecision",
     "RetrainPolicy",
     "RetrainSkipped",
+    "RetrainTrigger",
+    "SkipReason",
+    "claim_retrain",
     "decide",
     "notify_decision",
     "retrain",
@@ -60,41 +73,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LAST_RETRAIN_TAG = "prefix_registry.last_retrain_at"
-# The process running the claimed retrain (see registry/runs.process_owner), FINISHED once its decision is recorded.
-# A claim whose process died (kill -9) or gave up (MLflow down) does not hold the cooldown: the retrain never ran.
+# The process running the claimed retrain (see registry/runs.process_owner), FINISHED once its decision is recorded,
+# ABANDONED when it raised. A claim whose process died (kill -9) or gave up (MLflow down) does not hold the cooldown:
+# the retrain never ran.
 RETRAIN_OWNER_TAG = "prefix_registry.retrain_owner"
 FINISHED = "finished"
+ABANDONED = "abandoned"
+# A claim made on another host cannot be checked for a live process: after this long it no longer counts as running
+# (the cooldown still applies as usual).
+UNVERIFIABLE_CLAIM_LIFETIME = timedelta(hours=24)
 _open_retrains: set[str] = set()  # tasks this process is retraining now
 DECISION_TAG = TAG_RETRAIN_DECISION
 # The sets champion and challenger are both judged on.
 JUDGE_SETS = ("fresh_holdout", "reference_test")
-
-
-class RetrainSkipped(PrefixRegistryError):
-    """A retrain that did not start (cooldown, too little fresh data): the champion keeps serving."""
-
-
-@dataclass(frozen=True)
-class RetrainDecision:
-    """What a retrain did and why; stored on the challenger version and printed by `prefixctl retrain`.
-
-    `drift_verdict` is the brief of the drift episode that started the retrain (`DriftEpisode.brief()`), if any.
-    """
-
-    task: str
-    champion_version: str
-    challenger_version: str | None
-    promoted: bool
-    reason: str
-    trigger: str
-    champion_scores: dict[str, Any] = field(default_factory=dict)
-    challenger_scores: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    drift_verdict: dict[str, Any] | None = None
-    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    def summary(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -112,14 +103,27 @@ class RetrainData:
         return {"fresh_holdout": self.holdout, "reference_test": self.reference_test}
 
 
-def check_cooldown(registry: PrefixRegistry, task: str, policy: RetrainPolicy, now: datetime | None = None) -> None:
-    """Raise RetrainSkipped when the task was retrained less than `cooldown_minutes` ago."""
-    tags = registry.task_tags(task)
+def retrain_lock_name(task: str) -> str:
+    """The name, in the registry's cross-process lock, under which a retrain of `task` is claimed."""
+    return f"retrain:{task}"
+
+
+def check_cooldown(
+    registry: PrefixRegistry,
+    task: str,
+    policy: RetrainPolicy,
+    now: datetime | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Raise RetrainSkipped (COOLDOWN) when the task was retrained less than `cooldown_minutes` ago.
+
+    `tags`: the task's tags when the caller already read them (under the claim's lock).
+    """
+    tags = registry.task_tags(task) if tags is None else tags
     last = tags.get(LAST_RETRAIN_TAG)
     if not last or policy.cooldown_minutes <= 0:
         return
-    owner = tags.get(RETRAIN_OWNER_TAG, FINISHED)
-    unfinished = owner_gone(owner, still_open=task in _open_retrains) if owner != FINISHED else None
+    unfinished = _unfinished(task, tags)
     if unfinished:
         logger.warning("%s: the retrain claimed at %s never finished (%s): no cooldown", task, last, unfinished)
         return
@@ -129,16 +133,77 @@ def check_cooldown(registry: PrefixRegistry, task: str, policy: RetrainPolicy, n
         left = timedelta(minutes=policy.cooldown_minutes) - elapsed
         raise RetrainSkipped(
             f"task {task!r} was retrained at {last}; cooldown of {policy.cooldown_minutes:g} min has "
-            f"{int(left.total_seconds())} s left"
+            f"{int(left.total_seconds())} s left",
+            SkipReason.COOLDOWN,
         )
 
 
-def claim_retrain(registry: PrefixRegistry, task: str) -> None:
-    """Start the cooldown now, before training, so a second trigger during training is turned away; the claim
-    names this process, so a retrain that dies or fails on the way does not hold the cooldown (`check_cooldown`)."""
-    registry.set_task_tag(task, RETRAIN_OWNER_TAG, process_owner())
-    registry.set_task_tag(task, LAST_RETRAIN_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
-    _open_retrains.add(task)
+def claim_retrain(registry: PrefixRegistry, task: str, policy: RetrainPolicy) -> None:
+    """Claim the task's retrain: refuse it (RetrainSkipped RUNNING or COOLDOWN) or start the cooldown now.
+
+    The check and the claim are one critical section under the registry's cross-process lock (the alias lock's
+    database, `retrain:<task>`), so of two retrains started at the same instant, in any processes, exactly one
+    claims and the other is refused. The claim is made before training, so a second trigger during training is
+    turned away, and it names this process, so a retrain that dies or fails on the way does not hold the cooldown.
+    """
+    with registry.alias_lock.hold(retrain_lock_name(task)):
+        tags = registry.task_tags(task)
+        holder = _running_claim(task, tags)
+        if holder:
+            raise RetrainSkipped(
+                f"task {task!r} is being retrained already ({holder}, claimed at {tags.get(LAST_RETRAIN_TAG)})",
+                SkipReason.RUNNING,
+            )
+        check_cooldown(registry, task, policy, tags=tags)
+        registry.set_task_tag(task, RETRAIN_OWNER_TAG, process_owner())
+        registry.set_task_tag(task, LAST_RETRAIN_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
+        _open_retrains.add(task)
+
+
+@contextmanager
+def claimed_retrain(registry: PrefixRegistry, task: str, policy: RetrainPolicy) -> Iterator[None]:
+    """Hold the task's retrain claim (see `claim_retrain`) for the block: FINISHED when it ends, ABANDONED when it
+    raises (so a failed retrain holds no cooldown, even for a process that lives on)."""
+    claim_retrain(registry, task, policy)
+    try:
+        yield
+    except BaseException:
+        _open_retrains.discard(task)
+        _close_claim(registry, task, ABANDONED)
+        raise
+    _open_retrains.discard(task)
+    _close_claim(registry, task, FINISHED)
+
+
+def _close_claim(registry: PrefixRegistry, task: str, state: str) -> None:
+    try:
+        registry.set_task_tag(task, RETRAIN_OWNER_TAG, state)
+    # Any error: on the way out of a failed retrain it must not hide the failure. At worst the next trigger
+    # retrains early (FINISHED lost), or this process's claim is read as lost anyway (ABANDONED lost).
+    except Exception as error:
+        logger.warning("%s: the retrain ended (%s) but its claim could not be closed: %s", task, state, error)
+
+
+def _unfinished(task: str, tags: dict[str, str]) -> str | None:
+    """Why the task's last claimed retrain never finished (its process is gone, or it raised), or None."""
+    owner = tags.get(RETRAIN_OWNER_TAG, FINISHED)
+    if owner == FINISHED:
+        return None
+    if owner == ABANDONED:
+        return "it failed"
+    return owner_gone(owner, still_open=task in _open_retrains)
+
+
+def _running_claim(task: str, tags: dict[str, str]) -> str | None:
+    """The process whose retrain of `task` may still be running (it claimed and has not finished), or None."""
+    owner, claimed = tags.get(RETRAIN_OWNER_TAG, FINISHED), tags.get(LAST_RETRAIN_TAG)
+    if not claimed or owner in (FINISHED, ABANDONED) or _unfinished(task, tags):
+        return None
+    on_this_host = owner.split()[:1] == [socket.gethostname()]
+    # A claim from another host is not checkable from here: trusted for a while, not forever.
+    if not on_this_host and datetime.now(UTC) - datetime.fromisoformat(claimed) > UNVERIFIABLE_CLAIM_LIFETIME:
+        return None
+    return f"process {owner}"
 
 
 def assemble_data(
@@ -148,7 +213,9 @@ def assemble_data(
     labels = champion.labels
     unknown = sorted(set(fresh["label"]) - set(labels))
     if unknown:
-        raise RetrainSkipped(f"feedback labels {unknown} are not labels of {champion.task}: {labels}")
+        raise RetrainSkipped(
+            f"feedback labels {unknown} are not labels of {champion.task}: {labels}", SkipReason.UNKNOWN_LABELS
+        )
     holdout = _stratified_take(fresh, policy.holdout_fraction, policy.seed)
     rest = fresh.drop(index=holdout.index)
     fresh_validation = _stratified_take(rest, 0.1, policy.seed + 1)
@@ -232,20 +299,27 @@ def retrain(
     log: PredictionLog,
     task: str,
     policy: RetrainPolicy | None = None,
-    trigger: str = "manual",
+    trigger: RetrainTrigger = RetrainTrigger.MANUAL,
     drift: DriftEpisode | None = None,
     since: datetime | None = None,
     progress: bool = False,
 ) -> RetrainDecision:
-    """The whole retrain: checks, data, challenger, judgement, decision recorded (and promoted when it wins).
+    """The whole retrain but the act: checks, claim, data, challenger, judgement, decision recorded on the challenger.
+
+    It moves no alias (the challenger gets the `challenger` alias when registered, as every challenger does):
+    `healing.orchestrator.act` carries the decision out.
 
     Args:
+        trigger: what started the retrain (a word `RetrainTrigger` knows: "drift" or "manual").
         drift: the drift episode that started the retrain (fresh data starts where it started), if any.
         since: fresh data since this time instead (default: the episode's start, else the champion's creation).
     Returns:
-        The decision. Raises RetrainSkipped when the retrain does not start (cooldown, too few fresh labels).
+        The decision. Raises RetrainSkipped when the retrain does not start (cooldown, another retrain of the task
+        running, too few fresh labels), with its `cause`.
     """
     policy = policy or RetrainPolicy()
+    trigger = RetrainTrigger.parse(trigger)
+    # Read first so a task in its cooldown is told so without counting labels; claimed atomically below.
     check_cooldown(registry, task, policy)
     champion = registry.resolve(task, alias=CHAMPION)
     since = since or fresh_since(champion, drift)
@@ -254,23 +328,16 @@ def retrain(
     if len(fresh) < policy.min_fresh_labels:
         raise RetrainSkipped(
             f"task {task!r} has {len(fresh)} fresh feedback label(s) since {since:%Y-%m-%d %H:%M:%S}"
-            f"; {policy.min_fresh_labels} are needed to retrain (by source: {sources.counts})"
+            f"; {policy.min_fresh_labels} are needed to retrain (by source: {sources.counts})",
+            SkipReason.TOO_FEW_LABELS,
         )
-    claim_retrain(registry, task)
-    try:
+    with claimed_retrain(registry, task, policy):
         data = assemble_data(registry, champion, fresh, policy)
         data.holdout = cap_judge_set(data.holdout, sources)
         data.sizes.update(sources.counts)
         data.since = since.isoformat()
         outcome = train_challenger(registry, champion, data, policy, trigger, drift, progress)
-        decision = judge_and_record(registry, champion, outcome, data, policy, trigger, drift)
-    finally:
-        _open_retrains.discard(task)
-    try:
-        registry.set_task_tag(task, RETRAIN_OWNER_TAG, FINISHED)
-    except PrefixRegistryError as error:  # decided and recorded; at worst the next trigger retrains early
-        logger.warning("%s: the retrain finished but its claim could not be closed: %s", task, error)
-    return decision
+        return judge_and_record(registry, champion, outcome, data, policy, trigger, drift)
 
 
 def fresh_since(champion: PrefixVersion, drift: DriftEpisode | None) -> datetime:
@@ -287,7 +354,7 @@ def train_challenger(
     champion: PrefixVersion,
     data: RetrainData,
     policy: RetrainPolicy,
-    trigger: str,
+    trigger: RetrainTrigger,
     drift: DriftEpisode | None,
     progress: bool = False,
 ) -> TrainOutcome:
@@ -303,7 +370,7 @@ def train_challenger(
         texts,
         config,
         alias=CHALLENGER,
-        trigger=trigger,
+        trigger=trigger.value,
         trigger_reason=json.dumps(drift.brief(), default=str) if drift else None,
         trigger_summary=drift_summary(drift) if drift else None,
         trigger_run_id=drift.run_id if drift else None,
@@ -329,10 +396,11 @@ def judge_and_record(
     outcome: TrainOutcome,
     data: RetrainData,
     policy: RetrainPolicy,
-    trigger: str,
+    trigger: RetrainTrigger,
     drift: DriftEpisode | None,
 ) -> RetrainDecision:
-    """Score the champion on the judge sets, decide, record the decision on the challenger, promote a winner."""
+    """Score the champion on the judge sets, decide, and record the decision on the challenger (tags, description,
+    comparison card). Moves no alias: the orchestrator acts on the decision."""
     challenger = registry.version(champion.task, outcome.version)
     kind = challenger.kind
     champion_scores = score(registry, champion, data.judge_sets())
@@ -343,13 +411,13 @@ def judge_and_record(
         task=champion.task,
         champion_version=champion.version,
         challenger_version=challenger.version,
-        promoted=promoted,
+        outcome=RetrainOutcome.PROMOTED if promoted else RetrainOutcome.KEPT_CHAMPION,
         reason=reason,
         trigger=trigger,
         champion_scores=_headline(champion_scores, kind),
         challenger_scores=_headline(challenger_scores, kind),
         data={**data.sizes, "since": data.since},
-        drift_verdict=drift.brief() if drift else None,
+        drift=drift,
     )
     # The champion's scores on the very sets that judged the challenger, named `champion_<set>_...`, in the
     # challenger's run (step 0): a champion judged by several retrains would otherwise log one name for many sets.
@@ -363,7 +431,7 @@ def judge_and_record(
         champion.task,
         challenger.version,
         {
-            DECISION_TAG: "promoted" if promoted else "kept champion",
+            DECISION_TAG: decision.outcome.value,
             TAG_DECISION_REASON: one_line(reason, 500),
             TAG_COMPARED_WITH: champion.version,
             **{
@@ -373,10 +441,7 @@ def judge_and_record(
             },
         },
     )
-    record_comparison(registry, champion, challenger.version, promoted, reason)
-    if promoted:
-        # The registry's alias observers (see alerts/alias_moves.py) send the promotion alert.
-        registry.promote(champion.task, challenger.version, CHAMPION, reason=f"retrain ({trigger}): {reason}")
+    record_comparison(registry, champion, challenger.version, decision.promoted, reason)
     return decision
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,15 @@ WINDOW_COLUMNS = ["text", *PREDICTION_SIGNALS, TRUE_VALUE]  # a classification t
 def window_columns(task_kind: TaskKind) -> list[str]:
     """The columns of a drift window of `task_kind`: the text, the kind's output signals, the true label."""
     return ["text", *task_kind.signal_columns, TRUE_VALUE]
+
+
+class DriftStatus(StrEnum):
+    """What one drift check found. The value is what a monitoring run's `prefix_registry.drift_status` tag, the
+    verdict file and `prefixctl monitor` say, so runs recorded before this enum read the same."""
+
+    OK = "ok"
+    DRIFT = "drift"
+    INSUFFICIENT_DATA = "insufficient_data"  # a window too small to judge
 
 
 @dataclass
@@ -165,7 +175,7 @@ class DriftVerdict:
 
     task: str
     version: str
-    status: str  # "ok", "drift" or "insufficient_data"
+    status: DriftStatus
     reference: dict[str, Any]
     current: dict[str, Any]
     signals: dict[str, SignalResult] = field(default_factory=dict)
@@ -174,9 +184,18 @@ class DriftVerdict:
     checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     seconds: float = 0.0
 
+    def __post_init__(self) -> None:
+        # A status given as its text (a verdict file, a test, an older caller) becomes the enum it names.
+        try:
+            object.__setattr__(self, "status", DriftStatus(self.status))
+        except ValueError:
+            raise ValueError(
+                f"drift status must be one of {[s.value for s in DriftStatus]}, got {self.status!r}"
+            ) from None
+
     @property
     def drift_detected(self) -> bool:
-        return self.status == "drift"
+        return self.status is DriftStatus.DRIFT
 
     @property
     def drifted_signals(self) -> list[str]:
@@ -195,6 +214,7 @@ class DriftVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["status"] = self.status.value
         values["signals"] = {name: signal.to_dict() for name, signal in self.signals.items()}
         values["drift_detected"] = self.drift_detected
         values["drifted_signals"] = self.drifted_signals
@@ -246,7 +266,12 @@ def detect_drift(
             f"{reference.size}; at least {config.min_window} each are needed"
         )
         verdict = DriftVerdict(
-            task, version, "insufficient_data", *described, message=message, seconds=time.perf_counter() - started
+            task,
+            version,
+            DriftStatus.INSUFFICIENT_DATA,
+            *described,
+            message=message,
+            seconds=time.perf_counter() - started,
         )
         return DriftReport(verdict)
 
@@ -303,7 +328,7 @@ def detect_drift(
     verdict = DriftVerdict(
         task,
         version,
-        "drift" if alarms else "ok",
+        DriftStatus.DRIFT if alarms else DriftStatus.OK,
         *described,
         signals=signals,
         quality=quality,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prefix_registry.errors import RegistryError
-from prefix_registry.monitoring.drift import DriftReport, DriftVerdict
+from prefix_registry.monitoring.drift import DriftReport, DriftStatus, DriftVerdict
 from prefix_registry.monitoring.drift_config import DriftConfig
 from prefix_registry.monitoring.verdict_text import monitoring_run_name, threshold_params, verdict_line, window_end
 from prefix_registry.registry.runs import RecordedRun
@@ -53,7 +53,7 @@ class DriftEpisode:
     def brief(self) -> dict[str, Any]:
         """The few facts a retrain records and an alert shows (JSON-ready)."""
         return {
-            "status": self.verdict.status,
+            "status": self.verdict.status.value,
             "drift_detected": self.verdict.drift_detected,
             "drifted_signals": self.verdict.drifted_signals,
             "window_sizes": self.verdict.window_sizes,
@@ -146,14 +146,14 @@ def read_verdict(registry: PrefixRegistry, run_id: str) -> DriftVerdict:
 def drift_episode(registry: PrefixRegistry, task: str, run_id: str, lookback: int = 50) -> DriftEpisode:
     """The drift episode that monitoring run `run_id` of `task` belongs to.
 
-    Raises RegistryError when the run is not a monitoring run of `task` or its verdict is not "drift".
+    Raises RegistryError when the run is not a monitoring run of `task` or its verdict is not drift.
     """
     run = registry.run(run_id)
     if run.info.experiment_id != registry.experiment_id(task) or run.data.tags.get("prefix_registry.kind") != (
         MONITOR_RUN_KIND
     ):
         raise RegistryError(f"run {run_id} is not a monitoring run of task {task!r}")
-    if run.data.tags.get(STATUS_TAG) != "drift":
+    if _status(run) is not DriftStatus.DRIFT:
         raise RegistryError(
             f"monitoring run {run_id} of {task!r} found no drift (status {run.data.tags.get(STATUS_TAG)!r})"
         )
@@ -167,8 +167,8 @@ def drift_episode(registry: PrefixRegistry, task: str, run_id: str, lookback: in
 def latest_drift_episode(registry: PrefixRegistry, task: str, lookback: int = 50) -> DriftEpisode | None:
     """The episode of the task's latest judged monitoring run when that run found drift, else None."""
     runs = registry.runs(task, MONITOR_RUN_KIND, max_results=lookback)
-    judged = [r for r in runs if r.data.tags.get(STATUS_TAG) in ("drift", "ok")]
-    if not judged or judged[0].data.tags.get(STATUS_TAG) != "drift":
+    judged = [r for r in runs if _status(r) in (DriftStatus.DRIFT, DriftStatus.OK)]
+    if not judged or _status(judged[0]) is not DriftStatus.DRIFT:
         return None
     return _episode(registry, judged, judged[0].info.run_id)
 
@@ -178,13 +178,19 @@ def _episode(registry: PrefixRegistry, newest_first: list[Any], run_id: str) -> 
     version = newest_first[0].data.tags.get(VERSION_TAG)
     starts = []
     for run in newest_first:
-        status = run.data.tags.get(STATUS_TAG)
-        if status == "insufficient_data":
+        status = _status(run)
+        if status is DriftStatus.INSUFFICIENT_DATA:
             continue  # a window too small to judge neither ends nor extends the episode
-        if status != "drift" or run.data.tags.get(VERSION_TAG) != version:
+        if status is not DriftStatus.DRIFT or run.data.tags.get(VERSION_TAG) != version:
             break
         if run.data.tags.get(WINDOW_FROM_TAG):
             starts.append(run.data.tags[WINDOW_FROM_TAG])
     verdict = read_verdict(registry, run_id)
     started_at = datetime.fromisoformat(min(starts)) if starts else verdict.current_from
     return DriftEpisode(verdict=verdict, run_id=run_id, started_at=started_at, windows=len(starts))
+
+
+def _status(run: Any) -> DriftStatus | None:
+    """The drift status a monitoring run's tag names; None for a run with no verdict yet (or an unknown one)."""
+    value = run.data.tags.get(STATUS_TAG)
+    return DriftStatus(value) if value in set(DriftStatus) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from prefix_registry.monitoring.drift import DriftVerdict, SignalResult
+from prefix_registry.monitoring.drift import DriftStatus, DriftVerdict, SignalResult
 from prefix_registry.monitoring.drift_config import DriftConfig
 
 
@@ -31,7 +31,7 @@ def window_end(verdict: DriftVerdict) -> datetime:
 
 def verdict_line(verdict: DriftVerdict) -> str:
     """The verdict in one line: which signals alarmed and by how much, and the live quality it saw."""
-    if verdict.status == "insufficient_data":
+    if verdict.status is DriftStatus.INSUFFICIENT_DATA:
         return verdict.message
     if verdict.drift_detected:
         alarms = [signal for signal in verdict.signals.values() if signal.alarm]

@@ -53,6 +53,9 @@ class AliasLock:
         try:
             _metadata.create_all(self._engine)
         except SQLAlchemyError as error:
+            # Two processes opening a new lock database at once: both saw no table, one created it first.
+            if "already exists" in str(error):
+                return
             raise RegistryError(f"cannot open the alias lock database {self.url}: {first_line(error)}") from None
 
     @contextmanager

@@ -39,6 +39,7 @@ from prefix_registry.registry.versions import (
     TAG_RETRAIN_DECISION,
     TAG_ROLLED_BACK,
     PrefixVersion,
+    RetrainOutcome,
 )
 from prefix_registry.settings import Settings
 
@@ -245,7 +246,7 @@ class AliasMover:
         task, version, event = change.task, str(change.from_version), change.event
         moved_off = self._model_version(task, version)
         tags = {TAG_ROLLED_BACK: f"from {change.alias} to v{change.to_version} at {event.at}"}
-        if (moved_off.tags or {}).get(TAG_RETRAIN_DECISION) == "promoted":
+        if (moved_off.tags or {}).get(TAG_RETRAIN_DECISION) == RetrainOutcome.PROMOTED:
             tags[TAG_RETRAIN_DECISION] = PROMOTED_THEN_ROLLED_BACK
         self.gateway.set_version_tags(task, version, tags)
         note = rollback_markdown(change.alias, event.at, event.actor, event.reason, change.to_version)
@@ -263,7 +264,7 @@ class AliasMover:
             return  # never rolled back, or off another alias
         self.gateway.delete_version_tag(task, version, TAG_ROLLED_BACK)
         if tags.get(TAG_RETRAIN_DECISION) == PROMOTED_THEN_ROLLED_BACK:
-            self.gateway.set_version_tags(task, version, {TAG_RETRAIN_DECISION: "promoted"})
+            self.gateway.set_version_tags(task, version, {TAG_RETRAIN_DECISION: RetrainOutcome.PROMOTED.value})
         note = repromotion_markdown(change.alias, event.at, event.actor, event.reason)
         description = without_section(promoted.description or "", ROLLBACK_HEADING)
         self.gateway.set_version_description(task, version, with_section(description, note, REPROMOTED_HEADING))

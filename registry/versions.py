@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from prefix_registry.kinds import CLASSIFICATION, TaskKind, kind_named
@@ -25,9 +26,7 @@ TAG_TRIGGER_REASON = "trigger_reason"  # one line; the full JSON is the run's tr
 TAG_PARENT = "parent_version"
 TAG_DATA_WINDOW = "data_window"
 TAG_ROLLED_BACK = "rolled_back"  # "from champion to v1 at <time>" once a rollback moved an alias off the version
-TAG_RETRAIN_DECISION = "retrain_decision"  # "promoted" | "kept champion" | "promoted, then rolled back"
-# The retrain_decision of a promoted version while it is rolled back ("promoted" again once it is promoted again).
-PROMOTED_THEN_ROLLED_BACK = "promoted, then rolled back"
+TAG_RETRAIN_DECISION = "retrain_decision"  # a RetrainOutcome (below)
 TAG_LABELS = "labels"
 TAG_KIND = "kind"  # the task kind's name (kinds/); a version without it is classification
 METRIC_TAG_PREFIX = "metric."
@@ -40,6 +39,29 @@ VERSION_METRIC = CLASSIFICATION.version_metric
 # Versions registered before evaluation sets were named logged their own test split as `test_...`.
 LEGACY_OWN_TEST_PREFIX = "test_"
 OWN_TEST_PREFIX = "own_test_"
+
+
+class RetrainOutcome(StrEnum):
+    """What a retrain decided about its challenger (or that it trained none).
+
+    The value is what the challenger's `retrain_decision` tag, its comparison card and `prefixctl compare` say, as
+    before this enum existed; `slug` is the same without spaces, as Prefect tags (`decision:kept-champion`) and the
+    monitoring run's `caused_retrain_run_decision` tag have always written it.
+    """
+
+    PROMOTED = "promoted"
+    KEPT_CHAMPION = "kept champion"
+    # No challenger was trained (cooldown, another retrain running, too few labels): never a version's tag.
+    SKIPPED = "skipped"
+    # The tag of a promoted version while it is rolled back ("promoted" again once it is promoted again).
+    PROMOTED_THEN_ROLLED_BACK = "promoted, then rolled back"
+
+    @property
+    def slug(self) -> str:
+        return self.value.replace(", ", "-").replace(" ", "-")
+
+
+PROMOTED_THEN_ROLLED_BACK = RetrainOutcome.PROMOTED_THEN_ROLLED_BACK
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefix_registry.alerts import alerting_registry
+from prefix_registry.healing.orchestrator import act
 from prefix_registry.healing.retraining import RetrainPolicy, retrain
 from prefix_registry.monitoring.drift_config import DriftConfig
 from prefix_registry.monitoring.monitor import MonitorOutcome, MonitorRequest, run_monitor
@@ -47,7 +48,8 @@ def build_story() -> Story:
     """v1 champion, v2 retrained by hand and promoted, then rolled back; in the current project home."""
     registry = _champion_with_fresh_traffic()
     with PredictionLog.from_settings(registry.settings) as log:
-        decision = retrain(registry, log, TASK, STORY_POLICY, trigger="manual")
+        decision = retrain(registry, log, TASK, STORY_POLICY)
+    act(registry, decision)
     assert decision.promoted, decision.reason
     registry.rollback(TASK, reason=ROLLBACK_REASON)
     return Story(registry, decision.summary())

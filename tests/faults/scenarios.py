@@ -525,6 +525,7 @@ def _judge_retry(
     """The retry after a broken retrain: it must run now (no cooldown held by the dead attempt), register exactly
     one challenger, close the broken attempt's run as KILLED (when the attempt could not close it itself: killed,
     or MLflow down), keep the alias on the last history entry and lose no label."""
+    from prefix_registry.healing.orchestrator import act
     from prefix_registry.healing.retraining import RetrainPolicy, RetrainSkipped, retrain
     from prefix_registry.registry.store import PrefixRegistry
     from prefix_registry.traffic.prediction_log import PredictionLog
@@ -535,7 +536,9 @@ def _judge_retry(
     decision = None
     with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
         try:  # the default policy: a 60-minute cooldown that the broken attempt must not hold
-            decision = retrain(PrefixRegistry(), log, task, RetrainPolicy(min_fresh_labels=40), trigger="fault-retry")
+            registry = PrefixRegistry()
+            decision = retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40))
+            act(registry, decision)
         except RetrainSkipped as skipped:
             problems.append(f"the retry was refused: {skipped}")
     after = _retry_state(home, task, labelled)
@@ -559,7 +562,7 @@ from prefix_registry.healing.retraining import RetrainPolicy, retrain
 from prefix_registry.registry.store import PrefixRegistry
 
 with PredictionLog.from_settings() as log:
-    retrain(PrefixRegistry(), log, sys.argv[1], RetrainPolicy(min_fresh_labels=40), trigger="fault")
+    retrain(PrefixRegistry(), log, sys.argv[1], RetrainPolicy(min_fresh_labels=40))
 """
 
 
@@ -604,7 +607,7 @@ def attempt_retrain(registry: Any, home: Path, task: str, stopped: str, problems
 
     try:
         with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
-            retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40), trigger="fault")
+            retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40))
     except Exception as failure:
         return f"{type(failure).__name__}: {(str(failure).splitlines() or [''])[0][:120]}"
     problems.append(f"the retrain succeeded with {stopped} stopped")
@@ -745,6 +748,7 @@ def poisoned_feedback_retrain(home: Path, max_share: float | None = None, task: 
 
     `max_share=1.0` runs the same retrain with the cap off (the control the guarded run is compared with).
     """
+    from prefix_registry.healing.orchestrator import act
     from prefix_registry.healing.retraining import RetrainPolicy, retrain
     from prefix_registry.registry.store import PrefixRegistry
     from prefix_registry.traffic.prediction_log import PredictionLog
@@ -765,6 +769,7 @@ def poisoned_feedback_retrain(home: Path, max_share: float | None = None, task: 
         sent = _flood(home, task, champion, honest=120, flipped=600)
         with PredictionLog(f"sqlite:///{home / 'predictions.db'}") as log:
             decision = retrain(registry, log, task, RetrainPolicy(min_fresh_labels=40, cooldown_minutes=0))
+            act(registry, decision)
     finally:
         os.environ.pop("PREFIX_REGISTRY_MAX_LABEL_SHARE", None)
         if gate is None:

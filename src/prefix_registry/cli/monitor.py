@@ -106,28 +106,25 @@ def retrain(
     as_json: JsonOption = False,
 ) -> None:
     """Train a challenger on fresh feedback labels (+ replay) and promote it only if it beats the champion."""
-    from prefix_registry.healing.retraining import RetrainPolicy, notify_decision
-    from prefix_registry.healing.retraining import retrain as run_retrain
-    from prefix_registry.monitoring.drift_runs import drift_episode, latest_drift_episode
+    from prefix_registry.healing.orchestrator import retrain_and_act, triggering_drift
+    from prefix_registry.healing.retraining import RetrainPolicy
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     policy = RetrainPolicy.from_values(
         {"margin": margin, "cooldown_minutes": cooldown_minutes, "min_fresh_labels": min_fresh_labels, "epochs": epochs}
     )
     registry = open_registry()
-    drift = drift_episode(registry, task, monitoring_run) if monitoring_run else latest_drift_episode(registry, task)
+    drift = triggering_drift(registry, task, monitoring_run)
     with PredictionLog.from_settings(registry.settings) as log:
-        decision = run_retrain(
+        decision = retrain_and_act(
             registry,
             log,
             task,
             policy,
-            trigger="drift" if drift else "manual",
             drift=drift,
             since=_parse_time(since) if since else None,
             progress=sys.stderr.isatty(),
         )
-    notify_decision(decision, registry.settings)
     if as_json:
         print_json(decision.summary())
     else:
