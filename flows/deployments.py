@@ -9,6 +9,7 @@ from typing import Any
 from prefix_registry.errors import PrefixRegistryError
 from prefix_registry.flows.events import DRIFT_DETECTED, MONITORING_RUN_KEY, RESOURCE_PREFIX, TASK_LABEL
 from prefix_registry.flows.schedule import MonitorSchedule
+from prefix_registry.healing.decision import RetrainTrigger
 from prefix_registry.healing.retrain_policy import RetrainPolicy
 
 
@@ -32,7 +33,7 @@ def drift_trigger() -> Any:
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
         parameters={
             "task": f"{{{{ event.resource['{TASK_LABEL}'] }}}}",
-            "trigger": "drift",
+            "trigger": RetrainTrigger.DRIFT.value,
             "drift_event_id": "{{ event.id | string }}",
             # The retrain judges the monitoring run that found the drift, not whichever ran last.
             "monitoring_run_id": f"{{{{ event.payload.{MONITORING_RUN_KEY} }}}}",

@@ -14,11 +14,13 @@ import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefix_registry.errors import ConfigError, PrefixRegistryError
-from prefix_registry.monitoring.drift_runs import DriftEpisode
 from prefix_registry.registry.versions import RetrainOutcome
+
+if TYPE_CHECKING:  # light to import (the CLI's deployments read RetrainTrigger): no MLflow, pandas or Evidently
+    from prefix_registry.monitoring.drift_runs import DriftEpisode
 
 __all__ = ["RetrainDecision", "RetrainOutcome", "RetrainSkipped", "RetrainTrigger", "SkipReason"]
 

@@ -138,6 +138,19 @@ def check_cooldown(
         )
 
 
+def refuse_if_claimed(registry: PrefixRegistry, task: str, policy: RetrainPolicy) -> None:
+    """Raise RetrainSkipped when another retrain of `task` holds the claim (RUNNING) or its cooldown runs
+    (COOLDOWN). Only a read: `claim_retrain` repeats it under the lock before it claims."""
+    tags = registry.task_tags(task)
+    holder = _running_claim(task, tags)
+    if holder:
+        raise RetrainSkipped(
+            f"task {task!r} is being retrained already ({holder}, claimed at {tags.get(LAST_RETRAIN_TAG)})",
+            SkipReason.RUNNING,
+        )
+    check_cooldown(registry, task, policy, tags=tags)
+
+
 def claim_retrain(registry: PrefixRegistry, task: str, policy: RetrainPolicy) -> None:
     """Claim the task's retrain: refuse it (RetrainSkipped RUNNING or COOLDOWN) or start the cooldown now.
 
@@ -147,14 +160,7 @@ def claim_retrain(registry: PrefixRegistry, task: str, policy: RetrainPolicy) ->
     turned away, and it names this process, so a retrain that dies or fails on the way does not hold the cooldown.
     """
     with registry.alias_lock.hold(retrain_lock_name(task)):
-        tags = registry.task_tags(task)
-        holder = _running_claim(task, tags)
-        if holder:
-            raise RetrainSkipped(
-                f"task {task!r} is being retrained already ({holder}, claimed at {tags.get(LAST_RETRAIN_TAG)})",
-                SkipReason.RUNNING,
-            )
-        check_cooldown(registry, task, policy, tags=tags)
+        refuse_if_claimed(registry, task, policy)
         registry.set_task_tag(task, RETRAIN_OWNER_TAG, process_owner())
         registry.set_task_tag(task, LAST_RETRAIN_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
         _open_retrains.add(task)
@@ -319,8 +325,8 @@ def retrain(
     """
     policy = policy or RetrainPolicy()
     trigger = RetrainTrigger.parse(trigger)
-    # Read first so a task in its cooldown is told so without counting labels; claimed atomically below.
-    check_cooldown(registry, task, policy)
+    # Read first so a task in its cooldown (or being retrained) is told so at once; claimed atomically below.
+    refuse_if_claimed(registry, task, policy)
     champion = registry.resolve(task, alias=CHAMPION)
     since = since or fresh_since(champion, drift)
     # Revoked keys left out, no key above its share of the labels (issue 11); counts per source go in the decision.

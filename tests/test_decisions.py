@@ -266,3 +266,23 @@ def test_a_finished_claim_holds_the_cooldown_and_a_failed_one_does_not(
     claim_retrain(registry, "reviews", policy)  # the failed retrain never ran: no cooldown
     assert registry.task_tags("reviews")[RETRAIN_OWNER_TAG] not in (FINISHED, ABANDONED)
     assert registry.task_tags("reviews")[LAST_RETRAIN_TAG]
+
+
+def test_prefixctl_retrain_is_turned_away_while_another_process_retrains_the_task(home: Path, cli: Any) -> None:
+    import os
+    from datetime import UTC, datetime
+
+    from prefix_registry.registry.runs import process_owner
+    from prefix_registry.registry.store import PrefixRegistry
+
+    registry = PrefixRegistry()
+    registry.ensure_task("reviews")
+    # A live process on this host (the one that started the tests) holds the claim, as a running flow would.
+    registry.set_task_tag("reviews", RETRAIN_OWNER_TAG, process_owner(os.getppid()))
+    registry.set_task_tag("reviews", LAST_RETRAIN_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
+    running = cli("retrain", "reviews", "--cooldown-minutes", "0")
+    assert running.exit_code == 2 and "is being retrained already" in running.stderr
+    assert len(running.stderr.strip().splitlines()) == 1
+    registry.set_task_tag("reviews", RETRAIN_OWNER_TAG, FINISHED)
+    cooling = cli("retrain", "reviews", "--cooldown-minutes", "30")
+    assert cooling.exit_code == 2 and "cooldown of 30 min" in cooling.stderr
