@@ -92,6 +92,9 @@ class AlertDispatcher:
         max_attempts: tries per row in one `dispatch` before the row is left for redelivery.
         backoff: seconds before the second try; doubles for each further try, up to `max_backoff`.
         max_backoff: cap of the wait between two tries.
+        max_age: seconds a queued row may wait; older ones are dropped (with a log line), never delivered. None:
+            no limit. Rows for a sink no longer in `sinks` are dropped the same way: an alert goes only where the
+            configuration says, signed with the secret of that configuration.
 
     Rows are claimed with a lease while one thread delivers them, so a background delivery and a
     redelivery pass (or two processes sharing the outbox) never post the same row twice at once; a lease
@@ -107,6 +110,7 @@ class AlertDispatcher:
         max_attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        max_age: float | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -119,6 +123,7 @@ class AlertDispatcher:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_age = max_age
         self.background_reports: list[DispatchReport] = []
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -150,6 +155,7 @@ class AlertDispatcher:
         Once a sink fails in this pass its later rows wait for the next pass, so a dead receiver costs one
         timeout, not one per row. `force=True` also sends rows whose next attempt is not due yet.
         """
+        self._drop_stale()
         rows = self.outbox.claim_due(force)
         if not rows:
             return DispatchReport()
@@ -208,6 +214,19 @@ class AlertDispatcher:
     def _lease_seconds(self) -> float:
         # Longest one row can be in flight: every try (connect + write + read) and every wait, plus a margin.
         return self.max_attempts * (3 * self.timeout + self.max_backoff) + 60.0
+
+    def _drop_stale(self) -> None:
+        for row in self.outbox.drop_stale(self._sinks, self.max_age):
+            why = "its webhook is no longer configured" if row.sink not in self._sinks else "it expired"
+            logger.warning(
+                "alert %s (%s, task %s) for %s dropped from the outbox after %d attempt(s): %s",
+                row.alert_id,
+                row.kind,
+                row.task,
+                redact_url(row.sink),
+                row.attempts,
+                why,
+            )
 
     def _enqueue(self, alert: Alert) -> list[OutboxRow]:
         rows = self.outbox.enqueue(alert, self._sinks)
@@ -306,7 +325,9 @@ def dispatcher_from_settings(settings: Settings | None = None) -> AlertDispatche
         return None
     settings.ensure_home()
     secret = settings.alert_secret.get_secret_value() if settings.alert_secret is not None else None
-    return AlertDispatcher(list(settings.alert_webhooks), secret, settings.home / OUTBOX_FILE)
+    return AlertDispatcher(
+        list(settings.alert_webhooks), secret, settings.home / OUTBOX_FILE, max_age=settings.alert_max_age_s
+    )
 
 
 def send_alert(alert: Alert, settings: Settings | None = None, background: bool = False) -> DispatchReport | None:

@@ -151,6 +151,25 @@ class AlertOutbox:
                 (attempts, error, next_attempt_at, row.id),
             )
 
+    def drop_stale(self, sinks: list[str], max_age_seconds: float | None) -> list[OutboxRow]:
+        """Delete the unclaimed rows whose sink is not in `sinks` (no longer configured) or that are older than
+        `max_age_seconds`; return them (for the log line that says so)."""
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            unclaimed = [
+                OutboxRow(*r)
+                for r in conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE claimed_until <= ?", (now,)).fetchall()
+            ]
+            stale = [
+                row
+                for row in unclaimed
+                if row.sink not in sinks or (max_age_seconds is not None and now - row.created_at > max_age_seconds)
+            ]
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(row.id,) for row in stale])
+            conn.execute("COMMIT")
+        return stale
+
     def rows(self) -> list[OutboxRow]:
         """Every row, oldest first."""
         with self._connect() as conn:

@@ -3,7 +3,8 @@
 Feedback labels are both the training data and the judge of the next retrain, so whoever sends labels steers it.
 Before a retrain uses them:
 
-- labels sent with a revoked API key are left out (revoking a key takes its labels out of every later retrain);
+- labels sent with a revoked API key are left out (revoking a key takes its labels out of every later retrain), and
+  a label it replaced by a correction counts again (each key's label is kept apart: traffic/prediction_store.py);
 - one label per text (the newest), the newest `limit` texts;
 - no single key supplies more than `max_share` of the fresh labels, nor of the judge set: a key over the cap keeps
   only its newest labels up to it. Labels sent without a key (in-process writers, a keyless server on loopback,
@@ -91,7 +92,13 @@ def trusted_fresh_labels(
         return pd.DataFrame(columns=["text", "label"]), sources
     frame = frame.assign(source=frame["feedback_key"].fillna(UNKEYED).astype(str))
     sources.record("revoked_left_out", frame[frame["source"].isin(revoked)])
-    frame = frame[~frame["source"].isin(revoked)]
+    # Each prediction's label as it stands without the revoked keys (the label one of them replaced comes back).
+    trusted = log.trusted_feedback(task, since, revoked)
+    frame = frame[frame["prediction_id"].isin(list(trusted))]
+    frame = frame.assign(
+        feedback_label=[trusted[i][0] for i in frame["prediction_id"]],
+        source=[trusted[i][1] or UNKEYED for i in frame["prediction_id"]],
+    )
     frame = frame.sort_values("created_at").drop_duplicates("text", keep="last").tail(limit)
     kept = cap_per_source(frame, max_share)
     sources.record("over_cap_left_out", frame.drop(index=kept.index))

@@ -45,7 +45,8 @@ from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# Checked with fullmatch: `$` also matches before a trailing newline.
+ALIAS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 WRITE_ATTEMPTS = 4
 
 
@@ -96,6 +97,9 @@ class AliasMover:
         # importing them (see alerts/alias_moves.py, flows/alias_events.py).
         self.observers: list[Callable[[AliasChange], None]] = []
         self._lock: AliasLock | None = None
+        # Called with every alias target, under the lock, before anything is written; raises to refuse the move
+        # (the registry sets registry/promotion_check.py's: the target must verify and load).
+        self.promotion_check: Callable[[PrefixVersion, str], None] | None = None
 
     @property
     def lock(self) -> AliasLock:
@@ -164,7 +168,7 @@ class AliasMover:
         choose: Callable[[str | None, list[AliasEvent]], str] | None = None,
     ) -> AliasChange:
         """Move `alias` under the task's alias lock: read, decide, write the history entry, then the alias."""
-        if not ALIAS_NAME.match(alias):
+        if not ALIAS_NAME.fullmatch(alias):
             raise RegistryError(
                 f"invalid alias {alias!r}: expected letters, digits, '_' or '-', starting with a letter"
             )
@@ -180,8 +184,9 @@ class AliasMover:
             event = new_event(history, alias, action, current, target, actor or self.settings.actor, reason)
             if current == target and action == "promote":
                 return AliasChange(task, alias, current, target, event)
-            if choose is not None:
-                self.catalog.version(task, target)
+            target_version = self.catalog.version(task, target)
+            if self.promotion_check is not None:
+                self.promotion_check(target_version, alias)
             self._write_history_then_alias(f"move alias {alias} of {task}", event, task, alias)
             change = AliasChange(task, alias, current, target, event)
             # Under the lock, so concurrent moves rewrite the history table in the order they were made.

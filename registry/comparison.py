@@ -96,7 +96,7 @@ class VersionComparison:
 def resolve_ref(registry: PrefixRegistry, task: str, ref: str) -> PrefixVersion:
     """The version a command-line reference names: a number (`2`, `v2`) or an alias (`champion`)."""
     number = ref.removeprefix("v")
-    if number.isdigit():
+    if number.isascii() and number.isdigit():
         return registry.version(task, number)
     aliases = registry.aliases(task)
     if ref not in aliases:

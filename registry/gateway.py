@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from prefix_registry.errors import RegistryError, RegistryUnavailable, first_line
+from prefix_registry.errors import RegistryError, RegistryUnavailable, first_line, mask_credentials
 from prefix_registry.settings import Settings
 
 TASK_TAG = "prefix_registry.task"
@@ -69,6 +69,11 @@ class MlflowGateway:
         self._client: Any = None
 
     @property
+    def _shown_tracking_uri(self) -> str:
+        """The tracking URI as messages may print it: its password masked."""
+        return mask_credentials(self.settings.resolved_tracking_uri)
+
+    @property
     def _mlflow(self) -> Any:
         if self._client is None:
             if self.settings.tracking_uri is None or self.settings.artifact_root is None:
@@ -98,7 +103,7 @@ class MlflowGateway:
                 raise RegistryError(f"{what}: not found ({first_line(error)})") from None
             if "API request" in str(error) or "Max retries" in str(error) or code == "TEMPORARILY_UNAVAILABLE":
                 raise RegistryUnavailable(
-                    f"MLflow at {self.settings.resolved_tracking_uri} is unreachable while trying to {what}"
+                    f"MLflow at {self._shown_tracking_uri} is unreachable while trying to {what}"
                 ) from None
             raise
 
@@ -111,7 +116,7 @@ class MlflowGateway:
             raise
         except Exception as error:
             raise RegistryUnavailable(
-                f"MLflow at {self.settings.resolved_tracking_uri} is unreachable: {first_line(error)}"
+                f"MLflow at {self._shown_tracking_uri} is unreachable: {first_line(error)}"
             ) from None
 
     # -- tasks: registered models -------------------------------------------------------------------------------
@@ -355,7 +360,7 @@ class MlflowGateway:
             if _does_not_exist(error):
                 return  # the run itself is gone: "not found" is the truth
             raise RegistryUnavailable(
-                f"the artifact store of MLflow at {self.settings.resolved_tracking_uri} is unreachable while trying "
+                f"the artifact store of MLflow at {self._shown_tracking_uri} is unreachable while trying "
                 f"to {what}: {first_line(error)}"
             ) from None
 

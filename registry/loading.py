@@ -16,8 +16,8 @@ from prefix_registry.training.adapter_files import (
     AdapterManifest,
     check_base_matches,
     load_checkpoint,
-    verify_adapter_files,
 )
+from prefix_registry.training.adapter_integrity import Integrity, VerifiedAdapter, verify_registered_adapter
 from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
 from prefix_registry.training.evaluation import Predictions, predict_outputs, predict_probabilities
 from prefix_registry.training.pooling import install_pooling, stored_pooling
@@ -32,6 +32,7 @@ class LoadedPrefix:
     adapter_dir: Path
     base: LoadedBase
     model: PeftModel
+    integrity: Integrity = Integrity.LEGACY  # how far the adapter's bytes were checked against the registry
 
     @property
     def labels(self) -> list[str]:
@@ -62,15 +63,27 @@ class LoadedPrefix:
 
 
 def fetch_verified_adapter(registry: PrefixRegistry, version: PrefixVersion) -> tuple[Path, AdapterManifest]:
-    """Download a version's adapter folder and check every file against the manifest and the registry's sha256."""
+    """Download a version's adapter folder and check its bytes against the registry's digest of them."""
+    adapter_dir, verified = fetch_and_verify(registry, version)
+    return adapter_dir, verified.manifest
+
+
+def fetch_and_verify(registry: PrefixRegistry, version: PrefixVersion) -> tuple[Path, VerifiedAdapter]:
+    """As `fetch_verified_adapter`, with how far the check went (signed, verified, legacy)."""
     adapter_dir = registry.download_version_folder(version, "adapter")
-    manifest = verify_adapter_files(adapter_dir, expected_sha256=version.adapter_sha256 or None)
-    return adapter_dir, manifest
+    verified = verify_registered_adapter(adapter_dir, version.integrity, registry.settings.signing_key_text)
+    return adapter_dir, verified
+
+
+def verify_loadable(registry: PrefixRegistry, version: PrefixVersion) -> Integrity:
+    """Fetch, verify and attach `version` on its base, as serving would; raises what would stop it serving."""
+    return load_version(registry, version).integrity
 
 
 def load_version(registry: PrefixRegistry, version: PrefixVersion) -> LoadedPrefix:
     """Verify and load `version` on a freshly loaded copy of its base."""
-    adapter_dir, manifest = fetch_verified_adapter(registry, version)
+    adapter_dir, verified = fetch_and_verify(registry, version)
+    manifest = verified.manifest
     base = load_base_for_classification(
         resolve_base(manifest.base, registry.settings.resolved_cache_dir), manifest.labels, kind=version.kind
     )
@@ -78,7 +91,9 @@ def load_version(registry: PrefixRegistry, version: PrefixVersion) -> LoadedPref
     install_pooling(base.model, stored_pooling(manifest.train_config))
     model = PeftModel.from_pretrained(base.model, str(adapter_dir))
     model.eval()
-    return LoadedPrefix(version=version, manifest=manifest, adapter_dir=adapter_dir, base=base, model=model)
+    return LoadedPrefix(
+        version=version, manifest=manifest, adapter_dir=adapter_dir, base=base, model=model, integrity=verified.status
+    )
 
 
 def load_warm_start(registry: PrefixRegistry, version: PrefixVersion) -> dict:

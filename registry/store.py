@@ -30,6 +30,7 @@ from prefix_registry.registry.alias_mover import ALIAS_NAME, AliasChange, AliasM
 from prefix_registry.registry.aliases import CHAMPION, AliasEvent, history_from_tags
 from prefix_registry.registry.failpoints import REGISTER_BEFORE_VERSION, failpoint
 from prefix_registry.registry.gateway import EXPERIMENT_PREFIX, TASK_TAG, MlflowGateway, RunDataset
+from prefix_registry.registry.promotion_check import check_promotable
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.settings import Settings
 
@@ -43,11 +44,12 @@ __all__ = [
     "validate_task_name",
 ]
 
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Checked with fullmatch: `$` also matches before a trailing newline, and a name becomes a path, a tag and a key.
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def validate_task_name(task: str) -> str:
-    if not TASK_NAME.match(task or ""):
+    if not TASK_NAME.fullmatch(task or ""):
         raise InvalidTaskName(
             f"invalid task name {task!r}: expected 1-64 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -66,6 +68,8 @@ class PrefixRegistry:
         self.settings = settings or Settings()
         self.gateway = MlflowGateway(self.settings)
         self.alias_mover = AliasMover(self.gateway, self, self.settings)
+        # Every alias target must verify and load before the alias moves (promotion_check.py).
+        self.alias_mover.promotion_check = lambda version, alias: check_promotable(self, version, alias)
 
     @property
     def alias_observers(self) -> list[Callable[[AliasChange], None]]:
@@ -127,7 +131,7 @@ class PrefixRegistry:
     def version(self, task: str, version: str | int) -> PrefixVersion:
         model = self.require_task(task)
         version = str(version)
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):
             raise VersionNotFound(f"version must be a number, got {version!r}")
         model_version = self.gateway.model_version(task, version)
         if model_version is None:

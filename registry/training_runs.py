@@ -47,8 +47,10 @@ from prefix_registry.registry.versions import (
     TAG_TRIGGER,
     TAG_TRIGGER_REASON,
     PrefixVersion,
+    integrity_tags,
 )
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
+from prefix_registry.training.adapter_integrity import RegisteredIntegrity, registration_record
 from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
 from prefix_registry.training.baseline import measure_kind_baseline
 from prefix_registry.training.config import TrainConfig
@@ -129,6 +131,8 @@ class RecordedTraining:
     final_metrics: dict[str, float]
     adapter_sha256: str
     adapter_bytes: int
+    # The adapter folder's digest, file list and signature, as the registry keeps them (adapter_integrity.py).
+    integrity: RegisteredIntegrity | None = None
     # The labelled frames behind `evaluations` (own_test, reference_test, fresh_holdout...), logged as datasets.
     evaluation_frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -301,6 +305,7 @@ def train_in_run(
             trigger_reason=trigger_reason,
         )
         adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
+        integrity = registration_record(folder / "adapter", run.registry.settings.signing_key_text)
         final_metrics["adapter_bytes"] = adapter_bytes
         run.log_metrics(final_metrics, step=trained.steps)
         if trigger_reason:
@@ -334,6 +339,7 @@ def train_in_run(
         final_metrics=final_metrics,
         adapter_sha256=manifest.adapter_sha256,
         adapter_bytes=adapter_bytes,
+        integrity=integrity,
         evaluation_frames=frames,
     )
 
@@ -415,6 +421,7 @@ def version_tags(
         TAG_DATA_WINDOW: f"{data.origin[:80]} ({len(data)} rows)",
         TAG_ADAPTER_SHA256: recorded.adapter_sha256[:SHORT_HASH],
         ADAPTER_SHA256_FULL_TAG: recorded.adapter_sha256,
+        **(integrity_tags(recorded.integrity) if recorded.integrity else {}),
         TAG_TRIGGER: trigger,
         TAG_PARENT: parent.version if parent else "",
         TAG_LABELS: json.dumps(trained.labels),

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from prefix_registry.kinds import CLASSIFICATION, TaskKind, kind_named
+from prefix_registry.training.adapter_integrity import RegisteredIntegrity
 
 # Version tags written at registration; they make `prefixctl versions` and the MLflow UI self-explanatory.
 TAG_METHOD = "method"
@@ -20,6 +21,12 @@ TAG_ADAPTER_SHA256 = "adapter_sha256"  # shortened, for people; the full one is 
 # The full hash `load_version` checks the downloaded adapter against (the manifest holds it too, but a manifest can be
 # replaced together with the weights, so the registry keeps its own copy).
 ADAPTER_SHA256_FULL_TAG = "prefix_registry.adapter_sha256"
+# What every load checks the downloaded adapter folder against (training/adapter_integrity.py): the digest of all its
+# files, manifest included; the files' names (to name an extra or missing one); an HMAC of the digest when a signing
+# key is set. A version without the digest tag was registered before digests (legacy).
+ADAPTER_DIGEST_TAG = "prefix_registry.adapter_digest"
+ADAPTER_FILES_TAG = "prefix_registry.adapter_files"
+ADAPTER_SIGNATURE_TAG = "prefix_registry.adapter_signature"
 SHORT_HASH = 12
 TAG_TRIGGER = "trigger"
 TAG_TRIGGER_REASON = "trigger_reason"  # one line; the full JSON is the run's trigger_reason.json artifact
@@ -91,6 +98,17 @@ class PrefixVersion:
         return kind_named(self.tags.get(TAG_KIND))
 
     @property
+    def integrity(self) -> RegisteredIntegrity:
+        """What the registry recorded about this version's adapter folder, to check a download against."""
+        return RegisteredIntegrity(
+            digest=self.tags.get(ADAPTER_DIGEST_TAG) or None,
+            files=tuple(_json_list(self.tags.get(ADAPTER_FILES_TAG))),
+            signature=self.tags.get(ADAPTER_SIGNATURE_TAG) or None,
+            adapter_sha256=self.tags.get(ADAPTER_SHA256_FULL_TAG) or None,
+            labels=tuple(self.labels),
+        )
+
+    @property
     def beats_baseline(self) -> bool | None:
         """Whether the own-test score beats the baseline's on the same split (classification: macro-F1 against the
         linear probe's); None when no baseline was measured (versions registered before baselines existed)."""
@@ -143,6 +161,14 @@ class PrefixVersion:
             metrics=metrics,
             tags=tags,
         )
+
+
+def integrity_tags(record: RegisteredIntegrity) -> dict[str, str]:
+    """The version tags that keep `record` (see `PrefixVersion.integrity`)."""
+    tags = {ADAPTER_DIGEST_TAG: record.digest or "", ADAPTER_FILES_TAG: json.dumps(list(record.files))}
+    if record.signature:
+        tags[ADAPTER_SIGNATURE_TAG] = record.signature
+    return tags
 
 
 def _json_list(value: str | None) -> list[str]:

@@ -3,8 +3,9 @@
 POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilities, version, prediction id
 POST /v1/feedback  {"prediction_id": ID, "label": L, "correction": false}  -> the true label (fresh training data)
 GET  /v1/tasks     serving version, alias and load time of each task
-GET  /healthz      liveness and registry reachability (never needs a key, never waits on the registry)
-GET  /metrics      Prometheus text
+GET  /healthz      liveness: status and which component is down (never needs a key, never waits on the registry)
+GET  /metrics      Prometheus text (a task-scoped key sees only its tasks' series)
+GET  /docs, /redoc, /openapi.json   the API's schema (a key is needed once keys exist, like every route but /healthz)
 
 Nothing a client sends changes server state beyond its own log rows: task names are checked against the tasks
 being served (no registry look-up), metric labels come from route templates and served tasks only, and every
@@ -27,11 +28,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.errors import PrefixRegistryError, first_line
 from prefix_registry.serving.auth import KeyGate
-from prefix_registry.serving.guards import BodySizeLimit, FeedbackRateLimit
+from prefix_registry.serving.guards import BodySizeLimit, KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError, error_response
-from prefix_registry.serving.metrics import ServingMetrics
+from prefix_registry.serving.metrics import ServingMetrics, only_tasks
 from prefix_registry.serving.schemas import (
     ERRORS,
     FeedbackRequest,
@@ -44,6 +45,7 @@ from prefix_registry.serving.schemas import (
 from prefix_registry.serving.table import AliasWatcher, ServingTable, UnknownTask
 from prefix_registry.traffic.prediction_log import (
     FeedbackConflict,
+    FeedbackForbidden,
     PredictionLog,
     PredictionLogError,
     PredictionRecord,
@@ -62,10 +64,15 @@ class ServingLimits:
     # None: no feedback rate limit (in-process use, the demo); `prefixctl serve` always sets one from the settings.
     feedback_per_minute: float | None = None
     feedback_burst: int = 100
+    # None: no prediction rate limit; else requests per minute per API key (the anonymous client is one key).
+    predict_per_minute: float | None = None
+    predict_burst: int = 60
 
 
 # A client's X-Request-Id is kept only when it looks like an id; anything else is replaced by a fresh one.
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# The schema routes FastAPI adds; they need a key like every route but /healthz.
+SCHEMA_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def create_app(
@@ -87,8 +94,14 @@ def create_app(
     limits = limits or ServingLimits()
     keys = keys or KeyGate(None)
     feedback_rate = (
-        FeedbackRateLimit(limits.feedback_per_minute, limits.feedback_burst) if limits.feedback_per_minute else None
+        KeyRateLimit(limits.feedback_per_minute, limits.feedback_burst) if limits.feedback_per_minute else None
     )
+    predict_rate = (
+        KeyRateLimit(limits.predict_per_minute, limits.predict_burst, "prediction")
+        if limits.predict_per_minute
+        else None
+    )
+    request_ids = RequestIdOwners()
     metrics = ServingMetrics(table)
     table.swap_listeners.append(lambda swap: metrics.swap_seconds.observe(swap.seconds))
     watcher = AliasWatcher(table, watch_interval) if watch_interval else None
@@ -112,6 +125,15 @@ def create_app(
     app.state.keys = keys
 
     @app.middleware("http")
+    async def schema_needs_a_key(request: Request, call_next: Any) -> Response:
+        if request.url.path in SCHEMA_PATHS:
+            try:
+                keys.require(request.headers.get("authorization"), None)
+            except HTTPError as error:
+                return _error(error.status, error.message, error.headers)
+        return await call_next(request)
+
+    @app.middleware("http")
     async def time_requests(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
@@ -129,7 +151,7 @@ def create_app(
     @app.exception_handler(PrefixRegistryError)
     async def backend_error(_: Request, error: PrefixRegistryError) -> JSONResponse:
         # The log or key store failed under a request: a one-line 503 the client may retry, never a traceback.
-        return _error(503, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return _error(503, first_line(error))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -156,6 +178,8 @@ def create_app(
         task = body.task
         try:
             key = keys.require(request.headers.get("authorization"), "predict", task)
+            if predict_rate is not None:
+                predict_rate.take(key.name if key is not None else None)
             _check_texts(body.texts, limits)
             attached = table.current(task)
         except HTTPError as error:
@@ -164,9 +188,13 @@ def create_app(
         except UnknownTask as error:
             metrics.requests.labels("predict", "unknown", "404").inc()
             raise HTTPError(404, str(error)) from None
-        client_id = request.headers.get("x-request-id") or ""
-        request_id = client_id if REQUEST_ID.match(client_id) else uuid.uuid4().hex
         key_name = key.name if key is not None else None
+        client_id = request.headers.get("x-request-id") or ""
+        request_id = (
+            client_id
+            if REQUEST_ID.fullmatch(client_id) and request_ids.claim(client_id, key_name)
+            else uuid.uuid4().hex
+        )
         predictions = table.pool.predict(attached, body.texts)
         records = [
             PredictionRecord.new(
@@ -231,8 +259,15 @@ def create_app(
             raise HTTPError(422, f"label {body.label!r} is not a label of task {record.task!r}: {labels}")
         try:
             prediction_log.attach_feedback(
-                body.prediction_id, body.label, key_name=key_name, correction=body.correction
+                body.prediction_id,
+                body.label,
+                key_name=key_name,
+                correction=body.correction,
+                # A correction of another key's label needs the admin scope (the local writer, key None, may).
+                replace_others=key is None or key.allows("admin"),
             )
+        except FeedbackForbidden as error:
+            raise HTTPError(403, str(error)) from None
         except FeedbackConflict as error:
             raise HTTPError(409, str(error)) from None
         metrics.feedback.labels(task_label(record.task)).inc()
@@ -247,9 +282,10 @@ def create_app(
 
     @app.get("/v1/tasks", response_model=TasksResponse, responses=ERRORS)
     def tasks(request: Request) -> dict[str, Any]:
-        keys.require(request.headers.get("authorization"), None)
+        key = keys.require(request.headers.get("authorization"), None)
         return {
-            "tasks": [state.summary() for state in table.states()],
+            # A task-scoped key sees its own tasks only.
+            "tasks": [state.summary() for state in table.states() if key is None or key.allows_task(state.task)],
             "registry_ok": table.registry_ok,
             "registry_error": table.last_error,
             "resident_base_models": sorted(table.pool.bases),
@@ -259,19 +295,23 @@ def create_app(
     # async: runs on the event loop, so handlers busy in the thread pool (or a hung registry) cannot starve it.
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> dict[str, Any]:
+        # Unauthenticated: which component is down, never the error itself (it may name hosts, users, paths).
         return {
             "status": "ok" if table.registry_ok else "degraded",
             "serving": table.served(),
             "registry_ok": table.registry_ok,
-            "registry_error": table.last_error,
+            "registry_error": None if table.registry_ok else "registry unreachable",
         }
 
     @app.get("/metrics")
     def prometheus(request: Request) -> Response:
-        keys.require(request.headers.get("authorization"), None)
+        key = keys.require(request.headers.get("authorization"), None)
         if prediction_log is not None:
             metrics.log_pending.set(prediction_log.pending)
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        text = metrics.render()
+        if key is not None and key.tasks is not None:
+            text = only_tasks(text, set(key.tasks))
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 

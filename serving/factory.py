@@ -25,11 +25,13 @@ def build_serving_app(
     watch_interval: float | None = 5.0,
     api_keys: ApiKeyStore | None = None,
     durable_log: bool = True,
+    key_store_grace_s: float = 30.0,
 ) -> FastAPI:
     """Load the serving versions and return the app.
 
     `api_keys`: the key store the server checks (None: anonymous clients only, for in-process use and the demo).
     `durable_log`: answer a prediction only once its log row is committed.
+    `key_store_grace_s`: how long the keys read before are trusted while the key store is unreadable.
 
     Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
     it would have nothing to serve. Later outages only pause alias following.
@@ -46,6 +48,6 @@ def build_serving_app(
         prediction_log=prediction_log,
         limits=limits,
         watch_interval=watch_interval,
-        keys=KeyGate(api_keys),
+        keys=KeyGate(api_keys, grace_seconds=key_store_grace_s),
         durable_log=durable_log,
     )

@@ -1,9 +1,11 @@
-"""Limits that hold whatever a client sends: body size counted as it streams, and a feedback rate per key."""
+"""Limits that hold whatever a client sends: body size counted as it streams, and request rates per key."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from prefix_registry.serving.http import HTTPError, error_response
@@ -23,7 +25,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send, f"request body of {int(declared)} bytes exceeds {self.max_bytes}")
             return
         chunks: list[bytes] = []
@@ -59,12 +61,18 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class FeedbackRateLimit:
-    """A token bucket per API key name (None: the anonymous client): `per_minute` labels, bursts of `burst`."""
+class KeyRateLimit:
+    """A token bucket per API key name (None: the anonymous client): `per_minute` requests, bursts of `burst`.
 
-    def __init__(self, per_minute: float, burst: int) -> None:
+    `what` names the limited thing in the 429's message ("feedback", "prediction").
+    """
+
+    def __init__(self, per_minute: float, burst: int, what: str = "feedback") -> None:
+        if per_minute <= 0 or burst < 1:
+            raise ValueError(f"expected a rate above 0 per minute and a burst of at least 1, got {per_minute}, {burst}")
         self.rate = per_minute / 60.0
         self.burst = float(burst)
+        self.what = what
         self._buckets: dict[str | None, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
 
@@ -79,8 +87,33 @@ class FeedbackRateLimit:
                 self._buckets[key_name] = (tokens, now)
                 raise HTTPError(
                     429,
-                    f"feedback rate limit of {self.rate * 60:g}/min reached for "
+                    f"{self.what} rate limit of {self.rate * 60:g}/min reached for "
                     f"{'key ' + repr(key_name) if key_name else 'the anonymous client'}; retry in {wait:.1f}s",
-                    {"Retry-After": str(max(1, round(wait)))},
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
                 )
             self._buckets[key_name] = (tokens - 1.0, now)
+
+
+FeedbackRateLimit = KeyRateLimit  # the name it had when only feedback was limited
+
+
+class RequestIdOwners:
+    """Which API key first used each client-chosen request id, so that no key can log under another key's id.
+
+    Remembers the newest `capacity` ids (older ones are forgotten, oldest first); in memory, per server process.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._owners: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, request_id: str, key_name: str | None) -> bool:
+        """True when `key_name` may use `request_id` (unused yet, or used by this same key before)."""
+        with self._lock:
+            if request_id in self._owners:
+                return self._owners[request_id] == key_name
+            self._owners[request_id] = key_name
+            if len(self._owners) > self.capacity:
+                self._owners.popitem(last=False)
+            return True

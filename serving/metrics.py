@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,3 +72,17 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_TASK_LABEL = re.compile(r'[{,]task="((?:[^"\\]|\\.)*)"')
+
+
+def only_tasks(exposition: bytes, tasks: set[str]) -> bytes:
+    """Prometheus text with every sample of a task outside `tasks` left out (samples without a task label, and
+    those of unknown tasks, stay): what a key scoped to `tasks` may see."""
+    kept = []
+    for line in exposition.decode("utf-8").splitlines(keepends=True):
+        match = None if line.startswith("#") else _TASK_LABEL.search(line)
+        if match is None or match.group(1) in tasks or match.group(1) == "unknown":
+            kept.append(line)
+    return "".join(kept).encode("utf-8")

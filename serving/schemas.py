@@ -6,7 +6,7 @@ handlers in `serving/app.py` return, serialised through these models.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def _unicode(value: str) -> str:
@@ -18,6 +18,9 @@ def _unicode(value: str) -> str:
 
 
 class PredictRequest(BaseModel):
+    # Strict: a value of the wrong JSON type is refused, never coerced ("yes" is no boolean, 1 no string).
+    model_config = ConfigDict(strict=True)
+
     task: str = Field(max_length=64, description="Task whose serving version classifies the texts.")
     texts: list[str] = Field(description="Texts to classify.")
 
@@ -35,6 +38,8 @@ class PredictRequest(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     prediction_id: str = Field(max_length=64, description="The id returned with a prediction.")
     label: str = Field(max_length=200, description="The true label of that prediction's text.")
     correction: bool = Field(default=False, description="Replace a label given before (the old one is kept).")
@@ -110,7 +115,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
         409: "A different label was already given (send correction: true)",
         413: "Body, text count or text length above the limit",
         422: "Invalid request",
-        429: "Feedback rate limit (see Retry-After)",
-        503: "The prediction could not be logged (nothing answered), or a backend is down",
+        429: "Feedback or prediction rate limit of the key (see Retry-After)",
+        503: "The prediction could not be logged (nothing answered), a backend is down, or the key store has been "
+        "unreadable past its grace period",
     }.items()
 }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prefix_registry.errors import AliasNotSet, PrefixRegistryError, TaskNotFound
+from prefix_registry.errors import AliasNotSet, PrefixRegistryError, TaskNotFound, mask_credentials
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.store import TASK_NAME, PrefixRegistry
@@ -89,7 +89,7 @@ class ServingTable:
         """
         state = self._states.get(task)
         if state is None or state.attached is None:
-            shown = task if TASK_NAME.match(task) else "(not a task name)"
+            shown = task if TASK_NAME.fullmatch(task) else "(not a task name)"
             raise UnknownTask(f"unknown task {shown!r} (serving: {', '.join(self.served()) or 'none'})")
         return state.attached
 
@@ -199,4 +199,4 @@ class AliasWatcher:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""
-    return f"{type(error).__name__}: {first}"[:300]
+    return mask_credentials(f"{type(error).__name__}: {first}")[:300]

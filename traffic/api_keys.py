@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 SCOPES = ("predict", "feedback", "admin")
 KEY_PREFIX = "pfx_"
-KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ApiKeyError(PrefixRegistryError):
@@ -72,6 +72,10 @@ class ApiKey:
             return False
         return task is None or self.tasks is None or task in self.tasks
 
+    def allows_task(self, task: str) -> bool:
+        """True when the key may see or act on `task` (whatever its scopes)."""
+        return self.tasks is None or task in self.tasks
+
     def summary(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -104,10 +108,24 @@ def parse_scopes(text: str) -> tuple[str, ...]:
     return scopes
 
 
-def parse_tasks(text: str | None) -> tuple[str, ...] | None:
-    if text is None or not text.strip():
+def parse_tasks(text: str | None, all_tasks: bool = False) -> tuple[str, ...] | None:
+    """'a,b' -> ('a', 'b'); None (every task) only with `all_tasks`, or when no list was given at all.
+
+    Raises ApiKeyError for an empty list (`''`, `','`): it would otherwise read back as every task.
+    """
+    if all_tasks:
+        if text is not None:
+            raise ApiKeyError(f"give either --tasks or --all-tasks, not both (got --tasks {text!r})")
         return None
-    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if text is None:
+        return None
+    tasks = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not tasks:
+        raise ApiKeyError(
+            f"expected task names (comma-separated), got {text!r}: a key for no task is refused; --all-tasks "
+            "makes a key for every task"
+        )
+    return tasks
 
 
 class ApiKeyStore:
@@ -138,12 +156,14 @@ class ApiKeyStore:
         self, name: str, scopes: tuple[str, ...] | list[str], tasks: tuple[str, ...] | None = None
     ) -> CreatedKey:
         """A new active key; raises ApiKeyError when the name is invalid or taken (revoked names stay taken)."""
-        if not KEY_NAME.match(name or ""):
+        if not KEY_NAME.fullmatch(name or ""):
             raise ApiKeyError(
                 f"invalid key name {name!r}: expected 1-64 letters, digits, '.', '_' or '-', starting with one of the "
                 "first two"
             )
         scopes = parse_scopes(",".join(scopes))
+        if tasks is not None and not tasks:
+            raise ApiKeyError(f"key {name!r} would act on no task: expected task names, or None for every task")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         api_key = ApiKey(name, scopes, tasks, datetime.now(UTC).isoformat(timespec="seconds"))
         row = {
@@ -215,7 +235,8 @@ def _from_row(row: sa.Row) -> ApiKey:
     return ApiKey(
         name=row.name,
         scopes=tuple(row.scopes.split(",")),
-        tasks=tuple(row.tasks.split(",")) if row.tasks else None,
+        # NULL is every task; an empty list (stored by earlier versions for `--tasks ''`) is no task, never all.
+        tasks=tuple(t for t in row.tasks.split(",") if t) if row.tasks is not None else None,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
     )

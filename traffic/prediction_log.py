@@ -28,6 +28,7 @@ from prefix_registry.traffic.prediction_records import (
     BASE_COLUMNS,
     PROBABILITY_PREFIX,
     FeedbackConflict,
+    FeedbackForbidden,
     PredictionLogError,
     PredictionRecord,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "BASE_COLUMNS",
     "PROBABILITY_PREFIX",
     "FeedbackConflict",
+    "FeedbackForbidden",
     "PredictionLog",
     "PredictionLogError",
     "PredictionRecord",
@@ -164,10 +166,15 @@ class PredictionLog(PredictionStore):
         super().close()
 
     def attach_feedback(
-        self, prediction_id: str, label: str, key_name: str | None = None, correction: bool = False
+        self,
+        prediction_id: str,
+        label: str,
+        key_name: str | None = None,
+        correction: bool = False,
+        replace_others: bool = True,
     ) -> bool:
         """As `PredictionStore.attach_feedback`, after flushing queued rows, so a just-enqueued prediction is
         found."""
         self._check_open()
         self.flush()
-        return super().attach_feedback(prediction_id, label, key_name, correction)
+        return super().attach_feedback(prediction_id, label, key_name, correction, replace_others)

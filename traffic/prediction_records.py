@@ -43,6 +43,10 @@ class FeedbackConflict(PredictionLogError):
     """A prediction that already has a different label was labelled again without asking for a correction."""
 
 
+class FeedbackForbidden(PredictionLogError):
+    """A correction of a label another API key sent, by a key not allowed to replace others' labels."""
+
+
 def as_utc(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
         raise PredictionLogError(f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got naive {value}")

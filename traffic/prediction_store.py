@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from prefix_registry.traffic.database import create_database_engine, error_reason, mask_url
 from prefix_registry.traffic.prediction_records import (
     FeedbackConflict,
+    FeedbackForbidden,
     PredictionLogError,
     PredictionRecord,
     as_utc,
@@ -80,6 +81,37 @@ feedback_events = sa.Table(
     sa.Column("key_name", sa.Text),
     sa.Column("at", _UTCDateTime(), nullable=False),
 )
+
+
+# One label per (prediction, source): `source` is the API key's name, or "" for a local writer (no key). What a
+# retrain reads is derived from these rows and the revoked keys at read time (see `trusted_feedback`), so revoking a
+# key takes its labels out and brings back the ones it had replaced.
+feedback_labels = sa.Table(
+    "feedback_labels",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("replaces", sa.Boolean, nullable=False),  # sent as a correction: it outranks earlier labels
+    sa.Column("at", _UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("prediction_id", "source", name="uq_feedback_labels_prediction_source"),
+)
+LOCAL_SOURCE = ""  # the source of a label written without an API key
+
+
+def effective_label(rows: list[tuple[str, str, bool, datetime, int]], revoked: set[str]) -> tuple[str, str] | None:
+    """(label, source) a prediction counts as labelled with, from its (source, label, replaces, at, id) rows.
+
+    Labels of revoked keys are left out; of the rest, the newest correction wins, else the earliest label.
+    None when no trusted label is left.
+    """
+    trusted = [row for row in rows if row[0] == LOCAL_SOURCE or row[0] not in revoked]
+    if not trusted:
+        return None
+    corrections = [row for row in trusted if row[2]]
+    chosen = max(corrections, key=lambda r: (r[3], r[4])) if corrections else min(trusted, key=lambda r: (r[3], r[4]))
+    return chosen[1], chosen[0]
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -180,18 +212,26 @@ class PredictionStore:
                 connection.execute(self._insert, rows[start : start + self.batch_size])
 
     def attach_feedback(
-        self, prediction_id: str, label: str, key_name: str | None = None, correction: bool = False
+        self,
+        prediction_id: str,
+        label: str,
+        key_name: str | None = None,
+        correction: bool = False,
+        replace_others: bool = True,
     ) -> bool:
         """Record the true `label` of a prediction, sent by API key `key_name` (None: a local writer).
 
-        A prediction takes one label: the same label again changes nothing; a different one raises
-        FeedbackConflict unless `correction` is True, in which case it replaces the label and the trail in
-        `feedback_events` keeps both. Returns False when no prediction has this id.
+        Each key keeps one label per prediction (`feedback_labels`); the prediction's `feedback_label` is the one it
+        counts as labelled with. The same label again changes nothing; a different one raises FeedbackConflict
+        unless `correction` is True. A correction replaces the key's own label, or another key's when
+        `replace_others` (else FeedbackForbidden); the trail in `feedback_events` keeps every label.
+        Returns False when no prediction has this id.
         """
         if not isinstance(label, str) or not label.strip():
             raise PredictionLogError(f"feedback label must be a non-empty string, got {label!r}")
         self._check_open()
         now = datetime.now(UTC)
+        source = key_name if key_name is not None else LOCAL_SOURCE
         table = predictions
         with self._database_errors(f"attach feedback to {prediction_id!r}"), self._engine.begin() as connection:
             first = connection.execute(
@@ -200,22 +240,29 @@ class PredictionStore:
                 .values(feedback_label=label, feedback_at=now, feedback_key=key_name)
             )
             if first.rowcount > 0:
+                self._keep_label(connection, prediction_id, source, label, replaces=False, at=now)
                 connection.execute(
                     feedback_events.insert().values(prediction_id=prediction_id, label=label, key_name=key_name, at=now)
                 )
                 return True
             current = connection.execute(
-                sa.select(table.c.feedback_label).where(table.c.prediction_id == prediction_id)
+                sa.select(table.c.feedback_label, table.c.feedback_key).where(table.c.prediction_id == prediction_id)
             ).first()
             if current is None:
                 return False
             previous = current.feedback_label
             if previous == label:
+                self._keep_label(connection, prediction_id, source, label, replaces=False, at=now, agree=True)
                 return True
             if not correction:
                 raise FeedbackConflict(
                     f"prediction {prediction_id!r} is already labelled {previous!r}; send correction=true to "
                     f"replace it with {label!r}"
+                )
+            if current.feedback_key != key_name and not replace_others:
+                raise FeedbackForbidden(
+                    f"prediction {prediction_id!r} was labelled {previous!r} by another key; replacing another "
+                    f"key's label needs the admin scope (key {key_name!r} may correct only its own labels)"
                 )
             # Compare-and-set on the label read above: two corrections at once cannot both win silently.
             moved = connection.execute(
@@ -227,12 +274,81 @@ class PredictionStore:
                 raise FeedbackConflict(
                     f"prediction {prediction_id!r} was relabelled meanwhile; send the correction again"
                 )
+            if previous is not None and current.feedback_key != key_name:
+                # A label sent before per-key rows existed keeps its own row, so that revoking this key restores it.
+                self._keep_label(
+                    connection, prediction_id, current.feedback_key or LOCAL_SOURCE, previous, False, now, agree=True
+                )
+            self._keep_label(connection, prediction_id, source, label, replaces=True, at=now)
             connection.execute(
                 feedback_events.insert().values(
                     prediction_id=prediction_id, label=label, previous_label=previous, key_name=key_name, at=now
                 )
             )
             return True
+
+    @staticmethod
+    def _keep_label(
+        connection: sa.Connection,
+        prediction_id: str,
+        source: str,
+        label: str,
+        replaces: bool,
+        at: datetime,
+        agree: bool = False,
+    ) -> None:
+        """Write `source`'s one label of the prediction. `agree`: only add a missing row, never change one."""
+        mine = (feedback_labels.c.prediction_id == prediction_id) & (feedback_labels.c.source == source)
+        existing = connection.execute(sa.select(feedback_labels.c.id).where(mine)).first()
+        if existing is None:
+            connection.execute(
+                feedback_labels.insert().values(
+                    prediction_id=prediction_id, source=source, label=label, replaces=replaces, at=at
+                )
+            )
+        elif not agree:
+            connection.execute(feedback_labels.update().where(mine).values(label=label, replaces=replaces, at=at))
+
+    def trusted_feedback(self, task: str, since: datetime | None, revoked: set[str]) -> dict[str, tuple[str, str]]:
+        """prediction id -> (label, source) of `task`'s labelled predictions (made at or after `since`), as they
+        stand with the `revoked` keys' labels left out (see `effective_label`); source None-less: "" is local.
+
+        Predictions labelled before per-key rows existed count with their stored label and key.
+        """
+        rows = (
+            sa.select(
+                feedback_labels.c.prediction_id,
+                feedback_labels.c.source,
+                feedback_labels.c.label,
+                feedback_labels.c.replaces,
+                feedback_labels.c.at,
+                feedback_labels.c.id,
+            )
+            .join(predictions, predictions.c.prediction_id == feedback_labels.c.prediction_id)
+            .where(predictions.c.task == task)
+        )
+        stored = sa.select(predictions.c.prediction_id, predictions.c.feedback_label, predictions.c.feedback_key).where(
+            predictions.c.task == task, predictions.c.feedback_label.is_not(None)
+        )
+        if since is not None:
+            rows = rows.where(predictions.c.created_at >= as_utc(since, "since"))
+            stored = stored.where(predictions.c.created_at >= as_utc(since, "since"))
+        by_prediction: dict[str, list[tuple[str, str, bool, datetime, int]]] = {}
+        with self._database_errors(f"read the labels of task {task!r}"), self._engine.connect() as connection:
+            for row in connection.execute(rows):
+                by_prediction.setdefault(row.prediction_id, []).append(
+                    (row.source, row.label, bool(row.replaces), row.at, row.id)
+                )
+            legacy = [row for row in connection.execute(stored) if row.prediction_id not in by_prediction]
+        found: dict[str, tuple[str, str]] = {}
+        for prediction_id, labels in by_prediction.items():
+            chosen = effective_label(labels, revoked)
+            if chosen is not None:
+                found[prediction_id] = chosen
+        for row in legacy:
+            if row.feedback_key is None or row.feedback_key not in revoked:
+                found[row.prediction_id] = (row.feedback_label, row.feedback_key or LOCAL_SOURCE)
+        return found
 
     def feedback_trail(self, prediction_id: str) -> list[dict[str, Any]]:
         """Every label sent for a prediction, oldest first: label, previous_label, key_name, at."""

@@ -38,6 +38,8 @@ LABELS_FILE = "labels.json"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "trainable_state.safetensors"
 MANIFEST_FORMAT = 1
+# What every manifest must list a checksum for.
+REQUIRED_FILES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG, LABELS_FILE)
 # PEFT stores the machine path the base was loaded from; a portable name is more use to whoever loads an export.
 PORTABLE_BASE_NAMES = {
     MINILM: "sentence-transformers/all-MiniLM-L6-v2",
@@ -131,22 +133,31 @@ def save_adapter(
 def verify_adapter_files(directory: Path, expected_sha256: str | None = None) -> AdapterManifest:
     """Check every file the manifest lists against its sha256; return the manifest.
 
-    `expected_sha256` (from the registry) guards against a manifest rewritten together with the weights.
-    Raises AdapterError naming the first file that is missing or changed.
+    The manifest must list the weights, the PEFT config and the label map (an empty `files` map checks nothing, so it
+    is refused). `expected_sha256` (the registry's) is compared with the weights' own bytes, never with the hash the
+    manifest states. Raises AdapterError naming the first file that is unlisted, missing or changed.
+    Folder digests (adapter_integrity.py) are what loading from the registry checks; this is their per-file part.
     """
     manifest = AdapterManifest.read(directory)
+    unlisted = [name for name in REQUIRED_FILES if name not in manifest.files]
+    if unlisted:
+        raise AdapterError(
+            f"adapter manifest in {directory} lists no checksum for {', '.join(unlisted)}; expected one for each of "
+            f"{', '.join(REQUIRED_FILES)}"
+        )
     for name, recorded in manifest.files.items():
         path = directory / name
-        if not path.exists():
+        if Path(name).is_absolute() or ".." in Path(name).parts or not path.is_file():
             raise AdapterError(f"adapter file {name} is missing from {directory}")
         actual = sha256_file(path)
         if actual != recorded:
             raise AdapterError(
                 f"adapter file {name} is corrupted: sha256 {actual[:12]}… does not match the recorded {recorded[:12]}…"
             )
-    if expected_sha256 is not None and manifest.adapter_sha256 != expected_sha256:
+    if expected_sha256 is not None and manifest.files[ADAPTER_WEIGHTS] != expected_sha256:
         raise AdapterError(
-            f"adapter sha256 {manifest.adapter_sha256[:12]}… does not match the registry's {expected_sha256[:12]}…"
+            f"adapter sha256 {manifest.files[ADAPTER_WEIGHTS][:12]}… does not match the registry's "
+            f"{expected_sha256[:12]}…"
         )
     return manifest
 

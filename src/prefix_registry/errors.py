@@ -4,15 +4,26 @@ The CLI and the HTTP server print these as one line (no traceback) and the CLI e
 is a bug and keeps its traceback. Each message names what was expected and what was received.
 """
 
+import re
+
+# `scheme://user:password@`: the password part of any URL written in a message.
+_URL_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^\s/]*@")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the password of every URL in it replaced by *** (`http://ann:***@host`), so that an error
+    message, a log line or an HTTP answer never carries a secret that was part of a configured URL."""
+    return _URL_CREDENTIALS.sub(r"\g<head>:***@", text)
+
 
 def first_line(error: BaseException) -> str:
     """The first line of `error`'s message (its type name when the message is empty): the cause in a one-line error.
 
     For a SQLAlchemy error this is the database driver's own message (`orig`), without SQLAlchemy's statement dump
-    and "Background on this error at ..." link.
+    and "Background on this error at ..." link. A URL's password in it is masked.
     """
     text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return mask_credentials(text.splitlines()[0]) if text else type(error).__name__
 
 
 class PrefixRegistryError(Exception):
@@ -63,6 +74,10 @@ class NoRollbackHistory(RegistryError):
 
 class BelowBaseline(RegistryError):
     """A version that does not beat the linear probe of its own split, promoted without --force."""
+
+
+class VersionNotVerified(RegistryError):
+    """A version whose adapter does not match what was registered, or does not load, named as an alias target."""
 
 
 class RegistryUnavailable(RegistryError):

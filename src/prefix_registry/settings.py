@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     alert_secret: SecretStr | None = Field(
         default=None, description="Shared secret for the HMAC-SHA256 signature of alert payloads."
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 signature of each new version's adapter digest; when set, loading checks "
+        "the signature of every signed version.",
+    )
     drift_config: Path | None = Field(default=None, description="YAML file of drift thresholds; default: built in.")
     api_keys_url: str | None = Field(
         default=None,
@@ -68,6 +73,34 @@ class Settings(BaseSettings):
     )
     feedback_burst: int = Field(
         default=100, ge=1, description="Feedback labels one API key may post at once before the rate limit applies."
+    )
+    predict_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        description="Prediction requests one API key (or the anonymous client) may send per minute (429 with "
+        "Retry-After beyond it); unset: no limit.",
+    )
+    predict_burst: int = Field(
+        default=60, ge=1, description="Prediction requests one API key may send at once before its rate applies."
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request header block the server reads (431 beyond it)."
+    )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send one whole request (headers and body) before it is closed (408).",
+    )
+    api_keys_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds the server keeps trusting the keys it read while the key store is unreadable; past "
+        "them every keyed request gets 503 until the store answers.",
+    )
+    alert_max_age_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Queued alerts older than this are dropped, not delivered (with a log line).",
     )
     max_label_share: float = Field(
         default=0.25,
@@ -102,6 +135,10 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @property
+    def signing_key_text(self) -> str | None:
+        return self.signing_key.get_secret_value() if self.signing_key else None
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from prefix_registry.cli.app import app
 from prefix_registry.cli.output import error_console
 from prefix_registry.cli.service_errors import service_error_line
-from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.errors import PrefixRegistryError, mask_credentials
 
 __all__ = ["app", "main"]
 
@@ -47,7 +47,7 @@ def main() -> None:
         quiet_libraries()
         app()
     except PrefixRegistryError as error:
-        error_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        error_console.print(f"[red]error:[/red] {mask_credentials(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         error_console.print("interrupted")
@@ -56,5 +56,5 @@ def main() -> None:
         line = service_error_line(error)
         if line is None:
             raise  # a bug: its traceback is what a report needs
-        error_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        error_console.print(f"[red]error:[/red] {escape(mask_credentials(line))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -25,8 +25,12 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="Name of the key, recorded with every prediction and label it sends.")],
     scopes: Annotated[str, typer.Option(help="Comma-separated scopes: predict, feedback, admin.")] = "predict",
     tasks: Annotated[
-        str | None, typer.Option(help="Comma-separated tasks the key may act on (default: every task).")
+        str | None,
+        typer.Option(help="Comma-separated tasks the key may act on (default: every task); an empty list is refused."),
     ] = None,
+    all_tasks: Annotated[
+        bool, typer.Option("--all-tasks", help="The key may act on every task (say so explicitly, instead of --tasks).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
@@ -34,7 +38,7 @@ def keys_create(
 
     store = _store()
     try:
-        created = store.create(name, parse_scopes(scopes), parse_tasks(tasks))
+        created = store.create(name, parse_scopes(scopes), parse_tasks(tasks, all_tasks))
     finally:
         store.close()
     if as_json:

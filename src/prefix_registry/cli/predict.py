@@ -108,7 +108,7 @@ def export(
     """Write a plain PEFT adapter folder (plus labels.json and a README) that peft.PeftModel.from_pretrained loads;
     a head that reads mean-pooled states comes with pooling.py, which needs only torch."""
     from prefix_registry.registry.loading import fetch_verified_adapter
-    from prefix_registry.training.adapter_files import write_loading_helpers
+    from prefix_registry.training.adapter_files import MANIFEST_FILE, write_loading_helpers
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PrefixRegistryError(f"export folder {out} already exists and is not empty; choose another --out")
@@ -116,11 +116,10 @@ def export(
     resolved = registry.version(task, version)
     adapter_dir, manifest = fetch_verified_adapter(registry, resolved)
     out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for path in sorted(adapter_dir.iterdir()):
-        if path.is_file():
-            shutil.copy2(path, out / path.name)
-            files.append(path.name)
+    # Only what the (verified) manifest lists, and the manifest: a file planted next to them is never handed out.
+    files = sorted({*manifest.files, MANIFEST_FILE})
+    for name in files:
+        shutil.copy2(adapter_dir / name, out / name)
     files = sorted([*files, *write_loading_helpers(out, manifest)])
     payload = {
         "task": task,

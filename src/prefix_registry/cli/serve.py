@@ -24,6 +24,17 @@ def serve(
     max_texts: Annotated[int, typer.Option(help="Most texts accepted in one request.")] = 64,
     max_chars: Annotated[int, typer.Option(help="Most characters accepted in one text.")] = 20_000,
     log: Annotated[bool, typer.Option(help="Write every prediction to the prediction log.")] = True,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Prediction requests per minute per API key (429 with Retry-After beyond it); default: the "
+            "settings' predict_per_minute (PREFIX_REGISTRY_PREDICT_PER_MINUTE), else no limit."
+        ),
+    ] = None,
+    rate_burst: Annotated[
+        int | None,
+        typer.Option(help="Prediction requests one key may send at once (default: the settings' predict_burst)."),
+    ] = None,
     insecure: Annotated[
         bool, typer.Option(help="Serve a non-loopback address although no API key exists (anyone may call).")
     ] = False,
@@ -36,6 +47,7 @@ def serve(
 
     from prefix_registry.serving.app import ServingLimits
     from prefix_registry.serving.factory import build_serving_app
+    from prefix_registry.serving.http_server import ConnectionBounds, server_config
     from prefix_registry.settings import Settings
     from prefix_registry.traffic.api_keys import ApiKeyStore
     from prefix_registry.traffic.prediction_log import PredictionLog
@@ -65,10 +77,13 @@ def serve(
                 max_chars=max_chars,
                 feedback_per_minute=settings.feedback_per_minute,
                 feedback_burst=settings.feedback_burst,
+                predict_per_minute=rate_limit if rate_limit is not None else settings.predict_per_minute,
+                predict_burst=rate_burst if rate_burst is not None else settings.predict_burst,
             ),
             watch_interval=poll_interval,
             api_keys=api_keys,
             durable_log=settings.durable_log,
+            key_store_grace_s=settings.api_keys_grace_s,
         )
     except BaseException:
         if prediction_log is not None:
@@ -78,7 +93,8 @@ def serve(
     error_console.print(f"serving {', '.join(served) or 'no task yet'} on http://{host}:{port}", highlight=False)
     # uvicorn re-raises SIGTERM after its graceful shutdown (log flushed); such a stop exits 0, not 143.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    bounds = ConnectionBounds(max_header_bytes=settings.max_header_bytes, request_timeout_s=settings.request_timeout_s)
+    uvicorn.Server(server_config(app_, host, port, bounds, log_level="warning")).run()
 
 
 def is_loopback(host: str) -> bool:

@@ -101,6 +101,36 @@ def rollback(
 
 
 @app.command()
+def verify(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str | None, typer.Argument(help="Version to check (default: every version).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check that each version's adapter, as stored now, is byte for byte what was registered.
+
+    Statuses: signed, verified, legacy (unsigned/legacy: registered before folder digests), FAILED. Exits 2 when
+    any version fails.
+    """
+    from prefix_registry.errors import PrefixRegistryError
+    from prefix_registry.registry.verification import verify_versions
+
+    checks = verify_versions(open_registry(), task, version)
+    if as_json:
+        print_json([check.summary() for check in checks])
+    else:
+        print_table(
+            f"{task}: adapter integrity",
+            ["version", "status", "detail"],
+            [(check.version, check.status, check.detail) for check in checks],
+        )
+    failed = [check.version for check in checks if not check.ok]
+    if failed:
+        raise PrefixRegistryError(
+            f"{task}: version(s) {', '.join(failed)} do not match what was registered; expected every version to verify"
+        )
+
+
+@app.command()
 def history(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
     """Show every alias move of a task: promotions and rollbacks, who, when, why."""
     events = open_registry().alias_history(task)
