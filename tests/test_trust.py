@@ -6,6 +6,7 @@ someone with write access to the artifact store would) and puts them back afterw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -37,9 +38,10 @@ from prefix_registry.serving.http_server import ConnectionBounds, server_config
 from prefix_registry.serving.prefix_pool import PrefixPool
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
-from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, MANIFEST_FILE, sha256_file, verify_adapter_files
 from prefix_registry.traffic.api_keys import ApiKeyError, ApiKeyStore
 from prefix_registry.traffic.prediction_log import PredictionLog
+from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, MANIFEST_FILE, sha256_file, verify_adapter_files
+from prefix_registry.training.adapter_integrity import Integrity, registration_record, verify_registered_adapter
 from tests.conftest import tiny_config, tiny_data
 
 TASK = "sentiment"
@@ -133,7 +135,7 @@ def test_an_empty_files_map_checks_nothing_so_it_is_refused(registry: PrefixRegi
     copy = tmp_path / "adapter"
     shutil.copytree(stored_adapter(registry), copy)
     _rewrite_manifest(copy, files={})
-    with pytest.raises(AdapterError, match="lists no checksum for adapter_model.safetensors"):
+    with pytest.raises(AdapterError, match=r"lists no checksum for adapter_model\.safetensors"):
         verify_adapter_files(copy)
     with tampered(registry) as folder:
         _rewrite_manifest(folder, files={})
@@ -144,13 +146,26 @@ def test_an_empty_files_map_checks_nothing_so_it_is_refused(registry: PrefixRegi
 def test_an_extra_file_is_refused_and_export_hands_out_only_listed_files(registry, cli, tmp_path: Path) -> None:
     with tampered(registry) as folder:
         (folder / "evil.py").write_text("import os\n")
-        with pytest.raises(AdapterError, match="evil.py, which the registry never recorded"):
+        with pytest.raises(AdapterError, match=r"evil\.py, which the registry never recorded"):
             fetch_verified_adapter(registry, registry.version(TASK, "1"))
     exported = cli("export", TASK, "--version", "1", "--out", str(tmp_path / "export"), "--json")
     assert exported.exit_code == 0, exported.stderr
     manifest = json.loads((stored_adapter(registry) / MANIFEST_FILE).read_text())
     helpers = {"README.md", "pooling.py"}
     assert set(exported.json()["files"]) - helpers == {*manifest["files"], MANIFEST_FILE}
+
+
+def test_a_signed_digest_is_checked_with_the_signing_key(registry: PrefixRegistry, tmp_path: Path) -> None:
+    copy = tmp_path / "adapter"
+    shutil.copytree(stored_adapter(registry), copy)
+    signed = registration_record(copy, signing_key="registry-key")
+    assert verify_registered_adapter(copy, signed, "registry-key").status is Integrity.SIGNED
+    assert verify_registered_adapter(copy, signed, None).status is Integrity.VERIFIED  # no key here to check it
+    with pytest.raises(AdapterError, match="signature of its digest does not match"):
+        verify_registered_adapter(copy, signed, "another-key")
+    forged = dataclasses.replace(signed, signature="0" * 64)
+    with pytest.raises(AdapterError, match="signature of its digest does not match"):
+        verify_registered_adapter(copy, forged, "registry-key")
 
 
 def test_a_version_registered_before_digests_loads_checked_as_far_as_it_can_be(registry, cli) -> None:
@@ -165,7 +180,7 @@ def test_a_version_registered_before_digests_loads_checked_as_far_as_it_can_be(r
         with tampered(registry) as folder:  # even unsigned, the labels must be the registry's
             manifest = json.loads((folder / MANIFEST_FILE).read_text())
             _rewrite_manifest(folder, labels=list(reversed(manifest["labels"])))
-            with pytest.raises(AdapterError, match="labels .* do not match the registry's"):
+            with pytest.raises(AdapterError, match=r"labels .* do not match the registry's"):
                 fetch_verified_adapter(registry, registry.version(TASK, "1"))
     finally:
         registry.set_version_tags(TASK, "1", {ADAPTER_DIGEST_TAG: digest})
@@ -234,7 +249,8 @@ def test_a_task_scoped_key_sees_only_its_tasks_and_the_schema_needs_a_key(regist
     other = keys.create("other", ["predict"], ("reviews",)).key
     own = keys.create("own", ["predict"], (TASK,)).key
     with _client(registry, log, keys) as client:
-        assert client.post("/v1/predict", json={"task": TASK, "texts": ["fine"]}, headers=_bearer(own)).status_code == 200
+        answer = client.post("/v1/predict", json={"task": TASK, "texts": ["fine"]}, headers=_bearer(own))
+        assert answer.status_code == 200
         assert client.get("/v1/tasks", headers=_bearer(other)).json()["tasks"] == []
         assert [t["task"] for t in client.get("/v1/tasks", headers=_bearer(own)).json()["tasks"]] == [TASK]
         assert f'task="{TASK}"' not in client.get("/metrics", headers=_bearer(other)).text
@@ -323,24 +339,28 @@ def _answer(connection: socket.socket) -> bytes:
 
 def test_a_30_mb_header_gets_431(registry, log) -> None:
     app = build_serving_app(registry, prediction_log=log, watch_interval=None)
-    with running_server(app, ConnectionBounds(max_header_bytes=64 * 1024)) as address:
-        with socket.create_connection(address, timeout=60) as connection:
-            connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Big: ")
-            try:
-                for _ in range(30):
-                    connection.sendall(b"a" * 1_000_000)
-            except OSError:
-                pass  # the server answered and closed while we were still sending
-            answer = _answer(connection)
+    with (
+        running_server(app, ConnectionBounds(max_header_bytes=64 * 1024)) as address,
+        socket.create_connection(address, timeout=60) as connection,
+    ):
+        connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(30):
+                connection.sendall(b"a" * 1_000_000)
+        except OSError:
+            pass  # the server answered and closed while we were still sending
+        answer = _answer(connection)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
 
 
 def test_a_slow_loris_connection_is_answered_408_and_closed(registry, log) -> None:
     app = build_serving_app(registry, prediction_log=log, watch_interval=None)
-    with running_server(app, ConnectionBounds(request_timeout_s=1.0)) as address:
-        with socket.create_connection(address, timeout=60) as connection:
-            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # and never the rest
-            answer = _answer(connection)  # returns only once the server closes the connection
+    with (
+        running_server(app, ConnectionBounds(request_timeout_s=1.0)) as address,
+        socket.create_connection(address, timeout=60) as connection,
+    ):
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # and never the rest
+        answer = _answer(connection)  # returns only once the server closes the connection
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
