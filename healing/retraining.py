@@ -40,7 +40,12 @@ from prefix_registry.registry.baseline_gate import retrain_gate
 from prefix_registry.registry.comparison import TAG_COMPARED_WITH, TAG_DECISION_REASON, compare_versions
 from prefix_registry.registry.comparison_card import card_path, render_card
 from prefix_registry.registry.eval_sets import CHAMPION_PREFIX
-from prefix_registry.registry.loading import load_training_splits, load_version, load_warm_start
+from prefix_registry.registry.loading import (
+    fetch_verified_adapter,
+    load_training_splits,
+    load_version,
+    load_warm_start,
+)
 from prefix_registry.registry.runs import owner_gone, process_owner
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, one_line, train_and_register
@@ -249,9 +254,7 @@ def assemble_data(
 
 def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy: RetrainPolicy) -> TrainConfig:
     """The champion's own training settings (a warm start needs the same shapes), with the policy's overrides."""
-    from prefix_registry.training.adapter_files import AdapterManifest
-
-    manifest = AdapterManifest.read(registry.download_version_folder(champion, "adapter"))
+    _, manifest = fetch_verified_adapter(registry, champion)  # a tampered champion must not shape its successor
     config = TrainConfig.from_stored(dict(manifest.train_config))
     # Scaled from the method's default, not the champion's rate: a chain of retrains must not compound the scale.
     learning_rate = policy.learning_rate or DEFAULT_LEARNING_RATES[config.method] * policy.learning_rate_scale

@@ -71,6 +71,7 @@ class ServingLimits:
 
 # A client's X-Request-Id is kept only when it looks like an id; anything else is replaced by a fresh one.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+UNREACHABLE = "registry unreachable"  # what /healthz says of a registry it cannot reach (never the error itself)
 # The schema routes FastAPI adds; they need a key like every route but /healthz.
 SCHEMA_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
@@ -283,11 +284,13 @@ def create_app(
     @app.get("/v1/tasks", response_model=TasksResponse, responses=ERRORS)
     def tasks(request: Request) -> dict[str, Any]:
         key = keys.require(request.headers.get("authorization"), None)
+        every_task = key is None or key.tasks is None
         return {
             # A task-scoped key sees its own tasks only.
             "tasks": [state.summary() for state in table.states() if key is None or key.allows_task(state.task)],
             "registry_ok": table.registry_ok,
-            "registry_error": table.last_error,
+            # The error may name any task: a task-scoped key is told only that the registry is unreachable.
+            "registry_error": table.last_error if every_task or table.registry_ok else UNREACHABLE,
             "resident_base_models": sorted(table.pool.bases),
             "base_loads": table.pool.base_loads,
         }
@@ -300,7 +303,7 @@ def create_app(
             "status": "ok" if table.registry_ok else "degraded",
             "serving": table.served(),
             "registry_ok": table.registry_ok,
-            "registry_error": None if table.registry_ok else "registry unreachable",
+            "registry_error": None if table.registry_ok else UNREACHABLE,
         }
 
     @app.get("/metrics")

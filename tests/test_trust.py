@@ -38,7 +38,7 @@ from prefix_registry.serving.http_server import ConnectionBounds, server_config
 from prefix_registry.serving.prefix_pool import PrefixPool
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
-from prefix_registry.traffic.api_keys import ApiKeyError, ApiKeyStore
+from prefix_registry.traffic.api_keys import ApiKeyError, ApiKeyStore, api_keys
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, MANIFEST_FILE, sha256_file, verify_adapter_files
 from prefix_registry.training.adapter_integrity import Integrity, registration_record, verify_registered_adapter
@@ -139,7 +139,7 @@ def test_an_empty_files_map_checks_nothing_so_it_is_refused(registry: PrefixRegi
         verify_adapter_files(copy)
     with tampered(registry) as folder:
         _rewrite_manifest(folder, files={})
-        with pytest.raises(AdapterError, match="changed after registration"):
+        with pytest.raises(AdapterError, match="lists no checksum"):
             fetch_verified_adapter(registry, registry.version(TASK, "1"))
 
 
@@ -241,8 +241,15 @@ def test_a_key_for_an_empty_task_list_is_refused(cli, home: Path) -> None:
     assert everything.exit_code == 0 and everything.json()["tasks"] is None
     both = cli("keys", "create", "both", "--all-tasks", "--tasks", "a")
     assert both.exit_code == 2
+    store = ApiKeyStore.from_settings()
     with pytest.raises(ApiKeyError, match="would act on no task"):
-        ApiKeyStore.from_settings().create("none", ["predict"], ())
+        store.create("none", ["predict"], ())
+    # A key stored with an empty list by an earlier version reads back as no task, never as every task.
+    with store._engine.begin() as connection:
+        connection.execute(api_keys.update().where(api_keys.c.name == "all").values(tasks=""))
+    (stored,) = store.all_keys()
+    assert stored.tasks == () and not stored.allows("predict", "sentiment")
+    store.close()
 
 
 def test_a_task_scoped_key_sees_only_its_tasks_and_the_schema_needs_a_key(registry, log, keys) -> None:

@@ -130,6 +130,7 @@ def verify_registered_adapter(
         raise AdapterError(f"adapter folder {directory} holds {', '.join(extra)}, which the registry never recorded")
     if missing:
         raise AdapterError(f"adapter file {', '.join(missing)} is missing from {directory}")
+    manifest = verify_adapter_files(directory)  # first, so that a damaged file is named
     if not hmac.compare_digest(digest, registered.digest):
         raise AdapterError(
             f"adapter folder {directory} was changed after registration: digest {digest[:12]}… does not match the "
@@ -142,7 +143,7 @@ def verify_registered_adapter(
                 f"adapter folder {directory}: the registry's signature of its digest does not match the signing key"
             )
         status = Integrity.SIGNED
-    return VerifiedAdapter(verify_adapter_files(directory), status, digest)
+    return VerifiedAdapter(manifest, status, digest)
 
 
 def _verify_legacy(directory: Path, files: dict[str, str], registered: RegisteredIntegrity) -> AdapterManifest:

@@ -62,11 +62,13 @@ def keys_list(as_json: JsonOption = False) -> None:
     print_table(
         f"{len(found)} API key(s)",
         ["name", "scopes", "tasks", "created", "revoked"],
-        [
-            (k.name, ",".join(k.scopes), ",".join(k.tasks) if k.tasks else "all", k.created_at, k.revoked_at or "")
-            for k in found
-        ],
+        [(k.name, ",".join(k.scopes), _tasks_text(k.tasks), k.created_at, k.revoked_at or "") for k in found],
     )
+
+
+def _tasks_text(tasks: tuple[str, ...] | None) -> str:
+    """None is every task; an empty list (stored by earlier versions for `--tasks ''`) is no task."""
+    return "all" if tasks is None else ",".join(tasks) or "none"
 
 
 @keys_app.command("revoke")
