@@ -170,7 +170,7 @@ def test_a_signed_digest_is_checked_with_the_signing_key(registry: PrefixRegistr
 
 def test_a_version_registered_before_digests_loads_checked_as_far_as_it_can_be(registry, cli) -> None:
     digest = registry.version(TASK, "1").tags[ADAPTER_DIGEST_TAG]
-    registry.client.delete_model_version_tag(TASK, "1", ADAPTER_DIGEST_TAG)
+    registry.gateway.delete_version_tag(TASK, "1", ADAPTER_DIGEST_TAG)
     try:
         fetch_verified_adapter(registry, registry.version(TASK, "1"))  # loads, with a warning
         checked = cli("verify", TASK, "--json")
