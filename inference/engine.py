@@ -1,0 +1,99 @@
+"""The forward engine: a batch of rows, each `(text, attached prefix)`, to one head output per row.
+
+Rows may carry different prefixes, methods, virtual-token counts, poolings and heads. Rows are grouped by resident
+base; each base runs its backbone once for all its rows (batch.py stacks them so that each row sees exactly what it
+would alone), then each row is pooled as its prefix says and goes through its own head. Nothing on the shared model
+changes per call.
+
+The output is kind-agnostic: a float tensor of the head's width per row (classification: logits). Turning it into
+a prediction belongs to the task kind (classification.py has the softmax).
+
+    outputs = forward([Row("great film", sentiment), Row("too long", length)])   # [tensor(2), tensor(3)]
+    table = head_outputs(sentiment, texts, batch_size=32)                        # (len(texts), 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.inference.batch import stack_rows
+from prefix_registry.training.evaluation import batch_order
+
+
+class Row(NamedTuple):
+    """One text and the prefix to read it with."""
+
+    text: str
+    prefix: AttachedPrefix
+
+
+@torch.no_grad()
+def forward(rows: Sequence[Row]) -> list[torch.Tensor]:
+    """Head outputs, one float tensor of its head's width per row, in the order of `rows`."""
+    token_ids = _tokenize(rows)
+    outputs: list[torch.Tensor | None] = [None] * len(rows)
+    by_base: dict[int, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_base.setdefault(id(row.prefix.base), []).append(index)
+    for indices in by_base.values():
+        results = forward_tokens([token_ids[i] for i in indices], [rows[i].prefix for i in indices])
+        for index, result in zip(indices, results, strict=True):
+            outputs[index] = result
+    return [output for output in outputs if output is not None]
+
+
+@torch.no_grad()
+def forward_tokens(token_ids: Sequence[Sequence[int]], prefixes: Sequence[AttachedPrefix]) -> list[torch.Tensor]:
+    """`forward` for rows already tokenised (and truncated), all of whose prefixes share one resident base."""
+    if not prefixes:
+        return []
+    base = prefixes[0].base
+    if any(prefix.base is not base for prefix in prefixes):
+        raise ValueError("forward_tokens takes rows of one resident base; use forward() for a mixed batch")
+    batch = stack_rows(token_ids, prefixes, base.word_embeddings)
+    states = base.backbone.states(batch)
+    outputs: list[torch.Tensor | None] = [None] * len(prefixes)
+    by_prefix: dict[int, list[int]] = {}
+    for index, prefix in enumerate(prefixes):
+        by_prefix.setdefault(id(prefix), []).append(index)
+    for indices in by_prefix.values():
+        prefix = prefixes[indices[0]]
+        rows = torch.tensor(indices)
+        features = base.backbone.features(states[rows], batch.input_lengths[rows], prefix)
+        result = prefix.head(features).float()
+        for position, index in enumerate(indices):
+            outputs[index] = result[position]
+    return [output for output in outputs if output is not None]
+
+
+@torch.no_grad()
+def head_outputs(
+    prefix: AttachedPrefix, texts: Sequence[str], batch_size: int = 32, progress: bool = False
+) -> torch.Tensor:
+    """`prefix`'s head outputs for `texts`, (len(texts), head width), in batches of similar length."""
+    token_ids = _tokenize([Row(text, prefix) for text in texts])
+    outputs = torch.zeros(len(texts), prefix.output_width)
+    batches = batch_order([len(ids) for ids in token_ids], batch_size)
+    for indices in tqdm(batches, desc="predict", disable=not progress, leave=False):
+        results = forward_tokens([token_ids[i] for i in indices], [prefix] * len(indices))
+        outputs[indices] = torch.stack(results)
+    return outputs
+
+
+def _tokenize(rows: Sequence[Row]) -> list[list[int]]:
+    """Token ids per row, truncated to the row's prefix's `max_length` (as in training)."""
+    token_ids: list[list[int]] = [[] for _ in rows]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault((id(row.prefix.base), row.prefix.max_length), []).append(index)
+    for (_, max_length), indices in groups.items():
+        tokenizer = rows[indices[0]].prefix.base.tokenizer
+        encoded = tokenizer([rows[i].text for i in indices], truncation=True, max_length=max_length)["input_ids"]
+        for index, ids in zip(indices, encoded, strict=True):
+            token_ids[index] = list(ids)
+    return token_ids

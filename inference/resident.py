@@ -1,0 +1,194 @@
+"""Resident bases, loaded once each, and the attaching of verified adapter folders to them.
+
+A `ResidentBase` is one loaded copy of a base model; an `AttachedPrefix` (attached.py) is one task version on it,
+a few hundred kilobytes built from the adapter folder. `PrefixPool` loads each base on first use only, so attaching
+another version (a hot swap) costs the adapter's kilobytes, never a base.
+
+    pool = PrefixPool(cache_dir)
+    attached = pool.attach(task, version, adapter_dir, manifest)      # base loaded once, then reused
+    predictions = pool.predict(attached, ["great film"])
+
+No lock guards a forward pass: the engine never changes the model (heads, poolers and prefixes are per row, the
+cache is built per call) and torch runs concurrent inference on one module safely. On a CPU one forward already
+uses every core, so concurrent calls share the cores rather than go faster; the serving layer decides how many
+run at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from safetensors.torch import load_file
+
+from prefix_registry.errors import AdapterError
+from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.inference.backbones import Backbone, backbone_for, plain_copy
+from prefix_registry.inference.classification import classify
+from prefix_registry.inference.methods import Placement, PrefixShape, strategy_for
+from prefix_registry.training.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterManifest, check_base_matches
+from prefix_registry.training.base_models import (
+    TASK_HEAD_PREFIXES,
+    LoadedBase,
+    load_base_for_classification,
+    resolve_base,
+)
+from prefix_registry.training.evaluation import Predictions
+from prefix_registry.training.pooling import POOLER, stored_pooling
+
+PROMPT_TABLE = "prompt_embeddings"  # PEFT's name for the saved virtual tokens, whatever the method
+
+
+class ResidentBase:
+    """One copy of a base model in memory, shared by every prefix attached to it; never changed after loading."""
+
+    def __init__(self, loaded: LoadedBase) -> None:
+        self.loaded = loaded
+        # A transformers model: typed as a plain Module, whose attributes torch types as `Tensor | Module`.
+        self.model = cast(Any, loaded.model)
+        self.model.eval()
+        self.tokenizer = loaded.tokenizer
+        head_name = next(
+            (name for name in TASK_HEAD_PREFIXES if isinstance(getattr(self.model, name, None), torch.nn.Module)),
+            None,
+        )
+        if head_name is None:
+            raise AdapterError(f"base {loaded.ref.name!r} has no classification head named {TASK_HEAD_PREFIXES}")
+        self.head_name: str = head_name
+        self.template_head = plain_copy(getattr(self.model, head_name))
+        self.word_embeddings: torch.nn.Module = self.model.get_input_embeddings()
+        self.backbone: Backbone = backbone_for(loaded)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.ref.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.loaded.fingerprint
+
+    def build_head(self, weights: dict[str, torch.Tensor], n_labels: int) -> torch.nn.Module:
+        """A copy of the base's head sized for `n_labels`, holding the trained weights."""
+        template = self.template_head
+        if isinstance(template, torch.nn.Linear) and template.out_features != n_labels:
+            head: torch.nn.Module = torch.nn.Linear(template.in_features, n_labels, bias=template.bias is not None)
+        else:
+            head = plain_copy(template)
+        return _loaded(head, weights, f"task head does not fit base {self.name!r}")
+
+    def build_pooler(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A copy of the base's pooler holding the trained weights (adapters trained with `train_pooler`)."""
+        template = getattr(self.backbone, "pooler", None)
+        if not isinstance(template, torch.nn.Module):
+            raise AdapterError(f"adapter has trained pooler weights but base {self.name!r} has no pooler")
+        return _loaded(plain_copy(template), weights, f"trained pooler does not fit base {self.name!r}")
+
+
+def attach_adapter(
+    base: ResidentBase, task: str, version: str, adapter_dir: Path, manifest: AdapterManifest
+) -> AttachedPrefix:
+    """Build the runnable form of a verified adapter folder (PEFT's files) on `base`.
+
+    Raises AdapterError when the adapter was trained on another base, is of an unsupported method, or lacks its
+    prompt table or head weights.
+    """
+    started = time.perf_counter()
+    check_base_matches(manifest, base.loaded)
+    config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    weights = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    peft_type = str(config.get("peft_type"))
+    try:
+        strategy = strategy_for(peft_type)
+    except AdapterError as error:
+        raise AdapterError(f"{task} v{version}: {error}") from None
+    if PROMPT_TABLE not in weights:
+        raise AdapterError(f"{task} v{version}: adapter has no {PROMPT_TABLE} tensor")
+    shape = None
+    if strategy.placement is Placement.CACHE:
+        heads = int(config["num_attention_heads"])
+        shape = PrefixShape(int(config["num_layers"]), heads, int(config["token_dim"]) // heads)
+    backbone_name = str(base.model.base_model_prefix)
+    pooler_weights = _module_weights(weights, f"{backbone_name}.{POOLER}")
+    return AttachedPrefix(
+        task=task,
+        version=version,
+        peft_type=peft_type,
+        labels=list(manifest.labels),
+        max_length=manifest.max_length,
+        virtual_tokens=weights[PROMPT_TABLE].float(),
+        head=base.build_head(_head_weights(weights, base.head_name), len(manifest.labels)),
+        base=base,
+        prefix_shape=shape,
+        pooling=stored_pooling(manifest.train_config),
+        pooler=base.build_pooler(pooler_weights) if pooler_weights else None,
+        adapter_bytes=(adapter_dir / ADAPTER_WEIGHTS).stat().st_size,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+class PrefixPool:
+    """Resident bases, loaded once each, and the prefixes attached to them."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+        self._bases: dict[str, ResidentBase] = {}
+        self._lock = threading.Lock()  # guards loading only: two first requests must not load a base twice
+        self.base_loads = 0
+
+    @property
+    def bases(self) -> dict[str, ResidentBase]:
+        return dict(self._bases)
+
+    def base_for(self, name: str, labels: list[str]) -> ResidentBase:
+        """The resident copy of base `name`, loading it on first use only."""
+        with self._lock:
+            resident = self._bases.get(name)
+            if resident is None:
+                resident = ResidentBase(load_base_for_classification(resolve_base(name, self.cache_dir), labels))
+                self._bases[name] = resident
+                self.base_loads += 1
+            return resident
+
+    def attach(self, task: str, version: str, adapter_dir: Path, manifest: AdapterManifest) -> AttachedPrefix:
+        """Build the servable form of a verified adapter folder on its (resident) base."""
+        started = time.perf_counter()
+        base = self.base_for(manifest.base, manifest.labels)
+        attached = attach_adapter(base, task, version, adapter_dir, manifest)
+        # Reported attach time includes a first base load, as before the engine moved here.
+        return dataclasses.replace(attached, load_seconds=time.perf_counter() - started)
+
+    def predict(self, attached: AttachedPrefix, texts: Sequence[str], batch_size: int = 32) -> Predictions:
+        """Class probabilities of `attached` for `texts` (length-sorted batches through the engine)."""
+        return classify(attached, texts, batch_size=batch_size)
+
+
+def _loaded(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise AdapterError(f"{what}: {str(error).splitlines()[0]}") from None
+    return module.eval()
+
+
+def _module_weights(weights: dict[str, torch.Tensor], module_path: str) -> dict[str, torch.Tensor]:
+    """The tensors PEFT saved for a trained module (`modules_to_save`), by the module's own parameter names."""
+    found = {}
+    for key, tensor in weights.items():
+        for prefix in (f"base_model.{module_path}.modules_to_save.default.", f"base_model.{module_path}."):
+            if key.startswith(prefix):
+                found[key.removeprefix(prefix)] = tensor
+                break
+    return found
+
+
+def _head_weights(weights: dict[str, torch.Tensor], head_name: str) -> dict[str, torch.Tensor]:
+    found = _module_weights(weights, head_name)
+    if not found:
+        raise AdapterError(f"adapter has no weights for the task head {head_name!r}")
+    return found
