@@ -48,6 +48,8 @@ from bench.datasets import DATASETS
 from bench.machine import load_average_1m, machine_info
 from bench.report import log, publish
 from prefix_registry.errors import ConfigError, PrefixRegistryError
+from prefix_registry.inference.classification import classify
+from prefix_registry.inference.resident import ResidentBase, attach_adapter
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter
 from prefix_registry.training.base_models import (
     MINILM,
@@ -169,10 +171,12 @@ def bench_adapter(method: str, data: LabelledTexts, splits: DataSplits, settings
     cpu_started = time.process_time()
     trained = train_prefix(base, splits, config, progress=settings.progress)
     train_cpu_seconds = time.process_time() - cpu_started
-    test = _test_metrics(trained.predict, splits)
     with tempfile.TemporaryDirectory(prefix="bench-adapter-") as scratch:
-        save_adapter(trained, Path(scratch), data_fingerprint=data.fingerprint)
+        manifest = save_adapter(trained, Path(scratch), data_fingerprint=data.fingerprint)
         artifact_bytes = (Path(scratch) / ADAPTER_WEIGHTS).stat().st_size
+        # Scored as the product serves it: the saved adapter attached to the base, through the forward engine.
+        served = attach_adapter(ResidentBase(trained.base), method, "bench", Path(scratch), manifest)
+    test = _test_metrics(lambda texts: classify(served, texts, batch_size=config.eval_batch_size), splits)
     return RowResult(
         name=method,
         title=ROW_TITLES[method],

@@ -11,7 +11,7 @@ serving holds): `sentiment` v1 (champion) and v2 (prefix tuning, another seed), 
 
     swap        moving `sentiment` to its other version on a warm server (registry.promote + ServingTable.refresh;
                 the attach part is Swap.seconds) against loading base + adapter from scratch (registry.loading
-                .load_version: a fresh base and a PEFT adapter), medians over repetitions, ratio cold / warm
+                .load_version: a fresh base and the adapter attached to it), medians over repetitions, ratio cold / warm
     memory      process RSS before the pool loads its base, with task 1 attached, with all four tasks attached;
                 pool.base_loads
     http        a real uvicorn server on 127.0.0.1 in a thread, concurrent httpx clients: the same requests sent
@@ -55,12 +55,12 @@ from bench.machine import load_average_1m, load_averages, machine_info
 from bench.report import log, publish
 from prefix_registry.errors import PrefixRegistryError
 from prefix_registry.flows.loopback import ThreadedUvicorn
+from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
 from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.app import create_app
-from prefix_registry.serving.prefix_pool import PrefixPool
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord

@@ -1,4 +1,9 @@
-"""Load a registered version onto its base model, refusing a corrupted adapter or a different base."""
+"""Load a registered version onto its base model, refusing a corrupted adapter or a different base.
+
+The loaded version predicts through the forward engine (`inference`), the same code that serves it: what
+`prefixctl evaluate`, the retrain judge and `compare` report is what the server answers. PEFT stays the training
+path and the export format.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +13,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from peft import PeftModel
 
+from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.inference.classification import classify
+from prefix_registry.inference.engine import head_outputs
+from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.versions import PrefixVersion
-from prefix_registry.training.adapter_files import (
-    AdapterManifest,
-    check_base_matches,
-    load_checkpoint,
-)
+from prefix_registry.training.adapter_files import AdapterManifest, load_checkpoint
 from prefix_registry.training.adapter_integrity import Integrity, VerifiedAdapter, verify_registered_adapter
-from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
-from prefix_registry.training.evaluation import Predictions, predict_outputs, predict_probabilities
-from prefix_registry.training.pooling import install_pooling, stored_pooling
+from prefix_registry.training.base_models import LoadedBase
+from prefix_registry.training.evaluation import Predictions
 
 
 @dataclass
 class LoadedPrefix:
-    """A version ready to predict: verified adapter on its verified base."""
+    """A version ready to predict: verified adapter attached to its verified base."""
 
     version: PrefixVersion
     manifest: AdapterManifest
     adapter_dir: Path
-    base: LoadedBase
-    model: PeftModel
+    attached: AttachedPrefix
     integrity: Integrity = Integrity.LEGACY  # how far the adapter's bytes were checked against the registry
 
     @property
@@ -39,27 +41,16 @@ class LoadedPrefix:
         return self.manifest.labels
 
     def predict_outputs(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Raw head outputs (n_texts, head width), for the version's kind to read."""
-        return predict_outputs(
-            lambda batch: self.model(**batch).logits,
-            self.base.tokenizer,
-            texts,
-            self.version.kind.head_width(self.manifest.labels),
-            max_length=self.manifest.max_length,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        """Raw head outputs (n_texts, head width), for the version's kind to read; through the serving engine."""
+        return head_outputs(self.attached, texts, batch_size=batch_size, progress=progress).numpy()
+
+    @property
+    def base(self) -> LoadedBase:
+        return self.attached.base.loaded
 
     def predict(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> Predictions:
-        return predict_probabilities(
-            lambda batch: self.model(**batch).logits,
-            self.base.tokenizer,
-            texts,
-            self.manifest.labels,
-            max_length=self.manifest.max_length,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        """Class probabilities for `texts`, through the engine that serves the version."""
+        return classify(self.attached, texts, batch_size=batch_size, progress=progress)
 
 
 def fetch_verified_adapter(registry: PrefixRegistry, version: PrefixVersion) -> tuple[Path, AdapterManifest]:
@@ -80,19 +71,17 @@ def verify_loadable(registry: PrefixRegistry, version: PrefixVersion) -> Integri
     return load_version(registry, version).integrity
 
 
-def load_version(registry: PrefixRegistry, version: PrefixVersion) -> LoadedPrefix:
-    """Verify and load `version` on a freshly loaded copy of its base."""
+def load_version(registry: PrefixRegistry, version: PrefixVersion, pool: PrefixPool | None = None) -> LoadedPrefix:
+    """Verify `version` and attach it to its base: the resident one in `pool`, else a freshly loaded copy.
+
+    Raises AdapterError when a file is corrupted or the adapter was trained on another base.
+    """
     adapter_dir, verified = fetch_and_verify(registry, version)
     manifest = verified.manifest
-    base = load_base_for_classification(
-        resolve_base(manifest.base, registry.settings.resolved_cache_dir), manifest.labels, kind=version.kind
-    )
-    check_base_matches(manifest, base)
-    install_pooling(base.model, stored_pooling(manifest.train_config))
-    model = PeftModel.from_pretrained(base.model, str(adapter_dir))
-    model.eval()
+    pool = pool or PrefixPool(registry.settings.resolved_cache_dir)
+    attached = pool.attach(version.task, version.version, adapter_dir, manifest)
     return LoadedPrefix(
-        version=version, manifest=manifest, adapter_dir=adapter_dir, base=base, model=model, integrity=verified.status
+        version=version, manifest=manifest, adapter_dir=adapter_dir, attached=attached, integrity=verified.status
     )
 
 

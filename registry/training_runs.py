@@ -17,6 +17,9 @@ import pandas as pd
 import torch
 
 from prefix_registry.errors import BelowBaseline
+from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.inference.engine import head_outputs
+from prefix_registry.inference.resident import ResidentBase, attach_adapter
 from prefix_registry.kinds import CLASSIFICATION, Baseline, TaskKind
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.eval_sets import (
@@ -108,14 +111,20 @@ class TrainOutcome:
         }
 
 
-def predictions_frame(frame: pd.DataFrame, trained: TrainedPrefix) -> pd.DataFrame:
-    """`frame` (text, label, ...) with the columns `trained`'s kind describes its predictions with (classification:
-    predicted label, confidence and one probability column per class)."""
+def predictions_frame(frame: pd.DataFrame, served: AttachedPrefix, kind: TaskKind, batch_size: int) -> pd.DataFrame:
+    """`frame` (text, label, ...) with the columns `kind` describes its predictions with (classification: predicted
+    label, confidence and one probability column per class), predicted by the engine that serves `served`."""
     result = frame.reset_index(drop=True).copy()
-    outputs = trained.predict_outputs(result["text"].tolist())
-    for column, values in trained.kind.prediction_columns(outputs, trained.labels).items():
+    outputs = head_outputs(served, result["text"].tolist(), batch_size=batch_size).numpy()
+    for column, values in kind.prediction_columns(outputs, served.labels).items():
         result[column] = values
     return result
+
+
+def evaluate_served(served: AttachedPrefix, kind: TaskKind, frame: pd.DataFrame, batch_size: int) -> dict[str, Any]:
+    """`kind`'s metrics of `served` on a labelled frame (`text`, `label`), through the serving engine."""
+    outputs = head_outputs(served, frame["text"].tolist(), batch_size=batch_size).numpy()
+    return kind.metrics(frame["label"].tolist(), kind.predicted(outputs, served.labels), served.labels)
 
 
 @dataclass
@@ -267,33 +276,6 @@ def train_in_run(
     trained = train_prefix(
         base, splits, config, on_evaluation=run.log_evaluation, warm_start=warm_start, progress=progress
     )
-    kind = trained.kind
-    test_metrics = trained.evaluate(splits.test)
-    evaluations = {OWN_TEST: test_metrics, "best_validation": trained.best_validation}
-    frames = {OWN_TEST: splits.test}
-    if parent is None:
-        # A first version's own test split is the reference set its successors are judged on: one name, one set.
-        evaluations[REFERENCE_TEST], frames[REFERENCE_TEST] = test_metrics, splits.test
-    for name, frame in (extra_evaluations or {}).items():
-        evaluations[name] = trained.evaluate(frame)
-        frames[name] = frame
-    if baseline is None and measure:
-        baseline = measure_kind_baseline(
-            base.ref, splits, config.max_length, config.eval_batch_size, progress=progress, kind=kind
-        )
-    final_metrics: dict[str, float] = {}
-    for name, metrics in evaluations.items():
-        final_metrics.update(kind.flat_metrics(metrics, name))
-    final_metrics.update(
-        {
-            "best_epoch": trained.best_epoch,
-            "train_seconds": trained.train_seconds,
-            "optimizer_steps_run": trained.steps,
-            "trainable_params": trained.trainable_params,
-            "total_params": trained.total_params,
-            **(baseline.metrics(test_metrics[kind.decision_metric]) if baseline else {}),
-        }
-    )
     with tempfile.TemporaryDirectory(prefix="prefix-run-") as scratch:
         folder = Path(scratch)
         manifest = save_adapter(
@@ -304,6 +286,35 @@ def train_in_run(
             trigger=trigger,
             trigger_reason=trigger_reason,
         )
+        # Scored by the engine that will serve it, from the files just written: registered metrics are what serves.
+        served = attach_adapter(ResidentBase(trained.base), run.task, "new", folder / "adapter", manifest)
+        kind = trained.kind
+        test_metrics = evaluate_served(served, kind, splits.test, config.eval_batch_size)
+        evaluations = {OWN_TEST: test_metrics, "best_validation": trained.best_validation}
+        frames = {OWN_TEST: splits.test}
+        if parent is None:
+            # A first version's own test split is the reference set its successors are judged on: one name, one set.
+            evaluations[REFERENCE_TEST], frames[REFERENCE_TEST] = test_metrics, splits.test
+        for name, frame in (extra_evaluations or {}).items():
+            evaluations[name] = evaluate_served(served, kind, frame, config.eval_batch_size)
+            frames[name] = frame
+        if baseline is None and measure:
+            baseline = measure_kind_baseline(
+                base.ref, splits, config.max_length, config.eval_batch_size, progress=progress, kind=kind
+            )
+        final_metrics: dict[str, float] = {}
+        for name, metrics in evaluations.items():
+            final_metrics.update(kind.flat_metrics(metrics, name))
+        final_metrics.update(
+            {
+                "best_epoch": trained.best_epoch,
+                "train_seconds": trained.train_seconds,
+                "optimizer_steps_run": trained.steps,
+                "trainable_params": trained.trainable_params,
+                "total_params": trained.total_params,
+                **(baseline.metrics(test_metrics[kind.decision_metric]) if baseline else {}),
+            }
+        )
         adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
         integrity = registration_record(folder / "adapter", run.registry.settings.signing_key_text)
         final_metrics["adapter_bytes"] = adapter_bytes
@@ -311,7 +322,7 @@ def train_in_run(
         if trigger_reason:
             run.registry.gateway.log_text(run.run_id, trigger_reason, TRIGGER_REASON_FILE)
         save_checkpoint(trained, folder / "checkpoint")
-        _write_reference_and_splits(trained, splits, folder, reference)
+        _write_reference_and_splits(served, kind, splits, folder, reference, config.eval_batch_size)
         for sub in ("adapter", "checkpoint", "reference", "data"):
             run.log_artifacts(folder / sub, sub)
         run.log_json(
@@ -476,13 +487,18 @@ def outcome_of(task: str, version: str, recorded: RecordedTraining, splits: Data
 
 
 def _write_reference_and_splits(
-    trained: TrainedPrefix, splits: DataSplits, folder: Path, reference: pd.DataFrame | None
+    served: AttachedPrefix,
+    kind: TaskKind,
+    splits: DataSplits,
+    folder: Path,
+    reference: pd.DataFrame | None,
+    batch_size: int,
 ) -> None:
     """The reference texts with the new version's predictions (the drift reference window), and all splits."""
     (folder / "reference").mkdir()
     (folder / "data").mkdir()
     texts = splits.validation if reference is None else reference
-    window = predictions_frame(texts[["text", "label"]], trained)
+    window = predictions_frame(texts[["text", "label"]], served, kind, batch_size)
     window.to_parquet(folder / "reference" / REFERENCE_FILE, index=False)
     for name in ("train", "validation", "test"):
         getattr(splits, name).to_parquet(folder / "data" / f"{name}.parquet", index=False)

@@ -6,11 +6,11 @@ import os
 
 from fastapi import FastAPI
 
+from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.serving.app import ServingLimits, create_app
 from prefix_registry.serving.auth import KeyGate
-from prefix_registry.serving.prefix_pool import PrefixPool
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.traffic.api_keys import ApiKeyStore
 from prefix_registry.traffic.prediction_log import PredictionLog

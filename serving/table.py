@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefix_registry.errors import AliasNotSet, PrefixRegistryError, TaskNotFound, mask_credentials
+from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.store import TASK_NAME, PrefixRegistry
-from prefix_registry.serving.prefix_pool import AttachedPrefix, PrefixPool
 
 logger = logging.getLogger(__name__)
 

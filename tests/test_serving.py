@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,15 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from peft import PeftModel
 
-from prefix_registry.registry.loading import load_version
+from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.serving.app import ServingLimits
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.prediction_log import PredictionLog
+from prefix_registry.training.base_models import load_base_for_classification, resolve_base
 from prefix_registry.training.data import LabelledTexts
+from prefix_registry.training.evaluation import Predictions, predict_probabilities
+from prefix_registry.training.pooling import install_pooling, stored_pooling
 from tests.conftest import tiny_config, tiny_data
 
 TEXTS = [
@@ -71,6 +75,19 @@ def client(registry: PrefixRegistry, log: PredictionLog) -> Iterator[TestClient]
         yield test_client
 
 
+def _peft_predictions(registry: PrefixRegistry, version: PrefixVersion, texts: list[str]) -> Predictions:
+    """What PEFT's own forward predicts for `version` (the engine serving it is checked against this)."""
+    adapter_dir, manifest = fetch_verified_adapter(registry, version)
+    base = load_base_for_classification(
+        resolve_base(manifest.base, registry.settings.resolved_cache_dir), manifest.labels
+    )
+    install_pooling(base.model, stored_pooling(manifest.train_config))
+    model = PeftModel.from_pretrained(base.model, str(adapter_dir)).eval()
+    return predict_probabilities(
+        lambda batch: model(**batch).logits, base.tokenizer, texts, manifest.labels, manifest.max_length
+    )
+
+
 def _predict(client: TestClient, task: str, texts: list[str]) -> dict:
     response = client.post("/v1/predict", json={"task": task, "texts": texts})
     assert response.status_code == 200, response.text
@@ -84,7 +101,7 @@ def test_tasks_of_every_method_share_one_resident_base_and_match_peft(
         body = _predict(client, task, TEXTS)
         version = registry.resolve(task)
         assert body["version"] == version.version
-        reference = load_version(registry, version).predict(TEXTS)  # PEFT's own PeftModel on a fresh base
+        reference = _peft_predictions(registry, version, TEXTS)  # PEFT's own PeftModel on a fresh base
         served = np.array([[p["probabilities"][label] for label in reference.labels] for p in body["predictions"]])
         np.testing.assert_allclose(served, reference.probabilities, atol=1e-5)
         assert [p["label"] for p in body["predictions"]] == reference.predicted
@@ -121,20 +138,28 @@ def test_alias_moves_swap_the_prefix_without_reloading_the_base(client: TestClie
 
 
 def test_a_request_in_flight_finishes_on_the_version_it_started_with(
-    client: TestClient, registry: PrefixRegistry
+    client: TestClient, registry: PrefixRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = client.app.state.table
-    base = table.current("sentiment").base
+    backbone = table.current("sentiment").base.backbone
     results: dict[str, dict] = {}
-    base.lock.acquire()  # the request takes its version, then waits for the base
+    in_forward, release = threading.Event(), threading.Event()
+    states = backbone.states
+
+    def paused(batch: object) -> object:  # the request has taken its version and waits inside its forward pass
+        in_forward.set()
+        release.wait(60)
+        return states(batch)
+
+    monkeypatch.setattr(backbone, "states", paused)
     try:
         worker = threading.Thread(target=lambda: results.update(slow=_predict(client, "sentiment", TEXTS * 2)))
         worker.start()
-        time.sleep(0.5)
+        assert in_forward.wait(60)
         registry.promote("sentiment", "2")
         table.refresh()
     finally:
-        base.lock.release()
+        release.set()
     worker.join(timeout=60)
     try:
         assert {p["version"] for p in results["slow"]["predictions"]} == {"1"}
