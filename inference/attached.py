@@ -29,7 +29,7 @@ class AttachedPrefix:
     Attributes:
         task, version: what the prefix is in the registry.
         peft_type: PEFT's method name (`PREFIX_TUNING`, `PROMPT_TUNING`, `P_TUNING`), as the adapter config says.
-        labels: names of the head's outputs, in column order (classification: the classes).
+        labels: the task's labels (classification: the classes, in the head's column order).
         max_length: texts are truncated to this many tokens, as in training.
         virtual_tokens: the trained table. Prompt methods: (tokens, hidden), P-tuning's already projected by PEFT;
             prefix tuning: (tokens, layers * 2 * key/value width), PEFT's `get_prompt` layout.
@@ -66,5 +66,6 @@ class AttachedPrefix:
 
     @property
     def output_width(self) -> int:
-        """How many numbers the head gives per text."""
-        return len(self.labels)
+        """How many numbers the head gives per text (a linear head's outputs, else one per label)."""
+        width = getattr(self.head, "out_features", None)
+        return width if isinstance(width, int) else len(self.labels)

@@ -75,7 +75,8 @@ class EncoderBackbone(Backbone):
 
     def features(self, states: torch.Tensor, lengths: torch.Tensor, prefix: AttachedPrefix) -> torch.Tensor:
         if prefix.pooling is Pooling.MEAN:
-            mask = (torch.arange(states.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1).to(states.dtype)
+            positions = torch.arange(states.shape[1], device=states.device)
+            mask = (positions.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1).to(states.dtype)
             pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
         pooler = prefix.pooler if prefix.pooler is not None else self.pooler
@@ -86,7 +87,7 @@ class DecoderBackbone(Backbone):
     """Decoder-only models: the last real token, whatever the pooling setting says."""
 
     def features(self, states: torch.Tensor, lengths: torch.Tensor, prefix: AttachedPrefix) -> torch.Tensor:
-        return states[torch.arange(states.shape[0]), lengths - 1]
+        return states[torch.arange(states.shape[0], device=states.device), lengths - 1]
 
 
 def _apply_pooler(pooler: torch.nn.Module | None, first: torch.Tensor) -> torch.Tensor:

@@ -67,16 +67,17 @@ def stack_rows(
         raise ValueError("a text with no tokens cannot be read by a prefix that adds none to the input")
     slots = max(lengths, default=0)
 
+    device = next(word_embeddings.parameters()).device  # the batch is built where the base lives
     longest_text = max((len(ids) for ids in token_ids), default=0)
-    padded_ids = torch.zeros(size, longest_text, dtype=torch.long)
+    padded_ids = torch.zeros(size, longest_text, dtype=torch.long, device=device)
     for row, ids in enumerate(token_ids):
         padded_ids[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
     text_embeddings = word_embeddings(padded_ids)
     dtype = text_embeddings.dtype
 
-    inputs_embeds = torch.zeros(size, slots, text_embeddings.shape[-1], dtype=dtype)
-    attention_mask = torch.zeros(size, cache_slots + slots, dtype=torch.long)
-    position_ids = torch.zeros(size, slots, dtype=torch.long)
+    inputs_embeds = torch.zeros(size, slots, text_embeddings.shape[-1], dtype=dtype, device=device)
+    attention_mask = torch.zeros(size, cache_slots + slots, dtype=torch.long, device=device)
+    position_ids = torch.zeros(size, slots, dtype=torch.long, device=device)
     keys: torch.Tensor | None = None
     values: torch.Tensor | None = None
     for row, (ids, prefix, strategy, cached) in enumerate(zip(token_ids, prefixes, strategies, in_cache, strict=True)):
@@ -86,7 +87,7 @@ def stack_rows(
             row_keys, row_values = strategy.key_values(prefix.virtual_tokens, prefix.prefix_shape)
             if keys is None or values is None:
                 layers, heads, _, head_dim = row_keys.shape
-                keys = torch.zeros(layers, size, heads, cache_slots, head_dim, dtype=dtype)
+                keys = torch.zeros(layers, size, heads, cache_slots, head_dim, dtype=dtype, device=device)
                 values = torch.zeros_like(keys)
             keys[:, row, :, :n_virtual] = row_keys
             values[:, row, :, :n_virtual] = row_values
@@ -104,5 +105,5 @@ def stack_rows(
         attention_mask=attention_mask,
         position_ids=position_ids,
         cache=cache,
-        input_lengths=torch.tensor(lengths, dtype=torch.long),
+        input_lengths=torch.tensor(lengths, dtype=torch.long, device=device),
     )

@@ -14,7 +14,7 @@ a prediction belongs to the task kind (classification.py has the softmax).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -36,15 +36,11 @@ class Row(NamedTuple):
 def forward(rows: Sequence[Row]) -> list[torch.Tensor]:
     """Head outputs, one float tensor of its head's width per row, in the order of `rows`."""
     token_ids = _tokenize(rows)
-    outputs: list[torch.Tensor | None] = [None] * len(rows)
-    by_base: dict[int, list[int]] = {}
-    for index, row in enumerate(rows):
-        by_base.setdefault(id(row.prefix.base), []).append(index)
-    for indices in by_base.values():
+    outputs: dict[int, torch.Tensor] = {}
+    for indices in _groups(id(row.prefix.base) for row in rows):
         results = forward_tokens([token_ids[i] for i in indices], [rows[i].prefix for i in indices])
-        for index, result in zip(indices, results, strict=True):
-            outputs[index] = result
-    return [output for output in outputs if output is not None]
+        outputs.update(zip(indices, results, strict=True))
+    return [outputs[index] for index in range(len(rows))]
 
 
 @torch.no_grad()
@@ -57,18 +53,14 @@ def forward_tokens(token_ids: Sequence[Sequence[int]], prefixes: Sequence[Attach
         raise ValueError("forward_tokens takes rows of one resident base; use forward() for a mixed batch")
     batch = stack_rows(token_ids, prefixes, base.word_embeddings)
     states = base.backbone.states(batch)
-    outputs: list[torch.Tensor | None] = [None] * len(prefixes)
-    by_prefix: dict[int, list[int]] = {}
-    for index, prefix in enumerate(prefixes):
-        by_prefix.setdefault(id(prefix), []).append(index)
-    for indices in by_prefix.values():
+    outputs: dict[int, torch.Tensor] = {}
+    # Rows of one prefix share its pooling, pooler and head: one call of each per prefix in the batch.
+    for indices in _groups(id(prefix) for prefix in prefixes):
         prefix = prefixes[indices[0]]
-        rows = torch.tensor(indices)
+        rows = torch.tensor(indices, device=states.device)
         features = base.backbone.features(states[rows], batch.input_lengths[rows], prefix)
-        result = prefix.head(features).float()
-        for position, index in enumerate(indices):
-            outputs[index] = result[position]
-    return [output for output in outputs if output is not None]
+        outputs.update(zip(indices, prefix.head(features).float().cpu(), strict=True))
+    return [outputs[index] for index in range(len(prefixes))]
 
 
 @torch.no_grad()
@@ -80,9 +72,16 @@ def head_outputs(
     outputs = torch.zeros(len(texts), prefix.output_width)
     batches = batch_order([len(ids) for ids in token_ids], batch_size)
     for indices in tqdm(batches, desc="predict", disable=not progress, leave=False):
-        results = forward_tokens([token_ids[i] for i in indices], [prefix] * len(indices))
-        outputs[indices] = torch.stack(results)
+        outputs[indices] = torch.stack(forward_tokens([token_ids[i] for i in indices], [prefix] * len(indices)))
     return outputs
+
+
+def _groups(keys: Iterable[object]) -> list[list[int]]:
+    """Positions grouped by key, in order of first appearance."""
+    groups: dict[object, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
 
 
 def _tokenize(rows: Sequence[Row]) -> list[list[int]]:

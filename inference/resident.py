@@ -73,6 +73,11 @@ class ResidentBase:
     def fingerprint(self) -> str:
         return self.loaded.fingerprint
 
+    @property
+    def device(self) -> torch.device:
+        """Where the base's weights are (heads and poolers built for it go there too)."""
+        return next(self.model.parameters()).device
+
     def build_head(self, weights: dict[str, torch.Tensor], n_labels: int) -> torch.nn.Module:
         """A copy of the base's head sized for `n_labels`, holding the trained weights."""
         template = self.template_head
@@ -80,14 +85,14 @@ class ResidentBase:
             head: torch.nn.Module = torch.nn.Linear(template.in_features, n_labels, bias=template.bias is not None)
         else:
             head = plain_copy(template)
-        return _loaded(head, weights, f"task head does not fit base {self.name!r}")
+        return _loaded(head, weights, f"task head does not fit base {self.name!r}").to(self.device)
 
     def build_pooler(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
         """A copy of the base's pooler holding the trained weights (adapters trained with `train_pooler`)."""
         template = getattr(self.backbone, "pooler", None)
         if not isinstance(template, torch.nn.Module):
             raise AdapterError(f"adapter has trained pooler weights but base {self.name!r} has no pooler")
-        return _loaded(plain_copy(template), weights, f"trained pooler does not fit base {self.name!r}")
+        return _loaded(plain_copy(template), weights, f"trained pooler does not fit base {self.name!r}").to(self.device)
 
 
 def attach_adapter(
