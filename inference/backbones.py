@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ def plain_copy(module: torch.nn.Module) -> torch.nn.Module:
     return copied.eval()
 
 
-class Backbone:
+class Backbone(ABC):
     """Runs a base's backbone (no task head) on a stacked batch; subclasses say what the head reads per row."""
 
     def __init__(self, loaded: LoadedBase) -> None:
@@ -60,9 +61,9 @@ class Backbone:
         )
         return outputs.last_hidden_state
 
+    @abstractmethod
     def features(self, states: torch.Tensor, lengths: torch.Tensor, prefix: AttachedPrefix) -> torch.Tensor:
         """What `prefix`'s head reads for rows of `states` (rows, slots, hidden) with `lengths` real slots."""
-        raise NotImplementedError
 
 
 class EncoderBackbone(Backbone):

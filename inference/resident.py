@@ -78,11 +78,13 @@ class ResidentBase:
         """Where the base's weights are (heads and poolers built for it go there too)."""
         return next(self.model.parameters()).device
 
-    def build_head(self, weights: dict[str, torch.Tensor], n_labels: int) -> torch.nn.Module:
-        """A copy of the base's head sized for `n_labels`, holding the trained weights."""
+    def build_head(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A copy of the base's head holding the trained weights, as wide as they are (the task's kind chose the
+        width at training: one output per class for classification, one for a regression)."""
         template = self.template_head
-        if isinstance(template, torch.nn.Linear) and template.out_features != n_labels:
-            head: torch.nn.Module = torch.nn.Linear(template.in_features, n_labels, bias=template.bias is not None)
+        width = weights["weight"].shape[0] if "weight" in weights else None
+        if isinstance(template, torch.nn.Linear) and width is not None and template.out_features != width:
+            head: torch.nn.Module = torch.nn.Linear(template.in_features, width, bias=template.bias is not None)
         else:
             head = plain_copy(template)
         return _loaded(head, weights, f"task head does not fit base {self.name!r}").to(self.device)
@@ -127,7 +129,7 @@ def attach_adapter(
         labels=list(manifest.labels),
         max_length=manifest.max_length,
         virtual_tokens=weights[PROMPT_TABLE].float(),
-        head=base.build_head(_head_weights(weights, base.head_name), len(manifest.labels)),
+        head=base.build_head(_head_weights(weights, base.head_name)),
         base=base,
         prefix_shape=shape,
         pooling=stored_pooling(manifest.train_config),
