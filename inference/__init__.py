@@ -6,5 +6,5 @@
 - `backbones`: one adapter per kind of base, encoder (mean or [CLS] pooling) or decoder (last token).
 - `batch`: rows of different prefixes stacked into one backbone input, each seeing what it sees alone.
 - `engine`: Row(text, prefix); forward(rows) gives one head output per row; head_outputs(prefix, texts).
-- `classification`: classify(prefix, texts) gives Predictions (the softmax lives here, not in the engine).
+- `classification`: classify(prefix, texts) gives Predictions (the only softmax here; the engine is kind-agnostic).
 """

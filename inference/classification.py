@@ -1,4 +1,5 @@
-"""Classification on top of the engine: head outputs are logits, softmax gives class probabilities.
+"""Classification on top of the engine: head outputs are logits, the classification kind's softmax gives class
+probabilities.
 
 The only place in `inference` that assumes a softmax; other task kinds read `engine.forward`/`head_outputs` raw.
 
@@ -9,20 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-import torch
-
 from prefix_registry.inference.attached import AttachedPrefix
 from prefix_registry.inference.engine import head_outputs
+from prefix_registry.kinds.classification import softmax
 from prefix_registry.training.evaluation import Predictions
-
-
-def class_probabilities(logits: torch.Tensor) -> np.ndarray:
-    """Softmax over the last axis, as float32 numpy (one row per text)."""
-    return torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float32)
 
 
 def classify(prefix: AttachedPrefix, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> Predictions:
     """Class probabilities of `prefix` for `texts` (length-sorted batches through the engine)."""
     logits = head_outputs(prefix, texts, batch_size=batch_size, progress=progress)
-    return Predictions(probabilities=class_probabilities(logits), labels=list(prefix.labels))
+    return Predictions(probabilities=softmax(logits.numpy()), labels=list(prefix.labels))
