@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prefix_registry.healing.retraining import score
+from prefix_registry.kinds.classification import softmax
 from prefix_registry.registry import loading
 from prefix_registry.registry.comparison import compare_versions
 from prefix_registry.registry.eval_sets import OWN_TEST
@@ -20,7 +21,7 @@ from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
-from prefix_registry.training.evaluation import Predictions, classification_metrics
+from prefix_registry.training.evaluation import classification_metrics
 from tests.conftest import tiny_config, tiny_data
 
 TASK = "reviews"
@@ -88,17 +89,17 @@ def test_the_retrain_judge_and_compare_score_what_serving_answers(
     served = _served(client, texts, labels)
     served_metrics = classification_metrics(true_labels, [labels[i] for i in served.argmax(axis=1)], labels)
 
-    judged: list[Predictions] = []
-    predict = LoadedPrefix.predict
+    judged: list[np.ndarray] = []
+    predict_outputs = LoadedPrefix.predict_outputs
 
-    def recording(self: LoadedPrefix, *args: object, **kwargs: object) -> Predictions:
-        judged.append(predict(self, *args, **kwargs))  # type: ignore[arg-type]
+    def recording(self: LoadedPrefix, *args: object, **kwargs: object) -> np.ndarray:
+        judged.append(predict_outputs(self, *args, **kwargs))  # type: ignore[arg-type]
         return judged[-1]
 
-    monkeypatch.setattr(loading.LoadedPrefix, "predict", recording)
+    monkeypatch.setattr(loading.LoadedPrefix, "predict_outputs", recording)
     scores = score(registry, version, {OWN_TEST: load_training_splits(registry, version)["test"]})
-    (judge_predictions,) = judged
-    np.testing.assert_allclose(judge_predictions.probabilities, served, atol=1e-6, rtol=0)
+    (judge_logits,) = judged
+    np.testing.assert_allclose(softmax(judge_logits), served, atol=1e-6, rtol=0)
     assert scores[OWN_TEST] == served_metrics
 
     # compare reads the metrics recorded at registration: scored by the engine, from the adapter files written.
