@@ -28,6 +28,7 @@ from prefix_registry.alerts.dispatcher import AlertDispatcher
 from prefix_registry.alerts.model import Alert
 from prefix_registry.errors import AdapterError, InvalidTaskName, VersionNotVerified
 from prefix_registry.healing.label_sources import trusted_fresh_labels
+from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.store import PrefixRegistry, validate_task_name
 from prefix_registry.registry.versions import ADAPTER_DIGEST_TAG
@@ -35,7 +36,6 @@ from prefix_registry.serving.app import ServingLimits, create_app
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.serving.http_server import ConnectionBounds, server_config
-from prefix_registry.serving.prefix_pool import PrefixPool
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.api_keys import ApiKeyError, ApiKeyStore, api_keys
