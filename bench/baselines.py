@@ -50,6 +50,8 @@ from bench.report import log, publish
 from prefix_registry.errors import ConfigError, PrefixRegistryError
 from prefix_registry.inference.classification import classify
 from prefix_registry.inference.resident import ResidentBase, attach_adapter
+from prefix_registry.kinds.classification_metrics import classification_metrics
+from prefix_registry.kinds.probe import fit_probe
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter
 from prefix_registry.training.base_models import (
     MINILM,
@@ -60,9 +62,8 @@ from prefix_registry.training.base_models import (
 )
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts, stratified_sample
-from prefix_registry.training.evaluation import Predictions, classification_metrics, predict_probabilities
+from prefix_registry.training.evaluation import Predictions, predict_probabilities
 from prefix_registry.training.features import mean_pooled_embeddings
-from prefix_registry.training.probe import fit_probe
 from prefix_registry.training.quiet import quiet_libraries
 from prefix_registry.training.splits import DataSplits, split_labelled_texts
 
@@ -292,7 +293,7 @@ def train_full_finetune(
 
 
 def bench_embedding_logreg(splits: DataSplits, settings: BenchSettings) -> RowResult:
-    """Baseline (b): the product's linear probe (training/probe.py) on frozen MiniLM sentence embeddings.
+    """Baseline (b): the product's linear probe (kinds/probe.py) on frozen MiniLM sentence embeddings.
 
     Train seconds = embedding the train and validation texts + fitting the grid of C and class weightings (the test
     texts' embedding is left out, as the other rows leave out their test predictions). The artifact is the head

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from prefix_registry.healing.retraining import score
 from prefix_registry.kinds.classification import softmax
+from prefix_registry.kinds.classification_metrics import classification_metrics
 from prefix_registry.registry import loading
 from prefix_registry.registry.comparison import compare_versions
 from prefix_registry.registry.eval_sets import OWN_TEST
@@ -21,7 +22,6 @@ from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
-from prefix_registry.training.evaluation import classification_metrics
 from tests.conftest import tiny_config, tiny_data
 
 TASK = "reviews"

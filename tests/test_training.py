@@ -11,6 +11,8 @@ import torch
 from peft import PeftModel
 
 from prefix_registry.errors import AdapterError
+from prefix_registry.kinds.classification_metrics import classification_metrics
+from prefix_registry.kinds.imbalance import loss_weights
 from prefix_registry.training.adapter_files import (
     ADAPTER_WEIGHTS,
     AdapterManifest,
@@ -23,8 +25,7 @@ from prefix_registry.training.adapter_files import (
 from prefix_registry.training.base_models import fingerprint_backbone, load_base_for_classification, resolve_base
 from prefix_registry.training.config import ClassWeighting, TrainConfig
 from prefix_registry.training.data import LabelledTexts
-from prefix_registry.training.evaluation import classification_metrics, predict_probabilities
-from prefix_registry.training.imbalance import loss_weights
+from prefix_registry.training.evaluation import predict_probabilities
 from prefix_registry.training.methods import _first_tokens, attach_new_adapter, init_prefix_from_tokens
 from prefix_registry.training.splits import split_labelled_texts
 from prefix_registry.training.trainer import load_trainable_state, train_prefix

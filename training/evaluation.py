@@ -1,7 +1,6 @@
 """Batched prediction: raw head outputs for any kind, and class probabilities for classification.
 
-The metrics live with the classification kind (kinds/classification_metrics.py); their names stay here for
-their importers.
+The metrics live with the classification kind (kinds/classification_metrics.py).
 """
 
 from __future__ import annotations
@@ -15,16 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from prefix_registry.kinds.classification import softmax
-from prefix_registry.kinds.classification_metrics import classification_metrics, flat_metrics
 
-__all__ = [
-    "Predictions",
-    "batch_order",
-    "classification_metrics",
-    "flat_metrics",
-    "predict_outputs",
-    "predict_probabilities",
-]
+__all__ = ["Predictions", "batch_order", "predict_outputs", "predict_probabilities"]
 
 
 @dataclass(frozen=True)

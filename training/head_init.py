@@ -15,8 +15,8 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 
 from prefix_registry.errors import ConfigError
+from prefix_registry.kinds.probe import FittedProbe, fit_probe
 from prefix_registry.training.evaluation import batch_order
-from prefix_registry.training.probe import FittedProbe, fit_probe
 from prefix_registry.training.splits import DataSplits
 
 HEAD_NAMES = ("classifier", "score")

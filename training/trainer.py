@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from prefix_registry.errors import AdapterError
 from prefix_registry.kinds import TaskKind, kind_named
+from prefix_registry.kinds.probe import probe_summary
 from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.cheap_dropout import training_dropout
 from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
@@ -36,7 +37,6 @@ from prefix_registry.training.methods import (
     init_prefix_from_tokens,
     init_projected_prefix_from_tokens,
 )
-from prefix_registry.training.probe import probe_summary
 from prefix_registry.training.splits import DataSplits
 
 logger = logging.getLogger(__name__)

@@ -68,9 +68,9 @@ def evaluate(
 ) -> None:
     """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores."""
     from prefix_registry.errors import DataError
+    from prefix_registry.kinds.classification_metrics import classification_metrics
     from prefix_registry.registry.loading import load_version
     from prefix_registry.training.data import load_labelled_texts
-    from prefix_registry.training.evaluation import classification_metrics
 
     labelled = load_labelled_texts(data, text_column, label_column, limit=limit, require_classes=1)
     registry = open_registry()
