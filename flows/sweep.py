@@ -3,8 +3,11 @@ best trial.
 
     data -> split -> baseline -> MLflow parent run
         -> rung 0: every trial as a Prefect task, screening budget (1 epoch)     } successive halving: trials
-        -> rung 1: the best 1/eta by validation macro-F1, the full budget        } clearly losing stop at rung 0
+        -> rung 1: the best 1/eta by validation score, the full budget           } clearly losing stop at rung 0
         -> register the best rung-1 trial (lineage: the sweep run and the trial)
+
+Trials are ranked by the task kind's decision metric (classification: macro-F1) and the best is judged against the
+kind's baseline (classification: the linear probe); a kind without a baseline cannot be swept.
 
 Trials are Prefect tasks tagged `prefix-sweep-trial`: `prefect concurrency-limit create prefix-sweep-trial N` caps
 how many run at once across every flow and worker; within one flow run the thread pool runs `concurrency` at once.
@@ -20,8 +23,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from prefix_registry.kinds import Baseline
 from prefix_registry.registry.store import PrefixRegistry
-from prefix_registry.training.baseline import Baseline
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.splits import DataSplits
 
@@ -42,31 +45,24 @@ def trial_task(
     budget: Any,
     baseline: Baseline | None,
 ) -> dict[str, Any]:
-    from prefix_registry.registry.sweeps import run_trial
+    from prefix_registry.registry.sweeps import run_trial, validation_key
     from prefix_registry.training.config import TrainConfig
 
-    result = run_trial(
-        PrefixRegistry(),
-        task_name,
-        data,
-        splits,
-        spec,
-        TrainConfig.from_dict(base_config),
-        sweep_run_id,
-        budget,
-        baseline,
-    )
+    config = TrainConfig.from_dict(base_config)
+    kind = config.task_kind
+    result = run_trial(PrefixRegistry(), task_name, data, splits, spec, config, sweep_run_id, budget, baseline)
     if result["skipped"]:
         get_run_logger().warning("trial %d skipped: the sweep's time budget is spent", spec.number)
     else:
         get_run_logger().info(
-            "trial %d rung %d (%s, %d tokens, lr %.0e): validation macro-F1 %.3f",
+            "trial %d rung %d (%s, %d tokens, lr %.0e): validation %s %.3f",
             spec.number,
             budget.rung,
             spec.method,
             spec.virtual_tokens,
             spec.learning_rate,
-            result["validation_macro_f1"],
+            kind.label,
+            result[validation_key(kind)],
         )
     return result
 
@@ -104,11 +100,10 @@ def sweep_flow(
     """Sweep `n_trials` trials within `budget_minutes` and register the best; `config` holds the TrainConfig fields
     every trial starts from. Returns the sweep run, the registered version and every trial's summary."""
     from prefix_registry.errors import ConfigError
-    from prefix_registry.kinds import CLASSIFICATION
     from prefix_registry.registry.runs import RecordedRun
-    from prefix_registry.registry.sweeps import TrialBudget, register_best
+    from prefix_registry.registry.sweeps import TrialBudget, register_best, test_key, validation_key
     from prefix_registry.training.base_models import resolve_base
-    from prefix_registry.training.baseline import measure_baseline
+    from prefix_registry.training.baseline import measure_kind_baseline
     from prefix_registry.training.config import TrainConfig
     from prefix_registry.training.data import load_labelled_texts
     from prefix_registry.training.search import SearchSpace, sample_trials, survivors
@@ -117,9 +112,14 @@ def sweep_flow(
     started = time.time()
     deadline = started + budget_minutes * 60
     base_config = TrainConfig.from_dict(config or {})
-    if base_config.task_kind is not CLASSIFICATION:
-        # Trials are ranked and reported by macro-F1 against the linear probe: a classification search.
-        raise ConfigError(f"a sweep searches classification tasks; got kind {base_config.kind!r}")
+    kind = base_config.task_kind
+    if not kind.has_baseline:
+        # The best trial is reported against the kind's baseline: without one there is nothing to judge it by.
+        raise ConfigError(
+            f"a sweep judges its best trial against the task kind's baseline; kind {kind.name!r} has none "
+            "(train single versions with `prefixctl train` instead)"
+        )
+    validation, test = validation_key(kind), test_key(kind)
     space = SearchSpace(methods=tuple(methods)) if methods else SearchSpace()
     specs = sample_trials(space, n_trials, base_config, seed)
     labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=base_config.seed)
@@ -128,12 +128,14 @@ def sweep_flow(
     )
     registry = PrefixRegistry()
     with RecordedRun(registry, task, run_name=f"sweep-{len(specs)}-trials", kind="sweep") as sweep_run:
-        baseline = measure_baseline(
+        baseline = measure_kind_baseline(
             resolve_base(base_config.base, registry.settings.resolved_cache_dir),
             splits,
             base_config.max_length,
             base_config.eval_batch_size,
+            kind=kind,
         )
+        assert baseline is not None  # the kind has a baseline (checked above)
         sweep_run.log_params(
             {
                 "n_trials": len(specs),
@@ -148,7 +150,7 @@ def sweep_flow(
                 "data_fingerprint": labelled.fingerprint,
             }
         )
-        sweep_run.log_metrics({"baseline_probe_test_macro_f1": baseline.probe_test_macro_f1})
+        sweep_run.log_metrics({kind.baseline_metric: baseline.test_score})
         base_values = base_config.to_dict()
 
         def rung_budget(rung: int, epochs: int, share: float, count: int) -> TrialBudget:
@@ -166,8 +168,8 @@ def sweep_flow(
             rung_budget(0, SCREEN_EPOCHS, SCREEN_SHARE, len(specs)),
             baseline,
         )
-        scores = {r["number"]: r["validation_macro_f1"] for r in screening if not r["skipped"]}
-        kept = survivors(scores, ETA)
+        scores = {r["number"]: r[validation] for r in screening if not r["skipped"]}
+        kept = survivors(scores, ETA, kind.direction)
         finalists = [spec for spec in specs if spec.number in kept]
         final = run_rung(
             task,
@@ -179,37 +181,37 @@ def sweep_flow(
             rung_budget(1, base_config.epochs, 1 - SCREEN_SHARE, len(finalists)),
             baseline,
         )
-        version, best = register_best(registry, task, final, sweep_run.run_id, splits)
+        version, best = register_best(registry, task, final, sweep_run.run_id, splits, kind)
         sweep_run.log_metrics(
             {
-                "best_validation_macro_f1": best["validation_macro_f1"],
-                "best_test_macro_f1": best["test_macro_f1"],
+                f"best_{validation}": best[validation],
+                f"best_{test}": best[test],
                 "best_trial": best["number"],
                 "trials_stopped_at_screening": len(scores) - len(kept),
                 "sweep_seconds": time.time() - started,
             }
         )
     get_run_logger().info(
-        "sweep %s: best trial %d registered as %s v%s (validation macro-F1 %.3f, test %.3f, probe %.3f)",
+        "sweep %s: best trial %d registered as %s v%s (validation %s %.3f, test %.3f, probe %.3f)",
         sweep_run.run_id,
         best["number"],
         task,
         version.version,
-        best["validation_macro_f1"],
-        best["test_macro_f1"],
-        baseline.probe_test_macro_f1,
+        kind.label,
+        best[validation],
+        best[test],
+        baseline.test_score,
     )
     return {
         "task": task,
         "sweep_run_id": sweep_run.run_id,
         "version": version.version,
         "best_trial": best["number"],
-        "best": {k: best[k] for k in ("spec", "validation_macro_f1", "test_macro_f1", "run_id")},
+        "best": {k: best[k] for k in ("spec", validation, test, "run_id")},
         "baseline": baseline.summary(),
-        "beats_baseline": best["test_macro_f1"] > baseline.probe_test_macro_f1,
+        "beats_baseline": kind.better(best[test], baseline.test_score),
         "trials": [
-            {k: r.get(k) for k in ("number", "rung", "spec", "skipped", "validation_macro_f1", "test_macro_f1")}
-            for r in screening + final
+            {k: r.get(k) for k in ("number", "rung", "spec", "skipped", validation, test)} for r in screening + final
         ],
         "seconds": time.time() - started,
     }

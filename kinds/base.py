@@ -211,6 +211,11 @@ class TaskKind(ABC):
         or None when the kind does not judge it. An `accuracy_drop` entry becomes the drift check's quality signal."""
         return None
 
+    @property
+    def has_baseline(self) -> bool:
+        """Whether the kind fits a baseline (overrides `fit_baseline`): a sweep judges its best trial against it."""
+        return type(self).fit_baseline is not TaskKind.fit_baseline
+
     def fit_baseline(self, inputs: BaselineInputs, started: float) -> Baseline | None:
         """The baseline a version of this kind has to beat, fitted on frozen-base features (`started`: the
         `time.perf_counter()` when measuring began, features included); None when the kind has no baseline."""

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefix_registry.errors import RegistryError
+from prefix_registry.kinds import CLASSIFICATION, Baseline, TaskKind
 from prefix_registry.registry.eval_sets import OWN_TEST, REFERENCE_TEST
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import describe, label_registered_run, train_in_run, version_tags
 from prefix_registry.registry.versions import TAG_TRIGGER, PrefixVersion
 from prefix_registry.training.base_models import load_base_for_classification, resolve_base
-from prefix_registry.training.baseline import Baseline
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.search import TrialSpec
@@ -30,6 +30,16 @@ TAG_SWEEP_RUN = "sweep_run_id"
 TAG_SWEEP_TRIAL = "sweep_trial"
 MLFLOW_PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow's UI nest a run under another
 SWEEP_TRIGGER = "sweep"
+
+
+def validation_key(kind: TaskKind) -> str:
+    """A trial summary's key of its best validation score on the kind's decision metric (`validation_macro_f1`)."""
+    return f"validation_{kind.decision_metric}"
+
+
+def test_key(kind: TaskKind) -> str:
+    """A trial summary's key of its test score on the kind's decision metric (`test_macro_f1`)."""
+    return f"test_{kind.decision_metric}"
 
 
 @dataclass(frozen=True)
@@ -55,11 +65,12 @@ def run_trial(
 ) -> dict[str, Any]:
     """Train one trial in a child run of the sweep; returns a plain summary (JSON-ready, so any worker can send it)."""
     summary: dict[str, Any] = {"number": spec.number, "rung": budget.rung, "spec": asdict(spec)}
+    kind = base_config.task_kind
     if time.time() > budget.deadline:
-        return {**summary, "skipped": True, "validation_macro_f1": None}
+        return {**summary, "skipped": True, validation_key(kind): None}
     config = spec.config(base_config).replace(epochs=budget.epochs, max_minutes=budget.max_minutes)
     base = load_base_for_classification(
-        resolve_base(config.base, registry.settings.resolved_cache_dir), splits.labels, seed=config.seed
+        resolve_base(config.base, registry.settings.resolved_cache_dir), splits.labels, seed=config.seed, kind=kind
     )
     tags = {MLFLOW_PARENT_TAG: sweep_run_id, TAG_SWEEP_RUN: sweep_run_id, TAG_TRIGGER: SWEEP_TRIGGER}
     with RecordedRun(registry, task, f"trial-{spec.number}-rung-{budget.rung}", kind="sweep-trial", tags=tags) as run:
@@ -73,8 +84,8 @@ def run_trial(
         "skipped": False,
         "run_id": recorded.run_id,
         "artifact_uri": recorded.artifact_uri,
-        "validation_macro_f1": trained.best_validation["macro_f1"],
-        "test_macro_f1": recorded.test_metrics["macro_f1"],
+        validation_key(kind): trained.best_validation[kind.decision_metric],
+        test_key(kind): recorded.test_metrics[kind.decision_metric],
         "train_seconds": trained.train_seconds,
         "steps": trained.steps,
         "stop_reason": trained.stop_reason,
@@ -84,20 +95,32 @@ def run_trial(
     }
 
 
-def best_trial(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The trial with the best validation macro-F1 (never test: that one judges the version); ties: lowest number."""
-    finished = [r for r in results if not r.get("skipped")]
+def best_trial(results: list[dict[str, Any]], kind: TaskKind = CLASSIFICATION) -> dict[str, Any]:
+    """The trial with the best validation score on `kind`'s decision metric (never test: that one judges the
+    version); ties: lowest number."""
+    finished = sorted((r for r in results if not r.get("skipped")), key=lambda r: r["number"])
     if not finished:
         raise RegistryError("the sweep finished no trial within its budget; expected at least one (raise the budget)")
-    return min(finished, key=lambda r: (-r["validation_macro_f1"], r["number"]))
+    key = validation_key(kind)
+    best = finished[0]
+    for result in finished[1:]:
+        if kind.better(result[key], best[key]):
+            best = result
+    return best
 
 
 def register_best(
-    registry: PrefixRegistry, task: str, results: list[dict[str, Any]], sweep_run_id: str, splits: DataSplits
+    registry: PrefixRegistry,
+    task: str,
+    results: list[dict[str, Any]],
+    sweep_run_id: str,
+    splits: DataSplits,
+    kind: TaskKind = CLASSIFICATION,
 ) -> tuple[PrefixVersion, dict[str, Any]]:
-    """Register the best trial's run as a version of `task`, its lineage naming the sweep run and the trial; the
-    trial's run is named after the version and lists the test split (every trial's) as its MLflow dataset."""
-    best = best_trial(results)
+    """Register the best trial's run (ranked by `kind`'s decision metric) as a version of `task`, its lineage naming
+    the sweep run and the trial; the trial's run is named after the version and lists the test split (every trial's)
+    as its MLflow dataset."""
+    best = best_trial(results, kind)
     tags = {**best["tags"], TAG_SWEEP_RUN: sweep_run_id, TAG_SWEEP_TRIAL: str(best["number"])}
     description = f"{best['description']} Best of sweep run {sweep_run_id} (trial {best['number']})."
     version = registry.register_version(task, best["run_id"], best["artifact_uri"], tags, description)

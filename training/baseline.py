@@ -41,7 +41,7 @@ def measure_kind_baseline(
     classification: the linear probe, C and class weighting chosen on validation macro-F1). The frozen encoder is
     loaded on its own, so the model being trained is never touched. None when the kind has no baseline."""
     started = time.perf_counter()
-    if type(kind).fit_baseline is TaskKind.fit_baseline:
+    if not kind.has_baseline:
         return None  # the kind has no baseline: nothing to embed
     encoder, tokenizer = load_base_encoder(ref)
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prefix_registry.errors import ConfigError
+from prefix_registry.kinds import Direction
 from prefix_registry.training.config import DEFAULT_LEARNING_RATES, Method, PromptInit, TrainConfig
 
 # Real-token starts for each method ('-' where the method has a single one).
@@ -137,10 +138,12 @@ def astuple_without_number(spec: TrialSpec) -> tuple:
     return (spec.method, spec.virtual_tokens, round(spec.learning_rate, 10), spec.init, spec.reparameterisation)
 
 
-def survivors(scores: dict[int, float], eta: int = 3) -> list[int]:
-    """Successive halving: the best 1/eta of the trials (at least one) by validation macro-F1, best first; ties
-    keep the lower trial number (the defaults come first)."""
+def survivors(scores: dict[int, float], eta: int = 3, direction: Direction = Direction.HIGHER) -> list[int]:
+    """Successive halving: the best 1/eta of the trials (at least one) by their validation score on the decision
+    metric (`direction`: which way it gets better), best first; ties keep the lower trial number (the defaults come
+    first)."""
     if not scores:
         return []
     keep = max(1, math.ceil(len(scores) / eta))
-    return sorted(scores, key=lambda number: (-scores[number], number))[:keep]
+    sign = -1 if direction is Direction.HIGHER else 1
+    return sorted(scores, key=lambda number: (sign * scores[number], number))[:keep]

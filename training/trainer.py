@@ -273,7 +273,7 @@ def refit_head(trained: TrainedPrefix, splits: DataSplits, progress: bool = Fals
     tokenizer = trained.base.tokenizer
     features = split_head_inputs(model, tokenizer, splits, config.max_length, config.eval_batch_size, progress)
     probe = fit_head_as_probe(model, splits, features)
-    kept = probe.validation_macro_f1 > trained_f1
+    kept = kind.better(probe.validation_macro_f1, trained_f1)
     if kept:
         # The head is linear: its logits on the validation features are the model's, without another forward pass.
         with torch.no_grad():

@@ -68,7 +68,6 @@ def evaluate(
 ) -> None:
     """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores."""
     from prefix_registry.errors import DataError
-    from prefix_registry.kinds.classification_metrics import classification_metrics
     from prefix_registry.registry.loading import load_version
     from prefix_registry.training.data import load_labelled_texts
 
@@ -80,22 +79,24 @@ def evaluate(
     if unknown:
         raise DataError(f"labels {unknown} in {data} are not labels of {task} v{resolved.version}: {loaded.labels}")
     predictions = loaded.predict(labelled.frame["text"].tolist())
-    metrics = classification_metrics(labelled.frame["label"].tolist(), predictions.predicted, loaded.labels)
+    kind = resolved.kind
+    metrics = kind.metrics(labelled.frame["label"].tolist(), predictions.predicted, loaded.labels)
     if as_json:
         print_json({"task": task, "version": resolved.version, "data": labelled.origin, "metrics": metrics})
         return
     print_pairs(
         f"{task} v{resolved.version} on {data}",
-        {"n": metrics["n"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+        {"n": metrics["n"], **{name: value for name, value in kind.headline(metrics).items() if name != "n"}},
     )
-    print_table(
-        "per class",
-        ["label", "precision", "recall", "f1", "support"],
-        [
-            (label, fmt_metric(s["precision"]), fmt_metric(s["recall"]), fmt_metric(s["f1"]), s["support"])
-            for label, s in metrics["per_class"].items()
-        ],
-    )
+    if "per_class" in metrics:  # a kind judging classes (classification) scores each one
+        print_table(
+            "per class",
+            ["label", "precision", "recall", "f1", "support"],
+            [
+                (label, fmt_metric(s["precision"]), fmt_metric(s["recall"]), fmt_metric(s["f1"]), s["support"])
+                for label, s in metrics["per_class"].items()
+            ],
+        )
 
 
 @app.command()

@@ -32,6 +32,7 @@ def sweep(
     a screening epoch (successive halving), and register the best finalist with the sweep as its lineage."""
     from prefix_registry.flows.sweep import run_sweep
     from prefix_registry.registry.store import validate_task_name
+    from prefix_registry.registry.sweeps import test_key, validation_key
     from prefix_registry.training.config import TrainConfig
 
     validate_task_name(task)
@@ -52,9 +53,21 @@ def sweep(
     if as_json:
         print_json(result)
         return
+    kind = config.task_kind
+    validation, test, metric = validation_key(kind), test_key(kind), kind.decision_metric
     print_table(
         f"{task}: sweep {result['sweep_run_id']}",
-        ["trial", "rung", "method", "tokens", "lr", "init", "reparam", "validation macro-F1", "test macro-F1"],
+        [
+            "trial",
+            "rung",
+            "method",
+            "tokens",
+            "lr",
+            "init",
+            "reparam",
+            f"validation {kind.label}",
+            f"test {kind.label}",
+        ],
         [
             (
                 t["number"],
@@ -64,8 +77,8 @@ def sweep(
                 f"{t['spec']['learning_rate']:.0e}",
                 t["spec"]["init"],
                 t["spec"]["reparameterisation"],
-                "skipped" if t["skipped"] else f"{t['validation_macro_f1']:.3f}",
-                "" if t["skipped"] else f"{t['test_macro_f1']:.3f}",
+                "skipped" if t["skipped"] else f"{t[validation]:.3f}",
+                "" if t["skipped"] else f"{t[test]:.3f}",
             )
             for t in result["trials"]
         ],
@@ -74,8 +87,9 @@ def sweep(
         f"{task} v{result['version']} (best trial {result['best_trial']})",
         {
             "sweep_run_id": result["sweep_run_id"],
-            "test_macro_f1": round(result["best"]["test_macro_f1"], 4),
-            "baseline_probe_macro_f1": round(result["baseline"]["probe_test_macro_f1"], 4),
+            test: round(result["best"][test], 4),
+            # The baseline's summary names its test score `probe_test_<decision metric>` (the kind's baseline).
+            f"baseline_probe_{metric}": round(result["baseline"][f"probe_test_{metric}"], 4),
             "beats_baseline": result["beats_baseline"],
             "seconds": round(result["seconds"], 1),
         },
