@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from prefix_registry.healing.retraining import JUDGE_SETS, RetrainDecision
+from prefix_registry.kinds import CLASSIFICATION, TaskKind
 
 
 def artifact_key(task: str) -> str:
@@ -29,12 +30,15 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def decision_markdown(decision: RetrainDecision, ui_url: str, monitoring_run: str | None = None) -> str:
+def decision_markdown(
+    decision: RetrainDecision, ui_url: str, monitoring_run: str | None = None, kind: TaskKind = CLASSIFICATION
+) -> str:
     """The decision as markdown: verdict, reason, judged scores side by side, data sizes and links.
 
     Args:
         ui_url: the MLflow UI the links point to.
         monitoring_run: the MLflow UI address of the monitoring run that triggered the retrain, if any.
+        kind: the task's kind, whose decision metric the table shows.
     """
     task, champion, challenger = decision.task, decision.champion_version, decision.challenger_version
     verdict = "PROMOTED" if decision.promoted else "kept the champion"
@@ -43,13 +47,15 @@ def decision_markdown(decision: RetrainDecision, ui_url: str, monitoring_run: st
         "",
         f"**Why:** {decision.reason}",
         "",
-        f"| judged on | champion [v{champion}]({version_url(ui_url, task, champion)}) macro-F1 "
-        f"| challenger [v{challenger}]({version_url(ui_url, task, str(challenger))}) macro-F1 | difference | texts |",
+        f"| judged on | champion [v{champion}]({version_url(ui_url, task, champion)}) {kind.label} "
+        f"| challenger [v{challenger}]({version_url(ui_url, task, str(challenger))}) {kind.label} | difference "
+        "| texts |",
         "|---|---:|---:|---:|---:|",
     ]
     for name in JUDGE_SETS:
-        before, after = _macro_f1(decision.champion_scores, name), _macro_f1(decision.challenger_scores, name)
-        difference = f"{after - before:+.3f}" if before is not None and after is not None else "-"
+        before = _decision_score(decision.champion_scores, name, kind)
+        after = _decision_score(decision.challenger_scores, name, kind)
+        difference = f"{kind.gain(after, before):+.3f}" if before is not None and after is not None else "-"
         size = (decision.challenger_scores.get(name) or {}).get("n", "-")
         lines.append(f"| {name} | {_fmt(before)} | {_fmt(after)} | {difference} | {size} |")
     lines += ["", f"Trigger: **{decision.trigger}**. Decided at {decision.decided_at}."]
@@ -81,8 +87,9 @@ def publish(markdown: str, task: str, description: str) -> None:
     create_markdown_artifact(markdown=markdown, key=artifact_key(task), description=description)
 
 
-def _macro_f1(scores: dict[str, Any], name: str) -> float | None:
-    value = (scores.get(name) or {}).get("macro_f1")
+def _decision_score(scores: dict[str, Any], name: str, kind: TaskKind) -> float | None:
+    """The score on `kind`'s decision metric of judge set `name`, if it was judged."""
+    value = (scores.get(name) or {}).get(kind.decision_metric)
     return float(value) if value is not None else None
 
 

@@ -232,8 +232,11 @@ class DriftVerdict:
 
 @dataclass
 class DriftReport:
+    """A drift check's verdict, its HTML reports, and the task kind it was judged as (which names its live quality)."""
+
     verdict: DriftVerdict
     html_files: dict[str, Path] = field(default_factory=dict)
+    task_kind: TaskKind = CLASSIFICATION
 
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -273,7 +276,7 @@ def detect_drift(
             message=message,
             seconds=time.perf_counter() - started,
         )
-        return DriftReport(verdict)
+        return DriftReport(verdict, task_kind=task_kind)
 
     # Evidently (and the report's own metrics) load only when a window is judged.
     from prefix_registry.monitoring.drift_report import (
@@ -335,7 +338,7 @@ def detect_drift(
         message=f"drift detected in {', '.join(alarms)}" if alarms else "no drift: every signal is below its threshold",
         seconds=time.perf_counter() - started,
     )
-    return DriftReport(verdict, html_files)
+    return DriftReport(verdict, html_files, task_kind)
 
 
 def _with_kind_signals(config: DriftConfig, task_kind: TaskKind) -> DriftConfig:

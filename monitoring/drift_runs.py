@@ -81,7 +81,8 @@ def record_verdict(
     """
     verdict = report.verdict
     index = next_window_index(registry, verdict.task)
-    line = verdict_line(verdict)
+    kind = report.task_kind
+    line = verdict_line(verdict, kind)
     tags = {
         VERSION_TAG: verdict.version,
         WINDOW_FROM_TAG: str(verdict.current.get("from") or ""),
@@ -103,7 +104,8 @@ def record_verdict(
         )
         metrics = {f"drift_{name}": signal.score for name, signal in verdict.signals.items()}
         metrics["drift_detected"] = float(verdict.drift_detected)
-        for key in ("accuracy", "macro_f1", "labelled"):
+        # The kind's live quality (classification: live_accuracy, live_macro_f1) and how many labels it stood on.
+        for key in (*kind.metric_names, "labelled"):
             if verdict.quality and verdict.quality.get(key) is not None:
                 metrics[f"live_{key}"] = float(verdict.quality[key])
         end = window_end(verdict)

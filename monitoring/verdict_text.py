@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from prefix_registry.kinds import CLASSIFICATION, TaskKind
 from prefix_registry.monitoring.drift import DriftStatus, DriftVerdict, SignalResult
 from prefix_registry.monitoring.drift_config import DriftConfig
 
@@ -29,8 +30,9 @@ def window_end(verdict: DriftVerdict) -> datetime:
     return end or datetime.fromisoformat(verdict.checked_at)
 
 
-def verdict_line(verdict: DriftVerdict) -> str:
-    """The verdict in one line: which signals alarmed and by how much, and the live quality it saw."""
+def verdict_line(verdict: DriftVerdict, kind: TaskKind = CLASSIFICATION) -> str:
+    """The verdict in one line: which signals alarmed and by how much, and the live quality it saw (its metrics
+    named as `kind` names them, e.g. 'live macro-F1 0.700, accuracy 0.650 on 12 labels')."""
     if verdict.status is DriftStatus.INSUFFICIENT_DATA:
         return verdict.message
     if verdict.drift_detected:
@@ -40,11 +42,8 @@ def verdict_line(verdict: DriftVerdict) -> str:
         closest = max(verdict.signals.values(), key=_share_of_threshold, default=None)
         head = "no drift" + (f" (closest: {_judged(closest)})" if closest is not None else "")
     quality = verdict.quality or {}
-    if quality.get("macro_f1") is not None:
-        head += (
-            f"; live macro-F1 {quality['macro_f1']:.3f}, accuracy {quality['accuracy']:.3f} on {quality['labelled']}"
-        )
-        head += " labels"
+    if quality.get(kind.decision_metric) is not None:
+        head += f"; live {kind.describe_scores(quality)} on {quality['labelled']} labels"
     elif quality.get("message"):
         head += f"; {quality['message']}"
     return head

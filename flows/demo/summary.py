@@ -8,7 +8,11 @@ from typing import Any
 import numpy as np
 
 from prefix_registry.flows.demo.config import DemoConfig
+from prefix_registry.kinds import CLASSIFICATION
 from prefix_registry.registry.store import PrefixRegistry
+
+# The demo tells a classification story (movie-review sentiment); its figures are that kind's decision metric.
+DEMO_KIND = CLASSIFICATION
 
 # The keys of the summary's headline table, in order.
 HEADLINE = (
@@ -63,6 +67,7 @@ def build_summary(
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200)
         flows = {flow.id: flow.name for flow in client.read_flows(limit=50)}
+    metric = DEMO_KIND.decision_metric
     return {
         "task": config.task,
         "window_size": config.window,
@@ -72,7 +77,7 @@ def build_summary(
                 "aliases": v.aliases,
                 "trigger": v.trigger,
                 "parent": v.parent_version,
-                "metrics": {k: round(val, 4) for k, val in v.metrics.items() if k.endswith("macro_f1")},
+                "metrics": {k: round(val, 4) for k, val in v.metrics.items() if k.endswith(metric)},
                 "decision": v.tags.get("retrain_decision"),
             }
             for v in registry.versions(config.task)
@@ -99,8 +104,8 @@ def build_summary(
         "fresh_holdout": (
             {
                 "n": promoted["champion_scores"]["fresh_holdout"]["n"],
-                "champion_macro_f1": round(promoted["champion_scores"]["fresh_holdout"]["macro_f1"], 4),
-                "challenger_macro_f1": round(promoted["challenger_scores"]["fresh_holdout"]["macro_f1"], 4),
+                f"champion_{metric}": round(promoted["champion_scores"]["fresh_holdout"][metric], 4),
+                f"challenger_{metric}": round(promoted["challenger_scores"]["fresh_holdout"][metric], 4),
             }
             if promoted
             else None
