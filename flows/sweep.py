@@ -45,7 +45,7 @@ def trial_task(
     budget: Any,
     baseline: Baseline | None,
 ) -> dict[str, Any]:
-    from prefix_registry.registry.sweeps import run_trial, validation_key
+    from prefix_registry.registry.sweeps import run_trial, trial_validation_key
     from prefix_registry.training.config import TrainConfig
 
     config = TrainConfig.from_dict(base_config)
@@ -62,7 +62,7 @@ def trial_task(
             spec.virtual_tokens,
             spec.learning_rate,
             kind.label,
-            result[validation_key(kind)],
+            result[trial_validation_key(kind)],
         )
     return result
 
@@ -101,7 +101,7 @@ def sweep_flow(
     every trial starts from. Returns the sweep run, the registered version and every trial's summary."""
     from prefix_registry.errors import ConfigError
     from prefix_registry.registry.runs import RecordedRun
-    from prefix_registry.registry.sweeps import TrialBudget, register_best, test_key, validation_key
+    from prefix_registry.registry.sweeps import TrialBudget, register_best, trial_test_key, trial_validation_key
     from prefix_registry.training.base_models import resolve_base
     from prefix_registry.training.baseline import measure_kind_baseline
     from prefix_registry.training.config import TrainConfig
@@ -119,7 +119,7 @@ def sweep_flow(
             f"a sweep judges its best trial against the task kind's baseline; kind {kind.name!r} has none "
             "(train single versions with `prefixctl train` instead)"
         )
-    validation, test = validation_key(kind), test_key(kind)
+    validation, test = trial_validation_key(kind), trial_test_key(kind)
     space = SearchSpace(methods=tuple(methods)) if methods else SearchSpace()
     specs = sample_trials(space, n_trials, base_config, seed)
     labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=base_config.seed)

@@ -32,12 +32,12 @@ MLFLOW_PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow's UI nest a run un
 SWEEP_TRIGGER = "sweep"
 
 
-def validation_key(kind: TaskKind) -> str:
+def trial_validation_key(kind: TaskKind) -> str:
     """A trial summary's key of its best validation score on the kind's decision metric (`validation_macro_f1`)."""
     return f"validation_{kind.decision_metric}"
 
 
-def test_key(kind: TaskKind) -> str:
+def trial_test_key(kind: TaskKind) -> str:
     """A trial summary's key of its test score on the kind's decision metric (`test_macro_f1`)."""
     return f"test_{kind.decision_metric}"
 
@@ -67,7 +67,7 @@ def run_trial(
     summary: dict[str, Any] = {"number": spec.number, "rung": budget.rung, "spec": asdict(spec)}
     kind = base_config.task_kind
     if time.time() > budget.deadline:
-        return {**summary, "skipped": True, validation_key(kind): None}
+        return {**summary, "skipped": True, trial_validation_key(kind): None}
     config = spec.config(base_config).replace(epochs=budget.epochs, max_minutes=budget.max_minutes)
     base = load_base_for_classification(
         resolve_base(config.base, registry.settings.resolved_cache_dir), splits.labels, seed=config.seed, kind=kind
@@ -84,8 +84,8 @@ def run_trial(
         "skipped": False,
         "run_id": recorded.run_id,
         "artifact_uri": recorded.artifact_uri,
-        validation_key(kind): trained.best_validation[kind.decision_metric],
-        test_key(kind): recorded.test_metrics[kind.decision_metric],
+        trial_validation_key(kind): trained.best_validation[kind.decision_metric],
+        trial_test_key(kind): recorded.test_metrics[kind.decision_metric],
         "train_seconds": trained.train_seconds,
         "steps": trained.steps,
         "stop_reason": trained.stop_reason,
@@ -101,7 +101,7 @@ def best_trial(results: list[dict[str, Any]], kind: TaskKind = CLASSIFICATION) -
     finished = sorted((r for r in results if not r.get("skipped")), key=lambda r: r["number"])
     if not finished:
         raise RegistryError("the sweep finished no trial within its budget; expected at least one (raise the budget)")
-    key = validation_key(kind)
+    key = trial_validation_key(kind)
     best = finished[0]
     for result in finished[1:]:
         if kind.better(result[key], best[key]):

@@ -32,7 +32,7 @@ def sweep(
     a screening epoch (successive halving), and register the best finalist with the sweep as its lineage."""
     from prefix_registry.flows.sweep import run_sweep
     from prefix_registry.registry.store import validate_task_name
-    from prefix_registry.registry.sweeps import test_key, validation_key
+    from prefix_registry.registry.sweeps import trial_test_key, trial_validation_key
     from prefix_registry.training.config import TrainConfig
 
     validate_task_name(task)
@@ -54,7 +54,7 @@ def sweep(
         print_json(result)
         return
     kind = config.task_kind
-    validation, test, metric = validation_key(kind), test_key(kind), kind.decision_metric
+    validation, test, metric = trial_validation_key(kind), trial_test_key(kind), kind.decision_metric
     print_table(
         f"{task}: sweep {result['sweep_run_id']}",
         [
