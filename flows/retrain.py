@@ -25,6 +25,7 @@ from prefix_registry.flows import retrain_artifacts
 from prefix_registry.flows.run_labels import label_flow_run, retrain_name, retrain_run_name
 from prefix_registry.healing.decision import RetrainOutcome, RetrainTrigger, SkipReason
 from prefix_registry.healing.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
+from prefix_registry.kinds import TaskKind
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 
 
@@ -69,6 +70,13 @@ def train_and_judge(
 
 
 @task(name="read-champion", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def _challenger_kind(task_name: str, version: str) -> TaskKind:
+    """The task kind the challenger was trained as (its scores are on that kind's decision metric)."""
+    from prefix_registry.registry.store import PrefixRegistry
+
+    return PrefixRegistry().version(task_name, version).kind
+
+
 def champion_version(task_name: str) -> str:
     from prefix_registry.registry.store import PrefixRegistry
 
@@ -160,7 +168,7 @@ def retrain_prefix_flow(
     label_flow_run(final_name, tags=[f"challenger:v{challenger}", f"decision:{verdict}"])
     logger.info("%s: %s (%s)", task, "PROMOTED challenger" if decision.promoted else "kept champion", decision.reason)
     retrain_artifacts.publish(
-        retrain_artifacts.decision_markdown(decision, _ui_url(), monitoring_link),
+        retrain_artifacts.decision_markdown(decision, _ui_url(), monitoring_link, _challenger_kind(task, challenger)),
         task,
         f"retrain {task}: v{challenger} {verdict} against v{champion}",
     )
