@@ -78,9 +78,9 @@ def evaluate(
     unknown = sorted(set(labelled.frame["label"]) - set(loaded.labels))
     if unknown:
         raise DataError(f"labels {unknown} in {data} are not labels of {task} v{resolved.version}: {loaded.labels}")
-    predictions = loaded.predict(labelled.frame["text"].tolist())
     kind = resolved.kind
-    metrics = kind.metrics(labelled.frame["label"].tolist(), predictions.predicted, loaded.labels)
+    predicted = kind.predicted(loaded.predict_outputs(labelled.frame["text"].tolist()), loaded.labels)
+    metrics = kind.metrics(labelled.frame["label"].tolist(), predicted, loaded.labels)
     if as_json:
         print_json({"task": task, "version": resolved.version, "data": labelled.origin, "metrics": metrics})
         return
