@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from prefix_registry.inference.methods import MethodStrategy, PrefixShape, strategy_for
+from prefix_registry.kinds.base import TaskKind
+from prefix_registry.kinds.classification import CLASSIFICATION
 from prefix_registry.training.pooling import Pooling
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ class AttachedPrefix:
         prefix_shape: how prefix tuning's table unfolds into per-layer key/values (None for prompt methods).
         pooling: what an encoder's head reads (decoders read the last real token whatever this says).
         pooler: the trained copy of the base's pooler when training included it, else None (the base's own).
+        kind: the task kind the version was trained as, which turns its head outputs into predictions (kept here,
+            not beside it, so that a swap to a version of another kind stays one reference assignment).
     """
 
     task: str
@@ -51,6 +55,7 @@ class AttachedPrefix:
     prefix_shape: PrefixShape | None = None
     pooling: Pooling = Pooling.CLS
     pooler: torch.nn.Module | None = None
+    kind: TaskKind = CLASSIFICATION
     adapter_bytes: int = 0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_seconds: float = 0.0

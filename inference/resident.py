@@ -6,7 +6,8 @@ another version (a hot swap) costs the adapter's kilobytes, never a base.
 
     pool = PrefixPool(cache_dir)
     attached = pool.attach(task, version, adapter_dir, manifest)      # base loaded once, then reused
-    predictions = pool.predict(attached, ["great film"])
+    predictions = pool.predict(attached, ["great film"])                # class probabilities
+    logged = pool.logged_predictions(attached, ["great film"])         # what its kind logs, any kind
 
 No lock guards a forward pass: the engine never changes the model (heads, poolers and prefixes are per row, the
 cache is built per call) and torch runs concurrent inference on one module safely. On a CPU one forward already
@@ -31,7 +32,10 @@ from prefix_registry.errors import AdapterError
 from prefix_registry.inference.attached import AttachedPrefix
 from prefix_registry.inference.backbones import Backbone, backbone_for, plain_copy
 from prefix_registry.inference.classification import classify
+from prefix_registry.inference.engine import head_outputs
 from prefix_registry.inference.methods import Placement, PrefixShape, strategy_for
+from prefix_registry.kinds.base import LoggedPrediction, TaskKind
+from prefix_registry.kinds.classification import CLASSIFICATION
 from prefix_registry.training.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterManifest, check_base_matches
 from prefix_registry.training.base_models import (
     TASK_HEAD_PREFIXES,
@@ -98,9 +102,14 @@ class ResidentBase:
 
 
 def attach_adapter(
-    base: ResidentBase, task: str, version: str, adapter_dir: Path, manifest: AdapterManifest
+    base: ResidentBase,
+    task: str,
+    version: str,
+    adapter_dir: Path,
+    manifest: AdapterManifest,
+    kind: TaskKind = CLASSIFICATION,
 ) -> AttachedPrefix:
-    """Build the runnable form of a verified adapter folder (PEFT's files) on `base`.
+    """Build the runnable form of a verified adapter folder (PEFT's files) on `base`, as a version of `kind`.
 
     Raises AdapterError when the adapter was trained on another base, is of an unsupported method, or lacks its
     prompt table or head weights.
@@ -136,6 +145,7 @@ def attach_adapter(
         pooler=base.build_pooler(pooler_weights) if pooler_weights else None,
         adapter_bytes=(adapter_dir / ADAPTER_WEIGHTS).stat().st_size,
         load_seconds=time.perf_counter() - started,
+        kind=kind,
     )
 
 
@@ -162,17 +172,33 @@ class PrefixPool:
                 self.base_loads += 1
             return resident
 
-    def attach(self, task: str, version: str, adapter_dir: Path, manifest: AdapterManifest) -> AttachedPrefix:
-        """Build the servable form of a verified adapter folder on its (resident) base."""
+    def attach(
+        self,
+        task: str,
+        version: str,
+        adapter_dir: Path,
+        manifest: AdapterManifest,
+        kind: TaskKind = CLASSIFICATION,
+    ) -> AttachedPrefix:
+        """Build the servable form of a verified adapter folder on its (resident) base; `kind` (the version's task
+        kind, classification by default) stays with it and turns its head outputs into predictions."""
         started = time.perf_counter()
         base = self.base_for(manifest.base, manifest.labels)
-        attached = attach_adapter(base, task, version, adapter_dir, manifest)
+        attached = attach_adapter(base, task, version, adapter_dir, manifest, kind)
         # Reported attach time includes a first base load, as before the engine moved here.
         return dataclasses.replace(attached, load_seconds=time.perf_counter() - started)
 
     def predict(self, attached: AttachedPrefix, texts: Sequence[str], batch_size: int = 32) -> Predictions:
         """Class probabilities of `attached` for `texts` (length-sorted batches through the engine)."""
         return classify(attached, texts, batch_size=batch_size)
+
+    def logged_predictions(
+        self, attached: AttachedPrefix, texts: Sequence[str], batch_size: int = 32
+    ) -> list[LoggedPrediction]:
+        """What `attached` predicts for each text, as its kind logs it: one engine pass over the texts
+        (length-sorted batches), each row of head outputs turned into a prediction by `attached.kind`."""
+        outputs = head_outputs(attached, texts, batch_size=batch_size).numpy()
+        return [attached.kind.logged_prediction(row, attached.labels) for row in outputs]
 
 
 def _loaded(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> torch.nn.Module:

@@ -1,6 +1,7 @@
-"""The HTTP server: classify texts with each task's serving prefix, log every prediction, take feedback.
+"""The HTTP server: predict with each task's serving prefix, log every prediction, take feedback.
 
-POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilities, version, prediction id
+POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilities, version, prediction id (as the
+                   serving version's task kind reads its head outputs; classification: label and class probabilities)
 POST /v1/feedback  {"prediction_id": ID, "label": L, "correction": false}  -> the true label (fresh training data)
 GET  /v1/tasks     serving version, alias and load time of each task
 GET  /healthz      liveness: status and which component is down (never needs a key, never waits on the registry)
@@ -196,21 +197,21 @@ def create_app(
             if REQUEST_ID.fullmatch(client_id) and request_ids.claim(client_id, key_name)
             else uuid.uuid4().hex
         )
-        predictions = table.pool.predict(attached, body.texts)
+        # One engine pass for the whole request; the served version's kind turns each row into its prediction
+        # (classification: the top label and every label's probability, as the response has always carried).
+        logged = table.pool.logged_predictions(attached, body.texts)
         records = [
             PredictionRecord.new(
                 task,
                 attached.version,
                 text,
-                label,
-                {lab: float(p) for lab, p in zip(predictions.labels, probabilities, strict=True)},
+                prediction.predicted_label,
+                prediction.scores,
                 request_id=request_id,
                 source="http",
                 key_name=key_name,
             )
-            for text, label, probabilities in zip(
-                body.texts, predictions.predicted, predictions.probabilities, strict=True
-            )
+            for text, prediction in zip(body.texts, logged, strict=True)
         ]
         if prediction_log is not None:
             try:

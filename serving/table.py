@@ -150,7 +150,7 @@ class ServingTable:
             return None
         version = self.registry.version(state.task, target)
         adapter_dir, manifest = fetch_verified_adapter(self.registry, version)
-        attached = self.pool.attach(state.task, target, adapter_dir, manifest)
+        attached = self.pool.attach(state.task, target, adapter_dir, manifest, version.kind)
         state.attached = attached  # the swap: one reference assignment
         state.swaps += 1 if current is not None else 0
         logger.info(
