@@ -216,3 +216,39 @@ def test_the_regression_kind_is_monitored_on_its_predicted_values(trained: Train
     assert same.quality is None and same.status == "ok"
     shifted = monitor(2.0)
     assert shifted.signals[PREDICTED_VALUE].drifted and shifted.drifted_signals == [PREDICTED_VALUE]
+
+
+def test_the_server_answers_and_logs_with_the_served_versions_kind(trained: Trained, tmp_path: Path) -> None:
+    """`/v1/predict` on a version of the toy kind: one engine pass, each row turned into the response and the log
+    row by the kind's `logged_prediction` (the predicted value as the label, its one score), never by a softmax."""
+    from fastapi.testclient import TestClient
+
+    from prefix_registry.registry.aliases import CHALLENGER
+    from prefix_registry.registry.loading import load_version
+    from prefix_registry.serving.factory import build_serving_app
+    from prefix_registry.traffic.prediction_log import PredictionLog
+
+    registry, version = trained.registry, trained.version
+    # The challenger alias, so that the other tests of this module keep seeing the version as it was trained.
+    registry.promote(TASK, version.version, alias=CHALLENGER)
+    texts = trained.data.frame["text"].head(3).tolist()
+    expected = load_version(registry, version).predict_outputs(texts)[:, 0]
+    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}")
+    app = build_serving_app(registry, prediction_log=log, alias=CHALLENGER, tasks=[TASK], watch_interval=None)
+    with TestClient(app) as client:  # the app closes the log when it stops: read the rows back before that
+        response = client.post("/v1/predict", json={"task": TASK, "texts": texts})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        log.flush(timeout=5)
+        rows = [log.get(prediction["prediction_id"]) for prediction in body["predictions"]]
+    assert body["version"] == version.version
+    answered = body["predictions"]
+    values = [prediction["probabilities"]["value"] for prediction in answered]
+    assert values == pytest.approx(expected.tolist(), abs=1e-5)
+    assert [prediction["label"] for prediction in answered] == [f"{value:.6f}" for value in values]
+    assert [set(prediction["probabilities"]) for prediction in answered] == [{"value"}] * len(texts)
+    assert [prediction["confidence"] for prediction in answered] == values
+    for prediction, row in zip(answered, rows, strict=True):
+        assert row is not None and row.task == TASK and row.version == version.version
+        assert row.predicted_label == prediction["label"]
+        assert row.probabilities == {"value": pytest.approx(prediction["probabilities"]["value"])}
