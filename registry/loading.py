@@ -79,7 +79,7 @@ def load_version(registry: PrefixRegistry, version: PrefixVersion, pool: PrefixP
     adapter_dir, verified = fetch_and_verify(registry, version)
     manifest = verified.manifest
     pool = pool or PrefixPool(registry.settings.resolved_cache_dir)
-    attached = pool.attach(version.task, version.version, adapter_dir, manifest)
+    attached = pool.attach(version.task, version.version, adapter_dir, manifest, version.kind)
     return LoadedPrefix(
         version=version, manifest=manifest, adapter_dir=adapter_dir, attached=attached, integrity=verified.status
     )
