@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from prefix_registry.flows.loopback import free_ports, stop_process
+from tests.servers.integration import missing_server
 from tests.servers.s3_server import find_weed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -557,8 +558,8 @@ def test_kustomization_applies_everything_but_the_example_secret() -> None:
 
 def test_kustomize_builds_the_manifests_without_a_cluster() -> None:
     kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed (`kubectl kustomize` needs no cluster)")
+    if kubectl is None:  # `make test` installs it (Debian's kubernetes-client); `kubectl kustomize` needs no cluster
+        missing_server(FileNotFoundError("kubectl is not installed"), "`make kubectl` installs it")
     built = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert built.returncode == 0, built.stderr
     documents = list(yaml.safe_load_all(built.stdout))
