@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, cast
 
+from prefix_registry.config_values import field_default, field_help
 from prefix_registry.errors import ConfigError
 from prefix_registry.kinds import DEFAULT_KIND, TaskKind, kind_named
 from prefix_registry.kinds.imbalance import IMBALANCE_RATIO as _IMBALANCE_RATIO
@@ -272,3 +273,13 @@ def _require(value: object, name: str, minimum: int, maximum: int | None = None)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+def config_default(name: str) -> Any:
+    """The default of one TrainConfig field (an enum as its value), for the command-line option that sets it."""
+    return field_default(TrainConfig, name)
+
+
+def config_help(name: str) -> str:
+    """The help text of one TrainConfig field: the help of the command-line option that sets it."""
+    return field_help(TrainConfig, name)
