@@ -954,7 +954,8 @@ def test_compose_prediction_log_url_writes_to_the_predictions_database(
     compose_on_loopback: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefix_registry.settings import Settings
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
 
     _use_settings_environment(monkeypatch, compose_on_loopback["services"]["prefix-server"]["environment"])
     record = PredictionRecord.new("reviews", "1", "a fine film", "pos", {"neg": 0.2, "pos": 0.8})

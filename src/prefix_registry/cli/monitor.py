@@ -105,7 +105,7 @@ def retrain(
 ) -> None:
     """Train a challenger on fresh feedback labels (+ replay) and promote it only if it beats the champion."""
     from prefix_registry.healing.orchestrator import retrain_and_act, triggering_drift
-    from prefix_registry.healing.retraining import RetrainPolicy
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     policy = RetrainPolicy.from_values(

@@ -161,7 +161,8 @@ def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> l
 
 
 def _log_predictions(task: str, version: str, rows: list[dict]) -> None:
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
 
     with PredictionLog.from_settings() as log:
         log.write(
