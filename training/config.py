@@ -124,7 +124,7 @@ class TrainConfig:
         default=HeadInit.RANDOM,
         metadata={
             "help": "random | probe: where the head starts. A probe start begins at the probe's score but the prompt "
-            "then barely learns (measured: README, 'Training defaults'); refit_head brings the probe in at the end."
+            "then barely learns (measured: docs/experiments.md); refit_head brings the probe in at the end."
         },
     )
     refit_head: bool = field(
@@ -142,7 +142,8 @@ class TrainConfig:
         default=True,
         metadata={
             "help": "On CPU, draw the base's dropout masks four to a random word instead of one per element: the "
-            "same Bernoulli masks, ~15 % cheaper steps on MiniLM (README, 'Training time'). Off: PyTorch's dropout."
+            "same Bernoulli masks, ~15 % cheaper steps on MiniLM (docs/experiments.md, 'Training time'). Off: "
+            "PyTorch's dropout."
         },
     )
     attention_dropout: bool = field(
