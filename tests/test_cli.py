@@ -551,6 +551,30 @@ def test_train_options_build_the_same_config_as_train_config_defaults(monkeypatc
     assert built[1] == TrainConfig(method="prompt", prompt_init="text", prefix_projection=True)
 
 
+def test_sweep_options_build_its_base_config_from_train_config(monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    from prefix_registry.flows import sweep as sweep_flow
+    from prefix_registry.training.config import TrainConfig
+
+    asked: list[dict] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(**parameters):
+        asked.append(parameters)
+        raise Stop
+
+    monkeypatch.setattr(sweep_flow, "run_sweep", record)
+    with pytest.raises(Stop):
+        cli("sweep", "t", "--data", "x.csv")
+    with pytest.raises(Stop):
+        cli("sweep", "t", "-d", "x.csv", "--max-length", "64", "--epochs", "2", "--seed", "7")
+    assert asked[0]["config"] == TrainConfig().to_dict() | {"learning_rate": None}
+    assert asked[0]["seed"] == 42
+    assert asked[1]["config"] == TrainConfig(max_length=64, epochs=2, seed=7).to_dict() | {"learning_rate": None}
+    assert asked[1]["seed"] == 7
+
+
 def test_the_command_line_answers_help_without_loading_torch_or_mlflow() -> None:
     import subprocess
 

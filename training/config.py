@@ -158,7 +158,10 @@ class TrainConfig:
     epochs: int = field(default=4, metadata={"help": "At most this many passes over the training split."})
     max_minutes: float | None = field(
         default=30.0,
-        metadata={"help": "Stop training (keeping the best state so far) after this many minutes; None: no limit."},
+        metadata={
+            "help": "Stop training (keeping the best state so far) after this many minutes (None, from Python or a "
+            "flow's config: no limit)."
+        },
     )
     evaluations_per_epoch: int = field(
         default=2, metadata={"help": "Validation passes per epoch; patience counts these."}

@@ -38,7 +38,7 @@ LabelColumnOption = Annotated[str, typer.Option(help="Column holding the label."
 SampleLimitOption = Annotated[int | None, typer.Option(help="Use a stratified sample of at most this many rows.")]
 
 
-def setting(name: str, *flags: str) -> OptionInfo:
+def train_setting(name: str, *flags: str) -> OptionInfo:
     """The option that sets TrainConfig's field `name`, with the field's help text (training/config.py).
 
     `flags` as typer takes them, when the option is not simply `--<name>` (e.g. `--x/--no-x`).

@@ -13,7 +13,7 @@ from prefix_registry.cli.app import (
     LabelledDataOption,
     SampleLimitOption,
     TextColumnOption,
-    setting,
+    train_setting,
 )
 from prefix_registry.cli.output import print_json, print_pairs, print_table
 from prefix_registry.training.config import config_default
@@ -28,8 +28,8 @@ def sweep(
     methods: Annotated[str, typer.Option(help="Comma-separated methods to search.")] = "prefix,prompt,ptuning",
     text_column: TextColumnOption = "text",
     label_column: LabelColumnOption = "label",
-    base: Annotated[str, setting("base")] = config_default("base"),
-    max_length: Annotated[int, setting("max_length")] = config_default("max_length"),
+    base: Annotated[str, train_setting("base")] = config_default("base"),
+    max_length: Annotated[int, train_setting("max_length")] = config_default("max_length"),
     # The sweep reads these two its own way: epochs of a finalist (a screening rung runs fewer), and a seed that
     # also draws the trials.
     epochs: Annotated[int, typer.Option(help="Epochs of a finalist.")] = config_default("epochs"),
