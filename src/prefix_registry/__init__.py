@@ -15,6 +15,6 @@ One import root; its layers depend one way, bottom to top (checked by import-lin
     prefix_registry.flows       Prefect flows composing the layers below
     prefix_registry.cli         `prefixctl`, a thin shell over all of them
 
-`settings` (one settings object, read at run time), `errors` (the error hierarchy), `compat` (the version guard)
-and `config_values` (settings objects from plain mappings) import no layer.
+`settings` (one settings object, read at run time), `errors` (the error hierarchy), `compat` (the version guard),
+`config_values` (settings objects from plain mappings) and `database` (opening a SQL database) import no layer.
 """
