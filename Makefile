@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch, installed first and on its own: any other torch request pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test check lint typecheck layers spelling bench postgres chromium lock deps-canary faults
+.PHONY: install demo test check lint typecheck layers spelling bench postgres chromium kubectl lock deps-canary faults
 
 $(VENV)/.installed: requirements-dev.lock requirements-models.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/prefixctl demo
 
-test: install postgres chromium check
+test: install postgres chromium kubectl check
 	$(BIN)/pytest
 
 # Everything CI checks before the tests: lint, format, types, layers, spelling. Each also runs on its own.
@@ -76,6 +76,16 @@ chromium:
 	elif command -v sudo >/dev/null 2>&1; then \
 		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	else echo "Chromium not installed: the MLflow UI browser test will be skipped"; fi
+
+# kubectl for the test that builds infra/k8s with `kubectl kustomize` (no cluster needed): Debian's kubernetes-client
+# (1.20 on Debian 12) builds the manifests byte for byte as kubectl 1.32 does.
+kubectl:
+	@if command -v kubectl >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; \
+	else echo "kubectl not installed: the kustomize build test will be skipped"; fi
 
 # The fault suite (issue 11): SIGKILLs and outages against real servers on loopback, one table of what was lost.
 # Its fast part runs in `make test` (tests/test_faults.py); this runs every scenario (about 5 minutes).

@@ -171,7 +171,7 @@ def run_phase(server: Server, tasks: list[str], clients: int, seconds: float, mo
 
 def _time_writes(write: Any, threads: int, seconds: float) -> list[float]:
     """Seconds per call of `write(records)` from `threads` threads writing 4-record batches for `seconds`."""
-    from prefix_registry.traffic.prediction_log import PredictionRecord
+    from prefix_registry.traffic.prediction_records import PredictionRecord
 
     calls: list[float] = []
     lock = threading.Lock()

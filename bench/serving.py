@@ -63,7 +63,8 @@ from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.app import create_app
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
-from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.traffic.prediction_log import PredictionLog
+from prefix_registry.traffic.prediction_records import PredictionRecord
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts, load_labelled_texts
 from prefix_registry.training.quiet import quiet_libraries

@@ -24,7 +24,8 @@ from prefect.states import Completed, State
 from prefix_registry.flows import retrain_artifacts
 from prefix_registry.flows.run_labels import label_flow_run, retrain_name, retrain_run_name
 from prefix_registry.healing.decision import RetrainOutcome, RetrainTrigger, SkipReason
-from prefix_registry.healing.retraining import RetrainDecision, RetrainPolicy, RetrainSkipped
+from prefix_registry.healing.retrain_policy import RetrainPolicy
+from prefix_registry.healing.retraining import RetrainDecision, RetrainSkipped
 from prefix_registry.kinds import TaskKind
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 

@@ -33,7 +33,7 @@ class RetrainPolicy(BaseModel):
     )
     min_fresh_labels: int = Field(default=100, ge=1, description="Fewer fresh labels than this: no retrain.")
     max_fresh_labels: int = Field(default=5000, ge=1, description="Use at most this many (the newest) fresh labels.")
-    # Measured on RT -> IMDB with 1,500 fresh labels (see the README): half as much replay as fresh data and twice
+    # Measured on RT -> IMDB with 1,500 fresh labels (docs/experiments.md): half as much replay as fresh data and twice
     # the champion's learning rate gave +9 macro-F1 points on fresh held-out data (replay 1.0, same rate: +7 after 5
     # epochs) without forgetting the old domain, in the least time.
     replay_ratio: float = Field(

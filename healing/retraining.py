@@ -60,12 +60,10 @@ if TYPE_CHECKING:
     from prefix_registry.settings import Settings
 
 __all__ = [
-    "DECISION_TAG",
     "JUDGE_SETS",
     "LAST_RETRAIN_TAG",
     "RetrainData",
     "RetrainDecision",
-    "RetrainPolicy",
     "RetrainSkipped",
     "RetrainTrigger",
     "SkipReason",
@@ -88,7 +86,6 @@ ABANDONED = "abandoned"
 # (the cooldown still applies as usual).
 UNVERIFIABLE_CLAIM_LIFETIME = timedelta(hours=24)
 _open_retrains: set[str] = set()  # tasks this process is retraining now
-DECISION_TAG = TAG_RETRAIN_DECISION
 # The sets champion and challenger are both judged on.
 JUDGE_SETS = ("fresh_holdout", "reference_test")
 
@@ -440,7 +437,7 @@ def judge_and_record(
         champion.task,
         challenger.version,
         {
-            DECISION_TAG: decision.outcome.value,
+            TAG_RETRAIN_DECISION: decision.outcome.value,
             TAG_DECISION_REASON: one_line(reason, 500),
             TAG_COMPARED_WITH: champion.version,
             **{

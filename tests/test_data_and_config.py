@@ -134,3 +134,11 @@ def test_config_rejects_bad_values(changes: dict, message: str) -> None:
 def test_config_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match=r"unknown training setting\(s\) \['epoch'\]"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_train_config_names_the_default_kind_without_loading_the_kinds() -> None:
+    from prefix_registry import kinds
+    from prefix_registry.training.config import DEFAULT_KIND, TrainConfig
+
+    assert DEFAULT_KIND == kinds.DEFAULT_KIND
+    assert TrainConfig().kind == kinds.DEFAULT_KIND

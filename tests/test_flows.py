@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from prefix_registry.errors import ConfigError, RegistryError
-from prefix_registry.healing.retraining import LAST_RETRAIN_TAG, RetrainPolicy, decide
+from prefix_registry.healing.retrain_policy import RetrainPolicy
+from prefix_registry.healing.retraining import LAST_RETRAIN_TAG, decide
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings

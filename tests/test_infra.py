@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from prefix_registry.flows.loopback import free_ports, stop_process
+from tests.servers.integration import missing_server
 from tests.servers.s3_server import find_weed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -557,8 +558,8 @@ def test_kustomization_applies_everything_but_the_example_secret() -> None:
 
 def test_kustomize_builds_the_manifests_without_a_cluster() -> None:
     kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed (`kubectl kustomize` needs no cluster)")
+    if kubectl is None:  # `make test` installs it (Debian's kubernetes-client); `kubectl kustomize` needs no cluster
+        missing_server(FileNotFoundError("kubectl is not installed"), "`make kubectl` installs it")
     built = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert built.returncode == 0, built.stderr
     documents = list(yaml.safe_load_all(built.stdout))
@@ -953,7 +954,8 @@ def test_compose_prediction_log_url_writes_to_the_predictions_database(
     compose_on_loopback: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefix_registry.settings import Settings
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
 
     _use_settings_environment(monkeypatch, compose_on_loopback["services"]["prefix-server"]["environment"])
     record = PredictionRecord.new("reviews", "1", "a fine film", "pos", {"neg": 0.2, "pos": 0.8})

@@ -21,7 +21,8 @@ from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
-from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+from prefix_registry.traffic.prediction_log import PredictionLog
+from prefix_registry.traffic.prediction_records import PredictionRecord
 from tests.conftest import tiny_config, tiny_data
 from tests.servers.webhook_receiver import WebhookReceiver
 

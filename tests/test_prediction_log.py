@@ -24,10 +24,10 @@ from sqlalchemy.exc import OperationalError
 
 from prefix_registry.flows.loopback import free_port
 from prefix_registry.settings import Settings
-from prefix_registry.traffic.prediction_log import (
+from prefix_registry.traffic.prediction_log import PredictionLog
+from prefix_registry.traffic.prediction_records import (
     BASE_COLUMNS,
     FeedbackConflict,
-    PredictionLog,
     PredictionLogError,
     PredictionRecord,
 )
@@ -377,7 +377,8 @@ def test_enqueued_records_survive_a_clean_exit_without_close(sqlite_url: str) ->
     script = textwrap.dedent(
         """
         import sys
-        from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+        from prefix_registry.traffic.prediction_log import PredictionLog
+        from prefix_registry.traffic.prediction_records import PredictionRecord
 
         log = PredictionLog(sys.argv[1], batch_size=10_000, flush_interval=60)
         log.enqueue([PredictionRecord.new("exit", "1", f"t{i}", "a", {"a": 1.0}) for i in range(250)])

@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prefix_registry.healing.label_sources import UNKEYED, cap_per_source, trusted_fresh_labels
-from prefix_registry.healing.retraining import RetrainPolicy, RetrainSkipped, retrain
+from prefix_registry.healing.retrain_policy import RetrainPolicy
+from prefix_registry.healing.retraining import RetrainSkipped, retrain
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.app import ServingLimits

@@ -161,7 +161,8 @@ def test_the_judge_scores_the_registered_version_with_its_kind(trained: Trained)
 
 
 def test_the_retrain_decision_and_compare_use_the_kinds_metric_and_direction(trained: Trained) -> None:
-    from prefix_registry.healing.retraining import RetrainPolicy, decide
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retraining import decide
     from prefix_registry.registry.comparison import compare_versions
 
     policy = RetrainPolicy(margin=0.05, max_reference_regression=0.1)
@@ -189,7 +190,8 @@ def test_the_regression_kind_is_monitored_on_its_predicted_values(trained: Train
     from prefix_registry.monitoring.drift_config import DriftConfig, SignalConfig
     from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
     from prefix_registry.registry.loading import load_reference_frame, load_version
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
 
     registry, version = trained.registry, trained.version
     reference = load_reference_frame(registry, version)

@@ -16,7 +16,7 @@ from prefix_registry.kinds.imbalance import loss_weights
 from prefix_registry.training.adapter_files import (
     ADAPTER_WEIGHTS,
     AdapterManifest,
-    load_adapter,
+    check_base_matches,
     load_checkpoint,
     save_adapter,
     save_checkpoint,
@@ -27,6 +27,7 @@ from prefix_registry.training.config import ClassWeighting, TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.evaluation import predict_probabilities
 from prefix_registry.training.methods import _first_tokens, attach_new_adapter, init_prefix_from_tokens
+from prefix_registry.training.pooling import install_pooling
 from prefix_registry.training.splits import split_labelled_texts
 from prefix_registry.training.trainer import load_trainable_state, train_prefix
 from tests.conftest import tiny_config, tiny_data
@@ -71,12 +72,20 @@ def test_each_method_trains_only_adapter_and_head_on_minilm(model_cache: Path, t
     assert manifest.method == method and manifest.labels == ["negative", "positive"]
     assert verify_adapter_files(folder).adapter_sha256 == manifest.adapter_sha256
 
+    # The files alone reproduce the predictions: PEFT's own loader on a fresh base pooled as the manifest says (as
+    # an exported adapter is read). Loading a registered version: tests/test_loading.py.
     texts = splits.test["text"].tolist()
     expected = trained.predict(texts).probabilities
-    fresh = load_base_for_classification(trained.base.ref, manifest.labels)
-    reloaded = load_adapter(fresh, folder)
-    actual = predict_probabilities(lambda b: reloaded(**b).logits, fresh.tokenizer, texts, manifest.labels, 32)
+    reloaded, tokenizer = _plain_peft_reload(trained.base.ref, folder, manifest)
+    actual = predict_probabilities(lambda b: reloaded(**b).logits, tokenizer, texts, manifest.labels, 32)
     np.testing.assert_allclose(actual.probabilities, expected, atol=1e-6)
+
+
+def _plain_peft_reload(ref, folder: Path, manifest: AdapterManifest):
+    """The adapter in `folder` on a fresh copy of its base through PEFT's loader, and the base's tokenizer."""
+    fresh = load_base_for_classification(ref, manifest.labels)
+    install_pooling(fresh.model, manifest.train_config["pooling"])
+    return PeftModel.from_pretrained(fresh.model, str(folder)).eval(), fresh.tokenizer
 
 
 def test_prompt_tuning_from_text_starts_at_that_texts_embeddings(model_cache: Path) -> None:
@@ -244,7 +253,7 @@ def test_adapter_refuses_a_base_with_other_weights(model_cache: Path, tmp_path: 
         other.model.base_model.encoder.layer[0].attention.self.query.weight[0, 0] += 1e-3
     other.fingerprint = fingerprint_backbone(other.model)
     with pytest.raises(AdapterError, match="was trained on base 'minilm'"):
-        load_adapter(other, folder)
+        check_base_matches(manifest, other)  # what registry/loading.py checks before it attaches an adapter
     assert AdapterManifest.read(folder).base_fingerprint == trained.base.fingerprint
 
 
@@ -279,9 +288,8 @@ def test_smollm2_prefix_trains_and_roundtrips(model_cache: Path, tmp_path: Path)
     manifest = save_adapter(trained, folder, data_fingerprint=data.fingerprint)
     assert manifest.base == "smollm2"
     texts = splits.test["text"].tolist()[:8]
-    fresh = load_base_for_classification(trained.base.ref, manifest.labels)
-    reloaded = load_adapter(fresh, folder)
-    actual = predict_probabilities(lambda b: reloaded(**b).logits, fresh.tokenizer, texts, manifest.labels, 32)
+    reloaded, tokenizer = _plain_peft_reload(trained.base.ref, folder, manifest)
+    actual = predict_probabilities(lambda b: reloaded(**b).logits, tokenizer, texts, manifest.labels, 32)
     np.testing.assert_allclose(actual.probabilities, trained.predict(texts).probabilities, atol=1e-5)
     truth = splits.test["label"].tolist()[:8]
     metrics = classification_metrics(truth, actual.predicted, manifest.labels)
@@ -302,3 +310,25 @@ def test_the_same_config_trains_the_same_adapter(model_cache: Path) -> None:
     second, *_ = _train(model_cache)
     for name, tensor in first.trainable_state().items():
         torch.testing.assert_close(tensor, second.trainable_state()[name], msg=name)
+
+
+def test_smollm2_converts_into_the_cache_folder_the_settings_name_when_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefix_registry.training import base_models
+
+    converted_into: list[Path] = []
+    some_model = Path(resolve_base("minilm").load_path)  # what the fake conversion "writes"
+
+    def convert(gguf: Path, cache_dir: Path) -> Path:
+        converted_into.append(cache_dir)
+        return some_model
+
+    monkeypatch.setattr(base_models, "materialise_gguf", convert)
+    monkeypatch.delenv("PREFIX_REGISTRY_CACHE_DIR", raising=False)
+    monkeypatch.setenv("PREFIX_REGISTRY_HOME", str(tmp_path / "home"))
+    base_models.resolve_base("smollm2")
+    monkeypatch.setenv("PREFIX_REGISTRY_CACHE_DIR", str(tmp_path / "cache"))
+    base_models.resolve_base("smollm2")
+    base_models.resolve_base("smollm2", tmp_path / "given")
+    assert converted_into == [tmp_path / "home" / "cache", tmp_path / "cache", tmp_path / "given"]

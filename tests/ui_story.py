@@ -17,7 +17,8 @@ from typing import Any
 
 from prefix_registry.alerts import alerting_registry
 from prefix_registry.healing.orchestrator import act
-from prefix_registry.healing.retraining import RetrainPolicy, retrain
+from prefix_registry.healing.retrain_policy import RetrainPolicy
+from prefix_registry.healing.retraining import retrain
 from prefix_registry.monitoring.drift_config import DriftConfig
 from prefix_registry.monitoring.monitor import MonitorOutcome, MonitorRequest, run_monitor
 from prefix_registry.registry.store import PrefixRegistry

@@ -11,7 +11,7 @@ windows. Any SQLAlchemy URL works: SQLite by default (one file, WAL mode) and Po
 
 A `PredictionLog` is a `PredictionStore` (prediction_store.py: the tables and the synchronous reads and writes)
 with a `BatchWriter` (batch_writer.py: the background thread) in front of its inserts. The values and errors
-live in prediction_records.py and are re-exported here, where callers have always imported them.
+(`PredictionRecord`, `FeedbackConflict`, `PredictionLogError`...) live in prediction_records.py.
 """
 
 from __future__ import annotations
@@ -23,31 +23,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prefix_registry.traffic.batch_writer import BatchWriter
-from prefix_registry.traffic.database import create_database_engine, mask_url
-from prefix_registry.traffic.prediction_records import (
-    BASE_COLUMNS,
-    PROBABILITY_PREFIX,
-    FeedbackConflict,
-    FeedbackForbidden,
-    PredictionLogError,
-    PredictionRecord,
-)
+from prefix_registry.traffic.prediction_records import PredictionLogError, PredictionRecord
 from prefix_registry.traffic.prediction_store import PredictionStore, to_row
 
 if TYPE_CHECKING:
     from prefix_registry.settings import Settings
-
-__all__ = [
-    "BASE_COLUMNS",
-    "PROBABILITY_PREFIX",
-    "FeedbackConflict",
-    "FeedbackForbidden",
-    "PredictionLog",
-    "PredictionLogError",
-    "PredictionRecord",
-    "create_database_engine",
-    "mask_url",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from prefix_registry.errors import AdapterError
 from prefix_registry.training import pooling as pooling_module
 from prefix_registry.training.base_models import MINILM, SMOLLM2, LoadedBase
-from prefix_registry.training.pooling import Pooling, install_pooling, stored_pooling
+from prefix_registry.training.pooling import Pooling, stored_pooling
 from prefix_registry.training.trainer import TrainedPrefix
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -169,16 +168,6 @@ def check_base_matches(manifest: AdapterManifest, base: LoadedBase) -> None:
             f"adapter was trained on base {manifest.base!r} (fingerprint {manifest.base_fingerprint[:12]}…) but the "
             f"loaded base {base.ref.name!r} has fingerprint {base.fingerprint[:12]}…"
         )
-
-
-def load_adapter(base: LoadedBase, directory: Path, adapter_name: str = "default") -> PeftModel:
-    """Verify the folder and attach the adapter to `base` (loaded with the manifest's labels)."""
-    manifest = verify_adapter_files(directory)
-    check_base_matches(manifest, base)
-    install_pooling(base.model, stored_pooling(manifest.train_config))
-    model = PeftModel.from_pretrained(base.model, str(directory), adapter_name=adapter_name)
-    model.eval()
-    return model
 
 
 EXPORT_POOLING_MODULE = "pooling.py"

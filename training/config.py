@@ -5,12 +5,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from prefix_registry.config_values import field_default, field_help
 from prefix_registry.errors import ConfigError
-from prefix_registry.kinds import DEFAULT_KIND, TaskKind, kind_named
-from prefix_registry.kinds.imbalance import IMBALANCE_RATIO as _IMBALANCE_RATIO
 from prefix_registry.training.pooling import Pooling
+
+if TYPE_CHECKING:
+    from prefix_registry.kinds import TaskKind
+
+# The built-in kind (kinds.DEFAULT_KIND), spelled out: the kinds load torch, and reading this module (the CLI builds
+# `prefixctl train`'s options from TrainConfig's fields) must not. A config checks its kind when it is made.
+DEFAULT_KIND = "classification"
 
 
 class Method(StrEnum):
@@ -32,7 +38,7 @@ class PromptInit(StrEnum):
 class ClassWeighting(StrEnum):
     """How the loss treats classes of different sizes."""
 
-    AUTO = "auto"  # balanced weights when the largest class is at least IMBALANCE_RATIO times the smallest
+    AUTO = "auto"  # balanced weights when the largest class has kinds/imbalance.py's IMBALANCE_RATIO x the smallest
     BALANCED = "balanced"  # weights inversely proportional to class frequency
     NONE = "none"
 
@@ -46,10 +52,6 @@ class HeadInit(StrEnum):
 
 # What versions recorded before these settings existed were trained with (their checkpoints have these shapes).
 SHAPES_BEFORE_ISSUE_9: dict[str, Any] = {"train_pooler": False, "prefix_projection": False, "pooling": "cls"}
-
-# A split this skewed makes a plain cross-entropy settle on the majority class (kinds/imbalance.py).
-IMBALANCE_RATIO = _IMBALANCE_RATIO
-
 
 # Measured on MiniLM / Rotten Tomatoes (bench/baselines.py): prompt tuning needs a larger step than the others.
 DEFAULT_LEARNING_RATES: dict[Method, float] = {
@@ -123,7 +125,7 @@ class TrainConfig:
         default=HeadInit.RANDOM,
         metadata={
             "help": "random | probe: where the head starts. A probe start begins at the probe's score but the prompt "
-            "then barely learns (measured: README, 'Training defaults'); refit_head brings the probe in at the end."
+            "then barely learns (measured: docs/experiments.md); refit_head brings the probe in at the end."
         },
     )
     refit_head: bool = field(
@@ -141,7 +143,8 @@ class TrainConfig:
         default=True,
         metadata={
             "help": "On CPU, draw the base's dropout masks four to a random word instead of one per element: the "
-            "same Bernoulli masks, ~15 % cheaper steps on MiniLM (README, 'Training time'). Off: PyTorch's dropout."
+            "same Bernoulli masks, ~15 % cheaper steps on MiniLM (docs/experiments.md, 'Training time'). Off: "
+            "PyTorch's dropout."
         },
     )
     attention_dropout: bool = field(
@@ -156,7 +159,10 @@ class TrainConfig:
     epochs: int = field(default=4, metadata={"help": "At most this many passes over the training split."})
     max_minutes: float | None = field(
         default=30.0,
-        metadata={"help": "Stop training (keeping the best state so far) after this many minutes; None: no limit."},
+        metadata={
+            "help": "Stop training (keeping the best state so far) after this many minutes (None, from Python or a "
+            "flow's config: no limit)."
+        },
     )
     evaluations_per_epoch: int = field(
         default=2, metadata={"help": "Validation passes per epoch; patience counts these."}
@@ -179,6 +185,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.method = _as_enum(Method, self.method, "method")
+        from prefix_registry.kinds import kind_named
+
         self.kind = kind_named(self.kind).name  # refuses an unknown kind, naming the known ones
         self.prompt_init = _as_enum(PromptInit, self.prompt_init, "prompt_init")
         self.head_init = _as_enum(HeadInit, self.head_init, "head_init")
@@ -218,6 +226,8 @@ class TrainConfig:
     @property
     def task_kind(self) -> TaskKind:
         """The registered kind this config trains."""
+        from prefix_registry.kinds import kind_named
+
         return kind_named(self.kind)
 
     @property
@@ -272,3 +282,13 @@ def _require(value: object, name: str, minimum: int, maximum: int | None = None)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+def config_default(name: str) -> Any:
+    """The default of one TrainConfig field (an enum as its value), for the command-line option that sets it."""
+    return field_default(TrainConfig, name)
+
+
+def config_help(name: str) -> str:
+    """The help text of one TrainConfig field: the help of the command-line option that sets it."""
+    return field_help(TrainConfig, name)

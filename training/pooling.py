@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 POOLER = "pooler"
 
@@ -44,6 +45,8 @@ class PoolingSwitch:
 
 def pooler_of(model: torch.nn.Module) -> torch.nn.Module | None:
     """The base's own pooler module (BERT-style encoders), or None."""
+    import torch  # here, not at the top: `Pooling` alone (a training setting) must not load torch
+
     backbone = getattr(model, str(getattr(model, "base_model_prefix", "")), None)
     pooler = getattr(backbone, POOLER, None)
     return pooler if isinstance(pooler, torch.nn.Module) else None
@@ -85,6 +88,8 @@ def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     The mask may be longer than the states: prefix tuning prepends its virtual tokens to the mask only, so the
     states are its last positions.
     """
+    import torch
+
     if attention_mask is None:
         pooled = states.mean(dim=1)
     else:

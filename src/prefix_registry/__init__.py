@@ -1,15 +1,20 @@
 """prefix-registry: continuous prompts (prefix, prompt and P-tuning adapters) as versioned, monitored,
 self-healing production assets.
 
-One import root; its layers depend one way (checked by import-linter, see `.importlinter`):
+One import root; its layers depend one way, bottom to top (checked by import-linter, see `pyproject.toml`):
 
+    prefix_registry.kinds       task kinds: what a task predicts, how it is scored, what is monitored
     prefix_registry.training    labelled text -> a trained adapter on a frozen base (no MLflow, no Prefect)
-    prefix_registry.registry    every MLflow call: versions, aliases, lineage, adapter files
-    prefix_registry.monitoring  prediction log, drift verdicts, alerts, the retraining decision (no Prefect)
+    prefix_registry.inference   the forward engine: one strategy per method
+    prefix_registry.registry    every MLflow call: versions, aliases, lineage, loading; the alias mover and gates
+    prefix_registry.traffic     prediction log, feedback labels, API keys
+    prefix_registry.alerts      alert delivery: webhooks, Slack, the durable outbox
+    prefix_registry.monitoring  drift verdicts and their monitoring runs
+    prefix_registry.healing     the retrain decision and what carries it out
     prefix_registry.serving     the HTTP server: many tasks on one resident base
-    prefix_registry.flows       Prefect flows composing the layers above
+    prefix_registry.flows       Prefect flows composing the layers below
     prefix_registry.cli         `prefixctl`, a thin shell over all of them
 
-`prefix_registry.settings` (one settings object, read at run time) and `prefix_registry.errors` (the error
-hierarchy) sit under every layer.
+`settings` (one settings object, read at run time), `errors` (the error hierarchy), `compat` (the version guard),
+`config_values` (settings objects from plain mappings) and `database` (opening a SQL database) import no layer.
 """

@@ -485,7 +485,8 @@ def mlflow_down_during_serving(home: Path, task: str, mlflow: object) -> FaultOu
 def log_fresh_labels(home: Path, task: str, version: str, n: int = 120, key_name: str | None = None) -> int:
     """`n` predictions of `task` on IMDB reviews (a domain the RT-trained champion has not seen), each with its true
     label as feedback, in the home's prediction log; returns how many labelled rows the log then holds."""
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
     from tests.conftest import tiny_data
 
     frame = tiny_data(limit=n, source="imdb").frame
@@ -526,7 +527,8 @@ def _judge_retry(
     one challenger, close the broken attempt's run as KILLED (when the attempt could not close it itself: killed,
     or MLflow down), keep the alias on the last history entry and lose no label."""
     from prefix_registry.healing.orchestrator import act
-    from prefix_registry.healing.retraining import RetrainPolicy, RetrainSkipped, retrain
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retraining import RetrainSkipped, retrain
     from prefix_registry.registry.store import PrefixRegistry
     from prefix_registry.traffic.prediction_log import PredictionLog
 
@@ -558,7 +560,8 @@ def _judge_retry(
 RETRAIN_STEP = """
 import sys
 from prefix_registry.traffic.prediction_log import PredictionLog
-from prefix_registry.healing.retraining import RetrainPolicy, retrain
+from prefix_registry.healing.retraining import retrain
+from prefix_registry.healing.retrain_policy import RetrainPolicy
 from prefix_registry.registry.store import PrefixRegistry
 
 with PredictionLog.from_settings() as log:
@@ -602,7 +605,8 @@ def kill9_mid_retrain(home: Path, task: str) -> FaultOutcome:
 def attempt_retrain(registry: Any, home: Path, task: str, stopped: str, problems: list[str]) -> str:
     """One retrain of `task` while `stopped` is down: the first line of its error, or "-" when it succeeded (a
     problem, recorded in `problems`: it should not have)."""
-    from prefix_registry.healing.retraining import RetrainPolicy, retrain
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retraining import retrain
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     try:
@@ -710,7 +714,8 @@ def _flood(home: Path, task: str, version: str, honest: int, flipped: int) -> di
     with the other label by key `mallory`; returns the labelled rows per kind.
 
     Three honest keys: with a 25 % cap per key, two keys alone can never supply a retrain (each would be half)."""
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
     from tests.conftest import tiny_data
 
     frame = tiny_data(limit=honest + flipped + 200, source="imdb").frame.sample(frac=1.0, random_state=1)
@@ -749,7 +754,8 @@ def poisoned_feedback_retrain(home: Path, max_share: float | None = None, task: 
     `max_share=1.0` runs the same retrain with the cap off (the control the guarded run is compared with).
     """
     from prefix_registry.healing.orchestrator import act
-    from prefix_registry.healing.retraining import RetrainPolicy, retrain
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retraining import retrain
     from prefix_registry.registry.store import PrefixRegistry
     from prefix_registry.traffic.prediction_log import PredictionLog
 

@@ -7,11 +7,11 @@ do a start under library versions the project does not support and an error of a
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from rich.markup import escape
 
+from prefix_registry.cli import alerts, compare, demo, flows, keys, monitor, predict, serve, sweep, train, versions
 from prefix_registry.cli.app import app
 from prefix_registry.cli.output import error_console
 from prefix_registry.cli.service_errors import service_error_line
@@ -19,22 +19,31 @@ from prefix_registry.errors import PrefixRegistryError, mask_credentials
 
 __all__ = ["app", "main"]
 
-# Importing a command module registers its commands on `app`; this order is the order `prefixctl --help` lists.
-COMMAND_MODULES = (
-    "train",
-    "sweep",
-    "versions",
-    "compare",
-    "predict",
-    "serve",
-    "keys",
-    "monitor",
-    "flows",
-    "demo",
-    "alerts",
+# Every command, registered here (not by importing a module for its side effects), in the order `prefixctl --help`
+# lists them; the command groups come after the commands.
+COMMANDS = (
+    train.train,
+    sweep.sweep,
+    versions.tasks,
+    versions.versions,
+    versions.promote,
+    versions.rollback,
+    versions.verify,
+    versions.history,
+    compare.compare,
+    predict.predict,
+    predict.evaluate,
+    predict.export,
+    serve.serve,
+    monitor.monitor,
+    monitor.retrain,
+    demo.demo,
 )
-for _module in COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_module}")
+COMMAND_GROUPS = {"keys": keys.keys_app, "flows": flows.flows_app, "alerts": alerts.alerts_app}
+for _command in COMMANDS:
+    app.command()(_command)
+for _name, _group in COMMAND_GROUPS.items():
+    app.add_typer(_group, name=_name)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app
+from prefix_registry.cli.app import JsonOption
 from prefix_registry.cli.output import print_json, print_pairs, print_table
 from prefix_registry.errors import PrefixRegistryError
 
@@ -14,8 +14,6 @@ if TYPE_CHECKING:
     from prefix_registry.alerts import AlertDispatcher
 
 alerts_app = typer.Typer(help="Alerts waiting in the durable outbox.", no_args_is_help=True)
-
-app.add_typer(alerts_app, name="alerts")
 
 
 def _dispatcher() -> AlertDispatcher:

@@ -6,11 +6,10 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app, open_registry
+from prefix_registry.cli.app import JsonOption, open_registry
 from prefix_registry.cli.output import fmt_metric, print_json, print_table
 
 
-@app.command()
 def compare(
     task: Annotated[str, typer.Argument(help="Task name.")],
     a: Annotated[str, typer.Argument(help="First version: a number (1, v1) or an alias (champion).")],

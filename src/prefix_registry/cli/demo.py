@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app
+from prefix_registry.cli.app import JsonOption
 from prefix_registry.cli.output import error_console, print_json, print_pairs, print_table
 
 
-@app.command()
 def demo(
     quick: Annotated[bool, typer.Option("--quick", help="A smaller story (about 5 minutes).")] = False,
     home: Annotated[Path | None, typer.Option(help="Folder for the demo's stores (wiped first).")] = None,

@@ -6,13 +6,10 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import app
 from prefix_registry.flows.schedule import schedule_default, schedule_help
 from prefix_registry.healing.retrain_policy import policy_default, policy_help
 
 flows_app = typer.Typer(help="Prefect flows: serve the deployments, or run one flow now.", no_args_is_help=True)
-
-app.add_typer(flows_app, name="flows")
 
 
 @flows_app.command("serve")

@@ -6,12 +6,10 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app
+from prefix_registry.cli.app import JsonOption
 from prefix_registry.cli.output import error_console, print_json, print_pairs, print_table
 
 keys_app = typer.Typer(help="Scoped API keys for the HTTP server (stored hashed).", no_args_is_help=True)
-
-app.add_typer(keys_app, name="keys")
 
 
 def _store():

