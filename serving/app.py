@@ -301,10 +301,10 @@ def create_app(
     # async: runs on the event loop, so handlers busy in the thread pool (or a hung registry) cannot starve it.
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> dict[str, Any]:
-        # Unauthenticated: which component is down, never the error itself (it may name hosts, users, paths).
+        # Unauthenticated: which component is down, never the error itself (it may name hosts, users, paths), nor
+        # which tasks are served (a key's scope decides who sees those, in /v1/tasks).
         return {
             "status": "ok" if table.registry_ok else "degraded",
-            "serving": table.served(),
             "registry_ok": table.registry_ok,
             "registry_error": None if table.registry_ok else UNREACHABLE,
         }

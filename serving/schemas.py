@@ -95,7 +95,6 @@ class TasksResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str = Field(description="ok, or degraded while the registry is unreachable (serving goes on).")
-    serving: list[str] = Field(description="Tasks with a serving version.")
     registry_ok: bool
     registry_error: str | None
 
