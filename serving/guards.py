@@ -94,7 +94,6 @@ class KeyRateLimit:
             self._buckets[key_name] = (tokens - 1.0, now)
 
 
-FeedbackRateLimit = KeyRateLimit  # the name it had when only feedback was limited
 
 
 class RequestIdOwners:
