@@ -19,6 +19,11 @@ quiet_libraries()
 # Before anything imports Prefect: the URL of the session's Prefect server (started on demand by test_flows.py).
 pin_prefect_api_url()
 
+# Prefect binds its console log handler to the sys.stderr of the moment `prefect.main` is first imported. Import it
+# now, while the session collects, so that moment is never inside a test whose captured stderr closes when the test
+# ends (a later flow run's log line then fails, and Prefect's handler recurses until the flow dies).
+import prefect.main  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
