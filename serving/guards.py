@@ -94,8 +94,6 @@ class KeyRateLimit:
             self._buckets[key_name] = (tokens - 1.0, now)
 
 
-
-
 class RequestIdOwners:
     """Which API key first used each client-chosen request id, so that no key can log under another key's id.
 
