@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -51,12 +52,31 @@ class AliasLock:
         self._sqlite = self._engine.dialect.name == "sqlite"
         self.url = mask_url(self._engine.url)
         try:
-            _metadata.create_all(self._engine)
+            self._until_unlocked(lambda: _metadata.create_all(self._engine))
         except SQLAlchemyError as error:
             # Two processes opening a new lock database at once: both saw no table, one created it first.
             if "already exists" in str(error):
                 return
             raise RegistryError(f"cannot open the alias lock database {self.url}: {first_line(error)}") from None
+
+    def _until_unlocked(self, step: Callable[[], None]) -> None:
+        """Run `step`, again while SQLite answers "database is locked", for up to the lock timeout.
+
+        SQLite's busy wait does not cover every case: a schema read racing another process's first connection, or a
+        read transaction that must upgrade to a write while another writer commits, fail at once. Retrying the whole
+        short step is the documented cure; PostgreSQL never needs it.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        pause = 0.01
+        while True:
+            try:
+                step()
+                return
+            except DBAPIError as error:
+                if not (self._sqlite and "locked" in str(error.orig).lower()) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     @contextmanager
     def hold(self, name: str) -> Iterator[None]:
@@ -86,11 +106,14 @@ class AliasLock:
             raise RegistryError(f"alias lock {self.url}: {first_line(error)}") from None
 
     def _ensure_row(self, name: str) -> None:
-        try:
+        def insert_if_missing() -> None:
             with self._engine.begin() as connection:
                 exists = connection.execute(sa.select(registry_locks.c.name).where(registry_locks.c.name == name))
                 if exists.first() is None:
                     connection.execute(registry_locks.insert().values(name=name))
+
+        try:
+            self._until_unlocked(insert_if_missing)
         except IntegrityError:
             pass  # another process created it first
         except DBAPIError as error:

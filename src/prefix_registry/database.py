@@ -88,7 +88,10 @@ def open_database_engine(
 def _enable_wal(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the drift monitor read while the server's background thread writes.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching the mode takes an exclusive lock, and SQLite answers "database is locked" at once (no busy wait) when
+    # another connection holds the file: switch only a database that is not in WAL yet (the mode is persistent).
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a committed row survives power loss too, not only a killed process (an fsync per commit; the writer
     # commits batches, so concurrent requests share it).
     cursor.execute("PRAGMA synchronous=FULL")
