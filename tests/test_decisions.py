@@ -32,22 +32,11 @@ from prefix_registry.healing.retraining import (
 from prefix_registry.monitoring.drift import DriftStatus, DriftVerdict
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 from prefix_registry.registry.aliases import CHAMPION
+from tests.package_layout import source_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 # The folders that make up the package (pyproject's package-dir), tests and benchmarks left out.
-PACKAGE_DIRS = [
-    "kinds",
-    "training",
-    "inference",
-    "registry",
-    "traffic",
-    "alerts",
-    "monitoring",
-    "healing",
-    "serving",
-    "flows",
-    "src/prefix_registry",
-]
+PACKAGE_DIRS = source_folders()
 STATE_WORDS = {
     *(s.value for s in DriftStatus),
     *(o.value for o in RetrainOutcome),

@@ -10,23 +10,11 @@ import pytest
 from prefix_registry.errors import RegistryError, RegistryUnavailable
 from prefix_registry.registry.gateway import MlflowGateway, RunStatus
 from prefix_registry.settings import Settings
+from tests.package_layout import source_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every folder of the import root (see pyproject's package-dir), and the benchmarks.
-SOURCE_FOLDERS = (
-    "kinds",
-    "training",
-    "inference",
-    "registry",
-    "traffic",
-    "alerts",
-    "monitoring",
-    "healing",
-    "serving",
-    "flows",
-    "src/prefix_registry",
-    "bench",
-)
+SOURCE_FOLDERS = (*source_folders(), "bench")
 GATEWAY = ROOT / "registry" / "gateway.py"
 
 

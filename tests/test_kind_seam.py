@@ -11,22 +11,12 @@ from prefix_registry.healing.decision import RetrainDecision, RetrainOutcome, Re
 from prefix_registry.kinds import CLASSIFICATION, Direction
 from prefix_registry.registry.sweeps import best_trial, trial_test_key, trial_validation_key
 from prefix_registry.training.search import survivors
+from tests.package_layout import source_folders
 from tests.test_task_kinds import KIND as LOWER_IS_BETTER
 
 ROOT = Path(__file__).resolve().parents[1]
 # The package folders above kinds/: they ask the task's kind for metric and column names.
-PACKAGE_FOLDERS = (
-    "training",
-    "inference",
-    "registry",
-    "traffic",
-    "alerts",
-    "monitoring",
-    "healing",
-    "serving",
-    "flows",
-    "src",
-)
+PACKAGE_FOLDERS = tuple(folder for folder in source_folders() if folder != "kinds")
 CLASSIFICATION_NAMES = ("macro_f1", "prob_")
 # Modules allowed to name them anyway, each with its reason (empty: none needs to).
 EXEMPT: dict[str, str] = {}
