@@ -360,8 +360,10 @@ def prefect_down_during_drift(home: Path) -> FaultOutcome:
                 timeout=30,
             )
             found = [e["id"] for e in answer.json().get("events", [])]
-    if len(event_ids) != 1 or set(event_ids) != set(found):
-        problems.append(f"outbox sent {event_ids}, Prefect has {found}")
+    # The home's outbox may also hold alias events that earlier scenarios' moves queued (no Prefect then): they are
+    # delivered in the same pass, and only the drift event is looked for in Prefect.
+    if len(found) != 1 or found[0] not in event_ids:
+        problems.append(f"outbox sent {event_ids}, Prefect has drift events {found}")
     return FaultOutcome(
         "Prefect down when drift is detected",
         "1 drift event emitted while the Prefect server was stopped",
@@ -389,7 +391,9 @@ def prefect_down_during_alias_moves(home: Path) -> FaultOutcome:
     for move in (["promote", "announced", "2", "--reason", "Prefect is down"], ["rollback", "announced"]):
         began = time.perf_counter()
         done = subprocess.run([PREFIXCTL, *move], env=env, capture_output=True, text=True, timeout=240)
-        said = done.stderr.strip().splitlines()
+        # seed_task's versions have no adapter files, so each move also warns that it moves to a legacy version
+        # unverified: that line is about the version, not about Prefect, and is left out of the count.
+        said = [line for line in done.stderr.strip().splitlines() if "registered before adapter digests" not in line]
         moves[move[0]] = {"exit": done.returncode, "seconds": round(time.perf_counter() - began, 1),
                           "stderr": (said or ["-"])[-1][:120]}  # fmt: skip
         if done.returncode != 0 or len(said) > 1 or "Traceback" in done.stderr:
