@@ -155,6 +155,17 @@ class TaskKind(ABC):
         """The DataFrame column of a logged score (`LoggedPrediction.scores` key)."""
         return f"score_{name}"
 
+    def model_columns(self, outputs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+        """The columns a version answers with as an MLflow model (`mlflow.pyfunc`, `mlflow models serve`), one value
+        per row of head `outputs`. Default: the `prediction_columns`."""
+        return self.prediction_columns(outputs, labels)
+
+    def model_schema(self, labels: Sequence[str]) -> dict[str, str]:
+        """Column -> MLflow column type (`string`, `double`, `long`, `boolean`) of `model_columns`: the output half of
+        a version's MLflow signature. Default: read off the columns of one all-zero row of head outputs."""
+        row = np.zeros((1, self.head_width(labels)), dtype=np.float32)
+        return {name: _column_type(values) for name, values in self.model_columns(row, labels).items()}
+
     # --- drift windows --------------------------------------------------------------------------------------------
     @property
     def signal_columns(self) -> list[str]:
@@ -235,3 +246,15 @@ class TaskKind(ABC):
     def tagged_metric(self, name: str) -> bool:
         """Whether a flat metric is kept as a version tag (`metric.<name>`)."""
         return name.endswith(tuple(f"_{metric}" for metric in self.metric_names)) or name.startswith("baseline_")
+
+
+def _column_type(values: Any) -> str:
+    """The MLflow column type of a column's values (a list or an array)."""
+    kind = np.asarray(values).dtype.kind
+    if kind == "b":
+        return "boolean"
+    if kind in "iu":
+        return "long"
+    if kind == "f":
+        return "double"
+    return "string"

@@ -38,6 +38,8 @@ CONFIDENCE = "confidence"
 # The reference file's column of predicted labels (the prediction log's is PREDICTED_LABEL).
 REFERENCE_PREDICTED = "predicted"
 PROBABILITY_PREFIX = "prob_"
+# The predicted label's column in what a version answers as an MLflow model.
+MODEL_LABEL = "label"
 MACRO_F1 = "macro_f1"
 ACCURACY = "accuracy"
 
@@ -132,6 +134,12 @@ class ClassificationKind(TaskKind):
         for i, label in enumerate(labels):
             columns[f"{PROBABILITY_PREFIX}{label}"] = probabilities[:, i]
         return columns
+
+    def model_columns(self, outputs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+        """The predicted label, its confidence and one probability per label, as doubles (JSON's numbers)."""
+        columns = self.prediction_columns(outputs, labels)
+        label = columns.pop(REFERENCE_PREDICTED)
+        return {MODEL_LABEL: label, **{name: np.asarray(v, dtype=np.float64) for name, v in columns.items()}}
 
     def logged_prediction(self, outputs: np.ndarray, labels: Sequence[str]) -> LoggedPrediction:
         probabilities = softmax(np.asarray(outputs)[None, :])[0]

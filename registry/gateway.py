@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -368,6 +369,51 @@ class MlflowGateway:
         """The paths of the run's artifacts directly under `artifact_path` (the root by default)."""
         with self._translated(f"list the artifacts of run {run_id}"):
             return [info.path for info in self._mlflow.list_artifacts(run_id, artifact_path)]
+
+
+@dataclass(frozen=True)
+class PyfuncSpec:
+    """An MLflow pyfunc model whose code is an installed module, not a pickle: MLflow loads it by calling
+    `<loader_module>._load_pyfunc(<the model's folder>, model_config)` (MLflow's "custom loader module" form).
+
+    `inputs` and `outputs` are the signature's columns (name -> MLflow column type: string, double, long, boolean);
+    `input_example` a small frame of inputs; `pip_requirements` pinned `name==version` lines; `metadata` what the
+    MLmodel file shows people.
+    """
+
+    loader_module: str
+    model_config: dict[str, Any]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    input_example: Any
+    pip_requirements: list[str]
+    metadata: dict[str, Any]
+
+
+def save_pyfunc_model(path: Path, spec: PyfuncSpec) -> list[str]:
+    """Write the MLflow model files of `spec` (MLmodel, environment files, input example) into the new folder `path`;
+    returns their names, relative to `path`. Nothing reaches a tracking server: the caller uploads the folder."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.pyfunc import save_model
+    from mlflow.types.schema import ColSpec, Schema
+
+    def schema(columns: dict[str, str]) -> Schema:
+        return Schema([ColSpec(type=kind, name=name) for name, kind in columns.items()])
+
+    with tempfile.TemporaryDirectory(prefix="no-uv-project-") as no_project:
+        save_model(
+            path=str(path),
+            loader_module=spec.loader_module,
+            model_config=spec.model_config,
+            signature=ModelSignature(inputs=schema(spec.inputs), outputs=schema(spec.outputs)),
+            input_example=spec.input_example,
+            pip_requirements=spec.pip_requirements,
+            metadata=spec.metadata,
+            # MLflow would otherwise copy the uv.lock and pyproject.toml of whatever folder the process runs in:
+            # a version's model holds what the version needs, and the same files wherever it was trained.
+            uv_project_path=no_project,
+        )
+    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
 
 
 def _does_not_exist(error: BaseException) -> bool:

@@ -27,6 +27,11 @@ ADAPTER_SHA256_FULL_TAG = "prefix_registry.adapter_sha256"
 ADAPTER_DIGEST_TAG = "prefix_registry.adapter_digest"
 ADAPTER_FILES_TAG = "prefix_registry.adapter_files"
 ADAPTER_SIGNATURE_TAG = "prefix_registry.adapter_signature"
+# The same for the MLflow model's files around the adapter (registry/mlflow_model.py); a version without them is not
+# an MLflow model yet (`prefixctl relog` makes it one).
+MODEL_FILES_TAG = "prefix_registry.mlflow_model_files"
+MODEL_DIGEST_TAG = "prefix_registry.mlflow_model_digest"
+MODEL_SIGNATURE_TAG = "prefix_registry.mlflow_model_signature"
 SHORT_HASH = 12
 TAG_TRIGGER = "trigger"
 TAG_TRIGGER_REASON = "trigger_reason"  # one line; the full JSON is the run's trigger_reason.json artifact
@@ -106,7 +111,15 @@ class PrefixVersion:
             signature=self.tags.get(ADAPTER_SIGNATURE_TAG) or None,
             adapter_sha256=self.tags.get(ADAPTER_SHA256_FULL_TAG) or None,
             labels=tuple(self.labels),
+            model_files=tuple(_json_list(self.tags.get(MODEL_FILES_TAG))),
+            model_digest=self.tags.get(MODEL_DIGEST_TAG) or None,
+            model_signature=self.tags.get(MODEL_SIGNATURE_TAG) or None,
         )
+
+    @property
+    def is_mlflow_model(self) -> bool:
+        """Whether the version's folder holds its MLflow model (registered with one, or relogged)."""
+        return bool(self.tags.get(MODEL_DIGEST_TAG))
 
     @property
     def beats_baseline(self) -> bool | None:
@@ -168,6 +181,16 @@ def integrity_tags(record: RegisteredIntegrity) -> dict[str, str]:
     tags = {ADAPTER_DIGEST_TAG: record.digest or "", ADAPTER_FILES_TAG: json.dumps(list(record.files))}
     if record.signature:
         tags[ADAPTER_SIGNATURE_TAG] = record.signature
+    return {**tags, **model_integrity_tags(record)}
+
+
+def model_integrity_tags(record: RegisteredIntegrity) -> dict[str, str]:
+    """The version tags that keep the record of `record`'s MLflow model files (none when it has none)."""
+    if record.model_digest is None:
+        return {}
+    tags = {MODEL_DIGEST_TAG: record.model_digest, MODEL_FILES_TAG: json.dumps(list(record.model_files))}
+    if record.model_signature:
+        tags[MODEL_SIGNATURE_TAG] = record.model_signature
     return tags
 
 

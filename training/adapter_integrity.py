@@ -13,14 +13,21 @@ tag, no file the manifest does not list but PEFT's model card) and reported as `
     registered = RegisteredIntegrity(digest=..., files=(...), adapter_sha256=..., labels=(...))
     verified = verify_registered_adapter(folder, registered, signing_key=None)   # raises AdapterError
     verified.status                                                               # Integrity.VERIFIED
+
+A version is also an MLflow model: the files MLflow needs to load it (`MLmodel`, its environment files, an input
+example, `pooling.py`) lie in the same folder, around the adapter (registry/mlflow_model.py). The registry records
+their names and digest (and signature) apart from the adapter's: they are checked against that record and then left
+out, so the adapter's own digest, file list and legacy checks stay exactly what they were before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -61,6 +68,11 @@ class RegisteredIntegrity:
     signature: str | None = None
     adapter_sha256: str | None = None
     labels: tuple[str, ...] = ()
+    # The MLflow model's files around the adapter (none: the version is not an MLflow model yet), their digest and
+    # its signature: the same `digest_of` and `sign_digest`, over those files only.
+    model_files: tuple[str, ...] = ()
+    model_digest: str | None = None
+    model_signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,14 +124,40 @@ def registration_record(directory: Path, signing_key: str | None = None) -> Regi
     )
 
 
+def model_files_record(
+    directory: Path, names: Collection[str], registered: RegisteredIntegrity, signing_key: str | None = None
+) -> RegisteredIntegrity:
+    """`registered` (the adapter's record) with the MLflow model's files `names` of `directory` recorded beside it."""
+    clash = sorted(set(names) & set(registered.files))
+    if clash:
+        raise AdapterError(f"MLflow model files must not replace adapter files, but {', '.join(clash)} would")
+    files = {name: sha256_file(directory / name) for name in sorted(names)}
+    digest = digest_of(files)
+    return dataclasses.replace(
+        registered,
+        model_files=tuple(files),
+        model_digest=digest,
+        model_signature=sign_digest(digest, signing_key) if signing_key else None,
+    )
+
+
 def verify_registered_adapter(
-    directory: Path, registered: RegisteredIntegrity, signing_key: str | None = None
+    directory: Path,
+    registered: RegisteredIntegrity,
+    signing_key: str | None = None,
+    *,
+    beside: Collection[str] = (),
 ) -> VerifiedAdapter:
     """Check a downloaded adapter folder against what the registry recorded; return its manifest and status.
 
-    Raises AdapterError naming the extra, missing or changed file, or the digest / signature that does not match.
+    The MLflow model's files the registry recorded (`registered.model_files`) are checked against their own digest,
+    then left out with the files named in `beside` (those a caller accounts for itself); what remains is checked as
+    the adapter. Raises AdapterError naming the extra, missing or changed file, or the digest / signature that does
+    not match.
     """
     files = folder_files(directory)
+    left_out = {*_verified_model_files(directory, files, registered, signing_key), *beside}
+    files = {name: sha256 for name, sha256 in files.items() if name not in left_out}
     digest = digest_of(files)
     if registered.digest is None:
         return VerifiedAdapter(_verify_legacy(directory, files, registered), Integrity.LEGACY, digest)
@@ -144,6 +182,30 @@ def verify_registered_adapter(
             )
         status = Integrity.SIGNED
     return VerifiedAdapter(manifest, status, digest)
+
+
+def _verified_model_files(
+    directory: Path, files: dict[str, str], registered: RegisteredIntegrity, signing_key: str | None
+) -> tuple[str, ...]:
+    """The MLflow model's files the registry recorded, once checked against their record (none recorded: none)."""
+    if registered.model_digest is None:
+        return ()
+    missing = sorted(set(registered.model_files) - set(files))
+    if missing:
+        raise AdapterError(f"MLflow model file {', '.join(missing)} is missing from {directory}")
+    digest = digest_of({name: files[name] for name in registered.model_files})
+    if not hmac.compare_digest(digest, registered.model_digest):
+        raise AdapterError(
+            f"the MLflow model files in {directory} were changed after they were logged: digest {digest[:12]}… does "
+            f"not match the registry's {registered.model_digest[:12]}…"
+        )
+    if registered.model_signature and signing_key:
+        if not hmac.compare_digest(sign_digest(digest, signing_key), registered.model_signature):
+            raise AdapterError(
+                f"adapter folder {directory}: the registry's signature of its MLflow model files does not match the "
+                "signing key"
+            )
+    return registered.model_files
 
 
 def _verify_legacy(directory: Path, files: dict[str, str], registered: RegisteredIntegrity) -> AdapterManifest:

