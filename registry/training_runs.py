@@ -29,6 +29,7 @@ from prefix_registry.registry.eval_sets import (
     eval_set_tags,
     version_eval_sets,
 )
+from prefix_registry.registry.mlflow_model import add_mlflow_model
 from prefix_registry.registry.runs import RecordedRun, close_stale_runs
 from prefix_registry.registry.store import PrefixRegistry, validate_task_name
 from prefix_registry.registry.version_notes import Origin, origin_markdown, run_link
@@ -316,7 +317,10 @@ def train_in_run(
             }
         )
         adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
-        integrity = registration_record(folder / "adapter", run.registry.settings.signing_key_text)
+        signing_key = run.registry.settings.signing_key_text
+        integrity = registration_record(folder / "adapter", signing_key)
+        # The adapter folder is the version's source: MLflow's files beside it make the version an MLflow model.
+        integrity = add_mlflow_model(folder / "adapter", run.task, run.run_id, manifest, kind, integrity, signing_key)
         final_metrics["adapter_bytes"] = adapter_bytes
         run.log_metrics(final_metrics, step=trained.steps)
         if trigger_reason:

@@ -28,7 +28,8 @@ ADAPTER_DIGEST_TAG = "prefix_registry.adapter_digest"
 ADAPTER_FILES_TAG = "prefix_registry.adapter_files"
 ADAPTER_SIGNATURE_TAG = "prefix_registry.adapter_signature"
 # The same for the MLflow model's files around the adapter (registry/mlflow_model.py); a version without them is not
-# an MLflow model yet (`prefixctl relog` makes it one).
+# an MLflow model yet (`prefixctl relog` makes it one). The file list is comma-separated (MLflow's own file names),
+# not JSON: what the version page shows stays readable.
 MODEL_FILES_TAG = "prefix_registry.mlflow_model_files"
 MODEL_DIGEST_TAG = "prefix_registry.mlflow_model_digest"
 MODEL_SIGNATURE_TAG = "prefix_registry.mlflow_model_signature"
@@ -111,7 +112,7 @@ class PrefixVersion:
             signature=self.tags.get(ADAPTER_SIGNATURE_TAG) or None,
             adapter_sha256=self.tags.get(ADAPTER_SHA256_FULL_TAG) or None,
             labels=tuple(self.labels),
-            model_files=tuple(_json_list(self.tags.get(MODEL_FILES_TAG))),
+            model_files=tuple(name for name in self.tags.get(MODEL_FILES_TAG, "").split(",") if name),
             model_digest=self.tags.get(MODEL_DIGEST_TAG) or None,
             model_signature=self.tags.get(MODEL_SIGNATURE_TAG) or None,
         )
@@ -188,7 +189,7 @@ def model_integrity_tags(record: RegisteredIntegrity) -> dict[str, str]:
     """The version tags that keep the record of `record`'s MLflow model files (none when it has none)."""
     if record.model_digest is None:
         return {}
-    tags = {MODEL_DIGEST_TAG: record.model_digest, MODEL_FILES_TAG: json.dumps(list(record.model_files))}
+    tags = {MODEL_DIGEST_TAG: record.model_digest, MODEL_FILES_TAG: ",".join(record.model_files)}
     if record.model_signature:
         tags[MODEL_SIGNATURE_TAG] = record.model_signature
     return tags

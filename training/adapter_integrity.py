@@ -128,6 +128,9 @@ def model_files_record(
     directory: Path, names: Collection[str], registered: RegisteredIntegrity, signing_key: str | None = None
 ) -> RegisteredIntegrity:
     """`registered` (the adapter's record) with the MLflow model's files `names` of `directory` recorded beside it."""
+    odd = sorted(name for name in names if "," in name)
+    if odd:
+        raise AdapterError(f"MLflow model file names must not hold a comma (the registry lists them so), got {odd}")
     clash = sorted(set(names) & set(registered.files))
     if clash:
         raise AdapterError(f"MLflow model files must not replace adapter files, but {', '.join(clash)} would")
@@ -184,6 +187,21 @@ def verify_registered_adapter(
     return VerifiedAdapter(manifest, status, digest)
 
 
+def verify_packaged_adapter(directory: Path, digest: str, files: Collection[str]) -> VerifiedAdapter:
+    """Check the adapter inside a folder that holds more than the adapter (an MLflow model, as MLflow downloaded it:
+    its own files and whatever it adds on the way, such as `registered_model_meta`).
+
+    Only the adapter files named in `files` are read by whoever attaches the adapter, so they are what is checked:
+    each must be there and together they must have `digest`; the other files are not the adapter's. Raises
+    AdapterError as `verify_registered_adapter` does.
+    """
+    if not files:
+        raise AdapterError(f"no adapter files recorded for {directory}; expected the adapter's file list")
+    present = set(folder_files(directory))
+    beside = present - set(files)
+    return verify_registered_adapter(directory, RegisteredIntegrity(digest=digest, files=tuple(files)), beside=beside)
+
+
 def _verified_model_files(
     directory: Path, files: dict[str, str], registered: RegisteredIntegrity, signing_key: str | None
 ) -> tuple[str, ...]:
@@ -199,12 +217,12 @@ def _verified_model_files(
             f"the MLflow model files in {directory} were changed after they were logged: digest {digest[:12]}… does "
             f"not match the registry's {registered.model_digest[:12]}…"
         )
-    if registered.model_signature and signing_key:
-        if not hmac.compare_digest(sign_digest(digest, signing_key), registered.model_signature):
-            raise AdapterError(
-                f"adapter folder {directory}: the registry's signature of its MLflow model files does not match the "
-                "signing key"
-            )
+    signed = registered.model_signature
+    if signed and signing_key and not hmac.compare_digest(sign_digest(digest, signing_key), signed):
+        raise AdapterError(
+            f"adapter folder {directory}: the registry's signature of its MLflow model files does not match the "
+            "signing key"
+        )
     return registered.model_files
 
 
