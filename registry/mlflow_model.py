@@ -40,6 +40,7 @@ from prefix_registry.registry.versions import PrefixVersion, model_integrity_tag
 from prefix_registry.training import pooling as pooling_module
 from prefix_registry.training.adapter_files import EXPORT_POOLING_MODULE, AdapterManifest
 from prefix_registry.training.adapter_integrity import (
+    MLFLOW_LOAD_RECORD,
     RegisteredIntegrity,
     folder_files,
     model_files_record,
@@ -183,7 +184,8 @@ def relog_version(registry: PrefixRegistry, version: PrefixVersion) -> Relogged:
 
 def _relog(registry: PrefixRegistry, version: PrefixVersion) -> Relogged:
     adapter_dir = registry.download_version_folder(version, "adapter")
-    leftover = {name for name in folder_files(adapter_dir) if name in MODEL_FILE_NAMES}
+    # What a relog cut off between its upload and its tags left (and MLflow's record of loading it since).
+    leftover = {name for name in folder_files(adapter_dir) if name in {*MODEL_FILE_NAMES, MLFLOW_LOAD_RECORD}}
     signing_key = registry.settings.signing_key_text
     verified = verify_registered_adapter(adapter_dir, version.integrity, signing_key, beside=leftover)
     record = version.integrity
@@ -194,7 +196,7 @@ def _relog(registry: PrefixRegistry, version: PrefixVersion) -> Relogged:
     with tempfile.TemporaryDirectory(prefix="mlflow-model-") as scratch:
         written = Path(scratch) / "model"
         recorded = write_model_files(written, spec, record, signing_key)
-        stale = sorted(leftover - set(recorded.model_files))
+        stale = sorted(leftover - {*recorded.model_files, MLFLOW_LOAD_RECORD})
         if stale:
             raise AdapterError(
                 f"adapter folder of version {version.version} holds {', '.join(stale)} from an earlier relog, which "

@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 # The one file a legacy folder may hold beyond what its manifest lists: the model card PEFT's save_pretrained writes.
 PEFT_MODEL_CARD = "README.md"
+# What MLflow writes into a model folder it loads through `models:/` (the registered model's name and version, read by
+# nothing here). From a local artifact store it loads the folder in place, so the registry's own copy of a version
+# that is an MLflow model gains this file the first time MLflow loads it.
+MLFLOW_LOAD_RECORD = "registered_model_meta"
 
 
 class Integrity(StrEnum):
@@ -154,12 +158,14 @@ def verify_registered_adapter(
     """Check a downloaded adapter folder against what the registry recorded; return its manifest and status.
 
     The MLflow model's files the registry recorded (`registered.model_files`) are checked against their own digest,
-    then left out with the files named in `beside` (those a caller accounts for itself); what remains is checked as
-    the adapter. Raises AdapterError naming the extra, missing or changed file, or the digest / signature that does
-    not match.
+    then left out with the files named in `beside` (those a caller accounts for itself) and, in an MLflow model, the
+    record MLflow writes when it loads it (`MLFLOW_LOAD_RECORD`); what remains is checked as the adapter. Raises
+    AdapterError naming the extra, missing or changed file, or the digest / signature that does not match.
     """
     files = folder_files(directory)
     left_out = {*_verified_model_files(directory, files, registered, signing_key), *beside}
+    if registered.model_digest is not None:
+        left_out.add(MLFLOW_LOAD_RECORD)
     files = {name: sha256 for name, sha256 in files.items() if name not in left_out}
     digest = digest_of(files)
     if registered.digest is None:

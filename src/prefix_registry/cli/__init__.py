@@ -29,6 +29,7 @@ COMMANDS = (
     versions.promote,
     versions.rollback,
     versions.verify,
+    versions.relog,
     versions.history,
     compare.compare,
     predict.predict,

@@ -1,4 +1,5 @@
-"""`prefixctl tasks | versions | promote | rollback | history`: what is registered and where the aliases point."""
+"""`prefixctl tasks | versions | promote | rollback | verify | relog | history`: what is registered, where the
+aliases point, and whether each version is intact and an MLflow model."""
 
 from __future__ import annotations
 
@@ -122,6 +123,37 @@ def verify(
     if failed:
         raise PrefixRegistryError(
             f"{task}: version(s) {', '.join(failed)} do not match what was registered; expected every version to verify"
+        )
+
+
+def relog(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str | None, typer.Argument(help="Version to relog (default: every version).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make versions registered before versions were MLflow models loadable as `models:/TASK@ALIAS`.
+
+    Each version's adapter is verified first; MLflow's files (MLmodel, pinned requirements, an input example,
+    pooling.py) are then logged beside it and recorded, its own files and digest unchanged. Statuses: relogged,
+    already (an MLflow model already), FAILED (its adapter does not verify). Exits 2 when any version fails.
+    """
+    from prefix_registry.errors import PrefixRegistryError
+    from prefix_registry.registry.mlflow_model import relog_versions
+
+    outcomes = relog_versions(open_registry(), task, version)
+    if as_json:
+        print_json([outcome.summary() for outcome in outcomes])
+    else:
+        print_table(
+            f"{task}: MLflow models",
+            ["version", "status", "detail"],
+            [(outcome.version, str(outcome.status), outcome.detail) for outcome in outcomes],
+        )
+    failed = [outcome.version for outcome in outcomes if not outcome.ok]
+    if failed:
+        raise PrefixRegistryError(
+            f"{task}: version(s) {', '.join(failed)} were not relogged: their adapters do not verify; expected every "
+            "version to verify first (prefixctl verify)"
         )
 
 
