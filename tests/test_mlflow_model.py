@@ -29,6 +29,7 @@ from prefix_registry.registry.mlflow_model import MODEL_FILE_NAMES
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.registry.verification import verify_versions
 from prefix_registry.registry.versions import (
     ADAPTER_DIGEST_TAG,
     ADAPTER_FILES_TAG,
@@ -40,6 +41,7 @@ from prefix_registry.serving.app import ServingLimits
 from prefix_registry.serving.factory import build_serving_app
 from prefix_registry.settings import Settings
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS
+from prefix_registry.training.adapter_integrity import MLFLOW_LOAD_RECORD
 from tests.conftest import tiny_config, tiny_data
 from tests.servers.mlflow_server import find_mlflow
 
@@ -125,6 +127,10 @@ def test_the_champion_loads_in_a_fresh_process_with_mlflow_alone_and_matches_the
     np.testing.assert_allclose(_model_probabilities(loaded["rows"], labels), served, rtol=0, atol=1e-5)
     assert [row["label"] for row in loaded["rows"]] == [p["label"] for p in body["predictions"]]
     np.testing.assert_allclose([row["confidence"] for row in loaded["rows"]], served.max(axis=1), rtol=0, atol=1e-5)
+    # From a local artifact store MLflow loads the registry's own folder in place and writes its load record there:
+    # the version still verifies.
+    assert (_stored_folder(registry, "1") / MLFLOW_LOAD_RECORD).is_file()
+    assert verify_versions(registry, TASK, "1")[0].status == "verified"
 
 
 def test_mlflow_models_serve_answers_the_champion_with_the_servers_probabilities(
@@ -194,8 +200,13 @@ def test_a_new_version_records_its_mlflow_files_apart_from_its_adapter_and_verif
     assert [(c["version"], c["status"]) for c in checked.json()] == [("1", "verified")]
 
 
-def test_a_changed_mlflow_file_fails_verify(registry: PrefixRegistry, cli, tmp_path: Path) -> None:
-    stored = Path(registry.version(TASK, "1").source.removeprefix("file://"))
+def _stored_folder(registry: PrefixRegistry, version: str) -> Path:
+    """The registry's own copy of the version's folder (the artifact store is a local folder here)."""
+    return Path(registry.version(TASK, version).source.removeprefix("file://"))
+
+
+def test_a_changed_mlflow_file_fails_verify(registry: PrefixRegistry, cli) -> None:
+    stored = _stored_folder(registry, "1")
     original = (stored / "MLmodel").read_bytes()
     (stored / "MLmodel").write_bytes(original.replace(b"prefix_registry.inference.pyfunc", b"somewhere.else"))
     try:
@@ -246,13 +257,6 @@ def test_relog_makes_old_versions_mlflow_models_and_leaves_their_adapters_as_the
         assert {key: value for key, value in after.items() if key in tags} == tags
         assert set(after) - set(tags) <= {MODEL_DIGEST_TAG, MODEL_FILES_TAG, MODEL_SIGNATURE_TAG}
         assert set(after[MODEL_FILES_TAG].split(",")) == MODEL_FILE_NAMES
-    checked = cli("verify", TASK, "--json")
-    assert [(c["version"], c["status"]) for c in checked.json()] == [
-        ("1", "verified"),
-        ("2", "verified"),
-        ("3", "legacy"),
-    ]
-    assert [(r["version"], r["status"]) for r in cli("relog", TASK, "3", "--json").json()] == [("3", "already")]
 
     import mlflow.pyfunc
 
@@ -260,6 +264,13 @@ def test_relog_makes_old_versions_mlflow_models_and_leaves_their_adapters_as_the
     for number in ("2", "3"):
         frame = mlflow.pyfunc.load_model(f"models:/{TASK}/{number}").predict(pd.DataFrame({"text": TEXTS}))
         np.testing.assert_allclose(frame[expected.columns].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-5)
+    checked = cli("verify", TASK, "--json")
+    assert [(c["version"], c["status"]) for c in checked.json()] == [
+        ("1", "verified"),
+        ("2", "verified"),
+        ("3", "legacy"),
+    ]
+    assert [(r["version"], r["status"]) for r in cli("relog", TASK, "3", "--json").json()] == [("3", "already")]
 
 
 def registry_predictions(registry: PrefixRegistry, version: str) -> pd.DataFrame:
