@@ -23,6 +23,7 @@ folder and adds the tags, leaving the adapter's files and tags as they are.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from prefix_registry.training.adapter_integrity import (
 )
 from prefix_registry.training.base_models import BASE_DISTRIBUTIONS
 
+logger = logging.getLogger(__name__)
+
 LOADER_MODULE = "prefix_registry.inference.pyfunc"
 # A made-up text, not one of the task's: an input example is shown to everyone who can read the model.
 EXAMPLE_TEXTS = ("A short text to score.",)
@@ -69,9 +72,19 @@ MODEL_FILE_NAMES = frozenset(
 
 
 def pinned_requirements(base: str) -> list[str]:
-    """`name==version` of each distribution the pyfunc needs, as installed now; a packaged base adds its package."""
+    """`name==version` of each distribution the pyfunc needs, as installed now; a packaged base adds its package.
+
+    One not installed as a distribution (this package run from a bare source tree) is left out with a warning: the
+    version still registers, and its requirements say what they could.
+    """
     names = [*ENGINE_DISTRIBUTIONS, *([BASE_DISTRIBUTIONS[base]] if base in BASE_DISTRIBUTIONS else [])]
-    return [f"{name}=={importlib.metadata.version(name)}" for name in names]
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            logger.warning("%s is not installed as a distribution: the MLflow model's requirements leave it out", name)
+    return pinned
 
 
 def pyfunc_spec(

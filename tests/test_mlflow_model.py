@@ -32,7 +32,6 @@ from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.registry.verification import verify_versions
 from prefix_registry.registry.versions import (
     ADAPTER_DIGEST_TAG,
-    ADAPTER_FILES_TAG,
     MODEL_DIGEST_TAG,
     MODEL_FILES_TAG,
     MODEL_SIGNATURE_TAG,
@@ -71,7 +70,7 @@ def _register_old_style_copy(registry: PrefixRegistry) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         adapter = Path(scratch) / "adapter"
         adapter.mkdir()
-        for name in json.loads(v1.tags[ADAPTER_FILES_TAG]):
+        for name in v1.integrity.files:
             shutil.copy2(stored / name, adapter / name)
         with RecordedRun(registry, TASK, "old-style copy of v1", kind="train") as run:
             run.log_artifacts(adapter, "adapter")
@@ -194,7 +193,7 @@ def test_a_new_version_records_its_mlflow_files_apart_from_its_adapter_and_verif
     v1 = registry.version(TASK, "1")
     assert v1.is_mlflow_model
     assert set(v1.tags[MODEL_FILES_TAG].split(",")) == MODEL_FILE_NAMES
-    assert not set(json.loads(v1.tags[ADAPTER_FILES_TAG])) & MODEL_FILE_NAMES  # the adapter's record is its own
+    assert not set(v1.integrity.files) & MODEL_FILE_NAMES  # the adapter's record is its own
     checked = cli("verify", TASK, "1", "--json")
     assert checked.exit_code == 0, checked.stderr
     assert [(c["version"], c["status"]) for c in checked.json()] == [("1", "verified")]
@@ -226,8 +225,8 @@ def test_the_pyfunc_refuses_an_adapter_changed_after_it_was_logged(registry: Pre
         task=TASK,
         run_id=v1.run_id,
         kind=v1.kind.name,
-        adapter_digest=v1.tags[ADAPTER_DIGEST_TAG],
-        adapter_files=tuple(json.loads(v1.tags[ADAPTER_FILES_TAG])),
+        adapter_digest=str(v1.integrity.digest),
+        adapter_files=v1.integrity.files,
     )
     weights = bytearray((copy / ADAPTER_WEIGHTS).read_bytes())
     weights[-1] ^= 0xFF
