@@ -1,7 +1,8 @@
 """The MLflow gateway: every MLflow call of prefix-registry, and the one place MLflow's errors are translated.
 
     registry services (PrefixRegistry, AliasMover, runs.py, training_runs.py, sweeps.py)
-        --> MlflowGateway (tasks, experiments, versions, aliases, runs, metrics, artifacts, datasets)
+        --> MlflowGateway (tasks, experiments, versions, aliases, runs, metrics, artifacts, datasets, and the
+                          MLflow model files of a version: `save_pyfunc_model`)
         --> MlflowClient (tracking and model registry; SQLite, a tracking server, S3)
 
 A task is a registered model tagged `prefix_registry.task` with an experiment `prefix-registry/<task>` for its
@@ -400,19 +401,26 @@ def save_pyfunc_model(path: Path, spec: PyfuncSpec) -> list[str]:
     def schema(columns: dict[str, str]) -> Schema:
         return Schema([ColSpec(type=kind, name=name) for name, kind in columns.items()])
 
+    # Its INFO lines ("Validating input example against model signature") would land in `prefixctl train`'s output.
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    mlflow_logger.setLevel(max(level, logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="no-uv-project-") as no_project:
-        save_model(
-            path=str(path),
-            loader_module=spec.loader_module,
-            model_config=spec.model_config,
-            signature=ModelSignature(inputs=schema(spec.inputs), outputs=schema(spec.outputs)),
-            input_example=spec.input_example,
-            pip_requirements=spec.pip_requirements,
-            metadata=spec.metadata,
-            # MLflow would otherwise copy the uv.lock and pyproject.toml of whatever folder the process runs in:
-            # a version's model holds what the version needs, and the same files wherever it was trained.
-            uv_project_path=no_project,
-        )
+        try:
+            save_model(
+                path=str(path),
+                loader_module=spec.loader_module,
+                model_config=spec.model_config,
+                signature=ModelSignature(inputs=schema(spec.inputs), outputs=schema(spec.outputs)),
+                input_example=spec.input_example,
+                pip_requirements=spec.pip_requirements,
+                metadata=spec.metadata,
+                # MLflow would otherwise copy the uv.lock and pyproject.toml of whatever folder the process runs in:
+                # a version's model holds what the version needs, and the same files wherever it was trained.
+                uv_project_path=no_project,
+            )
+        finally:
+            mlflow_logger.setLevel(level)
     return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
 
 
