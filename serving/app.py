@@ -1,7 +1,8 @@
 """The HTTP server: predict with each task's serving prefix, log every prediction, take feedback.
 
 POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilities, version, prediction id (as the
-                   serving version's task kind reads its head outputs; classification: label and class probabilities)
+                   serving version's task kind reads its head outputs; classification: label and class probabilities);
+                   the texts of concurrent requests share forward passes (serving/batcher.py)
 POST /v1/feedback  {"prediction_id": ID, "label": L, "correction": false}  -> the true label (fresh training data)
 GET  /v1/tasks     serving version, alias and load time of each task
 GET  /healthz      liveness: status and which component is down (never needs a key, never waits on the registry)
