@@ -1,7 +1,8 @@
 """The HTTP server: predict with each task's serving prefix, log every prediction, take feedback.
 
 POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilities, version, prediction id (as the
-                   serving version's task kind reads its head outputs; classification: label and class probabilities)
+                   serving version's task kind reads its head outputs; classification: label and class probabilities);
+                   the texts of concurrent requests share forward passes (serving/batcher.py)
 POST /v1/feedback  {"prediction_id": ID, "label": L, "correction": false}  -> the true label (fresh training data)
 GET  /v1/tasks     serving version, alias and load time of each task
 GET  /healthz      liveness: status and which component is down (never needs a key, never waits on the registry)
@@ -15,22 +16,29 @@ string must be valid Unicode (a lone surrogate is a 422, not a 500).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive
 
-from prefix_registry.errors import PrefixRegistryError, first_line
+from prefix_registry.errors import ConfigError, PrefixRegistryError, first_line
+from prefix_registry.inference.attached import AttachedPrefix
 from prefix_registry.serving.auth import KeyGate
+from prefix_registry.serving.batcher import Batcher, BatchFailed, BatchingConfig, BatchRejected
 from prefix_registry.serving.guards import BodySizeLimit, KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError, error_response
 from prefix_registry.serving.metrics import ServingMetrics, only_tasks
@@ -53,6 +61,7 @@ from prefix_registry.traffic.prediction_records import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,45 @@ class ServingLimits:
     predict_burst: int = 60
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A prediction request past its checks: the version that answers it, its caller's key and its request id."""
+
+    attached: AttachedPrefix
+    key_name: str | None
+    request_id: str
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited."""
+
+
+async def unless_disconnected(work: Awaitable[T], receive: Receive) -> T:
+    """`work`'s result; or, when the client disconnects first, `work` cancelled (the batcher then drops its rows
+    before they reach the model) and ClientGone raised.
+
+    The body has been read by then, so the only message `receive` can still bring is the disconnect.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and watcher.done() and watcher.exception() is None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise ClientGone
+        return await task  # done; or `receive` failed, which tells nothing about the client: wait for the rows
+    finally:
+        task.cancel()  # a no-op once done; when this request is cancelled itself, its rows are withdrawn
+        watcher.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 # A client's X-Request-Id is kept only when it looks like an id; anything else is replaced by a fresh one.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 UNREACHABLE = "registry unreachable"  # what /healthz says of a registry it cannot reach (never the error itself)
@@ -84,6 +132,7 @@ def create_app(
     watch_interval: float | None = 5.0,
     keys: KeyGate | None = None,
     durable_log: bool = True,
+    batching: BatchingConfig | None = None,
 ) -> FastAPI:
     """The FastAPI app over a ready `ServingTable` (loaded and checked by the caller).
 
@@ -92,6 +141,7 @@ def create_app(
         watch_interval: seconds between registry checks for alias moves; None disables the watcher.
         keys: the API keys that may call; None (or a store with no key yet) serves anonymous clients.
         durable_log: answer a prediction only once its log row is committed (True), or as soon as it is queued.
+        batching: how concurrent requests share forward passes (serving/batcher.py); default `BatchingConfig()`.
     """
     limits = limits or ServingLimits()
     keys = keys or KeyGate(None)
@@ -105,11 +155,20 @@ def create_app(
     )
     request_ids = RequestIdOwners()
     metrics = ServingMetrics(table)
+    batching = batching or BatchingConfig()
+    if batching.max_queue_rows < limits.max_texts:
+        raise ConfigError(
+            f"the prediction queue must hold at least one whole request: expected max_queue_rows >= max_texts "
+            f"({limits.max_texts}), got {batching.max_queue_rows}"
+        )
+    batcher = Batcher(batching, observer=metrics)
+    metrics.queue_rows.set_function(lambda: batcher.queued_rows)
     table.swap_listeners.append(lambda swap: metrics.swap_seconds.observe(swap.seconds))
     watcher = AliasWatcher(table, watch_interval) if watch_interval else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
         if watcher is not None:
             watcher.start()
         try:
@@ -117,12 +176,14 @@ def create_app(
         finally:
             if watcher is not None:
                 watcher.stop()
+            await run_in_threadpool(batcher.stop)  # what is still queued gets 503; the running batch finishes
             if prediction_log is not None:
                 prediction_log.close()  # nothing enqueued is lost on a clean stop
 
     app = FastAPI(title="prefix-registry", version="0.1.0", lifespan=lifespan)
     app.state.table = table
     app.state.metrics = metrics
+    app.state.batcher = batcher
     app.state.prediction_log = prediction_log
     app.state.keys = keys
 
@@ -177,15 +238,16 @@ def create_app(
     def task_label(task: str) -> str:
         return task if task in table.served() else "unknown"  # bounded: served tasks only
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
-    def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
+    def admit(body: PredictRequest, request: Request) -> Admitted:
+        """The caller's key, limits and the version that will answer (in a worker thread: the key store may be
+        read from its database)."""
         task = body.task
         try:
             key = keys.require(request.headers.get("authorization"), "predict", task)
             if predict_rate is not None:
                 predict_rate.take(key.name if key is not None else None)
             _check_texts(body.texts, limits)
-            attached = table.current(task)
+            attached = table.current(task)  # taken once: every row of this request runs on this version
         except HTTPError as error:
             metrics.requests.labels("predict", task_label(task), str(error.status)).inc()
             raise
@@ -199,9 +261,12 @@ def create_app(
             if REQUEST_ID.fullmatch(client_id) and request_ids.claim(client_id, key_name)
             else uuid.uuid4().hex
         )
-        # One engine pass for the whole request; the served version's kind turns each row into its prediction
-        # (classification: the top label and every label's probability, as the response has always carried).
-        logged = table.pool.logged_predictions(attached, body.texts)
+        return Admitted(attached, key_name, request_id)
+
+    def answer(body: PredictRequest, admitted: Admitted, outputs: list[torch.Tensor]) -> dict[str, Any]:
+        """The served version's kind turns each row into its prediction (classification: the top label and every
+        label's probability, as the response has always carried); logged before it is answered."""
+        task, attached = body.task, admitted.attached
         records = [
             PredictionRecord.new(
                 task,
@@ -209,11 +274,15 @@ def create_app(
                 text,
                 prediction.predicted_label,
                 prediction.scores,
-                request_id=request_id,
+                request_id=admitted.request_id,
                 source="http",
-                key_name=key_name,
+                key_name=admitted.key_name,
             )
-            for text, prediction in zip(body.texts, logged, strict=True)
+            for text, prediction in zip(
+                body.texts,
+                (attached.kind.logged_prediction(row.numpy(), attached.labels) for row in outputs),
+                strict=True,
+            )
         ]
         if prediction_log is not None:
             try:
@@ -230,7 +299,7 @@ def create_app(
         return {
             "task": task,
             "version": attached.version,
-            "request_id": request_id,
+            "request_id": admitted.request_id,
             "predictions": [
                 {
                     "prediction_id": r.prediction_id,
@@ -242,6 +311,26 @@ def create_app(
                 for r in records
             ],
         }
+
+    # async: the request waits for its rows on the event loop (no thread held); the forward pass runs in the
+    # batcher's worker, the key check and the log commit in the thread pool.
+    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
+    async def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
+        admitted = await run_in_threadpool(admit, body, request)
+        try:
+            outputs = await unless_disconnected(batcher.submit(admitted.attached, body.texts), request.receive)
+        except BatchRejected as error:
+            metrics.requests.labels("predict", body.task, "503").inc()
+            raise HTTPError(503, str(error), {"Retry-After": str(error.retry_after)}) from None
+        except BatchFailed as error:
+            metrics.requests.labels("predict", body.task, "500").inc()
+            raise HTTPError(500, str(error)) from None
+        except ClientGone:
+            # Nobody reads this answer; 499 (as nginx names a client that closed its request) keeps it apart in
+            # the request counter from the server's own refusals.
+            metrics.requests.labels("predict", body.task, "499").inc()
+            raise HTTPError(499, "the client disconnected before its texts ran") from None
+        return await run_in_threadpool(answer, body, admitted, outputs)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
     def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.serving.app import ServingLimits, create_app
 from prefix_registry.serving.auth import KeyGate
+from prefix_registry.serving.batcher import BatchingConfig
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.traffic.api_keys import ApiKeyStore
 from prefix_registry.traffic.prediction_log import PredictionLog
@@ -26,12 +27,14 @@ def build_serving_app(
     api_keys: ApiKeyStore | None = None,
     durable_log: bool = True,
     key_store_grace_s: float = 30.0,
+    batching: BatchingConfig | None = None,
 ) -> FastAPI:
     """Load the serving versions and return the app.
 
     `api_keys`: the key store the server checks (None: anonymous clients only, for in-process use and the demo).
     `durable_log`: answer a prediction only once its log row is committed.
     `key_store_grace_s`: how long the keys read before are trusted while the key store is unreadable.
+    `batching`: how concurrent requests share forward passes (default `BatchingConfig()`).
 
     Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
     it would have nothing to serve. Later outages only pause alias following.
@@ -50,4 +53,5 @@ def build_serving_app(
         watch_interval=watch_interval,
         keys=KeyGate(api_keys, grace_seconds=key_store_grace_s),
         durable_log=durable_log,
+        batching=batching,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -69,6 +69,52 @@ class ServingMetrics:
             "prefix_prediction_log_pending", "Predictions waiting to be written to the log.", registry=self.registry
         )
         self.feedback = Counter("prefix_feedback", "Feedback labels received.", ["task"], registry=self.registry)
+        # Cross-request batching (serving/batcher.py reports to the three methods below).
+        self.batch_rows = Histogram(
+            "prefix_batch_rows",
+            "Texts in each forward pass (rows of every task together).",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+        self.batch_seconds = Histogram(
+            "prefix_batch_seconds",
+            "Time of each batch's forward pass.",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.queue_wait = Histogram(
+            "prefix_queue_wait_seconds",
+            "Time from a request's arrival in the queue to its first forward pass.",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+        )
+        self.queue_rows = Gauge(
+            "prefix_queue_rows", "Texts waiting for a forward pass (the queue depth).", registry=self.registry
+        )
+        self.task_rows = Counter(
+            "prefix_batch_task_rows",
+            "Texts of each task run in forward passes (divided by prefix_batch_rows_count: rows per task per batch).",
+            ["task"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "prefix_rejected_requests",
+            "Prediction requests answered without running, by reason (queue_full, deadline, disconnected, shutdown).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def batch_ran(self, rows_by_task: Mapping[str, int], seconds: float) -> None:
+        self.batch_rows.observe(sum(rows_by_task.values()))
+        self.batch_seconds.observe(seconds)
+        for task, rows in rows_by_task.items():
+            self.task_rows.labels(task).inc(rows)  # rows come from served versions only: a bounded label set
+
+    def request_waited(self, seconds: float) -> None:
+        self.queue_wait.observe(seconds)
+
+    def request_rejected(self, reason: str) -> None:
+        self.rejected.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -91,6 +91,26 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a client has to send one whole request (headers and body) before it is closed (408).",
     )
+    # Cross-request batching of predictions (serving/batcher.py).
+    max_batch: int = Field(default=32, ge=1, le=1024, description="Most texts in one forward pass of the server.")
+    max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="Milliseconds a request waits for others to share its forward pass (0: run at once).",
+    )
+    max_queue_rows: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="Most texts waiting for a forward pass; a request beyond them gets 503 with Retry-After.",
+    )
+    predict_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a prediction request may wait for its texts to run before it gets 503 (not run).",
+    )
     api_keys_grace_s: float = Field(
         default=30.0,
         ge=0,

@@ -11,7 +11,14 @@ import typer
 
 from prefix_registry.cli.app import open_registry
 from prefix_registry.cli.output import error_console
+from prefix_registry.config_values import field_default, field_help
 from prefix_registry.errors import PrefixRegistryError
+from prefix_registry.settings import Settings
+
+
+def _setting(name: str) -> str:
+    """An option's help: the setting's description, its default and its environment variable."""
+    return f"{field_help(Settings, name)} Default: {field_default(Settings, name)} (PREFIX_REGISTRY_{name.upper()})."
 
 
 def serve(
@@ -37,6 +44,11 @@ def serve(
     insecure: Annotated[
         bool, typer.Option(help="Serve a non-loopback address although no API key exists (anyone may call).")
     ] = False,
+    # Cross-request batching; unset options take the settings (PREFIX_REGISTRY_MAX_BATCH, ...).
+    max_batch: Annotated[int | None, typer.Option(help=_setting("max_batch"))] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help=_setting("max_wait_ms"))] = None,
+    max_queue_rows: Annotated[int | None, typer.Option(help=_setting("max_queue_rows"))] = None,
+    predict_timeout_s: Annotated[float | None, typer.Option(help=_setting("predict_timeout_s"))] = None,
 ) -> None:
     """Serve every task's champion over HTTP, following alias moves without restarting.
 
@@ -45,13 +57,19 @@ def serve(
     import uvicorn
 
     from prefix_registry.serving.app import ServingLimits
+    from prefix_registry.serving.batcher import BatchingConfig
     from prefix_registry.serving.factory import build_serving_app
     from prefix_registry.serving.http_server import ConnectionBounds, server_config
-    from prefix_registry.settings import Settings
     from prefix_registry.traffic.api_keys import ApiKeyStore
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     settings = Settings()
+    batching = BatchingConfig(
+        max_batch=settings.max_batch if max_batch is None else max_batch,
+        max_wait_ms=settings.max_wait_ms if max_wait_ms is None else max_wait_ms,
+        max_queue_rows=settings.max_queue_rows if max_queue_rows is None else max_queue_rows,
+        timeout_s=settings.predict_timeout_s if predict_timeout_s is None else predict_timeout_s,
+    )
     api_keys = ApiKeyStore.from_settings(settings)
     if not is_loopback(host) and not api_keys.any_exist() and not insecure:
         api_keys.close()
@@ -83,6 +101,7 @@ def serve(
             api_keys=api_keys,
             durable_log=settings.durable_log,
             key_store_grace_s=settings.api_keys_grace_s,
+            batching=batching,
         )
     except BaseException:
         if prediction_log is not None:
