@@ -8,13 +8,14 @@ old one keeps it to the end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import torch
 
 from prefix_registry.inference.methods import MethodStrategy, PrefixShape, strategy_for
+from prefix_registry.inference.precision import Precision
 from prefix_registry.kinds.base import TaskKind
 from prefix_registry.kinds.classification import CLASSIFICATION
 from prefix_registry.training.pooling import Pooling
@@ -42,6 +43,8 @@ class AttachedPrefix:
         pooler: the trained copy of the base's pooler when training included it, else None (the base's own).
         kind: the task kind the version was trained as, which turns its head outputs into predictions (kept here,
             not beside it, so that a swap to a version of another kind stays one reference assignment).
+        precision: what its rows' backbone runs at (fp32, bf16, int8); the prefix, pooler and head are float32
+            whatever it is. Serving sets it once the version passed its check (registry/precision_check.py).
     """
 
     task: str
@@ -56,9 +59,14 @@ class AttachedPrefix:
     pooling: Pooling = Pooling.CLS
     pooler: torch.nn.Module | None = None
     kind: TaskKind = CLASSIFICATION
+    precision: Precision = Precision.FP32
     adapter_bytes: int = 0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_seconds: float = 0.0
+
+    def at(self, precision: Precision) -> AttachedPrefix:
+        """The same version with its backbone run at `precision` (a new value; this one is unchanged)."""
+        return replace(self, precision=precision)
 
     @property
     def num_virtual_tokens(self) -> int:

@@ -37,6 +37,8 @@ class StackedBatch:
         position_ids: (rows, input slots).
         cache: prefix key/values, each layer (rows, heads, cache slots, head_dim); None when no row has a prefix.
         input_lengths: (rows,) how many input slots each row really uses (prompt + text).
+        prefix_keys, prefix_values: the same key/values stacked, (layers, rows, heads, cache slots, head_dim), for
+            a backbone that takes them as one tensor each (the int8 ONNX graph); None when `cache` is.
     """
 
     inputs_embeds: torch.Tensor
@@ -44,6 +46,8 @@ class StackedBatch:
     position_ids: torch.Tensor
     cache: DynamicCache | None
     input_lengths: torch.Tensor
+    prefix_keys: torch.Tensor | None = None
+    prefix_values: torch.Tensor | None = None
 
 
 def stack_rows(
@@ -106,4 +110,6 @@ def stack_rows(
         position_ids=position_ids,
         cache=cache,
         input_lengths=torch.tensor(lengths, dtype=torch.long, device=device),
+        prefix_keys=keys,
+        prefix_values=values,
     )

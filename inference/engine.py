@@ -1,9 +1,10 @@
 """The forward engine: a batch of rows, each `(text, attached prefix)`, to one head output per row.
 
-Rows may carry different prefixes, methods, virtual-token counts, poolings and heads. Rows are grouped by resident
-base; each base runs its backbone once for all its rows (batch.py stacks them so that each row sees exactly what it
-would alone), then each row is pooled as its prefix says and goes through its own head. Nothing on the shared model
-changes per call.
+Rows may carry different prefixes, methods, virtual-token counts, poolings, heads and precisions. Rows are grouped
+by resident base and precision; each group runs its base's backbone once at that precision for all its rows
+(batch.py stacks them so that each row sees exactly what it would alone; precision.py has the runners), then each
+row is pooled as its prefix says and goes through its own head, in float32. Nothing on the shared model changes per
+call.
 
 The output is kind-agnostic: a float tensor of the head's width per row (classification: logits). Turning it into
 a prediction belongs to the task kind (classification.py has the softmax).
@@ -37,7 +38,7 @@ def forward(rows: Sequence[Row]) -> list[torch.Tensor]:
     """Head outputs, one float tensor of its head's width per row, in the order of `rows`."""
     token_ids = _tokenize(rows)
     outputs: dict[int, torch.Tensor] = {}
-    for indices in _groups(id(row.prefix.base) for row in rows):
+    for indices in _groups((id(row.prefix.base), row.prefix.precision) for row in rows):
         results = forward_tokens([token_ids[i] for i in indices], [rows[i].prefix for i in indices])
         outputs.update(zip(indices, results, strict=True))
     return [outputs[index] for index in range(len(rows))]
@@ -45,14 +46,15 @@ def forward(rows: Sequence[Row]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def forward_tokens(token_ids: Sequence[Sequence[int]], prefixes: Sequence[AttachedPrefix]) -> list[torch.Tensor]:
-    """`forward` for rows already tokenised (and truncated), all of whose prefixes share one resident base."""
+    """`forward` for rows already tokenised (and truncated), all of whose prefixes share one resident base and one
+    precision."""
     if not prefixes:
         return []
-    base = prefixes[0].base
-    if any(prefix.base is not base for prefix in prefixes):
-        raise ValueError("forward_tokens takes rows of one resident base; use forward() for a mixed batch")
+    base, precision = prefixes[0].base, prefixes[0].precision
+    if any(prefix.base is not base or prefix.precision is not precision for prefix in prefixes):
+        raise ValueError("forward_tokens takes rows of one resident base and precision; use forward() to mix them")
     batch = stack_rows(token_ids, prefixes, base.word_embeddings)
-    states = base.backbone.states(batch)
+    states = base.runner(precision).states(batch)
     outputs: dict[int, torch.Tensor] = {}
     # Rows of one prefix share its pooling, pooler and head: one call of each per prefix in the batch.
     for indices in _groups(id(prefix) for prefix in prefixes):

@@ -28,14 +28,17 @@ from typing import Any, cast
 import torch
 from safetensors.torch import load_file
 
-from prefix_registry.errors import AdapterError
+from prefix_registry.errors import AdapterError, ConfigError
 from prefix_registry.inference.attached import AttachedPrefix
 from prefix_registry.inference.backbones import Backbone, backbone_for, plain_copy
 from prefix_registry.inference.classification import classify
 from prefix_registry.inference.engine import head_outputs
 from prefix_registry.inference.methods import Placement, PrefixShape, strategy_for
+from prefix_registry.inference.onnx_backbone import int8_runner
+from prefix_registry.inference.precision import BackboneRunner, Precision, TorchRunner
 from prefix_registry.kinds.base import LoggedPrediction, TaskKind
 from prefix_registry.kinds.classification import CLASSIFICATION
+from prefix_registry.settings import Settings
 from prefix_registry.training.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterManifest, check_base_matches
 from prefix_registry.training.base_models import (
     TASK_HEAD_PREFIXES,
@@ -50,10 +53,17 @@ PROMPT_TABLE = "prompt_embeddings"  # PEFT's name for the saved virtual tokens, 
 
 
 class ResidentBase:
-    """One copy of a base model in memory, shared by every prefix attached to it; never changed after loading."""
+    """One copy of a base model in memory, shared by every prefix attached to it; never changed after loading.
 
-    def __init__(self, loaded: LoadedBase) -> None:
+    Its backbone runs at each precision through one runner per precision, made on first use (int8: the quantised
+    graph, cached under `cache_dir`; default: the settings' cache folder).
+    """
+
+    def __init__(self, loaded: LoadedBase, cache_dir: Path | None = None) -> None:
         self.loaded = loaded
+        self.cache_dir = cache_dir
+        self._runners: dict[Precision, BackboneRunner] = {}
+        self._runners_lock = threading.Lock()  # two first int8 requests must not export the backbone twice
         # A transformers model: typed as a plain Module, whose attributes torch types as `Tensor | Module`.
         self.model = cast(Any, loaded.model)
         self.model.eval()
@@ -72,6 +82,27 @@ class ResidentBase:
     @property
     def name(self) -> str:
         return self.loaded.ref.name
+
+    def runner(self, precision: Precision) -> BackboneRunner:
+        """What runs the backbone at `precision` (fp32, bf16, int8), made on first use.
+
+        Raises BaseModelError when the int8 graph cannot be built for this base, ConfigError for AUTO (a request,
+        not a precision: serving resolves it per version).
+        """
+        found = self._runners.get(precision)
+        if found is not None:
+            return found
+        if precision is Precision.AUTO:
+            raise ConfigError("the backbone runs at fp32, bf16 or int8; 'auto' is resolved per version by serving")
+        with self._runners_lock:
+            made: BackboneRunner | None = self._runners.get(precision)
+            if made is None:
+                if precision is Precision.INT8:
+                    made = int8_runner(self.backbone, self.loaded, self.cache_dir or Settings().resolved_cache_dir)
+                else:
+                    made = TorchRunner(self.backbone, precision)
+                self._runners[precision] = made
+            return made
 
     @property
     def fingerprint(self) -> str:
@@ -167,7 +198,8 @@ class PrefixPool:
         with self._lock:
             resident = self._bases.get(name)
             if resident is None:
-                resident = ResidentBase(load_base_for_classification(resolve_base(name, self.cache_dir), labels))
+                loaded = load_base_for_classification(resolve_base(name, self.cache_dir), labels)
+                resident = ResidentBase(loaded, self.cache_dir)
                 self._bases[name] = resident
                 self.base_loads += 1
             return resident

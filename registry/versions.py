@@ -52,6 +52,8 @@ VERSION_METRIC = CLASSIFICATION.version_metric
 # Versions registered before evaluation sets were named logged their own test split as `test_...`.
 LEGACY_OWN_TEST_PREFIX = "test_"
 OWN_TEST_PREFIX = "own_test_"
+# Low-precision checks (registry/precision_check.py): `precision.<fp32|bf16|int8>.<figure>`.
+TAG_PRECISION_PREFIX = "precision."
 
 
 class RetrainOutcome(StrEnum):
@@ -132,6 +134,27 @@ class PrefixVersion:
             return None
         return kind.better(own, probe)
 
+    @property
+    def precision_checks(self) -> dict[str, dict[str, Any]]:
+        """The low-precision checks stored on the version, by precision, e.g. `{"fp32": {"macro_f1": 0.712, ...},
+        "int8": {"macro_f1": 0.705, "loss_points": 0.73, "passed": False, "engine": "..."}}`; empty when unchecked."""
+        found: dict[str, dict[str, Any]] = {}
+        for key, value in self.tags.items():
+            if not key.startswith(TAG_PRECISION_PREFIX) or key.count(".") != 2:
+                continue
+            _, precision, name = key.split(".")
+            entry = found.setdefault(precision, {})
+            if name == "passed":
+                entry[name] = value == "true"
+            elif name == "engine":
+                entry[name] = value
+            else:
+                try:
+                    entry[name] = float(value)
+                except ValueError:
+                    continue
+        return found
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready view, as printed by `prefixctl versions --json`."""
         values = asdict(self)
@@ -143,6 +166,7 @@ class PrefixVersion:
             "majority_rate": self.metrics.get(BASELINE_MAJORITY_METRIC),
             "beats_baseline": self.beats_baseline,
         }
+        values["precision"] = self.precision_checks
         return values
 
     @classmethod

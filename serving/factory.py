@@ -6,6 +6,7 @@ import os
 
 from fastapi import FastAPI
 
+from prefix_registry.inference.precision import Precision, parse_precision
 from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.store import PrefixRegistry
@@ -28,6 +29,7 @@ def build_serving_app(
     durable_log: bool = True,
     key_store_grace_s: float = 30.0,
     batching: BatchingConfig | None = None,
+    precision: Precision | None = None,
 ) -> FastAPI:
     """Load the serving versions and return the app.
 
@@ -35,6 +37,8 @@ def build_serving_app(
     `durable_log`: answer a prediction only once its log row is committed.
     `key_store_grace_s`: how long the keys read before are trusted while the key store is unreadable.
     `batching`: how concurrent requests share forward passes (default `BatchingConfig()`).
+    `precision`: what versions serve at (default: the settings' serving_precision); below fp32 only once a version
+        passed its check on its own test split (registry/precision_check.py).
 
     Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
     it would have nothing to serve. Later outages only pause alias following.
@@ -44,7 +48,15 @@ def build_serving_app(
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     registry.ping()
-    table = ServingTable(registry, PrefixPool(registry.settings.resolved_cache_dir), alias=alias, tasks=tasks)
+    settings = registry.settings
+    table = ServingTable(
+        registry,
+        PrefixPool(settings.resolved_cache_dir),
+        alias=alias,
+        tasks=tasks,
+        precision=precision or parse_precision(settings.serving_precision),
+        tolerance_points=settings.precision_tolerance_points,
+    )
     table.refresh(strict=tasks is not None)
     return create_app(
         table,

@@ -36,6 +36,31 @@ class TableCollector(Collector):
         )
 
 
+class PrecisionCollector(Collector):
+    """What each task's version serves at, and how often a version served slower than asked (a failed check)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def collect(self) -> Iterator[Any]:
+        serving = GaugeMetricFamily(
+            "prefix_registry_serving_precision",
+            "1 for the precision (fp32, bf16, int8) each task's serving version runs at.",
+            labels=["task", "version", "precision"],
+        )
+        fallbacks = CounterMetricFamily(
+            "prefix_registry_precision_fallbacks",
+            "Versions served at a higher precision than asked, their lower precision having failed its check.",
+            labels=["task"],
+        )
+        for state in self.table.states():
+            if state.attached is not None:
+                serving.add_metric([state.task, state.attached.version, state.attached.precision.value], 1.0)
+            fallbacks.add_metric([state.task], float(state.precision_fallbacks))
+        yield serving
+        yield fallbacks
+
+
 class ServingMetrics:
     def __init__(self, table: Any) -> None:
         self.registry = CollectorRegistry()
@@ -103,6 +128,8 @@ class ServingMetrics:
             ["reason"],
             registry=self.registry,
         )
+        # Precision (issue 20): read from the table at scrape time, like TableCollector.
+        self.registry.register(PrecisionCollector(table))
 
     def batch_ran(self, rows_by_task: Mapping[str, int], seconds: float) -> None:
         self.batch_rows.observe(sum(rows_by_task.values()))

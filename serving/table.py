@@ -4,6 +4,10 @@
 version to the resident base and swaps the task's pointer (one assignment; requests in flight keep the object they
 took). When the registry cannot be reached, the last good version keeps serving and the error is reported.
 `AliasWatcher` calls `refresh()` every few seconds in a background thread.
+
+Each version is attached at the precision the server was asked for (`--precision`): below fp32 only once its own
+test split says it loses at most the tolerance there (registry/precision_check.py), else at the next precision up,
+with a warning and a fallback counted per task.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from typing import Any
 
 from prefix_registry.errors import AliasNotSet, PrefixRegistryError, TaskNotFound, mask_credentials
 from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.inference.precision import CpuSupport, Precision
 from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.loading import fetch_verified_adapter
+from prefix_registry.registry.precision_check import DEFAULT_TOLERANCE_POINTS, PrecisionChoice, choose_precision
 from prefix_registry.registry.store import TASK_NAME, PrefixRegistry
+from prefix_registry.registry.versions import PrefixVersion
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,8 @@ class TaskState:
     last_checked: datetime | None = None
     last_error: str | None = None
     swaps: int = 0
+    precision_choice: PrecisionChoice | None = None
+    precision_fallbacks: int = 0  # versions of this task served slower than asked, since start
 
     def summary(self) -> dict[str, Any]:
         attached = self.attached
@@ -69,11 +78,25 @@ class ServingTable:
     """Task -> serving version, following `alias` in the registry."""
 
     def __init__(
-        self, registry: PrefixRegistry, pool: PrefixPool, alias: str = CHAMPION, tasks: list[str] | None = None
+        self,
+        registry: PrefixRegistry,
+        pool: PrefixPool,
+        alias: str = CHAMPION,
+        tasks: list[str] | None = None,
+        precision: Precision = Precision.FP32,
+        tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
     ) -> None:
         self.registry = registry
         self.pool = pool
         self.alias = alias
+        self.precision = precision
+        self.tolerance_points = tolerance_points
+        if not CpuSupport.detect().supports(precision) and precision is not Precision.AUTO:
+            logger.warning(
+                "serving at %s on a CPU without fast %s instructions (VNNI, AMX, AVX-512 BF16): maybe slower than fp32",
+                precision,
+                precision,
+            )
         self.pinned_tasks = list(tasks) if tasks else None
         self._states: dict[str, TaskState] = {}
         self._lock = threading.Lock()
@@ -151,6 +174,7 @@ class ServingTable:
         version = self.registry.version(state.task, target)
         adapter_dir, manifest = fetch_verified_adapter(self.registry, version)
         attached = self.pool.attach(state.task, target, adapter_dir, manifest, version.kind)
+        attached = self._at_precision(state, version, attached)
         state.attached = attached  # the swap: one reference assignment
         state.swaps += 1 if current is not None else 0
         logger.info(
@@ -161,6 +185,25 @@ class ServingTable:
             attached.load_seconds * 1000,
         )
         return Swap(state.task, current.version if current else None, target, attached.load_seconds)
+
+    def _at_precision(self, state: TaskState, version: PrefixVersion, attached: AttachedPrefix) -> AttachedPrefix:
+        """`attached` at the fastest precision from the requested one up that its check passes (fp32: no check)."""
+        if self.precision is Precision.FP32:
+            state.precision_choice = PrecisionChoice(Precision.FP32, Precision.FP32)
+            return attached
+        choice = choose_precision(self.registry, version, attached, self.precision, self.tolerance_points)
+        state.precision_choice = choice
+        if choice.fell_back:
+            state.precision_fallbacks += 1
+            logger.warning(
+                "%s: version %s serves at %s, not %s: %s",
+                state.task,
+                version.version,
+                choice.served,
+                self.precision,
+                "; ".join(choice.reasons),
+            )
+        return attached.at(choice.served)
 
     def _record_registry_error(self, error: BaseException, task: str | None = None) -> None:
         self.registry_ok = False

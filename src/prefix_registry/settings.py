@@ -137,6 +137,18 @@ class Settings(BaseSettings):
         description="Promoting to champion a version below its linear-probe baseline: 'enforce' refuses it unless "
         "forced with a reason, 'warn' logs a warning (for throwaway stores, such as tests of tiny models).",
     )
+    # Low-precision serving (issue 20): see inference/precision.py and registry/precision_check.py.
+    serving_precision: str = Field(
+        default="fp32",
+        description="What `prefixctl serve` runs each version's backbone at: fp32, bf16, int8, or auto (the fastest "
+        "this CPU runs natively that the version passes); below fp32 only after the version's own test split loses "
+        "at most precision_tolerance_points there, else at the next precision up.",
+    )
+    precision_tolerance_points: float = Field(
+        default=0.5,
+        description="Most a version's own-test decision metric (macro-F1) may lose at bf16 or int8, in points "
+        "(0.5 = 0.005 macro-F1); a version that loses more serves at the next precision up.",
+    )
 
     mlflow_ui_url: str | None = Field(
         default=None,

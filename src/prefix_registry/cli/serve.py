@@ -49,6 +49,8 @@ def serve(
     max_wait_ms: Annotated[float | None, typer.Option(help=_setting("max_wait_ms"))] = None,
     max_queue_rows: Annotated[int | None, typer.Option(help=_setting("max_queue_rows"))] = None,
     predict_timeout_s: Annotated[float | None, typer.Option(help=_setting("predict_timeout_s"))] = None,
+    # Low-precision backbone (issue 20); unset: the settings' serving_precision.
+    precision: Annotated[str | None, typer.Option(help=_setting("serving_precision"))] = None,
 ) -> None:
     """Serve every task's champion over HTTP, following alias moves without restarting.
 
@@ -56,6 +58,7 @@ def serve(
     """
     import uvicorn
 
+    from prefix_registry.inference.precision import parse_precision
     from prefix_registry.serving.app import ServingLimits
     from prefix_registry.serving.batcher import BatchingConfig
     from prefix_registry.serving.factory import build_serving_app
@@ -70,6 +73,7 @@ def serve(
         max_queue_rows=settings.max_queue_rows if max_queue_rows is None else max_queue_rows,
         timeout_s=settings.predict_timeout_s if predict_timeout_s is None else predict_timeout_s,
     )
+    chosen_precision = parse_precision(precision or settings.serving_precision)  # a typo stops here, before loading
     api_keys = ApiKeyStore.from_settings(settings)
     if not is_loopback(host) and not api_keys.any_exist() and not insecure:
         api_keys.close()
@@ -102,6 +106,7 @@ def serve(
             durable_log=settings.durable_log,
             key_store_grace_s=settings.api_keys_grace_s,
             batching=batching,
+            precision=chosen_precision,
         )
     except BaseException:
         if prediction_log is not None:

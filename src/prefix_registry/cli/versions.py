@@ -3,7 +3,7 @@ aliases point, and whether each version is intact and an MLflow model."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,6 +36,7 @@ def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: J
             "probe",
             "beats",
             "own test acc",
+            "precision check",
             "method",
             "base",
             "trigger",
@@ -50,6 +51,7 @@ def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: J
                 fmt_metric(v.metrics.get(v.kind.baseline_metric)),
                 {True: "yes", False: "NO", None: "-"}[v.beats_baseline],
                 fmt_metric(v.metrics.get("own_test_accuracy")),
+                _precision_text(v.precision_checks, v.kind.decision_metric),
                 v.method,
                 v.base,
                 v.trigger,
@@ -180,6 +182,20 @@ def history(task: Annotated[str, typer.Argument(help="Task name.")], as_json: Js
             for e in events
         ],
     )
+
+
+def _precision_text(checks: dict[str, dict[str, Any]], metric: str) -> str:
+    """`int8 0.705 (-0.73) FAIL, bf16 0.712 (-0.02) ok`: each lower precision's own-test score, its change from
+    fp32 in points and whether it passed its check; `-` for a version never checked."""
+    parts = []
+    for precision in ("int8", "bf16"):
+        check = checks.get(precision, {})
+        if metric in check:
+            verdict = {True: "ok", False: "FAIL", None: "?"}[check.get("passed")]
+            loss = check.get("loss_points")
+            change = f" ({-loss:+.2f})" if isinstance(loss, float) else ""
+            parts.append(f"{precision} {check[metric]:.3f}{change} {verdict}")
+    return ", ".join(parts) or "-"
 
 
 def _alias_text(aliases: dict[str, str]) -> str:
