@@ -32,7 +32,7 @@ import torch
 from prefix_registry.errors import PrefixRegistryError, RegistryError, RegistryUnavailable, first_line
 from prefix_registry.inference.attached import AttachedPrefix
 from prefix_registry.inference.engine import head_outputs
-from prefix_registry.inference.onnx_backbone import GRAPH_LAYOUT
+from prefix_registry.inference.onnx_backbone import INT8_FORMAT
 from prefix_registry.inference.precision import CpuSupport, Precision, fallbacks
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.versions import TAG_PRECISION_PREFIX, PrefixVersion
@@ -103,7 +103,7 @@ def engine_key(attached: AttachedPrefix, precision: Precision, cpu: CpuSupport) 
         return f"{base} torch-{torch_version} fp32"
     if precision is Precision.BF16:
         return f"{base} torch-{torch_version} autocast-bf16 cpu:{cpu.name}"
-    return f"{base} onnx-graph-{GRAPH_LAYOUT} onnxruntime-{_version('onnxruntime')} dynamic-int8 cpu:{cpu.name}"
+    return f"{base} onnx-int8-format-{INT8_FORMAT} onnxruntime-{_version('onnxruntime')} dynamic-int8 cpu:{cpu.name}"
 
 
 def check_precision(

@@ -24,6 +24,7 @@ from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.metrics import ServingMetrics
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
+from prefix_registry.training.base_models import SMOLLM2
 from tests.conftest import tiny_config, tiny_data
 
 PREFIX_TASK = "reviews-prefix"
@@ -97,6 +98,12 @@ def test_bf16_and_int8_rows_stay_close_to_fp32_in_one_batch_mixing_methods_and_p
     fp32, bf16, int8 = mixed[0], mixed[1], mixed[2]
 
     torch.testing.assert_close(fp32, reference, atol=1e-5, rtol=0)  # building int8 changed nothing of fp32
+    # At int8 a version's rows share a backbone call with its own rows only: what the other versions' rows are
+    # does not change them (dynamic int8 scales activations per batch).
+    for version in (prefix, prompt):
+        own = [i for i, row in enumerate(fp32_rows) if row.prefix is version]
+        alone = torch.stack(forward([Row(fp32_rows[i].text, version.at(Precision.INT8)) for i in own]))
+        torch.testing.assert_close(int8[own], alone, atol=1e-5, rtol=0)
     spread = float(reference.max() - reference.min())
     assert spread > 0.05  # the texts and versions are told apart: the bounds below are not trivially met
     assert 1e-4 < float((bf16 - reference).abs().max()) < 0.05 * spread
@@ -243,3 +250,29 @@ def test_forward_tokens_refuses_rows_of_two_precisions(registry: PrefixRegistry,
     prefix = _attached(registry, pool, PREFIX_TASK)
     with pytest.raises(ValueError, match="one resident base and precision"):
         engine.forward_tokens([[101, 102], [101, 102]], [prefix, prefix.at(Precision.BF16)])
+
+
+def test_a_decoder_runs_int8_and_bf16_for_every_method_and_prompt_rows_stay_close(
+    model_cache: Path, tmp_path: Path
+) -> None:
+    # SmolLM2's int8 graph builds its causal mask itself; prompt rows show it is the right one. Its (random-start)
+    # prefix-tuning rows run but lose more in int8 and bf16 (a decoder's outlier activations): the check decides
+    # whether such a version may serve there.
+    from tests.test_inference import LABELS, TEXTS, PeftReference
+
+    pool = PrefixPool(model_cache)
+    references = {
+        method: PeftReference(
+            SMOLLM2, model_cache, tmp_path / method, LABELS, method=method, virtual_tokens=3, prefix_init="random"
+        )
+        for method in ("prompt", "prefix")
+    }
+    prompt, prefix = (reference.attach(pool, method) for method, reference in references.items())
+    rows = [Row(text, version) for text in TEXTS for version in (prompt, prefix)]
+    reference = torch.stack(forward(rows))
+    prompt_rows = torch.tensor([row.prefix is prompt for row in rows])
+    spread = float(reference[prompt_rows].max() - reference[prompt_rows].min())
+    for precision, bound in ((Precision.INT8, 0.2), (Precision.BF16, 0.05)):
+        outputs = torch.stack(forward([Row(row.text, row.prefix.at(precision)) for row in rows]))
+        assert outputs.shape == reference.shape and bool(torch.isfinite(outputs).all())
+        assert 1e-4 < float((outputs - reference)[prompt_rows].abs().max()) < bound * spread, precision
