@@ -104,6 +104,7 @@ class BenchSettings:
     seed: int = 42
     progress: bool = True
     test_rows: int = 0  # > 0: test on up to this many rows the sample left out, instead of the split's test part
+    precision: str | None = None  # the trained rows' training precision (None: the product default, fp32)
 
     def __post_init__(self) -> None:
         if self.test_rows < 0:
@@ -117,7 +118,9 @@ class BenchSettings:
 
     def train_config(self, method: str = "prefix") -> TrainConfig:
         """The product's default config for `method`, with this run's seed, epochs and step limit."""
-        return TrainConfig(method=method, seed=self.seed).replace(epochs=self.epochs, max_steps=self.max_steps)
+        return TrainConfig(method=method, seed=self.seed).replace(
+            epochs=self.epochs, max_steps=self.max_steps, precision=self.precision
+        )
 
     def full_ft_config(self) -> TrainConfig:
         """Full fine-tuning's config: its own epochs and patience (in epochs), this run's seed and step limit."""

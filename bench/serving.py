@@ -540,6 +540,8 @@ def measure_server(
                 for k in (8, 1):
                     run_load(server.url, Load(8, k, everything), sets, texts, settings.warmup_seconds, settings.seed)
             result["rss_bytes"]["warm"] = server.rss_bytes()
+            # What the versions really serve at: a version whose lower precision failed its check serves fp32.
+            result["served_precisions"] = server.served_precisions()
             loads = {}
             for number, load in enumerate(config.loads):
                 before = load_average_1m()
@@ -1102,7 +1104,8 @@ def render_loads(results: dict[str, Any], console: Console) -> None:
             rss = config["rss_bytes"]
             console.print(
                 f"{name}: flags {' '.join(config['flags']) or '(none)'}; ready in {config['ready_seconds']:.1f} s; "
-                f"server RSS ready {_mb(rss['ready'])}, warm {_mb(rss['warm'])}, end {_mb(rss['end'])}"
+                f"server RSS ready {_mb(rss['ready'])}, warm {_mb(rss['warm'])}, end {_mb(rss['end'])}; "
+                f"versions by precision served {config.get('served_precisions')}"
                 + (f"; {config['note']}" if config["note"] else ""),
                 highlight=False,
                 soft_wrap=True,

@@ -145,6 +145,19 @@ class ServeProcess:
             return None
         return None
 
+    def served_precisions(self) -> dict[str, int] | None:
+        """How many served versions run at each precision, from the server's /metrics (None: not reported)."""
+        try:
+            text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return None
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            if line.startswith("prefix_registry_serving_precision{") and line.rstrip().endswith(" 1.0"):
+                precision = line.split('precision="', 1)[1].split('"', 1)[0]
+                counts[precision] = counts.get(precision, 0) + 1
+        return counts or None
+
     def stderr_tail(self, limit: int = 1500) -> str:
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")

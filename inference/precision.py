@@ -26,76 +26,36 @@ A version that loses too much at a precision serves at the next one up:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from prefix_registry.errors import ConfigError
+from prefix_registry.training.precision import (
+    BF16_FLAGS,
+    BY_SPEED,
+    CHOICES,
+    INT8_FLAGS,
+    CpuSupport,
+    Precision,
+    parse_precision,
+)
+
+__all__ = [
+    "BF16_FLAGS",
+    "BY_SPEED",
+    "CHOICES",
+    "INT8_FLAGS",
+    "BackboneRunner",
+    "CpuSupport",
+    "Precision",
+    "TorchRunner",
+    "fallbacks",
+    "parse_precision",
+]
 
 if TYPE_CHECKING:
     from prefix_registry.inference.backbones import Backbone
     from prefix_registry.inference.batch import StackedBatch
-
-
-class Precision(StrEnum):
-    """How a version's backbone computes; AUTO is a request, never what a version serves at."""
-
-    FP32 = "fp32"
-    BF16 = "bf16"
-    INT8 = "int8"
-    AUTO = "auto"
-
-
-# Fastest first: the order `auto` tries, and the way up when a version fails a check.
-BY_SPEED = (Precision.INT8, Precision.BF16, Precision.FP32)
-CHOICES = ", ".join(precision.value for precision in Precision)
-
-# /proc/cpuinfo flags (x86 `flags`, Arm `Features`) that make each precision fast.
-BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
-INT8_FLAGS = frozenset({"amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp"})
-
-
-def parse_precision(value: str | Precision) -> Precision:
-    """`value` as a Precision; ConfigError naming the choices otherwise."""
-    try:
-        return Precision(str(value).strip().lower())
-    except ValueError:
-        raise ConfigError(f"unknown precision {value!r}: expected one of {CHOICES}") from None
-
-
-@dataclass(frozen=True)
-class CpuSupport:
-    """Which low precisions this CPU runs natively (instructions, not just correctness: every precision runs
-    anywhere, an unsupported one only slowly)."""
-
-    bf16: bool
-    int8: bool
-    flags: frozenset[str] = frozenset()
-
-    @classmethod
-    def detect(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuSupport:
-        """From the CPU's flags (Linux); where there are none to read, no low precision is taken for native."""
-        flags: set[str] = set()
-        try:
-            for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-                name, _, value = line.partition(":")
-                if name.strip() in ("flags", "Features"):
-                    flags.update(value.split())
-        except OSError:
-            flags = set()
-        found = frozenset(flags & (BF16_FLAGS | INT8_FLAGS))
-        return cls(bf16=bool(found & BF16_FLAGS), int8=bool(found & INT8_FLAGS), flags=found)
-
-    def supports(self, precision: Precision) -> bool:
-        """Whether `precision` runs natively here (fp32 always does; AUTO is no precision)."""
-        return {Precision.FP32: True, Precision.BF16: self.bf16, Precision.INT8: self.int8}.get(precision, False)
-
-    @property
-    def name(self) -> str:
-        """A short name of what the low precisions run on, kept with a version's check (e.g. `amx_int8+amx_bf16`)."""
-        return "+".join(sorted(self.flags)) or "plain"
 
 
 def fallbacks(requested: Precision, cpu: CpuSupport) -> list[Precision]:

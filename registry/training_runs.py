@@ -338,6 +338,7 @@ def train_in_run(
                     "class_weights": trained.class_weights,
                     "head_probe": trained.head_probe,
                     "head_refit": trained.head_refit,
+                    "precision": trained.precision.value,
                 },
             },
             "evaluations.json",

@@ -22,10 +22,12 @@ REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/js
 
 @dataclass(frozen=True)
 class ConnectionBounds:
-    """What one connection may cost the server: header bytes, and seconds to send one whole request."""
+    """What connections may cost the server: header bytes and seconds to send one whole request (each), and how
+    many connections and requests may be open at once (all together; beyond it uvicorn answers 503 at once)."""
 
     max_header_bytes: int = 64 * 1024
     request_timeout_s: float = 30.0
+    max_connections: int = 1024
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -101,5 +103,6 @@ def server_config(app: Any, host: str, port: int, bounds: ConnectionBounds, **kw
         port=port,
         http=bounded_protocol(bounds),
         h11_max_incomplete_event_size=bounds.max_header_bytes,
+        limit_concurrency=bounds.max_connections,
         **kwargs,
     )

@@ -371,6 +371,26 @@ def test_a_slow_loris_connection_is_answered_408_and_closed(registry, log) -> No
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
+def test_connections_beyond_the_bound_are_answered_503_at_once(registry, log) -> None:
+    """Two idle connections hold both places; a third client's request is refused at once, not queued."""
+    app = build_serving_app(registry, prediction_log=log, watch_interval=None)
+    with (
+        running_server(app, ConnectionBounds(max_connections=2, request_timeout_s=30.0)) as address,
+        socket.create_connection(address, timeout=60) as first,
+        socket.create_connection(address, timeout=60) as second,
+    ):
+        first.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # incomplete: holds its place
+        second.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        time.sleep(0.5)
+        with socket.create_connection(address, timeout=60) as third:
+            third.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            started = time.monotonic()
+            answer = _answer(third)
+            waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+    assert waited < 10  # refused, not held until the others' 30 s request deadline
+
+
 def test_predictions_past_a_keys_rate_get_429_with_retry_after(registry, log, keys) -> None:
     busy = keys.create("busy", ["predict"]).key
     calm = keys.create("calm", ["predict"]).key

@@ -37,6 +37,7 @@ from prefix_registry.training.methods import (
     init_prefix_from_tokens,
     init_projected_prefix_from_tokens,
 )
+from prefix_registry.training.precision import Precision, computing_at, resolve_training_precision
 from prefix_registry.training.splits import DataSplits
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class TrainedPrefix:
     class_weights: list[float] | None = None
     head_probe: dict[str, Any] | None = None  # how the probe-initialised head was fitted (None: random or warm)
     head_refit: dict[str, Any] | None = None  # the head fitted again on the trained features, and whether it was kept
+    precision: Precision = Precision.FP32  # what the base's passes computed at while training and validating
 
     @property
     def trainable_params(self) -> int:
@@ -161,6 +163,7 @@ def train_prefix(
     seed_everything(config.seed)
     model = attach_new_adapter(base, config)
     trained = TrainedPrefix(model=model, base=base, config=config, labels=list(splits.labels))
+    trained.precision = resolve_training_precision(config.precision)
     if warm_start is not None:
         load_trainable_state(model, warm_start)
     else:
@@ -191,7 +194,8 @@ def train_prefix(
     def evaluate() -> bool:
         """Validate, keep the state if it is the best so far; True when patience has run out."""
         nonlocal best_score, best_state, without_gain, losses
-        metrics = trained.evaluate(splits.validation)
+        with computing_at(trained.precision):
+            metrics = trained.evaluate(splits.validation)
         report = EpochReport(
             evaluation=len(trained.history),
             epoch=round(step / steps_per_epoch, 3),
@@ -218,7 +222,7 @@ def train_prefix(
         while step < plan.total_steps and not trained.stop_reason:
             model.train()
             for indices in length_grouped_batches(plan.lengths, config.batch_size, plan.rng):
-                losses.append(train_step(model, plan, base.tokenizer, indices))
+                losses.append(train_step(model, plan, base.tokenizer, indices, trained.precision))
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", epoch=f"{step / steps_per_epoch:.1f}")
@@ -366,10 +370,21 @@ def train_one_epoch(
     return losses, step
 
 
-def train_step(model: torch.nn.Module, plan: StepPlan, tokenizer: Any, indices: np.ndarray) -> float:
-    """One optimizer step on the batch `indices` (class-weighted loss when the plan has weights); returns the loss."""
+def train_step(
+    model: torch.nn.Module,
+    plan: StepPlan,
+    tokenizer: Any,
+    indices: np.ndarray,
+    precision: Precision = Precision.FP32,
+) -> float:
+    """One optimizer step on the batch `indices` (class-weighted loss when the plan has weights); returns the loss.
+
+    The forward pass runs at `precision` (bf16: autocast); the loss is taken in float32 and the backward pass runs
+    outside autocast, each op's gradient in the dtype its forward used (PyTorch's recommended autocast pattern)."""
     batch = tokenizer.pad({"input_ids": [plan.encoded[i] for i in indices]}, return_tensors="pt")
-    loss = plan.kind.loss(model(**batch).logits, torch.as_tensor(plan.targets[indices]), plan.class_weights)
+    with computing_at(precision):
+        logits = model(**batch).logits
+    loss = plan.kind.loss(logits.float(), torch.as_tensor(plan.targets[indices]), plan.class_weights)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
     plan.optimizer.step()

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a client has to send one whole request (headers and body) before it is closed (408).",
     )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Most connections and requests the server holds open at once; beyond them it answers 503 at "
+        "once, so a flood of clients costs bounded memory (uvicorn's limit_concurrency).",
+    )
     # Cross-request batching of predictions (serving/batcher.py).
     max_batch: int = Field(default=32, ge=1, le=1024, description="Most texts in one forward pass of the server.")
     max_wait_ms: float = Field(

@@ -116,7 +116,11 @@ def serve(
     error_console.print(f"serving {', '.join(served) or 'no task yet'} on http://{host}:{port}", highlight=False)
     # uvicorn re-raises SIGTERM after its graceful shutdown (log flushed); such a stop exits 0, not 143.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    bounds = ConnectionBounds(max_header_bytes=settings.max_header_bytes, request_timeout_s=settings.request_timeout_s)
+    bounds = ConnectionBounds(
+        max_header_bytes=settings.max_header_bytes,
+        request_timeout_s=settings.request_timeout_s,
+        max_connections=settings.max_connections,
+    )
     uvicorn.Server(server_config(app_, host, port, bounds, log_level="warning")).run()
 
 

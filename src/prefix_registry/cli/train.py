@@ -48,6 +48,7 @@ def train(
         bool, train_setting("prefix_projection", "--prefix-projection/--no-prefix-projection")
     ] = config_default("prefix_projection"),
     seed: Annotated[int, train_setting("seed")] = config_default("seed"),
+    precision: Annotated[str, train_setting("precision")] = config_default("precision"),
     limit: SampleLimitOption = None,
     parent: Annotated[str | None, typer.Option(help="Warm-start from this version's checkpoint.")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Make the new version the champion.")] = False,
@@ -90,6 +91,7 @@ def train(
             "head_init": head_init,
             "prefix_projection": prefix_projection,
             "seed": seed,
+            "precision": precision,
         }
     )
     labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=config.seed)
