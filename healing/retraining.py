@@ -39,7 +39,7 @@ from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
 from prefix_registry.registry.baseline_gate import retrain_gate
 from prefix_registry.registry.comparison import TAG_COMPARED_WITH, TAG_DECISION_REASON, compare_versions
 from prefix_registry.registry.comparison_card import card_path, render_card
-from prefix_registry.registry.eval_sets import CHAMPION_PREFIX
+from prefix_registry.registry.eval_sets import log_champion_scores
 from prefix_registry.registry.loading import (
     fetch_verified_adapter,
     load_training_splits,
@@ -50,7 +50,7 @@ from prefix_registry.registry.runs import owner_gone, process_owner
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, one_line, train_and_register
 from prefix_registry.registry.version_notes import DECISION_HEADING, decision_markdown, with_section
-from prefix_registry.registry.versions import METRIC_TAG_PREFIX, TAG_RETRAIN_DECISION, PrefixVersion
+from prefix_registry.registry.versions import TAG_RETRAIN_DECISION, PrefixVersion
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.config import DEFAULT_LEARNING_RATES, TrainConfig
 from prefix_registry.training.data import LabelledTexts
@@ -425,14 +425,9 @@ def judge_and_record(
         data={**data.sizes, "since": data.since},
         drift=drift,
     )
-    # The champion's scores on the very sets that judged the challenger, named `champion_<set>_...`, in the
-    # challenger's run (step 0): a champion judged by several retrains would otherwise log one name for many sets.
-    champion_metrics = {
-        f"{CHAMPION_PREFIX}{name}": value
-        for judged in JUDGE_SETS
-        for name, value in kind.flat_metrics(champion_scores[judged], judged).items()
-    }
-    registry.log_run_metrics(challenger.run_id, champion_metrics, step=0)
+    # The champion's scores on the very sets that judged the challenger, on the champion's own run under the sets'
+    # names (`eval/<dataset>/...`, step 0), the sets added to its datasets: one row per set in MLflow's Compare.
+    log_champion_scores(registry, champion, challenger, data.judge_sets(), champion_scores)
     registry.set_version_tags(
         champion.task,
         challenger.version,
@@ -440,11 +435,6 @@ def judge_and_record(
             TAG_RETRAIN_DECISION: decision.outcome.value,
             TAG_DECISION_REASON: one_line(reason, 500),
             TAG_COMPARED_WITH: champion.version,
-            **{
-                f"{METRIC_TAG_PREFIX}{name}": f"{value:.4f}"
-                for name, value in champion_metrics.items()
-                if kind.tagged_metric(name)
-            },
         },
     )
     record_comparison(registry, champion, challenger.version, decision.promoted, reason)

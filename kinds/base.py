@@ -86,6 +86,12 @@ class Baseline(ABC):
     def metrics(self, own_test_score: float) -> dict[str, float]:
         """Run metrics (also kept as version tags) placing the version's own test score next to the baseline."""
 
+    def metrics_by_split(self, own_test_score: float) -> dict[str, dict[str, float]]:
+        """The same figures as run metrics, by the split each was computed on: `test`, `validation`, or `` for
+        figures of no split (e.g. seconds), each named without its split (the run names it by the set's dataset).
+        Default: all of `metrics` under no split."""
+        return {"": self.metrics(own_test_score)}
+
     @abstractmethod
     def headline(self) -> dict[str, float]:
         """The few figures `prefixctl train` prints about the baseline."""
@@ -184,10 +190,11 @@ class TaskKind(ABC):
     def metrics(self, true_values: Sequence[str], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
         """Metrics of `predicted` against `true_values`: at least every name of `metric_names`, and `n`."""
 
-    def flat_metrics(self, metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-        """`{prefix}_{name}` for every number of `metrics` but `n`, as plain floats, for MLflow."""
+    def flat_metrics(self, metrics: dict[str, Any], prefix: str, separator: str = "_") -> dict[str, float]:
+        """`{prefix}{separator}{name}` for every number of `metrics` but `n`, as plain floats, for MLflow (the
+        separator `/` names a metric of an evaluation set: `eval/<dataset>/<name>`)."""
         return {
-            f"{prefix}_{name}": float(value)
+            f"{prefix}{separator}{name}": float(value)
             for name, value in metrics.items()
             if name != "n" and isinstance(value, int | float) and not isinstance(value, bool)
         }

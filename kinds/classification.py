@@ -77,6 +77,18 @@ class ProbeBaseline(Baseline):
             "own_test_macro_f1_minus_probe": own_test_score - self.probe_test_macro_f1,
         }
 
+    def metrics_by_split(self, own_test_score: float) -> dict[str, dict[str, float]]:
+        return {
+            "test": {
+                "probe_macro_f1": self.probe_test_macro_f1,
+                "probe_accuracy": self.probe_test_accuracy,
+                "majority_rate": self.majority_rate,
+                "macro_f1_minus_probe": own_test_score - self.probe_test_macro_f1,
+            },
+            "validation": {"probe_macro_f1": self.probe_validation_macro_f1},
+            "": {"probe_seconds": self.seconds},
+        }
+
     def headline(self) -> dict[str, float]:
         return {"baseline_probe_macro_f1": self.probe_test_macro_f1, "baseline_majority_rate": self.majority_rate}
 
@@ -163,8 +175,8 @@ class ClassificationKind(TaskKind):
     def metrics(self, true_values: Sequence[str], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
         return classification_metrics(true_values, predicted, labels)
 
-    def flat_metrics(self, metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-        return flat_metrics(metrics, prefix)
+    def flat_metrics(self, metrics: dict[str, Any], prefix: str, separator: str = "_") -> dict[str, float]:
+        return flat_metrics(metrics, prefix, separator)
 
     def headline(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {ACCURACY: metrics[ACCURACY], MACRO_F1: metrics[MACRO_F1], "n": metrics["n"]}

@@ -37,11 +37,11 @@ def classification_metrics(
     }
 
 
-def flat_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    """`{prefix}_accuracy`, `{prefix}_macro_f1` and `{prefix}_{label}_f1`... as plain floats, for MLflow."""
-    flat = {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
+def flat_metrics(metrics: dict[str, Any], prefix: str, separator: str = "_") -> dict[str, float]:
+    """`{prefix}{separator}accuracy`, `...macro_f1` and `...{label}_f1`... as plain floats, for MLflow."""
+    flat = {f"{prefix}{separator}accuracy": metrics["accuracy"], f"{prefix}{separator}macro_f1": metrics["macro_f1"]}
     for label, scores in metrics["per_class"].items():
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
         for name in ("precision", "recall", "f1"):
-            flat[f"{prefix}_{safe}_{name}"] = scores[name]
+            flat[f"{prefix}{separator}{safe}_{name}"] = scores[name]
     return flat

@@ -4,9 +4,11 @@
         .rows      one `SetScore` per (evaluation set, metric): each version's score and whether the set is the same
         .summary() JSON-ready, as `prefixctl compare --json` prints it
 
-A version's score on a set is its own metric (`reference_test_<metric>`, for each metric its kind names); when it has
-none but the other version was judged against it in a retrain, it is the `champion_<set>_...` score that retrain
-recorded on the other version.
+A version's score on a set is the metric of its own run named by the set's dataset (`eval/<dataset>/<metric>`, for
+each metric its kind names, see eval_sets.py): on a shared role (reference test, fresh hold-out) the other version's
+set when this version's run was scored on it too (a champion judged by a retrain), else its own. So the values
+printed are exactly the MLflow metrics of each version's run. Versions registered before `eval/` names: the role-named
+version tags (`reference_test_<metric>`), or the `champion_<set>_...` score a retrain recorded on the other version.
 Two scores are comparable only when they were computed on the same dataset (eval_sets.py names each one).
 """
 
@@ -15,13 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefix_registry.errors import VersionNotFound
+from prefix_registry.errors import RegistryError, RegistryUnavailable, VersionNotFound
 from prefix_registry.registry.eval_sets import (
-    CHAMPION_PREFIX,
     EVAL_SET_TAG_PREFIX,
     EVAL_SETS,
+    FRESH_HOLDOUT,
+    LEGACY_CHAMPION_PREFIX,
     OWN_TEST,
     REFERENCE_TEST,
+    eval_metric_name,
 )
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.versions import (
@@ -35,7 +39,7 @@ from prefix_registry.registry.versions import (
 TAG_COMPARED_WITH = "compared_with_version"
 TAG_DECISION_REASON = "decision_reason"
 # Compare rows in reading order: the shared sets first, each version's own split last.
-SET_ORDER = (REFERENCE_TEST, "fresh_holdout", OWN_TEST)
+SET_ORDER = (REFERENCE_TEST, FRESH_HOLDOUT, OWN_TEST)
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,12 @@ def resolve_ref(registry: PrefixRegistry, task: str, ref: str) -> PrefixVersion:
 def compare_versions(registry: PrefixRegistry, task: str, a_ref: str, b_ref: str) -> VersionComparison:
     """Compare two versions (numbers or aliases) of `task` on every evaluation set either was scored on."""
     a, b = resolve_ref(registry, task, a_ref), resolve_ref(registry, task, b_ref)
+    scored_a, scored_b = _Scored(a, run_metrics(registry, a)), _Scored(b, run_metrics(registry, b))
     rows = []
     for role in SET_ORDER:
         for metric in a.kind.metric_names:
-            dataset_a, score_a = _score(a, b, role, metric)
-            dataset_b, score_b = _score(b, a, role, metric)
+            dataset_a, score_a = _score(scored_a, scored_b, role, metric)
+            dataset_b, score_b = _score(scored_b, scored_a, role, metric)
             if score_a is None and score_b is None:
                 continue
             rows.append(SetScore(role, metric, dataset_a, dataset_b, score_a, score_b))
@@ -140,21 +145,61 @@ def lineage(version: PrefixVersion) -> dict[str, Any]:
     }
 
 
-def _score(version: PrefixVersion, other: PrefixVersion, role: str, metric: str) -> tuple[str | None, float | None]:
-    """(dataset, score) of `version` on `role`: its own metric, else what a retrain judging it against `other`
-    recorded on `other`."""
+@dataclass(frozen=True)
+class _Scored:
+    """A version and the metrics of its run."""
+
+    version: PrefixVersion
+    metrics: dict[str, float]
+
+
+def run_metrics(registry: PrefixRegistry, version: PrefixVersion) -> dict[str, float]:
+    """The latest value of every metric of the version's run (empty when its run is gone or it has none)."""
+    if not version.run_id:
+        return {}
+    try:
+        return dict(registry.run(version.run_id).data.metrics)
+    except RegistryUnavailable:
+        raise
+    except RegistryError:
+        return {}
+
+
+def _set_name(version: PrefixVersion, role: str) -> str | None:
+    return version.tags.get(f"{EVAL_SET_TAG_PREFIX}{role}")
+
+
+def _score(scored: _Scored, other: _Scored, role: str, metric: str) -> tuple[str | None, float | None]:
+    """(dataset, score) of a version on `role`: its run's score on the other version's set for the role when it
+    has one (a champion judged on a challenger's sets), else on its own; else the legacy names."""
+    version = scored.version
+    names = [_set_name(version, role)]
+    if role != OWN_TEST:
+        names.insert(0, _set_name(other.version, role))
+    for name in names:
+        value = scored.metrics.get(eval_metric_name(name, metric)) if name else None
+        if value is not None:
+            return name, value
+    return _legacy_score(version, other.version, role, metric)
+
+
+def _legacy_score(
+    version: PrefixVersion, other: PrefixVersion, role: str, metric: str
+) -> tuple[str | None, float | None]:
+    """(dataset, score) of a version registered before `eval/` names: its role-named tag metric, else what a
+    retrain judging it against `other` recorded on `other` as `champion_<role>_<metric>`."""
     own = version.metrics.get(f"{role}_{metric}")
-    dataset = version.tags.get(f"{EVAL_SET_TAG_PREFIX}{role}")
+    dataset = _set_name(version, role)
     if own is None and role == REFERENCE_TEST and version.parent_version is None:
         # A first version registered before reference sets were named: its own split is the reference set.
         own = version.metrics.get(f"{OWN_TEST}_{metric}")
-        dataset = dataset or version.tags.get(f"{EVAL_SET_TAG_PREFIX}{OWN_TEST}")
+        dataset = dataset or _set_name(version, OWN_TEST)
     if own is not None:
         return dataset or _legacy_dataset(version, role), own
     if role != OWN_TEST and other.tags.get(TAG_COMPARED_WITH) == version.version:
-        judged = other.metrics.get(f"{CHAMPION_PREFIX}{role}_{metric}")
+        judged = other.metrics.get(f"{LEGACY_CHAMPION_PREFIX}{role}_{metric}")
         if judged is not None:
-            return other.tags.get(f"{EVAL_SET_TAG_PREFIX}{role}") or _legacy_dataset(other, role), judged
+            return _set_name(other, role) or _legacy_dataset(other, role), judged
     return None, None
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from prefix_registry.registry.eval_sets import curve_metric_name
 from prefix_registry.registry.gateway import RunStatus
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.training.trainer import EpochReport
@@ -109,7 +110,7 @@ class RecordedRun:
     Example:
         with RecordedRun(registry, "sentiment", "train", kind="train") as run:
             run.log_params({"lr": 0.005})
-            run.log_metrics({"own_test_macro_f1": 0.79})
+            run.log_metrics({"train_seconds": 41.5})
     """
 
     def __init__(
@@ -172,17 +173,16 @@ class RecordedRun:
         }
         self.registry.gateway.log_metrics(self.run_id, finite, step=step, timestamp_ms=timestamp_ms)
 
-    def log_evaluation(self, report: EpochReport) -> None:
-        """Per-epoch curve: train loss and the validation figures of the task's kind (the plain numbers of its
-        metrics, e.g. accuracy and macro-F1) at step = epoch."""
+    def log_evaluation(self, report: EpochReport, train_set: str, validation_set: str) -> None:
+        """Per-evaluation curves at step = the optimizer step: the train loss on `train_set` and the validation
+        figures of the task's kind (the plain numbers of its metrics) on `validation_set`, each named by its set
+        (`curve/<set>/<figure>`, see eval_sets.py), so that no curve shares a name with another set's."""
         scores = {
-            f"validation_{name}": float(value)
+            curve_metric_name(validation_set, name): float(value)
             for name, value in report.validation.items()
             if name != "n" and isinstance(value, int | float) and not isinstance(value, bool)
         }
-        self.log_metrics(
-            {"train_loss": report.train_loss, **scores, "optimizer_steps": report.step}, step=report.evaluation
-        )
+        self.log_metrics({curve_metric_name(train_set, "loss"): report.train_loss, **scores}, step=report.step)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.registry.gateway.set_run_tags(self.run_id, tags)

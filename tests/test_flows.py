@@ -285,6 +285,14 @@ def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews
         result["challenger_scores"]["fresh_holdout"]["macro_f1"], abs=1e-4
     )
     assert "reference_test_macro_f1" in version.metrics
+    # In MLflow, both versions' scores on the fresh hold-out sit on their own runs under the set's one name.
+    fresh_set = version.tags["eval_set.fresh_holdout"]
+    assert fresh_set == f"reviews-v{version.version}-fresh-holdout"
+    name = f"eval/{fresh_set}/macro_f1"
+    champion_run = registry.run(registry.version("reviews", champion).run_id)
+    assert registry.run(version.run_id).data.metrics[name] == result["challenger_scores"]["fresh_holdout"]["macro_f1"]
+    assert champion_run.data.metrics[name] == result["champion_scores"]["fresh_holdout"]["macro_f1"]
+    assert fresh_set in {item.dataset.name for item in champion_run.inputs.dataset_inputs}
     (promoted,) = _events("prefix.model.promoted", "reviews")
     assert (
         promoted.payload["to_version"] == result["challenger_version"] and promoted.payload["from_version"] == champion
