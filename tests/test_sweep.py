@@ -50,6 +50,8 @@ def test_a_sweep_registers_its_best_trial_with_the_sweeps_lineage(module_home: P
     assert [number for rung, number in rungs if rung == 0] == [0, 1, 2]
     finalists = [t for t in result["trials"] if t["rung"] == 1]
     assert len(finalists) == 1 and finalists[0]["number"] == result["best_trial"]
+    # Its score on its test split is logged once registered, named by the version's test set.
+    assert child.data.metrics[f"eval/swept-v{version.version}-test/macro_f1"] == finalists[0]["test_macro_f1"]
     screening = {t["number"]: t["validation_macro_f1"] for t in result["trials"] if t["rung"] == 0}
     assert result["best_trial"] == survivors(screening)[0]
     assert version.metrics["baseline_probe_test_macro_f1"] == pytest.approx(
