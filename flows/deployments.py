@@ -100,8 +100,15 @@ def check_prefect_api(timeout: float = 10.0) -> str:
 
 
 def serve_deployments(**kwargs: Any) -> None:
-    """Register the deployments with the Prefect server and run them here until interrupted."""
+    """Register the deployments with the Prefect server and run them here until interrupted.
+
+    While this runs, Prefect shows the deployments Ready: in Prefect 3 a deployment is Ready while something polls
+    for its scheduled runs (this process, every `PREFECT_RUNNER_POLL_FREQUENCY` seconds), and Not Ready once nothing
+    has polled for `PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS` (60). Stopping leaves the
+    schedules on (Prefect's `serve` pauses them by default), so the UI never shows a monitoring schedule someone must
+    remember to resume, and the next `prefixctl flows serve` picks the schedule up as it is.
+    """
     check_prefect_api()
     from prefect import serve
 
-    serve(*build_deployments(**kwargs), print_starting_message=True)
+    serve(*build_deployments(**kwargs), print_starting_message=True, pause_on_shutdown=False)

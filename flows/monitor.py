@@ -53,7 +53,8 @@ def check_drift(task_name: str, current_last: int, all_versions: bool) -> Monito
     return outcome
 
 
-@flow(name="monitor-prefix", flow_run_name=monitor_run_name, log_prints=True)
+# The result is kept, so a pass started through the deployment (flows/monitor_pass.py) reads its summaries back.
+@flow(name="monitor-prefix", flow_run_name=monitor_run_name, log_prints=True, persist_result=True)
 def monitor_prefix_flow(
     tasks: list[str] | None = None,
     current_last: int = DEFAULT_CURRENT_WINDOW,

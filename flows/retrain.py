@@ -29,6 +29,9 @@ from prefix_registry.healing.retraining import RetrainDecision, RetrainSkipped
 from prefix_registry.kinds import TaskKind
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 
+# The tag of a retrain run that trained nothing (its state is a plain Completed, its message says why).
+SKIPPED_TAG = "skipped"
+
 
 @dataclass(frozen=True)
 class SkippedRetrain:
@@ -130,8 +133,9 @@ def retrain_prefix_flow(
             fresh data starts.
     Returns:
         `RetrainDecision.summary()` with `skipped: False`, or `{task, skipped: True, reason, promoted: False}` when
-        the retrain did not start (cooldown, another retrain running, too few fresh labels): a Completed state named
-        "Skipped". A failed retrain leaves the champion serving.
+        the retrain did not start (cooldown, another retrain running, too few fresh labels): a plain Completed state
+        whose message says why, the run tagged `skipped` (a custom state name would hide it from the default filter
+        of Prefect's run lists). A failed retrain leaves the champion serving.
     """
     from prefect.runtime import flow_run
 
@@ -161,7 +165,7 @@ def retrain_prefix_flow(
         outcome = train_and_judge(task, retrain_policy, cause, drift)
     monitoring_link = _monitoring_run_url(task, drift)
     if isinstance(outcome, SkippedRetrain):
-        return _skipped(outcome, cause, drift, this_run, monitoring_link)
+        return _skipped(outcome, cause, drift, this_run, name, monitoring_link)
     decision = outcome
     challenger = str(decision.challenger_version)
     verdict = decision.outcome.slug
@@ -184,23 +188,29 @@ def _skipped(
     trigger: RetrainTrigger,
     drift: DriftEpisode | None,
     this_run: str,
+    name: str,
     monitoring_link: str | None,
 ) -> State:
-    """A Completed state named "Skipped", with the reason as its message and as a markdown artifact."""
+    """A Completed state with the reason as its message and as a markdown artifact; the run tagged `skipped`.
+
+    Not a state named "Skipped": Prefect's run lists filter on its built-in state names by default, and would hide it.
+    """
     get_run_logger().info("retrain of %s skipped (%s): %s", skipped.task, skipped.cause, skipped.reason)
-    label_flow_run(tags=[f"decision:{RetrainOutcome.SKIPPED.slug}"])
+    label_flow_run(f"{name}: skipped", tags=[SKIPPED_TAG, f"decision:{RetrainOutcome.SKIPPED.slug}"])
     retrain_artifacts.publish(
         retrain_artifacts.skip_markdown(skipped.task, skipped.reason, trigger, monitoring_link),
         skipped.task,
         f"retrain {skipped.task}: skipped",
     )
     if drift is not None:
-        link_monitoring_run(drift.run_id, this_run, {"decision": RetrainOutcome.SKIPPED.slug})
+        skipped_run = this_run.replace(name, f"{name}: skipped", 1)
+        link_monitoring_run(drift.run_id, skipped_run, {"decision": RetrainOutcome.SKIPPED.slug})
     summary = {"task": skipped.task, "skipped": True, "reason": skipped.reason, "promoted": False}
-    return Completed(name="Skipped", message=f"retrain skipped: {skipped.reason}", data=summary)
+    return Completed(message=f"retrain skipped, nothing trained: {skipped.reason}", data=summary)
 
 
 def _ui_url() -> str:
+    """The MLflow UI address links point to: PREFIX_REGISTRY_MLFLOW_UI_URL, else the tracking server's address."""
     from prefix_registry.settings import Settings
 
     return Settings().resolved_mlflow_ui_url
@@ -211,5 +221,5 @@ def _monitoring_run_url(task_name: str, drift: DriftEpisode | None) -> str | Non
         return None
     from prefix_registry.registry.store import PrefixRegistry
 
-    experiment_id = PrefixRegistry().experiment_id(task_name)
+    experiment_id = PrefixRegistry().run(drift.run_id).info.experiment_id  # the task's monitoring experiment
     return retrain_artifacts.run_url(_ui_url(), experiment_id, drift.run_id)

@@ -13,6 +13,7 @@ from typing import Any
 
 from prefix_registry.healing.retraining import JUDGE_SETS, RetrainDecision
 from prefix_registry.kinds import CLASSIFICATION, TaskKind
+from prefix_registry.registry import ui_links
 
 
 def artifact_key(task: str) -> str:
@@ -21,13 +22,13 @@ def artifact_key(task: str) -> str:
 
 
 def version_url(ui_url: str, task: str, version: str) -> str:
-    """The MLflow UI page of one registered version."""
-    return f"{ui_url}/#/models/{task}/versions/{version}"
+    """The MLflow UI page of one registered version (in the UI's machine-learning view)."""
+    return ui_links.version_url(ui_url, task, version)
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     """The MLflow UI page of one run (e.g. the monitoring run that found the drift)."""
-    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+    return ui_links.run_url(ui_url, experiment_id, run_id)
 
 
 def decision_markdown(
@@ -36,7 +37,8 @@ def decision_markdown(
     """The decision as markdown: verdict, reason, judged scores side by side, data sizes and links.
 
     Args:
-        ui_url: the MLflow UI the links point to.
+        ui_url: the MLflow UI the links point to (`Settings.resolved_mlflow_ui_url`: the configured UI address, else
+            the tracking server's).
         monitoring_run: the MLflow UI address of the monitoring run that triggered the retrain, if any.
         kind: the task's kind, whose decision metric the table shows.
     """

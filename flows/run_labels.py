@@ -2,6 +2,8 @@
 
     retrain reviews v1 (drift)           at start: task, the champion it challenges, the trigger
     retrain reviews v1 → v2 (drift)      once the challenger is registered
+    retrain reviews v1 (drift): skipped  when it trained nothing (cooldown, too few fresh labels; tagged `skipped`)
+    rollback reviews v2 → v1             a rollback (flows/rollback.py)
     tags: task:reviews  trigger:drift  champion:v1  challenger:v2  decision:promoted
 
 The `*_run_name` functions are `flow_run_name` callables (they read the run's parameters from `prefect.runtime`);
@@ -34,6 +36,12 @@ def monitor_run_name() -> str:
     parameters = _parameters()
     tasks = parameters.get("tasks") or ["every served task"]
     return f"monitor {', '.join(tasks)} (last {parameters.get('current_last', '?')} predictions)"
+
+
+def rollback_run_name() -> str:
+    """`rollback <task>`: the name a rollback run starts with, before it knows the versions."""
+    parameters = _parameters()
+    return f"rollback {parameters.get('task', '?')}"
 
 
 def train_run_name() -> str:

@@ -1,6 +1,7 @@
 """Drift verdicts kept as MLflow monitoring runs, and read back by run id.
 
     run_monitor -> record_verdict(report) -> monitoring run (tags, metrics, drift/verdict.json, HTML reports)
+                   in the task's monitoring experiment (`prefix-registry/<task>/monitoring`)
     prefix.drift.detected event {monitoring_run_id} -> drift_episode(registry, task, run_id) -> DriftEpisode
 
 A retrain judges the monitoring run that fired its event, not "the latest one": a clean run in between must not
@@ -21,9 +22,10 @@ from prefix_registry.monitoring.drift import DriftReport, DriftStatus, DriftVerd
 from prefix_registry.monitoring.drift_config import DriftConfig
 from prefix_registry.monitoring.verdict_text import monitoring_run_name, threshold_params, verdict_line, window_end
 from prefix_registry.registry.runs import RecordedRun
-from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.store import ExperimentPurpose, PrefixRegistry
 
 MONITOR_RUN_KIND = "monitor"
+MONITORING = ExperimentPurpose.MONITORING
 VERSION_TAG = "prefix_registry.version"
 STATUS_TAG = "prefix_registry.drift_status"
 WINDOW_FROM_TAG = "prefix_registry.window_from"
@@ -71,9 +73,10 @@ def record_verdict(
 ) -> str:
     """Log one drift check as a monitoring run of its task; returns the run id.
 
-    The run is named by task, version and window, says its verdict in one line (description and tag `verdict`),
-    keeps the thresholds it was judged with as params, and logs every score at step = window index (the task's
-    monitoring runs counted from 0) stamped with the window's end, so MLflow's charts draw one timeline.
+    The run (in the task's monitoring experiment) is named by task, version, window (to the second) and verdict,
+    with the window's index, which makes the name unique; it says its verdict in one line (description and tag
+    `verdict`), keeps the thresholds it was judged with as params, and logs every score at step = window index (the
+    task's monitoring runs counted from 0) stamped with the window's end, so MLflow's charts draw one timeline.
 
     The tags that say a verdict was reached (`verdict`, the note, `status` last) are set once the verdict file and
     reports are stored: a run whose artifacts could not be stored (S3 down) ends FAILED without them, so no retrain
@@ -89,7 +92,12 @@ def record_verdict(
         WINDOW_INDEX_TAG: str(index),
     }
     with RecordedRun(
-        registry, verdict.task, run_name=monitoring_run_name(verdict), kind=MONITOR_RUN_KIND, tags=tags
+        registry,
+        verdict.task,
+        run_name=monitoring_run_name(verdict, index),
+        kind=MONITOR_RUN_KIND,
+        tags=tags,
+        purpose=MONITORING,
     ) as run:
         run.log_params(
             {
@@ -121,11 +129,16 @@ def record_verdict(
 def next_window_index(registry: PrefixRegistry, task: str) -> int:
     """The step of the task's next monitoring run: one past the latest run's (0 for the first)."""
     registry.ensure_task(task)  # the run about to be recorded creates it anyway
-    latest = registry.runs(task, MONITOR_RUN_KIND, max_results=1)
+    latest = monitoring_runs(registry, task, max_results=1)
     if not latest:
         return 0
     previous = latest[0].data.tags.get(WINDOW_INDEX_TAG)
     return int(previous) + 1 if previous and previous.isdigit() else 0
+
+
+def monitoring_runs(registry: PrefixRegistry, task: str, max_results: int = 20) -> list[Any]:
+    """The task's monitoring runs (in its monitoring experiment), newest first."""
+    return registry.runs(task, MONITOR_RUN_KIND, max_results=max_results, purpose=MONITORING)
 
 
 def link_retrain(registry: PrefixRegistry, run_id: str, retrain: str, **facts: str) -> None:
@@ -148,19 +161,19 @@ def read_verdict(registry: PrefixRegistry, run_id: str) -> DriftVerdict:
 def drift_episode(registry: PrefixRegistry, task: str, run_id: str, lookback: int = 50) -> DriftEpisode:
     """The drift episode that monitoring run `run_id` of `task` belongs to.
 
-    Raises RegistryError when the run is not a monitoring run of `task` or its verdict is not drift.
+    Raises RegistryError when the run is not a monitoring run of `task` or its verdict is not drift. A run recorded
+    before monitoring runs had their own experiment (in the training one) is read too.
     """
     run = registry.run(run_id)
-    if run.info.experiment_id != registry.experiment_id(task) or run.data.tags.get("prefix_registry.kind") != (
-        MONITOR_RUN_KIND
-    ):
+    experiments = {registry.experiment_id(task, purpose) for purpose in ExperimentPurpose}
+    if run.info.experiment_id not in experiments or run.data.tags.get("prefix_registry.kind") != MONITOR_RUN_KIND:
         raise RegistryError(f"run {run_id} is not a monitoring run of task {task!r}")
     if _status(run) is not DriftStatus.DRIFT:
         raise RegistryError(
             f"monitoring run {run_id} of {task!r} found no drift (status {run.data.tags.get(STATUS_TAG)!r})"
         )
     # Newest first: the episode is this run and the drift runs of the same version right before it.
-    runs = registry.runs(task, MONITOR_RUN_KIND, max_results=lookback)
+    runs = monitoring_runs(registry, task, max_results=lookback)
     ids = [r.info.run_id for r in runs]
     earlier = runs[ids.index(run_id) :] if run_id in ids else [run]
     return _episode(registry, earlier, run_id)
@@ -168,7 +181,7 @@ def drift_episode(registry: PrefixRegistry, task: str, run_id: str, lookback: in
 
 def latest_drift_episode(registry: PrefixRegistry, task: str, lookback: int = 50) -> DriftEpisode | None:
     """The episode of the task's latest judged monitoring run when that run found drift, else None."""
-    runs = registry.runs(task, MONITOR_RUN_KIND, max_results=lookback)
+    runs = monitoring_runs(registry, task, max_results=lookback)
     judged = [r for r in runs if _status(r) in (DriftStatus.DRIFT, DriftStatus.OK)]
     if not judged or _status(judged[0]) is not DriftStatus.DRIFT:
         return None

@@ -1,27 +1,40 @@
 """How a drift verdict reads in the MLflow UI: the monitoring run's name, its one-line verdict, its thresholds.
 
-monitor movie-sentiment v1 2026-11-29T10:00→11:00        (run name: task, version, current window)
+movie-sentiment v1 drift check 2026-11-29 10:00:05 → 11:00:41 UTC: drift (#3)   (run name: task, version, current
+                                                    window to the second, verdict, window index: unique)
 DRIFT in embedding 0.912 > 0.700; live macro-F1 0.695 on 150 labels   (description and tag `verdict`)
 threshold.embedding = 0.7, method.embedding = domain_classifier, ...  (params)
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from prefix_registry.kinds import CLASSIFICATION, TaskKind
 from prefix_registry.monitoring.drift import DriftStatus, DriftVerdict, SignalResult
 from prefix_registry.monitoring.drift_config import DriftConfig
 
+VERDICT_WORDS = {
+    DriftStatus.DRIFT: "drift",
+    DriftStatus.OK: "no drift",
+    DriftStatus.INSUFFICIENT_DATA: "not enough data",
+}
 
-def monitoring_run_name(verdict: DriftVerdict) -> str:
-    """`monitor <task> v<version> <window start>→<window end>` (UTC, minutes; the end's date only if it differs)."""
+
+def monitoring_run_name(verdict: DriftVerdict, window_index: int) -> str:
+    """`<task> v<version> drift check <start> → <end> UTC: <verdict> (#<index>)`, the window to the second (the end's
+    date only when it differs from the start's); the index (the task's monitoring runs counted from 0) keeps two
+    checks of the same window apart."""
     start, end = _window_bounds(verdict)
+    head = f"{verdict.task} v{verdict.version} drift check"
+    tail = f"{VERDICT_WORDS.get(verdict.status, str(verdict.status))} (#{window_index})"
     if start is None or end is None:
-        return f"monitor {verdict.task} v{verdict.version} (no traffic) {verdict.checked_at[:16]}"
-    end_text = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%dT%H:%M}"
-    return f"monitor {verdict.task} v{verdict.version} {start:%Y-%m-%dT%H:%M}→{end_text}"
+        checked = _utc(datetime.fromisoformat(verdict.checked_at))
+        return f"{head} {checked:%Y-%m-%d %H:%M:%S} UTC (no traffic): {tail}"
+    start, end = _utc(start), _utc(end)
+    end_text = f"{end:%H:%M:%S}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M:%S}"
+    return f"{head} {start:%Y-%m-%d %H:%M:%S} → {end_text} UTC: {tail}"
 
 
 def window_end(verdict: DriftVerdict) -> datetime:
@@ -75,6 +88,11 @@ def _share_of_threshold(signal: SignalResult) -> float:
     if signal.score_kind == "p_value":
         return signal.threshold / signal.score if signal.score > 0 else float("inf")
     return signal.score / signal.threshold if signal.threshold else float("inf")
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC (a time without zone is taken as UTC, as the prediction log writes them)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _window_bounds(verdict: DriftVerdict) -> tuple[datetime | None, datetime | None]:

@@ -6,9 +6,11 @@
         --> MlflowClient (tracking and model registry; SQLite, a tracking server, S3)
 
 A task is a registered model tagged `prefix_registry.task` with an experiment `prefix-registry/<task>` for its
-runs. Methods return MLflow's own entities (a registered model, a model version, a run) for the services to read;
-what fails reaches them as a one-line `RegistryError`: "not found" as such, an unreachable tracking server or
-artifact store as `RegistryUnavailable`. Other MLflow errors pass unchanged (the CLI prints those as one line too).
+training runs and `prefix-registry/<task>/monitoring` for its monitoring runs (`ExperimentPurpose`); both are tagged
+as machine-learning experiments (`mlflow.experimentKind`), so MLflow's UI treats them as runs, not GenAI traces.
+Methods return MLflow's own entities (a registered model, a model version, a run) for the services to read; what
+fails reaches them as a one-line `RegistryError`: "not found" as such, an unreachable tracking server or artifact
+store as `RegistryUnavailable`. Other MLflow errors pass unchanged (the CLI prints those as one line too).
 No module outside this one imports `mlflow` (tests/test_gateway.py checks it).
 """
 
@@ -30,9 +32,31 @@ from prefix_registry.settings import Settings
 
 TASK_TAG = "prefix_registry.task"
 EXPERIMENT_PREFIX = "prefix-registry/"
+EXPERIMENT_PURPOSE_TAG = "prefix_registry.experiment"
+# What MLflow's UI reads as an experiment's kind: "custom_model_development" is its "Machine learning" kind (runs,
+# models), against "genai_development" (traces). MLflow 3.17's UI picks its landing tab from the workflow type in the
+# address (`?workflowType=machine_learning`, see `ui_links.py`) or the browser's last choice, and shows this kind in
+# the experiment's header; earlier 3.x UIs choose the landing tab from it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MACHINE_LEARNING_KIND = "custom_model_development"
 # MLflow takes at most 100 params and 1000 metrics per batch.
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 500
+
+
+class ExperimentPurpose(StrEnum):
+    """Which of a task's two experiments: its training runs (versions, sweeps) or its monitoring runs (verdicts)."""
+
+    TRAINING = "training"
+    MONITORING = "monitoring"
+
+    def experiment_name(self, task: str) -> str:
+        """`prefix-registry/<task>` or `prefix-registry/<task>/monitoring` (a task name holds no `/`)."""
+        return EXPERIMENT_PREFIX + task + ("" if self is ExperimentPurpose.TRAINING else f"/{self.value}")
+
+    def artifact_folder(self, task: str) -> str:
+        """The experiment's folder under the artifact root: `<task>` or `<task>/monitoring`."""
+        return task if self is ExperimentPurpose.TRAINING else f"{task}/{self.value}"
 
 
 class RunStatus(StrEnum):
@@ -161,17 +185,22 @@ class MlflowGateway:
         with self._translated(what or f"point alias {alias} of {task} at version {version}"):
             self._mlflow.set_registered_model_alias(task, alias, version)
 
-    def task_experiment_id(self, task: str) -> str:
-        """The id of the task's experiment (`prefix-registry/<task>`), created with its artifact folder if missing."""
-        name = EXPERIMENT_PREFIX + task
+    def task_experiment_id(self, task: str, purpose: ExperimentPurpose = ExperimentPurpose.TRAINING) -> str:
+        """The id of the task's experiment for `purpose`, created with its artifact folder if missing; an experiment
+        created before experiments were tagged as machine learning gets the tag when it is opened."""
+        name = purpose.experiment_name(task)
         with self._translated(f"open experiment {name}"):
             experiment = self._mlflow.get_experiment_by_name(name)
             if experiment is not None:
-                return str(experiment.experiment_id)
+                experiment_id = str(experiment.experiment_id)
+                if (experiment.tags or {}).get(EXPERIMENT_KIND_TAG) != MACHINE_LEARNING_KIND:
+                    self._mlflow.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MACHINE_LEARNING_KIND)
+                return experiment_id
             root = self.settings.resolved_artifact_root
+            tags = {TASK_TAG: task, EXPERIMENT_PURPOSE_TAG: purpose.value, EXPERIMENT_KIND_TAG: MACHINE_LEARNING_KIND}
             return str(
                 self._mlflow.create_experiment(
-                    name, artifact_location=f"{root}/{task}" if root else None, tags={TASK_TAG: task}
+                    name, artifact_location=f"{root}/{purpose.artifact_folder(task)}" if root else None, tags=tags
                 )
             )
 

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from prefix_registry.registry.eval_sets import curve_metric_name
-from prefix_registry.registry.gateway import RunStatus
+from prefix_registry.registry.gateway import ExperimentPurpose, RunStatus
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.training.trainer import EpochReport
 
@@ -84,7 +84,7 @@ def close_stale_runs(registry: PrefixRegistry, task: str) -> list[str]:
     they still run.
     """
     running = registry.gateway.search_runs(
-        [registry.experiment_id(task)],
+        [registry.experiment_id(task, purpose) for purpose in ExperimentPurpose],
         f"attributes.status = '{RunStatus.RUNNING}'",
         max_results=1000,
         what=f"search the running runs of {task}",
@@ -105,7 +105,8 @@ def close_stale_runs(registry: PrefixRegistry, task: str) -> list[str]:
 
 
 class RecordedRun:
-    """One MLflow run of a task's experiment: params, metrics and artifacts, finished by leaving the `with` block.
+    """One MLflow run of a task's experiment for `purpose` (training by default, or monitoring): params, metrics and
+    artifacts, finished by leaving the `with` block.
 
     Example:
         with RecordedRun(registry, "sentiment", "train", kind="train") as run:
@@ -120,8 +121,10 @@ class RecordedRun:
         run_name: str,
         kind: str,
         tags: dict[str, str] | None = None,
+        purpose: ExperimentPurpose = ExperimentPurpose.TRAINING,
     ) -> None:
         self.registry = registry
+        self.purpose = purpose
         self.task = task
         self.run_name = run_name
         self.tags = {RUN_KIND_TAG: kind, RUN_OWNER_TAG: process_owner(), **(tags or {})}
@@ -129,7 +132,8 @@ class RecordedRun:
         self.artifact_uri = ""
 
     def __enter__(self) -> RecordedRun:
-        experiment_id = self.registry.ensure_task(self.task)
+        self.registry.ensure_task(self.task)
+        experiment_id = self.registry.experiment_id(self.task, self.purpose)
         run = self.registry.gateway.create_run(
             experiment_id, self.run_name, self.tags, what=f"start a run for {self.task}"
         )

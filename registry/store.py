@@ -4,7 +4,8 @@
                    --> AliasMover    (alias_mover.py: promote / rollback under the alias lock, history first)
                    --> baseline gate (baseline_gate.py: a champion beats its linear probe, used by the mover)
 
-A task is a registered model (tagged `prefix_registry.task`) with an experiment of the same name for its runs.
+A task is a registered model (tagged `prefix_registry.task`) with an experiment of the same name for its training
+runs and one for its monitoring runs (`ExperimentPurpose`).
 Each trained adapter is a model version whose source is the run's `adapter/` artifact folder; aliases
 (`champion`, `challenger`) name the versions that serve, and their moves are recorded in `aliases.py`'s history.
 """
@@ -29,7 +30,13 @@ from prefix_registry.registry.alias_lock import AliasLock
 from prefix_registry.registry.alias_mover import ALIAS_NAME, AliasChange, AliasMover
 from prefix_registry.registry.aliases import CHAMPION, AliasEvent, history_from_tags
 from prefix_registry.registry.failpoints import REGISTER_BEFORE_VERSION, failpoint
-from prefix_registry.registry.gateway import EXPERIMENT_PREFIX, TASK_TAG, MlflowGateway, RunDataset
+from prefix_registry.registry.gateway import (
+    EXPERIMENT_PREFIX,
+    TASK_TAG,
+    ExperimentPurpose,
+    MlflowGateway,
+    RunDataset,
+)
 from prefix_registry.registry.promotion_check import check_promotable
 from prefix_registry.registry.versions import PrefixVersion
 from prefix_registry.settings import Settings
@@ -40,6 +47,7 @@ __all__ = [
     "TASK_NAME",
     "TASK_TAG",
     "AliasChange",
+    "ExperimentPurpose",
     "PrefixRegistry",
     "validate_task_name",
 ]
@@ -92,8 +100,9 @@ class PrefixRegistry:
         )
         return self.experiment_id(task)
 
-    def experiment_id(self, task: str) -> str:
-        return self.gateway.task_experiment_id(task)
+    def experiment_id(self, task: str, purpose: ExperimentPurpose = ExperimentPurpose.TRAINING) -> str:
+        """The id of the task's training (default) or monitoring experiment, created if missing."""
+        return self.gateway.task_experiment_id(task, purpose)
 
     def require_task(self, task: str) -> Any:
         """The task's registered model (tags, aliases, description); TaskNotFound when it is not a task."""
@@ -210,11 +219,18 @@ class PrefixRegistry:
     def run(self, run_id: str) -> Any:
         return self.gateway.run(run_id)
 
-    def runs(self, task: str, kind: str, filter_string: str = "", max_results: int = 20) -> list[Any]:
-        """The task's runs of one kind (`train`, `monitor`), newest first."""
+    def runs(
+        self,
+        task: str,
+        kind: str,
+        filter_string: str = "",
+        max_results: int = 20,
+        purpose: ExperimentPurpose = ExperimentPurpose.TRAINING,
+    ) -> list[Any]:
+        """The task's runs of one kind (`train`, `monitor`) in its experiment for `purpose`, newest first."""
         query = f"tags.`prefix_registry.kind` = '{kind}'" + (f" and {filter_string}" if filter_string else "")
         return self.gateway.search_runs(
-            [self.experiment_id(task)],
+            [self.experiment_id(task, purpose)],
             query,
             max_results=max_results,
             newest_first=True,

@@ -402,7 +402,12 @@ def register_recorded(
     """Register the recorded run's adapter as a new version of `task`, tagged with lineage, metrics and baseline,
     described in markdown, its evaluation sets logged as the run's MLflow datasets."""
     tags = version_tags(data, recorded, trigger=trigger, trigger_reason=trigger_reason, parent=parent)
-    link = run_link(registry.experiment_id(task), trigger_run_id, "monitoring run") if trigger_run_id else None
+    # The monitoring run lives in the task's monitoring experiment (older ones in its training experiment).
+    link = (
+        run_link(registry.run(trigger_run_id).info.experiment_id, trigger_run_id, "monitoring run")
+        if trigger_run_id
+        else None
+    )
     version = registry.register_version(
         task,
         recorded.run_id,

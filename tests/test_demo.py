@@ -65,7 +65,25 @@ def test_quick_demo_tells_the_whole_story(tmp_path: Path, model_cache: Path) -> 
     # v1's promotion and v2's, each alerted once by the alias move itself.
     assert alerts["kinds"].count("promotion") == 2
     runs = summary["prefect_flow_runs"]
-    assert {r["flow"] for r in runs} == {"train-prefix", "monitor-prefix", "retrain-prefix"}
-    assert all(r["state"] == "COMPLETED" for r in runs)
-    assert any(r["flow"] == "retrain-prefix" and r["from_deployment"] for r in runs)
-    assert "mlflow ui" in summary["open_the_uis"]["mlflow"]
+    assert {r["flow"] for r in runs} == {"train-prefix", "monitor-prefix", "retrain-prefix", "rollback-prefix"}
+    # Every run shows under the Prefect UI's default filters (built-in state names): a skipped retrain too.
+    assert all(r["state"] == "COMPLETED" and r["state_name"] == "Completed" for r in runs), runs
+    retrains = [r for r in runs if r["flow"] == "retrain-prefix"]
+    assert len(retrains) == len(summary["retrains"]) and all(r["from_deployment"] for r in retrains)
+    assert sum("skipped" in r["tags"] for r in retrains) == sum(bool(r["skipped"]) for r in summary["retrains"])
+    # Each monitoring pass went through the monitor-prefix deployment, run by the stage's flow runner.
+    monitors = [r for r in runs if r["flow"] == "monitor-prefix"]
+    assert len(monitors) >= len(summary["windows"]) and all(r["from_deployment"] for r in monitors)
+    (rollback,) = [r for r in runs if r["flow"] == "rollback-prefix"]
+    assert rollback["name"] == "rollback movie-sentiment v2 → v1" and {"rollback", "from:v2", "to:v1"} <= set(
+        rollback["tags"]
+    )
+    # While the runner serves them, the deployments are Ready with their schedules on.
+    deployments = {d["name"]: d for d in summary["prefect_deployments"]}
+    assert set(deployments) == {"train-prefix", "monitor-prefix", "retrain-prefix"}
+    assert all(d["status"] == "READY" and not d["paused"] for d in deployments.values()), deployments
+    assert deployments["monitor-prefix"]["schedules_active"] == [True]
+    uis = summary["open_the_uis"]
+    assert "mlflow ui" in uis["mlflow"]
+    assert uis["training_runs"].endswith("/runs?workflowType=machine_learning")
+    assert uis["monitoring_runs"].endswith("/runs?workflowType=machine_learning")

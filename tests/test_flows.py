@@ -14,7 +14,7 @@ import pytest
 from prefix_registry.errors import ConfigError, RegistryError
 from prefix_registry.healing.retrain_policy import RetrainPolicy
 from prefix_registry.healing.retraining import LAST_RETRAIN_TAG, decide
-from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.store import ExperimentPurpose, PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.prediction_log import PredictionLog
@@ -202,6 +202,8 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
     # exactly 0.
     with WebhookReceiver() as receiver, pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFIX_REGISTRY_ALERT_WEBHOOKS", receiver.url)
+        # The MLflow UI the artifact links to is the configured one, not this machine's `mlflow ui`.
+        patch.setenv("PREFIX_REGISTRY_MLFLOW_UI_URL", "https://mlflow.example.org/")
         state = retrain_prefix_flow(
             task="reviews",
             trigger="drift",
@@ -233,10 +235,14 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(reviews: Prefi
     assert expected_tags | {"decision:kept-champion"} <= set(run.tags)
     (artifact,) = _markdown_artifacts(run.id)
     assert artifact.key == "retrain-reviews" and "kept the champion" in artifact.data
-    assert f"http://127.0.0.1:5000/#/models/reviews/versions/{challenger_version}" in artifact.data
+    version_link = f"https://mlflow.example.org/#/models/reviews/versions/{challenger_version}"
+    assert f"({version_link}?workflowType=machine_learning)" in artifact.data and "127.0.0.1" not in artifact.data
     fresh = result["challenger_scores"]["fresh_holdout"]["macro_f1"]
     assert f"| fresh_holdout | {fresh:.3f} | {fresh:.3f} | +0.000 |" in artifact.data
-    assert f"/runs/{fired.run_id})" in artifact.data
+    # The monitoring run sits in the task's monitoring experiment; links open MLflow's machine-learning view.
+    monitoring_experiment = registry.experiment_id("reviews", ExperimentPurpose.MONITORING)
+    monitoring_link = f"https://mlflow.example.org/#/experiments/{monitoring_experiment}/runs/{fired.run_id}"
+    assert f"({monitoring_link}?workflowType=machine_learning)" in artifact.data
     # MLflow: the monitoring run that fired names the retrain it caused.
     tags = registry.run(fired.run_id).data.tags
     assert tags["caused_retrain_run"] == f"{run.name} (Prefect flow run {run.id})"
@@ -312,6 +318,40 @@ def test_a_rollback_by_the_cli_is_a_prefect_event(reviews: PrefixRegistry, cli) 
     assert latest.payload["reason"] == "bad answers" and latest.payload["to_version"] == result.json()["to"]
 
 
+def test_a_rollback_flow_run_names_task_versions_actor_and_reason(reviews: PrefixRegistry) -> None:
+    from prefix_registry.flows.rollback import rollback_prefix_flow
+
+    latest = reviews.versions("reviews")[-1].version
+    reviews.promote("reviews", latest, reason="a version to roll back from")
+    before = len(_events("prefix.model.rolled-back", "reviews", timeout=0))
+    state = rollback_prefix_flow(task="reviews", reason="bad answers", actor="on-call", return_state=True)
+    result = state.result()
+    assert result["from"] == latest and reviews.aliases("reviews")["champion"] == result["to"] != latest
+    run = _read_flow_run(state)
+    assert run.name == f"rollback reviews v{latest} → v{result['to']}"
+    assert {"task:reviews", "rollback", f"from:v{latest}", f"to:v{result['to']}", "actor:on-call"} <= set(run.tags)
+    (artifact,) = _markdown_artifacts(run.id)
+    assert artifact.key == "rollback-reviews"
+    assert f"| reviews | champion | v{latest} | v{result['to']} | on-call |" in artifact.data
+    assert "| bad answers |" in artifact.data
+    # The move itself is the registry's, announced as for `prefixctl rollback`: a Prefect event too.
+    assert len(_events("prefix.model.rolled-back", "reviews", count=before + 1)) == before + 1
+
+
+def test_a_monitoring_pass_runs_here_when_no_runner_serves_the_deployment(reviews: PrefixRegistry) -> None:
+    from prefix_registry.flows.deployments import build_deployments
+    from prefix_registry.flows.monitor_pass import ready_monitor_deployment, run_monitoring_pass
+
+    for deployment in build_deployments(retrain_policy=TINY_POLICY):
+        deployment.apply()  # registered, but nothing polls it: Not Ready
+    assert ready_monitor_deployment() is None
+    log_labelled_traffic(reviews, "reviews", tiny_data(limit=150).frame)
+    (summary,) = run_monitoring_pass(tasks=["reviews"], current_last=150)
+    assert summary["task"] == "reviews" and summary["mlflow_run_id"]
+    monitor_runs = [run for run in _flow_runs("monitor-prefix/monitor-prefix") if run.state_type is not None]
+    assert all(run.state_type.value == "SCHEDULED" for run in monitor_runs)  # none ran through the deployment
+
+
 def test_an_alias_move_waits_for_nothing_while_prefect_is_down_and_its_event_is_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -376,11 +416,13 @@ def test_too_few_fresh_labels_skip_the_retrain(reviews: PrefixRegistry) -> None:
     state = retrain_prefix_flow(task="reviews", policy={**TINY_POLICY, "min_fresh_labels": 100_000}, return_state=True)
     result = state.result()
     assert result["skipped"] is True and "100000 are needed" in result["reason"]
-    # A normal end, explained, with no failed task and no traceback.
-    assert state.is_completed() and state.name == "Skipped" and "100000 are needed" in state.message
+    # A normal end, explained, with no failed task and no traceback: a plain Completed state, which Prefect's run
+    # lists show under their default filter (a custom state name is filtered out), tagged `skipped`.
+    assert state.is_completed() and state.name == "Completed" and "100000 are needed" in state.message
     run = _read_flow_run(state)
     champion = reviews.aliases("reviews")["champion"]
-    assert run.name == f"retrain reviews v{champion} (manual)" and "decision:skipped" in run.tags
+    assert run.name == f"retrain reviews v{champion} (manual): skipped"
+    assert {"skipped", "decision:skipped"} <= set(run.tags)
     (artifact,) = _markdown_artifacts(run.id)
     assert artifact.data.startswith("# Retrain of reviews: skipped") and "100000 are needed" in artifact.data
     task_runs = _settled_task_runs(run.id)

@@ -13,12 +13,18 @@ import pytest
 from prefix_registry.errors import ConfigError
 from prefix_registry.monitoring.drift import DriftVerdict, DriftWindow, SignalResult, detect_drift
 from prefix_registry.monitoring.drift_config import DriftConfig
-from prefix_registry.monitoring.drift_runs import STATUS_TAG, VERDICT_TAG, latest_drift_episode, read_verdict
+from prefix_registry.monitoring.drift_runs import (
+    STATUS_TAG,
+    VERDICT_TAG,
+    latest_drift_episode,
+    monitoring_runs,
+    read_verdict,
+)
 from prefix_registry.monitoring.monitor import MonitorRequest, _text_models, run_monitor
 from prefix_registry.monitoring.text_features import OovRate, sentence_embeddings
 from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.runs import RecordedRun
-from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.store import ExperimentPurpose, PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.prediction_log import PredictionLog
@@ -223,8 +229,15 @@ def _check_run_reads_as_its_verdict(registry: PrefixRegistry, outcome, step: int
     """Name, one-line verdict, thresholds, stepped and time-stamped scores, and a report holding every signal."""
     verdict = outcome.verdict
     run = registry.run(outcome.run_id)
-    start = verdict.current["from"][:16]
-    assert run.info.run_name == f"monitor reviews v1 {start}→{verdict.current['to'][11:16]}"
+    start, end = (datetime.fromisoformat(verdict.current[key]) for key in ("from", "to"))
+    window = f"{start:%Y-%m-%d %H:%M:%S} → {end:%H:%M:%S} UTC"
+    assert run.info.run_name == f"reviews v1 drift check {window}: no drift (#{step})"
+    # Monitoring runs have their own experiment, tagged (as the training one) to open on its runs in MLflow's UI.
+    experiment = registry.gateway.experiment(run.info.experiment_id)
+    assert experiment.name == "prefix-registry/reviews/monitoring"
+    assert run.info.experiment_id == registry.experiment_id("reviews", ExperimentPurpose.MONITORING)
+    assert run.info.experiment_id != registry.experiment_id("reviews")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.tags["verdict"].startswith("no drift (closest: ")
     assert f"live macro-F1 {verdict.quality['macro_f1']:.3f}" in run.data.tags["verdict"]
     assert (
@@ -273,7 +286,7 @@ def test_a_verdict_whose_files_cannot_be_stored_leaves_no_run_that_claims_it(
         patch.setattr(RecordedRun, "log_json", artifact_store_down)
         with pytest.raises(ConnectionError):
             run_monitor(monitored, log, request, send_alerts=False)
-    failed = monitored.runs("reviews", "monitor", max_results=1)[0]
+    failed = monitoring_runs(monitored, "reviews", max_results=1)[0]
     assert failed.info.status == "FAILED"
     assert STATUS_TAG not in failed.data.tags and VERDICT_TAG not in failed.data.tags  # not read as judged
     episode = latest_drift_episode(monitored, "reviews")

@@ -11,6 +11,10 @@ against serve their UIs; Chromium reads the rendered pages. Screenshots are kept
     monitoring-run.png      the monitoring run: its one-line verdict, the thresholds it was judged with
     monitoring-report.png   its Evidently report, opened from the artifact store: embedding AUC, accuracy, macro-F1
     prefect-retrain-run.png the retrain's Prefect flow run, named by task, versions and trigger
+    experiment-training.png / experiment-monitoring.png   the task's two experiments, opened by the project's links:
+                            on their runs (not MLflow's GenAI traces page), the model registry in the sidebar
+    prefect-retrain-deployment.png   the retrain deployment's Runs tab: all three retrain runs, skipped ones too
+    prefect-rollback-run.png         the rollback's flow run: task, from, to, who, with its artifact
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from uuid import UUID
 
 import pytest
 
 from prefix_registry.flows.deployments import PrefectUnavailable
 from prefix_registry.flows.run_labels import retrain_name
+from prefix_registry.monitoring.drift_runs import monitoring_runs
 from prefix_registry.monitoring.monitor import MonitorOutcome
 from prefix_registry.monitoring.verdict_text import verdict_line
+from prefix_registry.registry import ui_links
+from prefix_registry.registry.gateway import EXPERIMENT_KIND_TAG, MACHINE_LEARNING_KIND, ExperimentPurpose
 from tests.servers.integration import missing_server
 from tests.servers.mlflow_server import MlflowServer
 from tests.servers.prefect_server import running_prefect
@@ -39,7 +47,7 @@ from tests.ui_pages import (
     save_screenshot,
     scroll_metrics_to,
 )
-from tests.ui_story import TASK, Story, build_drift_story
+from tests.ui_story import ROLLBACK_REASON, TASK, Story, build_drift_story
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -98,7 +106,29 @@ def monitoring(story: Story) -> MonitorOutcome:
 
 def monitoring_run_path(story: Story) -> str:
     run_id = monitoring(story).run_id
-    return f"#/experiments/{story.registry.experiment_id(TASK)}/runs/{run_id}"
+    return f"#/experiments/{story.registry.experiment_id(TASK, ExperimentPurpose.MONITORING)}/runs/{run_id}"
+
+
+@pytest.mark.parametrize("purpose", list(ExperimentPurpose))
+def test_the_experiment_links_open_on_its_runs(story: Story, ui: str, browser: Any, purpose: ExperimentPurpose) -> None:
+    registry = story.registry
+    experiment_id = registry.experiment_id(TASK, purpose)
+    experiment = registry.gateway.experiment(experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MACHINE_LEARNING_KIND
+    if purpose is ExperimentPurpose.TRAINING:
+        expected = [registry.run(registry.version(TASK, v).run_id).info.run_name for v in ("1", "2")]
+    else:
+        expected = [run.info.run_name for run in monitoring_runs(registry, TASK)]
+        assert expected == [registry.run(str(monitoring(story).run_id)).info.run_name]
+        assert expected[0].startswith(f"{TASK} v1 drift check ") and expected[0].endswith(" UTC: drift (#0)")
+    with opened(browser, ui_links.experiment_url(ui, experiment_id), expected[0]) as page:
+        close_mlflow_assistant(page)
+        save_screenshot(page, f"experiment-{purpose}.png", full_page=False)
+        landed, text = page.url, page.inner_text("body")
+    # Not MLflow's GenAI traces page: the runs table, with the model registry in the sidebar.
+    assert f"/experiments/{experiment_id}/runs" in landed and "workflowType=machine_learning" in landed
+    assert all(name in text for name in expected), text[:2000]
+    assert "Model registry" in text
 
 
 def test_the_version_page_shows_parent_trigger_and_decision(story: Story, ui: str, browser: Any) -> None:
@@ -202,6 +232,43 @@ def test_the_monitoring_report_names_the_embedding_signal_and_live_quality(story
     embedding = monitoring(story).verdict.signals["embedding"]
     assert "Embedding drift (domain classifier ROC AUC)" in text and f"{embedding.score:.3f}" in text
     assert "Live accuracy" in text and "Live macro-F1" in text
+
+
+def test_the_retrain_deployment_lists_every_retrain_run_skipped_ones_too(
+    story: Story, prefect_ui: str, browser: Any
+) -> None:
+    assert story.retrain_runs == (
+        f"retrain {TASK} v1 (drift): skipped",
+        f"retrain {TASK} v1 → v2 (drift)",
+        f"retrain {TASK} v2 (manual): skipped",
+    )
+    url = f"{prefect_ui}/deployments/deployment/{story.retrain_deployment_id}?tab=Runs"
+    with opened(browser, url, story.retrain_runs[-1]) as page:
+        save_screenshot(page, "prefect-retrain-deployment.png")
+        text = page.inner_text("body")
+    # The Runs tab under its default filter: all three, the skipped ones as Completed.
+    assert all(name in text for name in story.retrain_runs), text[:3000]
+
+
+def test_the_rollback_is_a_prefect_flow_run_with_its_artifact(story: Story, prefect_ui: str, browser: Any) -> None:
+    name = f"rollback {TASK} v2 → v1"
+    with opened(browser, f"{prefect_ui}/runs/flow-run/{story.rollback_flow_run_id}", name) as page:
+        save_screenshot(page, "prefect-rollback-run.png")
+        text = page.inner_text("body")
+    assert "Completed" in text and "rollback" in text and "from:v2" in text and "to:v1" in text
+    (artifact,) = flow_run_markdown(str(story.rollback_flow_run_id))
+    assert artifact.key == f"rollback-{TASK}"
+    assert f"| {TASK} | champion | v2 | v1 |" in artifact.data and ROLLBACK_REASON in artifact.data
+
+
+def flow_run_markdown(flow_run_id: str) -> list[Any]:
+    """The markdown artifacts of one flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    return [artifact for artifact in found if artifact.type == "markdown"]
 
 
 def test_the_prefect_retrain_run_is_named_by_task_versions_and_trigger(

@@ -1,4 +1,8 @@
-"""The story: train v1, serve it, shift the traffic, let drift start a retrain, watch v2 take over, roll back."""
+"""The story: train v1, serve it, shift the traffic, let drift start a retrain, watch v2 take over, roll back.
+
+Every step is a Prefect flow run: training here, each monitoring pass through the `monitor-prefix` deployment (run by
+the stage's flow runner), each retrain through the drift automation, the rollback as `rollback-prefix`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import httpx
 import numpy as np
@@ -64,12 +69,30 @@ def run_demo(config: DemoConfig, say: Say) -> dict[str, Any]:
         "kinds": [a.get("kind") for a in alerts],
     }
     summary["seconds"] = round(state.elapsed())
-    summary["open_the_uis"] = {
-        "mlflow": f"mlflow ui --backend-store-uri sqlite:///{config.home / 'mlflow.db'} --port 5000  "
-        "# then http://127.0.0.1:5000 -> Models -> " + config.task,
-        "prefect": f"PREFECT_HOME={config.home / 'prefect'} prefect server start  # then http://127.0.0.1:4200",
-    }
+    summary["open_the_uis"] = open_the_uis(config)
     return summary
+
+
+def open_the_uis(config: DemoConfig) -> dict[str, str]:
+    """How to open the UIs over the demo's stores, and the MLflow pages to start from (in its machine-learning view:
+    the experiments open on their runs, the sidebar has the model registry)."""
+    from prefix_registry.registry import ui_links
+    from prefix_registry.registry.store import ExperimentPurpose, PrefixRegistry
+
+    registry = PrefixRegistry()
+    ui = registry.settings.resolved_mlflow_ui_url
+    port = urlparse(ui).port or 5000
+    return {
+        "mlflow": f"mlflow ui --backend-store-uri sqlite:///{config.home / 'mlflow.db'} --port {port}",
+        "model": ui_links.model_url(ui, config.task),
+        "training_runs": ui_links.experiment_url(ui, registry.experiment_id(config.task)),
+        "monitoring_runs": ui_links.experiment_url(
+            ui, registry.experiment_id(config.task, ExperimentPurpose.MONITORING)
+        ),
+        "prefect": f"PREFECT_HOME={config.home / 'prefect'} prefect server start  # then http://127.0.0.1:4200",
+        "prefect_deployments_ready": f"PREFECT_HOME={config.home / 'prefect'} "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api prefixctl flows serve  # a runner polling them: Ready",
+    }
 
 
 def _stop_cleanly_on_sigterm() -> None:
@@ -85,7 +108,8 @@ def _stop_cleanly_on_sigterm() -> None:
 
 def _story(config: DemoConfig, state: DemoState, tell: Say, stage: DemoStage) -> dict[str, Any]:
     from prefix_registry.alerts import alerting_registry
-    from prefix_registry.flows.monitor import monitor_prefix_flow
+    from prefix_registry.flows.monitor_pass import run_monitoring_pass
+    from prefix_registry.flows.rollback import rollback_prefix_flow
     from prefix_registry.flows.train import train_prefix_flow
     from prefix_registry.serving.factory import build_serving_app
     from prefix_registry.traffic.prediction_log import PredictionLog
@@ -119,7 +143,8 @@ def _story(config: DemoConfig, state: DemoState, tell: Say, stage: DemoStage) ->
         served = _stream(client, config.task, frame)
         log.flush(timeout=60)
         result = Window(name, source, len(frame), served["accuracy"], served["versions"])
-        verdict = monitor_prefix_flow(tasks=[config.task], current_last=config.window)[0]
+        # Through the monitor-prefix deployment, run by the stage's flow runner (here if it is not Ready).
+        verdict = run_monitoring_pass(tasks=[config.task], current_last=config.window)[0]
         result.drift = {
             key: verdict.get(key)
             for key in ("status", "drift_detected", "drifted_signals", "event_id", "mlflow_run_id")
@@ -163,11 +188,12 @@ def _story(config: DemoConfig, state: DemoState, tell: Say, stage: DemoStage) ->
 
     rollback: dict[str, Any] | None = None
     if champion_after != champion_before:
-        change = registry.rollback(config.task, reason="demo: the one-step rollback")
-        tell(f"prefixctl rollback {config.task}: champion v{change.from_version} -> v{change.to_version}")
-        _await_serving(client, config.task, change.to_version, tell)
+        # A flow run (`rollback <task> v2 → v1`, with its artifact), so Prefect shows the rollback beside the retrains.
+        change = rollback_prefix_flow(task=config.task, reason="demo: the one-step rollback")
+        tell(f"rollback {config.task} (flow rollback-prefix): champion v{change['from']} -> v{change['to']}")
+        _await_serving(client, config.task, change["to"], tell)
         answer = client.post("/v1/predict", json={"task": config.task, "texts": ["A fine film."]}).json()
-        rollback = {**change.summary(), "then_answered_by": answer["version"]}
+        rollback = {**change, "then_answered_by": answer["version"]}
     client.close()
     return build_summary(
         config, registry, state.windows, state.retrains, state.events, champion_before, champion_after, rollback

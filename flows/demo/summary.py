@@ -67,6 +67,8 @@ def build_summary(
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200)
         flows = {flow.id: flow.name for flow in client.read_flows(limit=50)}
+        # Read while the stage's flow runner still polls them: Ready, schedules on.
+        deployments = client.read_deployments()
     metric = DEMO_KIND.decision_metric
     return {
         "task": config.task,
@@ -120,10 +122,21 @@ def build_summary(
                 "flow": flows.get(r.flow_id, "?"),
                 "name": r.name,
                 "state": r.state_type.value,
+                "state_name": r.state_name,
                 "from_deployment": bool(r.deployment_id),
+                "tags": sorted(r.tags),
             }
             for r in runs
             if r.state_type is not None and r.state_type.value != "SCHEDULED"
+        ],
+        "prefect_deployments": [
+            {
+                "name": d.name,
+                "status": d.status.value if d.status else None,
+                "schedules_active": [schedule.active for schedule in d.schedules],
+                "paused": d.paused,
+            }
+            for d in sorted(deployments, key=lambda d: d.name)
         ],
         "timeline": timeline,
     }

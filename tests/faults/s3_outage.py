@@ -155,10 +155,10 @@ def s3_down_during_serving(home: Path, task: str, s3: SeaweedS3, mlflow_url: str
 
 def _monitor_runs(task: str) -> list[dict[str, Any]]:
     """The task's monitoring runs, newest first: MLflow status, judged status tag and verdict line."""
-    from prefix_registry.monitoring.drift_runs import MONITOR_RUN_KIND, STATUS_TAG, VERDICT_TAG
+    from prefix_registry.monitoring.drift_runs import STATUS_TAG, VERDICT_TAG, monitoring_runs
     from prefix_registry.registry.store import PrefixRegistry
 
-    runs = PrefixRegistry().runs(task, MONITOR_RUN_KIND, max_results=50)
+    runs = monitoring_runs(PrefixRegistry(), task, max_results=50)
     return [
         {
             "status": r.info.status,
