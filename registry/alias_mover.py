@@ -105,8 +105,8 @@ class AliasMover:
         # Called with every alias target, under the lock, before anything is written; raises to refuse the move
         # (the registry sets registry/promotion_check.py's: the target must verify and load).
         self.promotion_check: Callable[[PrefixVersion, str], None] | None = None
-        # Called after each move with the change, to rewrite what describes the moved versions besides their tags
-        # and descriptions (the registry sets comparison_card.py's cards); failures are logged like the table's.
+        # Called after each move (after the lock) with the change, to rewrite what describes the moved versions besides
+        # their tags and descriptions (the registry sets comparison_card.py's cards); failures are logged.
         self.describe_cards: Callable[[AliasChange], None] | None = None
 
     @property
@@ -228,6 +228,8 @@ class AliasMover:
             change = AliasChange(task, alias, current, target, event)
             # Under the lock, so concurrent moves rewrite the history table in the order they were made.
             self._describe_move(change)
+        # After the lock: the next move need not wait for a card's upload.
+        self._describe_cards(change)
         logger.info("%s: %s %s %s -> %s", task, action, alias, current, target)
         return change
 
@@ -283,10 +285,19 @@ class AliasMover:
                 self._mark_rolled_back(change)
             elif change.event.action == "promote":
                 self._clear_rolled_back(change)
-            if self.describe_cards is not None:
-                self.describe_cards(change)
         except Exception as error:
             logger.warning("%s: alias moved, but its description was not updated: %s", change.task, first_line(error))
+
+    def _describe_cards(self, change: AliasChange) -> None:
+        """Rewrite the comparison cards of the moved versions (`describe_cards`); a failure is logged, not raised."""
+        if self.describe_cards is None:
+            return
+        try:
+            self.describe_cards(change)
+        except Exception as error:
+            logger.warning(
+                "%s: alias moved, but its comparison cards were not rewritten: %s", change.task, first_line(error)
+            )
 
     def _mark_rolled_back(self, change: AliasChange) -> None:
         """The version an alias was rolled back from says so, in a tag and in its description."""
