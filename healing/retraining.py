@@ -37,8 +37,8 @@ from prefix_registry.kinds import CLASSIFICATION, TaskKind
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
 from prefix_registry.registry.baseline_gate import retrain_gate
-from prefix_registry.registry.comparison import TAG_COMPARED_WITH, TAG_DECISION_REASON, compare_versions
-from prefix_registry.registry.comparison_card import card_path, render_card
+from prefix_registry.registry.comparison import TAG_COMPARED_WITH, TAG_DECISION_REASON
+from prefix_registry.registry.comparison_card import card_path, write_card
 from prefix_registry.registry.eval_sets import log_champion_scores
 from prefix_registry.registry.loading import (
     fetch_verified_adapter,
@@ -49,7 +49,12 @@ from prefix_registry.registry.loading import (
 from prefix_registry.registry.runs import owner_gone, process_owner
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import TrainOutcome, one_line, train_and_register
-from prefix_registry.registry.version_notes import DECISION_HEADING, decision_markdown, with_section
+from prefix_registry.registry.version_notes import (
+    DECISION_HEADING,
+    artifact_link,
+    decision_markdown,
+    with_section,
+)
 from prefix_registry.registry.versions import TAG_RETRAIN_DECISION, PrefixVersion
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.config import DEFAULT_LEARNING_RATES, TrainConfig
@@ -388,7 +393,6 @@ def train_challenger(
         extra_tags={
             "data_window_since": data.since or "",
             "data_window": f"fresh feedback since {data.since} + replay of v{champion.version}",
-            "data_sizes": json.dumps(data.sizes),
         },
         # The traffic the challenger is judged on is also what its monitor should compare new traffic with.
         reference=data.holdout,
@@ -428,6 +432,8 @@ def judge_and_record(
     # The champion's scores on the very sets that judged the challenger, on the champion's own run under the sets'
     # names (`eval/<dataset>/...`, step 0), the sets added to its datasets: one row per set in MLflow's Compare.
     log_champion_scores(registry, champion, challenger, data.judge_sets(), champion_scores)
+    # How much data of each kind the challenger saw: its run's parameters (a JSON tag once).
+    registry.log_run_params(challenger.run_id, {f"data_size.{name}": str(size) for name, size in data.sizes.items()})
     registry.set_version_tags(
         champion.task,
         challenger.version,
@@ -446,9 +452,8 @@ def record_comparison(
 ) -> None:
     """The decision where people read it: a section of the challenger's description, and an HTML comparison card
     (scores per set, lineage, decision) in the challenger's run."""
-    comparison = compare_versions(registry, champion.task, champion.version, challenger_version)
-    path = card_path(comparison)
-    registry.log_run_text(comparison.b.run_id, render_card(comparison), path)
+    comparison = write_card(registry, champion.task, champion.version, challenger_version)
+    card = artifact_link(registry.experiment_id(champion.task), comparison.b.run_id, card_path(comparison))
     rows = [
         (
             row.set,
@@ -460,7 +465,7 @@ def record_comparison(
         for row in comparison.rows
         if row.metric == champion.kind.decision_metric
     ]
-    section = decision_markdown(promoted, reason, champion.version, challenger_version, rows, path)
+    section = decision_markdown(promoted, reason, champion.version, challenger_version, rows, card)
     description = with_section(comparison.b.description, section, DECISION_HEADING)
     registry.set_version_description(champion.task, challenger_version, description)
 

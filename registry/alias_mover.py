@@ -3,9 +3,11 @@
     promote(task, version) / rollback(task) --AliasMover--> AliasChange, told to every observer
 
 A move runs under the task's alias lock (alias_lock.py, across processes): read the alias and its history, decide
-the target, write the history entry (aliases.py), then the alias. The entry is written first, so a mover killed
-between the two writes (failpoint `alias-move:after-history-entry`) leaves an entry whose alias move is missing; the
-next move of that alias, in any process, sees the alias still on the entry's `from_version` and completes it first.
+the target, write the history entry (a row of the project's database, alias_history_store.py), then the alias.
+Entries earlier versions kept as registered-model tags are read too, and moved into the database by the next move.
+The entry is written first (committed), so a mover killed between the two writes (failpoint
+`alias-move:after-history-entry`) leaves an entry whose alias move is missing; the next move of that alias, in any
+process, sees the alias still on the entry's `from_version` and completes it first.
 So the alias always ends equal to the last entry, one entry per move. Writes that meet a busy store are retried.
 After the move, the model's description shows the history table and a rolled-back version is marked as such.
 """
@@ -17,9 +19,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from prefix_registry.errors import NoRollbackHistory, RegistryError, first_line
+from prefix_registry.registry.alias_history_store import AliasHistoryStore, merged_history
 from prefix_registry.registry.alias_lock import AliasLock
 from prefix_registry.registry.aliases import CHAMPION, AliasEvent, history_from_tags, new_event, rollback_target
 from prefix_registry.registry.baseline_gate import admit_champion
@@ -97,9 +101,13 @@ class AliasMover:
         # importing them (see alerts/alias_moves.py, flows/alias_events.py).
         self.observers: list[Callable[[AliasChange], None]] = []
         self._lock: AliasLock | None = None
+        self._history: AliasHistoryStore | None = None
         # Called with every alias target, under the lock, before anything is written; raises to refuse the move
         # (the registry sets registry/promotion_check.py's: the target must verify and load).
         self.promotion_check: Callable[[PrefixVersion, str], None] | None = None
+        # Called after each move (after the lock) with the change, to rewrite what describes the moved versions besides
+        # their tags and descriptions (the registry sets comparison_card.py's cards); failures are logged.
+        self.describe_cards: Callable[[AliasChange], None] | None = None
 
     @property
     def lock(self) -> AliasLock:
@@ -109,6 +117,33 @@ class AliasMover:
                 self.settings.ensure_home()
             self._lock = AliasLock(self.settings.resolved_lock_url, self.settings.lock_timeout_s)
         return self._lock
+
+    @property
+    def history(self) -> AliasHistoryStore:
+        """The alias history's database, beside the lock's (opened on first use)."""
+        if self._history is None:
+            lock = self.lock  # creates the home when the default SQLite store lives there
+            self._history = AliasHistoryStore(self.settings.resolved_lock_url, lock.timeout_s)
+        return self._history
+
+    def history_of(self, task: str, model: Any) -> list[AliasEvent]:
+        """Every recorded move of the task's aliases, oldest first: the database's and any legacy tag entries."""
+        return merged_history(history_from_tags(model.tags or {}), self.history.events(task))
+
+    def move_history_out_of_tags(self, task: str, model: Any) -> int:
+        """Copy the legacy alias-history tags of `model` into the database, then delete them; returns how many.
+
+        Copied first, deleted after: a mover stopped in between leaves entries in both places, which read as one.
+        """
+        legacy = history_from_tags(model.tags or {})
+        for event in legacy:
+            self._with_retry(f"move the alias history of {task}", partial(self.history.append, task, event))
+        for event in legacy:
+            try:
+                self.gateway.delete_task_tag(task, event.tag_key, what=f"delete a legacy history tag of {task}")
+            except Exception as error:  # already deleted by another mover, or the store is busy: read as one anyway
+                logger.warning("%s: legacy history tag %s kept: %s", task, event.tag_key, first_line(error))
+        return len(legacy)
 
     def promote(
         self,
@@ -178,7 +213,7 @@ class AliasMover:
             model = self.catalog.require_task(task)
             current = (model.aliases or {}).get(alias)
             current = str(current) if current is not None else None
-            history = history_from_tags(model.tags or {})
+            history = self.history_of(task, model)
             current = self._complete_interrupted_move(task, alias, current, history)
             target = choose(current, history) if choose is not None else str(version)
             event = new_event(history, alias, action, current, target, actor or self.settings.actor, reason)
@@ -187,10 +222,14 @@ class AliasMover:
             target_version = self.catalog.version(task, target)
             if self.promotion_check is not None:
                 self.promotion_check(target_version, alias)
-            self._write_history_then_alias(f"move alias {alias} of {task}", event, task, alias)
+            if history_from_tags(model.tags or {}):
+                self.move_history_out_of_tags(task, model)
+            event = self._write_history_then_alias(f"move alias {alias} of {task}", event, task, alias)
             change = AliasChange(task, alias, current, target, event)
             # Under the lock, so concurrent moves rewrite the history table in the order they were made.
             self._describe_move(change)
+        # After the lock: the next move need not wait for a card's upload.
+        self._describe_cards(change)
         logger.info("%s: %s %s %s -> %s", task, action, alias, current, target)
         return change
 
@@ -206,13 +245,16 @@ class AliasMover:
         self._with_retry(what, lambda: self.gateway.set_alias(task, alias, last.to_version, what=what))
         return last.to_version
 
-    def _write_history_then_alias(self, what: str, event: AliasEvent, task: str, alias: str) -> None:
-        self._with_retry(what, lambda: self.gateway.set_task_tag(task, event.tag_key, event.to_tag_value(), what=what))
+    def _write_history_then_alias(self, what: str, event: AliasEvent, task: str, alias: str) -> AliasEvent:
+        """The history entry (committed), then the alias; returns the entry as stored (see AliasHistoryStore)."""
+        stored: list[AliasEvent] = []
+        self._with_retry(what, lambda: stored.append(self.history.append(task, event)))
         failpoint(ALIAS_MOVE_AFTER_HISTORY)
         self._with_retry(what, lambda: self.gateway.set_alias(task, alias, event.to_version, what=what))
+        return stored[-1]
 
     @staticmethod
-    def _with_retry(what: str, write: Callable[[], None], attempts: int = WRITE_ATTEMPTS) -> None:
+    def _with_retry(what: str, write: Callable[[], object], attempts: int = WRITE_ATTEMPTS) -> None:
         """One gateway write; a busy store ('database is locked' while another process trains) is retried, and
         what still fails is one line, never the store's internal message. Registry errors (not found, the store
         unreachable) are not retried: another attempt would meet the same."""
@@ -232,12 +274,12 @@ class AliasMover:
         """Rebuild the model description's alias-history table; mark a rolled-back version as such, and clear the
         mark when that version is promoted to the same alias again.
 
-        The move is already made: a failure here is logged, never raised (the history tags stay the record).
+        The move is already made: a failure here is logged, never raised (the history database stays the record).
         """
         try:
             model = self.catalog.require_task(change.task)
             aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-            description = with_history(model.description or "", history_from_tags(model.tags or {}), aliases)
+            description = with_history(model.description or "", self.history_of(change.task, model), aliases)
             self.gateway.set_task_description(change.task, description)
             if change.event.action == "rollback" and change.from_version:
                 self._mark_rolled_back(change)
@@ -245,6 +287,17 @@ class AliasMover:
                 self._clear_rolled_back(change)
         except Exception as error:
             logger.warning("%s: alias moved, but its description was not updated: %s", change.task, first_line(error))
+
+    def _describe_cards(self, change: AliasChange) -> None:
+        """Rewrite the comparison cards of the moved versions (`describe_cards`); a failure is logged, not raised."""
+        if self.describe_cards is None:
+            return
+        try:
+            self.describe_cards(change)
+        except Exception as error:
+            logger.warning(
+                "%s: alias moved, but its comparison cards were not rewritten: %s", change.task, first_line(error)
+            )
 
     def _mark_rolled_back(self, change: AliasChange) -> None:
         """The version an alias was rolled back from says so, in a tag and in its description."""

@@ -1,8 +1,10 @@
 """Alias history: who moved an alias, when, from which version to which, and why.
 
-MLflow keeps only an alias's current version. Each move is stored here as one registered-model tag
-(`prefix_registry.alias_history.000007` -> JSON), so the history is append-only and needs no read-modify-write of
-one growing value. Replaying it gives the stack of earlier champions that `rollback` walks back down.
+MLflow keeps only an alias's current version. Each move is one row of the project's database
+(alias_history_store.py), append-only. Earlier versions stored each move as a registered-model tag
+(`prefix_registry.alias_history.000007` -> JSON): those are still read (`history_from_tags`) and merged in, and moved
+into the database by the next move. Replaying the history gives the stack of earlier champions that `rollback` walks
+back down.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ class AliasEvent:
 
     @property
     def tag_key(self) -> str:
+        """The legacy registered-model tag this entry was stored under by earlier versions."""
         return f"{HISTORY_TAG_PREFIX}{self.sequence:06d}"
 
     def to_tag_value(self) -> str:
+        """The legacy tag value (JSON) of this entry: only tests write it now, to stand for an old registry."""
         return json.dumps(asdict(self), sort_keys=True)
 
 
@@ -61,7 +65,7 @@ def new_event(
 
 
 def history_from_tags(tags: Mapping[str, str]) -> list[AliasEvent]:
-    """All alias events recorded in a registered model's tags, oldest first (unreadable tags are skipped)."""
+    """The legacy alias events recorded in a registered model's tags, oldest first (unreadable tags are skipped)."""
     events = []
     for key, value in tags.items():
         if not key.startswith(HISTORY_TAG_PREFIX):

@@ -1,6 +1,8 @@
 """The comparison card: one self-contained HTML page (metrics per set, lineage, decision) kept in a challenger's run.
 
-MLflow's artifact viewer renders `.html` artifacts in place, so the card is read where the run is read.
+MLflow's artifact viewer renders `.html` artifacts in place, so the card is read where the run is read. A card says
+where the versions' aliases point and whether the challenger was rolled back: `refresh_cards` rewrites the cards of
+the versions an alias move touched, so neither goes stale.
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from prefix_registry.registry.comparison import VersionComparison
+from prefix_registry.registry.comparison import TAG_COMPARED_WITH, VersionComparison, compare_versions
+from prefix_registry.registry.store import AliasChange, PrefixRegistry
 
 CARD_FOLDER = "comparison"
 STYLE = (
@@ -22,6 +25,22 @@ STYLE = (
 
 def card_path(comparison: VersionComparison) -> str:
     return f"{CARD_FOLDER}/v{comparison.a.version}-vs-v{comparison.b.version}.html"
+
+
+def write_card(registry: PrefixRegistry, task: str, champion: str, challenger: str) -> VersionComparison:
+    """Compare `challenger` with the `champion` it was judged against and (re)write its card in its run."""
+    comparison = compare_versions(registry, task, champion, challenger)
+    registry.log_run_text(comparison.b.run_id, render_card(comparison), card_path(comparison))
+    return comparison
+
+
+def refresh_cards(registry: PrefixRegistry, change: AliasChange) -> None:
+    """Rewrite the card of each version `change` moved an alias off or onto that a retrain judged (has one)."""
+    for number in dict.fromkeys(v for v in (change.from_version, change.to_version) if v is not None):
+        version = registry.version(change.task, number)
+        champion = version.tags.get(TAG_COMPARED_WITH)
+        if champion:
+            write_card(registry, change.task, champion, version.version)
 
 
 def render_card(comparison: VersionComparison) -> str:

@@ -176,6 +176,11 @@ class MlflowGateway:
         with self._translated(what or f"tag task {task}"):
             self._mlflow.set_registered_model_tag(task, key, value)
 
+    def delete_task_tag(self, task: str, key: str, *, what: str | None = None) -> None:
+        """Remove one tag of the registered model `task`."""
+        with self._translated(what or f"untag task {task}"):
+            self._mlflow.delete_registered_model_tag(task, key)
+
     def set_task_description(self, task: str, description: str) -> None:
         with self._translated(f"describe task {task}"):
             self._mlflow.update_registered_model(task, description=description)

@@ -7,7 +7,8 @@
 A task is a registered model (tagged `prefix_registry.task`) with an experiment of the same name for its training
 runs and one for its monitoring runs (`ExperimentPurpose`).
 Each trained adapter is a model version whose source is the run's `adapter/` artifact folder; aliases
-(`champion`, `challenger`) name the versions that serve, and their moves are recorded in `aliases.py`'s history.
+(`champion`, `challenger`) name the versions that serve; their moves are recorded in the project's database
+(alias_history_store.py) and shown in the model's description.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from prefix_registry.errors import (
     AliasNotSet,
     InvalidTaskName,
     RegistryError,
+    RegistryUnavailable,
     TaskNotFound,
     VersionNotFound,
 )
 from prefix_registry.registry.alias_lock import AliasLock
 from prefix_registry.registry.alias_mover import ALIAS_NAME, AliasChange, AliasMover
-from prefix_registry.registry.aliases import CHAMPION, AliasEvent, history_from_tags
+from prefix_registry.registry.aliases import CHAMPION, AliasEvent
 from prefix_registry.registry.failpoints import REGISTER_BEFORE_VERSION, failpoint
 from prefix_registry.registry.gateway import (
     EXPERIMENT_PREFIX,
@@ -38,7 +40,7 @@ from prefix_registry.registry.gateway import (
     RunDataset,
 )
 from prefix_registry.registry.promotion_check import check_promotable
-from prefix_registry.registry.versions import PrefixVersion
+from prefix_registry.registry.versions import PrefixVersion, has_metric_tags
 from prefix_registry.settings import Settings
 
 __all__ = [
@@ -78,6 +80,13 @@ class PrefixRegistry:
         self.alias_mover = AliasMover(self.gateway, self, self.settings)
         # Every alias target must verify and load before the alias moves (promotion_check.py).
         self.alias_mover.promotion_check = lambda version, alias: check_promotable(self, version, alias)
+        # Comparison cards say where aliases point and what was rolled back: rewritten after each move.
+        self.alias_mover.describe_cards = self._refresh_comparison_cards
+
+    def _refresh_comparison_cards(self, change: AliasChange) -> None:
+        from prefix_registry.registry.comparison_card import refresh_cards  # comparison.py imports this module
+
+        refresh_cards(self, change)
 
     @property
     def alias_observers(self) -> list[Callable[[AliasChange], None]]:
@@ -127,14 +136,16 @@ class PrefixRegistry:
         model_version = self.gateway.create_version(
             task, f"{artifact_uri.rstrip('/')}/adapter", run_id, tags=tags, description=description
         )
-        return PrefixVersion.from_mlflow(model_version, aliases=[])
+        return PrefixVersion.from_mlflow(model_version, aliases=[], run_metrics=self._run_metrics(model_version))
 
     def versions(self, task: str) -> list[PrefixVersion]:
         """Every version of a task, oldest first, with its aliases."""
         model = self.require_task(task)
         by_version = _aliases_by_version(model.aliases)
         found = self.gateway.task_versions(task)
-        versions = [PrefixVersion.from_mlflow(mv, by_version.get(str(mv.version), [])) for mv in found]
+        versions = [
+            PrefixVersion.from_mlflow(mv, by_version.get(str(mv.version), []), self._run_metrics(mv)) for mv in found
+        ]
         return sorted(versions, key=lambda v: int(v.version))
 
     def version(self, task: str, version: str | int) -> PrefixVersion:
@@ -146,7 +157,20 @@ class PrefixRegistry:
         if model_version is None:
             existing = [v.version for v in self.versions(task)]
             raise VersionNotFound(f"task {task!r} has no version {version} (versions: {', '.join(existing) or 'none'})")
-        return PrefixVersion.from_mlflow(model_version, _aliases_by_version(model.aliases).get(version, []))
+        aliases = _aliases_by_version(model.aliases).get(version, [])
+        return PrefixVersion.from_mlflow(model_version, aliases, self._run_metrics(model_version))
+
+    def _run_metrics(self, model_version: Any) -> dict[str, float]:
+        """The metrics of the version's run (where its scores live), unless it keeps legacy `metric.*` tags;
+        empty when the run is gone."""
+        if has_metric_tags(model_version.tags or {}) or not model_version.run_id:
+            return {}
+        try:
+            return dict(self.gateway.run(model_version.run_id).data.metrics)
+        except RegistryUnavailable:
+            raise
+        except RegistryError:
+            return {}
 
     def resolve(self, task: str, version: str | int | None = None, alias: str | None = None) -> PrefixVersion:
         """The version named explicitly, else the one behind `alias` (default `champion`)."""
@@ -175,7 +199,14 @@ class PrefixRegistry:
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def alias_history(self, task: str) -> list[AliasEvent]:
-        return history_from_tags(self.require_task(task).tags or {})
+        """Every move of the task's aliases, oldest first (the history database's, and legacy tag entries)."""
+        return self.alias_mover.history_of(task, self.require_task(task))
+
+    def move_alias_history_out_of_tags(self, task: str) -> int:
+        """Move legacy alias-history tags of the task into the history database (under the champion's lock);
+        returns how many entries moved. The next alias move does the same by itself."""
+        with self.alias_lock.hold(f"alias:{task}:{CHAMPION}"):
+            return self.alias_mover.move_history_out_of_tags(task, self.require_task(task))
 
     def task_tags(self, task: str) -> dict[str, str]:
         return dict(self.require_task(task).tags or {})
@@ -248,6 +279,10 @@ class PrefixRegistry:
     def log_run_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """Add metrics to an existing (even finished) run, e.g. a champion scored on a challenger's judge sets."""
         self.gateway.log_metrics(run_id, metrics, step=step)
+
+    def log_run_params(self, run_id: str, params: dict[str, str]) -> None:
+        """Add parameters to an existing run (each name once), e.g. a retrain's data sizes."""
+        self.gateway.log_params(run_id, params)
 
     def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Tag an existing (even finished) run, e.g. a monitoring run with the retrain it caused."""

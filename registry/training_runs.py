@@ -6,7 +6,6 @@ bad request leaves the registry as it was; a failure during training marks the r
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from prefix_registry.registry.versions import (
     TAG_TRIGGER_REASON,
     PrefixVersion,
     integrity_tags,
+    list_tag_value,
 )
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
 from prefix_registry.training.adapter_integrity import RegisteredIntegrity, registration_record
@@ -487,7 +487,8 @@ def version_tags(
     trigger_reason: str | None = None,
     parent: PrefixVersion | None = None,
 ) -> dict[str, str]:
-    """The tags a version of this recorded run carries: what it is, where it came from, how it scored."""
+    """The tags a version of this recorded run carries: what it is, where it came from, how it scored against its
+    baseline (its scores are its run's metrics)."""
     trained = recorded.trained
     kind = trained.kind
     tags = {
@@ -503,7 +504,7 @@ def version_tags(
         **(integrity_tags(recorded.integrity) if recorded.integrity else {}),
         TAG_TRIGGER: trigger,
         TAG_PARENT: parent.version if parent else "",
-        TAG_LABELS: json.dumps(trained.labels),
+        TAG_LABELS: list_tag_value(trained.labels),
         TAG_KIND: kind.name,
         **{
             f"{METRIC_TAG_PREFIX}{key}": f"{value:.4f}"
@@ -513,7 +514,7 @@ def version_tags(
     }
     if recorded.baseline is not None:
         tags[TAG_BASELINE] = baseline_verdict(recorded.test_metrics[kind.decision_metric], recorded.baseline, kind)
-    if trigger_reason:
+    if trigger_reason and not trigger_reason.lstrip().startswith(("{", "[")):  # JSON: only the run's artifact
         tags[TAG_TRIGGER_REASON] = one_line(trigger_reason)
     return tags
 

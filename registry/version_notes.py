@@ -43,7 +43,22 @@ def run_link(experiment_id: str, run_id: str, text: str | None = None) -> str:
     return f"[{text or 'run ' + run_id[:8]}](#/experiments/{experiment_id}/runs/{run_id})"
 
 
+def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
+    """A markdown link to one artifact of a run in the MLflow UI (its Artifacts tab opened on `path`)."""
+    return f"[{path}](#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path})"
+
+
+def origin_headline(origin: Origin) -> str:
+    """The description's first line, plain text: the MLflow UI's versions table shows it as it is, unrendered."""
+    trained = f"{origin.method} tuning of {origin.base} on {origin.rows} rows"
+    if origin.parent:
+        start = "warm start" if origin.warm_start else "trained anew"
+        return f"Retrained from v{origin.parent} ({start}, trigger {origin.trigger}): {trained}."
+    return f"Trained from scratch (trigger {origin.trigger}): {trained}."
+
+
 def origin_markdown(origin: Origin) -> str:
+    """A one-line plain headline, then why the version exists and its lineage and scores, rendered."""
     why = f"**Why this version exists:** trigger `{origin.trigger}`"
     if origin.trigger_summary:
         why += f": {origin.trigger_summary}"
@@ -63,7 +78,7 @@ def origin_markdown(origin: Origin) -> str:
     ]
     if origin.baseline:
         rows.append(("Baseline", origin.baseline))
-    return f"{why}.\n\n{_table(['', ''], rows)}"
+    return f"{origin_headline(origin)}\n\n{why}.\n\n{_table(['', ''], rows)}"
 
 
 def decision_markdown(
@@ -72,11 +87,12 @@ def decision_markdown(
     champion_version: str,
     challenger_version: str,
     rows: Sequence[tuple[str, str, str, str, str]],
-    card_path: str | None = None,
+    card_link: str | None = None,
 ) -> str:
     """The decision section: the verdict, the reason, and both versions' scores on the same named sets.
 
-    `rows` are (set, dataset, champion score, challenger score, change)."""
+    `rows` are (set, dataset, champion score, challenger score, change); `card_link` a markdown link to the
+    comparison card (`artifact_link`)."""
     verdict = "PROMOTED to champion" if promoted else f"not promoted (v{champion_version} stays champion)"
     lines = [
         f"{DECISION_HEADING}: {verdict}",
@@ -87,8 +103,8 @@ def decision_markdown(
         "",
         f"Reason: {reason}.",
     ]
-    if card_path:
-        lines += ["", f"Comparison card: `{card_path}` in this version's run artifacts."]
+    if card_link:
+        lines += ["", f"Comparison card: {card_link} (this version's run artifacts)."]
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,8 +30,8 @@ ADAPTER_DIGEST_TAG = "prefix_registry.adapter_digest"
 ADAPTER_FILES_TAG = "prefix_registry.adapter_files"
 ADAPTER_SIGNATURE_TAG = "prefix_registry.adapter_signature"
 # The same for the MLflow model's files around the adapter (registry/mlflow_model.py); a version without them is not
-# an MLflow model yet (`prefixctl relog` makes it one). The file list is comma-separated (MLflow's own file names),
-# not JSON: what the version page shows stays readable.
+# an MLflow model yet (`prefixctl relog` makes it one). File lists and labels are comma-separated (`list_tag_value`),
+# not JSON: what the version page shows stays readable (versions registered before wrote JSON lists, still read).
 MODEL_FILES_TAG = "prefix_registry.mlflow_model_files"
 MODEL_DIGEST_TAG = "prefix_registry.mlflow_model_digest"
 MODEL_SIGNATURE_TAG = "prefix_registry.mlflow_model_signature"
@@ -42,6 +44,8 @@ TAG_ROLLED_BACK = "rolled_back"  # "from champion to v1 at <time>" once a rollba
 TAG_RETRAIN_DECISION = "retrain_decision"  # a RetrainOutcome (below)
 TAG_LABELS = "labels"
 TAG_KIND = "kind"  # the task kind's name (kinds/); a version without it is classification
+# Versions registered before kept copies of their run's metrics as `metric.<name>` tags; a version now reads its
+# metrics from its run (`PrefixVersion.from_mlflow(..., run_metrics=...)`), the old tags only when it has them.
 METRIC_TAG_PREFIX = "metric."
 # The linear-probe baseline of the version's own split (registry/baseline_gate.py reads them back).
 TAG_BASELINE = "baseline"  # "beats" | "below": own-test score against the baseline's, on the kind's decision metric
@@ -110,7 +114,7 @@ class PrefixVersion:
         """What the registry recorded about this version's adapter folder, to check a download against."""
         return RegisteredIntegrity(
             digest=self.tags.get(ADAPTER_DIGEST_TAG) or None,
-            files=tuple(_json_list(self.tags.get(ADAPTER_FILES_TAG))),
+            files=tuple(list_from_tag(self.tags.get(ADAPTER_FILES_TAG))),
             signature=self.tags.get(ADAPTER_SIGNATURE_TAG) or None,
             adapter_sha256=self.tags.get(ADAPTER_SHA256_FULL_TAG) or None,
             labels=tuple(self.labels),
@@ -170,8 +174,13 @@ class PrefixVersion:
         return values
 
     @classmethod
-    def from_mlflow(cls, model_version: Any, aliases: list[str]) -> PrefixVersion:
+    def from_mlflow(
+        cls, model_version: Any, aliases: list[str], run_metrics: Mapping[str, float] | None = None
+    ) -> PrefixVersion:
+        """The version of an MLflow model version; its metrics are the legacy `metric.*` tags when it has them,
+        else `run_metrics` (its run's metrics), of the names its kind keeps (`TaskKind.tagged_metric`)."""
         tags = dict(model_version.tags or {})
+        kind = kind_named(tags.get(TAG_KIND))
         metrics = {}
         for key, value in tags.items():
             if key.startswith(METRIC_TAG_PREFIX):
@@ -179,6 +188,8 @@ class PrefixVersion:
                     metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
                 except ValueError:
                     continue
+        if not metrics:
+            metrics = {name: float(value) for name, value in (run_metrics or {}).items() if kind.tagged_metric(name)}
         for key in [k for k in metrics if k.startswith(LEGACY_OWN_TEST_PREFIX)]:
             metrics.setdefault(OWN_TEST_PREFIX + key.removeprefix(LEGACY_OWN_TEST_PREFIX), metrics[key])
         return cls(
@@ -195,15 +206,20 @@ class PrefixVersion:
             parent_version=tags.get(TAG_PARENT) or None,
             created_at=datetime.fromtimestamp(model_version.creation_timestamp / 1000, tz=UTC),
             description=model_version.description or "",
-            labels=_json_list(tags.get(TAG_LABELS)),
+            labels=list_from_tag(tags.get(TAG_LABELS)),
             metrics=metrics,
             tags=tags,
         )
 
 
+def has_metric_tags(tags: Mapping[str, str]) -> bool:
+    """Whether a version keeps its metrics as legacy `metric.*` tags (else they are read from its run)."""
+    return any(key.startswith(METRIC_TAG_PREFIX) for key in tags)
+
+
 def integrity_tags(record: RegisteredIntegrity) -> dict[str, str]:
     """The version tags that keep `record` (see `PrefixVersion.integrity`)."""
-    tags = {ADAPTER_DIGEST_TAG: record.digest or "", ADAPTER_FILES_TAG: json.dumps(list(record.files))}
+    tags = {ADAPTER_DIGEST_TAG: record.digest or "", ADAPTER_FILES_TAG: list_tag_value(record.files)}
     if record.signature:
         tags[ADAPTER_SIGNATURE_TAG] = record.signature
     return {**tags, **model_integrity_tags(record)}
@@ -219,9 +235,25 @@ def model_integrity_tags(record: RegisteredIntegrity) -> dict[str, str]:
     return tags
 
 
-def _json_list(value: str | None) -> list[str]:
-    try:
-        parsed = json.loads(value) if value else []
-    except json.JSONDecodeError:
+def list_tag_value(items: Iterable[str]) -> str:
+    """`negative,positive`: a list as one readable tag value, never read as JSON. A `%` or `,` inside an item, and
+    a `[` or `{` opening one, is %-escaped."""
+    return ",".join(_escaped(item) for item in items)
+
+
+def _escaped(item: str) -> str:
+    item = item.replace("%", "%25").replace(",", "%2C")
+    return {"[": "%5B", "{": "%7B"}.get(item[:1], item[:1]) + item[1:]
+
+
+def list_from_tag(value: str | None) -> list[str]:
+    """The list `list_tag_value` wrote, or the JSON list versions registered before wrote; [] when unreadable."""
+    if not value:
         return []
-    return [str(item) for item in parsed] if isinstance(parsed, list) else []
+    if value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return []
+        return [str(item) for item in parsed] if isinstance(parsed, list) else []
+    return [urllib.parse.unquote(item) for item in value.split(",")]

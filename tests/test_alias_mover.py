@@ -10,8 +10,9 @@ import pytest
 
 from prefix_registry.errors import NoRollbackHistory, RegistryError, VersionNotFound
 from prefix_registry.registry import alias_mover
+from prefix_registry.registry.alias_history_store import history_database_url
 from prefix_registry.registry.alias_mover import AliasChange, AliasMover
-from prefix_registry.registry.aliases import history_from_tags, new_event
+from prefix_registry.registry.aliases import HISTORY_TAG_PREFIX, AliasEvent, history_from_tags, new_event
 from prefix_registry.registry.failpoints import ALIAS_MOVE_AFTER_HISTORY
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.settings import Settings
@@ -134,30 +135,85 @@ def test_a_registry_error_of_a_write_is_not_retried(registry: PrefixRegistry, mo
         calls.append(str(kwargs.get("what")))
         raise RegistryError("gone")
 
-    monkeypatch.setattr(registry.gateway, "set_task_tag", gone)
+    monkeypatch.setattr(registry.gateway, "set_alias", gone)
     with pytest.raises(RegistryError, match=r"^gone$"):
         registry.promote(TASK, "1")
     assert calls == [f"move alias champion of {TASK}"]
-    assert _state(registry) == (None, [])
+    # The entry was written first; the next move completes the move it records.
+    assert _state(registry) == (None, [(None, "1")])
 
 
 def test_the_history_entry_is_written_before_the_alias(
     registry: PrefixRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writes: list[str] = []
-    set_task_tag, set_alias = registry.gateway.set_task_tag, registry.gateway.set_alias
+    store = registry.alias_mover.history
+    append, set_alias = store.append, registry.gateway.set_alias
 
-    def tag(task: str, key: str, value: str, **kwargs: str) -> None:
-        writes.append(f"tag {key}")
-        set_task_tag(task, key, value, **kwargs)
+    def entry(task: str, event: AliasEvent) -> AliasEvent:
+        writes.append(f"entry {event.sequence}")
+        return append(task, event)
 
     def alias(task: str, name: str, version: str, **kwargs: str) -> None:
         writes.append(f"alias {name}={version}")
         set_alias(task, name, version, **kwargs)
 
-    monkeypatch.setattr(registry.gateway, "set_task_tag", tag)
+    monkeypatch.setattr(store, "append", entry)
     monkeypatch.setattr(registry.gateway, "set_alias", alias)
     registry.promote(TASK, "1")
-    entry = new_event([], "champion", "promote", None, "1", "t", None)
-    assert writes == [f"tag {entry.tag_key}", "alias champion=1"]
-    assert history_from_tags(registry.task_tags(TASK))[0].to_version == "1"
+    assert writes == ["entry 1", "alias champion=1"]
+    assert store.events(TASK)[0].to_version == "1"
+    assert not history_from_tags(registry.task_tags(TASK))  # not a tag of the registered model
+
+
+def test_a_retried_entry_is_stored_once(registry: PrefixRegistry) -> None:
+    store = registry.alias_mover.history
+    event = new_event([], "champion", "promote", None, "1", "ann", None)
+    assert store.append(TASK, event) == event
+    assert store.append(TASK, event) == event  # its first commit went through, its answer was lost
+    assert store.events(TASK) == [event]
+
+
+def test_a_move_of_another_alias_at_the_same_time_takes_the_next_number(registry: PrefixRegistry) -> None:
+    store = registry.alias_mover.history
+    champion = new_event([], "champion", "promote", None, "1", "ann", None)
+    challenger = new_event([], "challenger", "promote", None, "2", "bob", None)  # read the same history
+    store.append(TASK, champion)
+    stored = store.append(TASK, challenger)
+    assert stored.sequence == 2 and stored.to_version == "2"
+    assert [(e.sequence, e.alias) for e in store.events(TASK)] == [(1, "champion"), (2, "challenger")]
+
+
+def test_a_history_kept_in_tags_by_earlier_versions_is_read_then_moved_out_by_the_next_move(
+    registry: PrefixRegistry,
+) -> None:
+    legacy: list[AliasEvent] = []
+    for from_version, to_version in ((None, "1"), ("1", "2")):
+        legacy.append(new_event(legacy, "champion", "promote", from_version, to_version, "old", "before"))
+        registry.gateway.set_task_tag(TASK, legacy[-1].tag_key, legacy[-1].to_tag_value())
+    registry.gateway.set_alias(TASK, "champion", "2")
+    assert registry.alias_history(TASK) == legacy
+
+    registry.rollback(TASK, reason="worse")
+
+    assert _state(registry) == ("1", [(None, "1"), ("1", "2"), ("2", "1")])
+    assert [e.sequence for e in registry.alias_history(TASK)] == [1, 2, 3]
+    assert not [key for key in registry.task_tags(TASK) if key.startswith(HISTORY_TAG_PREFIX)]
+    assert registry.alias_mover.history.events(TASK)[:2] == legacy
+
+
+def test_legacy_history_tags_move_out_on_request(registry: PrefixRegistry, cli) -> None:
+    event = new_event([], "champion", "promote", None, "1", "old", None)
+    registry.gateway.set_task_tag(TASK, event.tag_key, event.to_tag_value())
+    result = cli("history", TASK, "--move-from-tags")
+    assert result.exit_code == 0, result.stderr
+    assert f"{TASK}: 1 history entry moved out of the model's tags" in result.stdout
+    assert registry.move_alias_history_out_of_tags(TASK) == 0
+    assert registry.alias_history(TASK) == [event]
+    assert HISTORY_TAG_PREFIX not in "".join(registry.task_tags(TASK))
+
+
+def test_the_history_database_of_a_sqlite_lock_is_its_sibling_and_a_server_database_is_shared() -> None:
+    assert history_database_url("sqlite:////home/me/locks.db") == "sqlite:////home/me/locks-history.db"
+    url = "postgresql+psycopg://u:secret@db:5432/registry"
+    assert history_database_url(url) == url

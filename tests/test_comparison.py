@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,56 @@ def test_versions_carry_short_readable_tags_and_a_comparison_card(story: Story, 
     assert "sentiment: v1 vs v2" in html and "reference_test" in html and "promoted" in html
 
 
+def test_no_tag_of_the_model_or_its_versions_is_json_and_the_history_stays_complete(story: Story) -> None:
+    from mlflow import MlflowClient
+
+    registry = story.registry
+    # Read straight from MLflow: what its UI shows on the model page and on each version page.
+    client = MlflowClient(registry.settings.resolved_tracking_uri, registry.settings.resolved_registry_uri)
+    model = client.get_registered_model(TASK)
+    shown = {("model", key): value for key, value in model.tags.items()}
+    assert not [key for key in model.tags if key.startswith("prefix_registry.alias_history.")]
+    versions = client.search_model_versions(f"name='{TASK}'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    for version in versions:
+        shown |= {(f"v{version.version}", key): value for key, value in version.tags.items()}
+        assert "data_sizes" not in version.tags
+    assert {where: value for where, value in shown.items() if value.lstrip().startswith(("{", "["))} == {}
+    assert registry.version(TASK, 1).tags["labels"] == "negative,positive"
+    assert registry.version(TASK, 1).labels == ["negative", "positive"]
+
+    history = registry.alias_history(TASK)
+    assert [e.sequence for e in history] == list(range(1, len(history) + 1))
+    champion = [(e.action, e.from_version, e.to_version) for e in history if e.alias == "champion"]
+    assert champion == [("promote", None, "1"), ("promote", "1", "2"), ("rollback", "2", "1")]
+    # The scores stay readable.
+    v1 = registry.version(TASK, 1)
+    assert v1.beats_baseline is not None and 0 <= v1.metrics[v1.kind.version_metric] <= 1
+
+
+def test_version_descriptions_open_with_a_plain_line_and_link_a_card_that_stays_current(
+    story: Story, tmp_path: Path
+) -> None:
+    registry = story.registry
+    v1, v2 = registry.version(TASK, 1), registry.version(TASK, 2)
+    for version in (v1, v2):
+        first = version.description.splitlines()[0]
+        assert first.endswith(".") and not set(first) & set("*|`#[]"), first
+    assert v1.description.startswith("Trained from scratch (trigger manual): prefix tuning of ")
+    assert v2.description.startswith("Retrained from v1 (warm start, trigger manual): prefix tuning of ")
+    experiment = registry.experiment_id(TASK)
+    link = f"[comparison/v1-vs-v2.html](#/experiments/{experiment}/runs/{v2.run_id}/artifacts/comparison/v1-vs-v2.html)"
+    assert f"Comparison card: {link}" in v2.description
+    # One gain, rounded once: the decision table prints what the reason says.
+    gain = re.search(r"gains ([+-]\d\.\d{3}) ", story.decision["reason"])
+    assert gain is not None, story.decision["reason"]
+    fresh_row = next(line for line in v2.description.splitlines() if line.startswith("| fresh_holdout |"))
+    assert fresh_row.endswith(f"| {gain.group(1)} |"), (fresh_row, story.decision["reason"])
+    # The card was rewritten by the rollback: it says so, and where the aliases point now.
+    html = registry.download_run_artifacts(v2.run_id, "comparison/v1-vs-v2.html", tmp_path).read_text()
+    assert "v2 was rolled back (from champion to v1 at " in html
+
+
 def test_a_trigger_reason_tag_is_one_short_line_and_links_its_monitoring_run() -> None:
     import json
 
@@ -190,7 +241,11 @@ def test_a_trigger_reason_tag_is_one_short_line_and_links_its_monitoring_run() -
     origin = Origin(
         "drift", "drift in text_length of v1", link, "1", True, "prefix", 4, "minilm", "imdb", 120, "-", None
     )
-    assert origin_markdown(origin).startswith(
+    headline, blank, why = origin_markdown(origin).split("\n", 2)
+    # The versions table shows the first line unrendered: one plain sentence.
+    assert headline == "Retrained from v1 (warm start, trigger drift): prefix tuning of minilm on 120 rows."
+    assert blank == ""
+    assert why.startswith(
         "**Why this version exists:** trigger `drift`: drift in text_length of v1 ([monitoring run](#/experiments/7/"
     )
 

@@ -159,9 +159,25 @@ def relog(
         )
 
 
-def history(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
+def history(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    move_from_tags: Annotated[
+        bool,
+        typer.Option(
+            "--move-from-tags",
+            help="First move the history earlier versions kept as registered-model tags into the history database "
+            "(the next promote or rollback does it too).",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Show every alias move of a task: promotions and rollbacks, who, when, why."""
-    events = open_registry().alias_history(task)
+    registry = open_registry()
+    if move_from_tags:
+        moved = registry.move_alias_history_out_of_tags(task)
+        if not as_json:
+            print(f"{task}: {moved} history entr{'y' if moved == 1 else 'ies'} moved out of the model's tags")
+    events = registry.alias_history(task)
     if as_json:
         print_json([vars(e) for e in events])
         return
