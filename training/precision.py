@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import torch
-
 from prefix_registry.errors import ConfigError
 
 
@@ -106,6 +104,8 @@ def computing_at(precision: Precision, device: str = "cpu") -> AbstractContextMa
     """A context in which the base's forward (and so its backward) runs at `precision`: bf16 autocast, or nothing.
     Parameters stay float32 either way; only the autocast ops (matmuls, linear layers) compute in bfloat16."""
     if precision is Precision.BF16:
+        import torch  # here, not at the top: TrainConfig imports this module, and `prefixctl --help` loads no torch
+
         return torch.autocast(device, dtype=torch.bfloat16)
     if precision is Precision.FP32:
         return nullcontext()
