@@ -34,6 +34,7 @@ from prefix_registry.monitoring.drift_runs import monitoring_runs
 from prefix_registry.monitoring.monitor import MonitorOutcome
 from prefix_registry.monitoring.verdict_text import verdict_line
 from prefix_registry.registry import ui_links
+from prefix_registry.registry.comparison import compare_versions
 from prefix_registry.registry.gateway import EXPERIMENT_KIND_TAG, MACHINE_LEARNING_KIND, ExperimentPurpose
 from tests.servers.integration import missing_server
 from tests.servers.mlflow_server import MlflowServer
@@ -161,6 +162,31 @@ def test_the_model_page_shows_the_champion_and_its_history(story: Story, ui: str
     assert "rollback" in text and "promote" in text
 
 
+def _json_looking(value: str) -> bool:
+    return value.lstrip().startswith(("{", "["))
+
+
+def test_no_tag_on_the_model_or_version_pages_holds_json(story: Story, ui: str, browser: Any) -> None:
+    """The tags these pages list (read from the store the UI reads) and the pages' own text: no raw JSON value."""
+    from mlflow import MlflowClient
+
+    settings = story.registry.settings
+    client = MlflowClient(tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri)
+    model_tags = client.get_registered_model(TASK).tags
+    assert model_tags and not [key for key, value in model_tags.items() if _json_looking(value)], model_tags
+    assert not [key for key in model_tags if key.startswith("prefix_registry.alias_history")]
+    for version in ("1", "2"):
+        tags = client.get_model_version(TASK, version).tags
+        assert tags and not [key for key, value in tags.items() if _json_looking(value)], (version, tags)
+    pages = [(f"{ui}/#/models/{TASK}", "Alias history")]
+    pages += [(f"{ui}/#/models/{TASK}/versions/{v}", "Why this version exists") for v in ("1", "2")]
+    for url, waits_for in pages:
+        with opened(browser, url, waits_for) as page:
+            close_mlflow_assistant(page)
+            lines = [line.strip() for line in page.inner_text("body").splitlines()]
+        assert not [line for line in lines if line.startswith(('{"', '["'))], url
+
+
 def test_the_run_comparison_lines_up_the_same_named_metrics(story: Story, ui: str, browser: Any) -> None:
     registry = story.registry
     versions = [registry.version(TASK, v) for v in ("1", "2")]
@@ -185,9 +211,17 @@ def test_the_run_comparison_lines_up_the_same_named_metrics(story: Story, ui: st
 
         logged = [registry.run(run_id).data.metrics for run_id in runs]
         names = sorted(set(logged[0]) | set(logged[1]))  # the table's rows, in its order
+        # What `prefixctl compare TASK 1 2 --json` prints for each shared set, by its metric name on both runs.
+        printed = {
+            f"eval/{row['dataset_a']}/{row['metric']}": (row["a"], row["b"])
+            for row in compare_versions(registry, TASK, "1", "2").summary()["scores"]
+            if row["same_set"]
+        }
         for metric in SHARED_METRICS:
             shown = scroll_metrics_to(page, metric, names.index(metric))
             expected = [metrics[metric] for metrics in logged]
+            assert None not in printed[metric], f"{metric}: compare --json lacks a version's score"
+            assert expected == pytest.approx(list(printed[metric]), abs=1e-12), f"{metric}: compare --json differs"
             assert shown == pytest.approx(expected, abs=1e-3), f"{metric}: the table shows {shown}"
         # The page's own scroll container: runs' differing params above, the metrics table at the bottom.
         page.get_by_role("switch", name="Parameters - Show diff only").click()
