@@ -189,7 +189,7 @@ class TrainConfig:
             "help": "fp32 | bf16 | auto: the frozen base's forward and backward passes while training and validating "
             "(bf16: torch autocast, the adapter, head and optimizer stay float32; auto: bf16 where the CPU has bf16 "
             "instructions, else fp32). Registered scores are always computed at fp32. fp32 by default: bf16 steps "
-            "were 1.5-1.9x faster but moved macro-F1 by up to 1.3 points on one of three data sets (bench/README.md)."
+            "were 1.06-1.28x faster and moved macro-F1 by 1.3 points on one of three data sets (bench/README.md)."
         },
     )
 
