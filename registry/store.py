@@ -161,7 +161,7 @@ class PrefixRegistry:
         return PrefixVersion.from_mlflow(model_version, aliases, self._run_metrics(model_version))
 
     def _run_metrics(self, model_version: Any) -> dict[str, float]:
-        """The metrics of the version's run (where its scores live), unless it keeps legacy `metric.*` tags;
+        """The metrics of the version's run, unless the version carries `metric.*` score tags (then no run is read);
         empty when the run is gone."""
         if has_metric_tags(model_version.tags or {}) or not model_version.run_id:
             return {}

@@ -44,8 +44,9 @@ TAG_ROLLED_BACK = "rolled_back"  # "from champion to v1 at <time>" once a rollba
 TAG_RETRAIN_DECISION = "retrain_decision"  # a RetrainOutcome (below)
 TAG_LABELS = "labels"
 TAG_KIND = "kind"  # the task kind's name (kinds/); a version without it is classification
-# Versions registered before kept copies of their run's metrics as `metric.<name>` tags; a version now reads its
-# metrics from its run (`PrefixVersion.from_mlflow(..., run_metrics=...)`), the old tags only when it has them.
+# Copies of the headline scores as `metric.<role>_<name>` tags (training_runs.py still writes them; the run's
+# `eval/<set>/<name>` metrics are the source). A version without them reads its run's metrics
+# (`PrefixVersion.from_mlflow(..., run_metrics=...)`).
 METRIC_TAG_PREFIX = "metric."
 # The linear-probe baseline of the version's own split (registry/baseline_gate.py reads them back).
 TAG_BASELINE = "baseline"  # "beats" | "below": own-test score against the baseline's, on the kind's decision metric

@@ -83,18 +83,23 @@ class CpuSupport:
 TRAINING_PRECISIONS = (Precision.FP32, Precision.BF16, Precision.AUTO)
 
 
-def training_precision_name(value: str | Precision) -> str:
-    """`value` checked as a training precision (fp32, bf16 or auto), as its string; ConfigError otherwise."""
+def training_precision(value: str | Precision) -> Precision:
+    """`value` checked as a training precision (fp32, bf16 or auto); ConfigError otherwise."""
     precision = parse_precision(value)
     if precision not in TRAINING_PRECISIONS:
         choices = ", ".join(p.value for p in TRAINING_PRECISIONS)
         raise ConfigError(f"training precision must be one of {choices}; got {value!r} (int8 is for serving only)")
-    return precision.value
+    return precision
+
+
+def training_precision_name(value: str | Precision) -> str:
+    """`value` checked as a training precision, as the string a TrainConfig keeps."""
+    return training_precision(value).value
 
 
 def resolve_training_precision(value: str | Precision, cpu: CpuSupport | None = None) -> Precision:
     """The precision a training run computes at: auto becomes bf16 where this CPU has bf16 instructions, else fp32."""
-    precision = parse_precision(training_precision_name(value))
+    precision = training_precision(value)
     if precision is not Precision.AUTO:
         return precision
     return Precision.BF16 if (cpu or CpuSupport.detect()).bf16 else Precision.FP32
