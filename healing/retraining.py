@@ -55,7 +55,12 @@ from prefix_registry.registry.version_notes import (
     decision_markdown,
     with_section,
 )
-from prefix_registry.registry.versions import TAG_RETRAIN_DECISION, PrefixVersion
+from prefix_registry.registry.versions import (
+    TAG_DATA_WINDOW,
+    TAG_DATA_WINDOW_SINCE,
+    TAG_RETRAIN_DECISION,
+    PrefixVersion,
+)
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.config import DEFAULT_LEARNING_RATES, TrainConfig
 from prefix_registry.training.data import LabelledTexts
@@ -391,8 +396,8 @@ def train_challenger(
         # Scored here, once, on the same sets the champion is scored on below.
         extra_evaluations=data.judge_sets(),
         extra_tags={
-            "data_window_since": data.since or "",
-            "data_window": f"fresh feedback since {data.since} + replay of v{champion.version}",
+            TAG_DATA_WINDOW_SINCE: data.since or "",
+            TAG_DATA_WINDOW: f"fresh feedback since {data.since} + replay of v{champion.version}",
         },
         # The traffic the challenger is judged on is also what its monitor should compare new traffic with.
         reference=data.holdout,

@@ -34,10 +34,11 @@ from prefix_registry.registry.versions import (
     TAG_ROLLED_BACK,
     TAG_TRIGGER_REASON,
     PrefixVersion,
+    hidden_tag,
 )
 
-TAG_COMPARED_WITH = "compared_with_version"
-TAG_DECISION_REASON = "decision_reason"
+TAG_COMPARED_WITH = hidden_tag("compared_with_version")
+TAG_DECISION_REASON = hidden_tag("decision_reason")
 # Compare rows in reading order: the shared sets first, each version's own split last.
 SET_ORDER = (REFERENCE_TEST, FRESH_HOLDOUT, OWN_TEST)
 

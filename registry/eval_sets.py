@@ -36,6 +36,7 @@ import pandas as pd
 
 from prefix_registry.kinds import TaskKind
 from prefix_registry.registry.gateway import MlflowGateway, RunDataset
+from prefix_registry.registry.versions import hidden_tag
 
 if TYPE_CHECKING:
     from prefix_registry.registry.store import PrefixRegistry
@@ -55,7 +56,7 @@ CURVE_METRIC_ROOT = "curve"
 BASELINE_TEST_SPLIT = "test"
 BASELINE_VALIDATION_SPLIT = "validation"
 # Version tag naming the dataset behind a set: `eval_set.reference_test` -> `sentiment-v1-test`.
-EVAL_SET_TAG_PREFIX = "eval_set."
+EVAL_SET_TAG_PREFIX = hidden_tag("eval_set.")
 SOURCE_TYPE = "prefix-registry"
 
 

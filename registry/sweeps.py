@@ -25,15 +25,15 @@ from prefix_registry.registry.training_runs import (
     train_in_run,
     version_tags,
 )
-from prefix_registry.registry.versions import TAG_TRIGGER, PrefixVersion
+from prefix_registry.registry.versions import TAG_TRIGGER, PrefixVersion, hidden_tag
 from prefix_registry.training.base_models import load_base_for_classification, resolve_base
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts
 from prefix_registry.training.search import TrialSpec
 from prefix_registry.training.splits import DataSplits
 
-TAG_SWEEP_RUN = "sweep_run_id"
-TAG_SWEEP_TRIAL = "sweep_trial"
+TAG_SWEEP_RUN = hidden_tag("sweep_run_id")
+TAG_SWEEP_TRIAL = hidden_tag("sweep_trial")
 MLFLOW_PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow's UI nest a run under another
 SWEEP_TRIGGER = "sweep"
 

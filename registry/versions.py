@@ -13,41 +13,57 @@ from typing import Any
 from prefix_registry.kinds import CLASSIFICATION, TaskKind, kind_named
 from prefix_registry.training.adapter_integrity import RegisteredIntegrity
 
-# Version tags written at registration; they make `prefixctl versions` and the MLflow UI self-explanatory.
+# Version tags are of two sorts. What a person reads on the MLflow version page, short and visible: method, base,
+# trigger, parent, data window, baseline verdict, and, once they happen, the retrain decision and a rollback. And
+# what the product reads back (fingerprints, integrity records, role-named score copies, precision checks, the sets'
+# dataset names): stored under `mlflow.prefix_registry.`, a prefix the MLflow UI does not show (it hides every tag
+# starting with `mlflow.`), so the version page is not a wall of hashes and numbers. Versions registered before kept
+# those under their plain names: `PrefixVersion.from_mlflow` reads both (`with_hidden_names`).
+HIDDEN_TAG_ROOT = "mlflow.prefix_registry."
+# Before the hidden root, some of the product's tags were already namespaced `prefix_registry.`, the rest plain.
+LEGACY_TAG_ROOT = "prefix_registry."
+
+
+def hidden_tag(name: str) -> str:
+    """`name` as a tag the MLflow UI does not show: `adapter_digest` -> `mlflow.prefix_registry.adapter_digest`."""
+    return HIDDEN_TAG_ROOT + name
+
+
 TAG_METHOD = "method"
 TAG_BASE = "base"
-TAG_BASE_FINGERPRINT = "base_fingerprint"
-TAG_DATA_FINGERPRINT = "data_fingerprint"
-TAG_DATA_ORIGIN = "data_origin"
-TAG_ADAPTER_SHA256 = "adapter_sha256"  # shortened, for people; the full one is in ADAPTER_SHA256_FULL_TAG
+TAG_BASE_FINGERPRINT = hidden_tag("base_fingerprint")
+TAG_DATA_FINGERPRINT = hidden_tag("data_fingerprint")
+TAG_DATA_ORIGIN = hidden_tag("data_origin")
+TAG_ADAPTER_SHA256 = hidden_tag("adapter_sha256_short")  # for people reading `versions --json`
 # The full hash `load_version` checks the downloaded adapter against (the manifest holds it too, but a manifest can be
 # replaced together with the weights, so the registry keeps its own copy).
-ADAPTER_SHA256_FULL_TAG = "prefix_registry.adapter_sha256"
+ADAPTER_SHA256_FULL_TAG = hidden_tag("adapter_sha256")
 # What every load checks the downloaded adapter folder against (training/adapter_integrity.py): the digest of all its
 # files, manifest included; the files' names (to name an extra or missing one); an HMAC of the digest when a signing
 # key is set. A version without the digest tag was registered before digests (legacy).
-ADAPTER_DIGEST_TAG = "prefix_registry.adapter_digest"
-ADAPTER_FILES_TAG = "prefix_registry.adapter_files"
-ADAPTER_SIGNATURE_TAG = "prefix_registry.adapter_signature"
+ADAPTER_DIGEST_TAG = hidden_tag("adapter_digest")
+ADAPTER_FILES_TAG = hidden_tag("adapter_files")
+ADAPTER_SIGNATURE_TAG = hidden_tag("adapter_signature")
 # The same for the MLflow model's files around the adapter (registry/mlflow_model.py); a version without them is not
 # an MLflow model yet (`prefixctl relog` makes it one). File lists and labels are comma-separated (`list_tag_value`),
-# not JSON: what the version page shows stays readable (versions registered before wrote JSON lists, still read).
-MODEL_FILES_TAG = "prefix_registry.mlflow_model_files"
-MODEL_DIGEST_TAG = "prefix_registry.mlflow_model_digest"
-MODEL_SIGNATURE_TAG = "prefix_registry.mlflow_model_signature"
+# not JSON (versions registered before wrote JSON lists, still read).
+MODEL_FILES_TAG = hidden_tag("mlflow_model_files")
+MODEL_DIGEST_TAG = hidden_tag("mlflow_model_digest")
+MODEL_SIGNATURE_TAG = hidden_tag("mlflow_model_signature")
 SHORT_HASH = 12
 TAG_TRIGGER = "trigger"
-TAG_TRIGGER_REASON = "trigger_reason"  # one line; the full JSON is the run's trigger_reason.json artifact
+TAG_TRIGGER_REASON = hidden_tag("trigger_reason")  # one line (the description shows it); full JSON: run artifact
 TAG_PARENT = "parent_version"
 TAG_DATA_WINDOW = "data_window"
+TAG_DATA_WINDOW_SINCE = hidden_tag("data_window_since")  # a retrain's fresh feedback: since when (ISO time)
 TAG_ROLLED_BACK = "rolled_back"  # "from champion to v1 at <time>" once a rollback moved an alias off the version
 TAG_RETRAIN_DECISION = "retrain_decision"  # a RetrainOutcome (below)
-TAG_LABELS = "labels"
-TAG_KIND = "kind"  # the task kind's name (kinds/); a version without it is classification
-# Copies of the headline scores as `metric.<role>_<name>` tags (training_runs.py still writes them; the run's
-# `eval/<set>/<name>` metrics are the source). A version without them reads its run's metrics
-# (`PrefixVersion.from_mlflow(..., run_metrics=...)`).
-METRIC_TAG_PREFIX = "metric."
+TAG_LABELS = hidden_tag("labels")
+TAG_KIND = hidden_tag("kind")  # the task kind's name (kinds/); a version without it is classification
+# Role-named copies of the headline scores, `<root>metric.<role>_<name>` (the run's `eval/<set>/<name>` metrics are
+# the scores; these name them by the role the set plays for this version). A version without them reads its run's
+# metrics (`PrefixVersion.from_mlflow(..., run_metrics=...)`).
+METRIC_TAG_PREFIX = hidden_tag("metric.")
 # The linear-probe baseline of the version's own split (registry/baseline_gate.py reads them back).
 TAG_BASELINE = "baseline"  # "beats" | "below": own-test score against the baseline's, on the kind's decision metric
 # Classification's (a version of another kind asks its kind: `version.kind.baseline_metric`, `.version_metric`).
@@ -57,8 +73,54 @@ VERSION_METRIC = CLASSIFICATION.version_metric
 # Versions registered before evaluation sets were named logged their own test split as `test_...`.
 LEGACY_OWN_TEST_PREFIX = "test_"
 OWN_TEST_PREFIX = "own_test_"
-# Low-precision checks (registry/precision_check.py): `precision.<fp32|bf16|int8>.<figure>`.
-TAG_PRECISION_PREFIX = "precision."
+# Low-precision checks (registry/precision_check.py): `<root>precision.<fp32|bf16|int8>.<figure>`.
+TAG_PRECISION_PREFIX = hidden_tag("precision.")
+# The tags a person reads on the version page; every other tag the product writes is hidden (tests check this).
+VISIBLE_TAGS = frozenset(
+    {
+        TAG_METHOD,
+        TAG_BASE,
+        TAG_TRIGGER,
+        TAG_PARENT,
+        TAG_DATA_WINDOW,
+        TAG_BASELINE,
+        TAG_RETRAIN_DECISION,
+        TAG_ROLLED_BACK,
+    }
+)
+# Plain names (and prefixes) the product's hidden tags had before the hidden root.
+_LEGACY_PLAIN_NAMES = frozenset(
+    {
+        "base_fingerprint",
+        "data_fingerprint",
+        "data_origin",
+        "data_window_since",
+        "trigger_reason",
+        "labels",
+        "kind",
+        "compared_with_version",
+        "decision_reason",
+        "sweep_run_id",
+        "sweep_trial",
+    }
+)
+_LEGACY_PREFIXES = ("metric.", "precision.", "eval_set.")
+
+
+def with_hidden_names(tags: Mapping[str, str]) -> dict[str, str]:
+    """A version's tags with every legacy name of a hidden tag under its hidden name (a hidden tag that is also set
+    wins). Legacy: `metric.own_test_macro_f1`, `prefix_registry.adapter_digest`, `adapter_sha256` (the short one)."""
+    found = dict(tags)
+    for key, value in tags.items():
+        if key.startswith(HIDDEN_TAG_ROOT):
+            continue
+        if key.startswith(LEGACY_TAG_ROOT):
+            found.setdefault(hidden_tag(key.removeprefix(LEGACY_TAG_ROOT)), value)
+        elif key == "adapter_sha256":
+            found.setdefault(TAG_ADAPTER_SHA256, value)
+        elif key in _LEGACY_PLAIN_NAMES or key.startswith(_LEGACY_PREFIXES):
+            found.setdefault(hidden_tag(key), value)
+    return found
 
 
 class RetrainOutcome(StrEnum):
@@ -145,9 +207,9 @@ class PrefixVersion:
         "int8": {"macro_f1": 0.705, "loss_points": 0.73, "passed": False, "engine": "..."}}`; empty when unchecked."""
         found: dict[str, dict[str, Any]] = {}
         for key, value in self.tags.items():
-            if not key.startswith(TAG_PRECISION_PREFIX) or key.count(".") != 2:
+            if not key.startswith(TAG_PRECISION_PREFIX) or key.count(".") != TAG_PRECISION_PREFIX.count(".") + 1:
                 continue
-            _, precision, name = key.split(".")
+            precision, name = key.removeprefix(TAG_PRECISION_PREFIX).split(".")
             entry = found.setdefault(precision, {})
             if name == "passed":
                 entry[name] = value == "true"
@@ -180,7 +242,7 @@ class PrefixVersion:
     ) -> PrefixVersion:
         """The version of an MLflow model version; its metrics are the legacy `metric.*` tags when it has them,
         else `run_metrics` (its run's metrics), of the names its kind keeps (`TaskKind.tagged_metric`)."""
-        tags = dict(model_version.tags or {})
+        tags = with_hidden_names(model_version.tags or {})
         kind = kind_named(tags.get(TAG_KIND))
         metrics = {}
         for key, value in tags.items():
@@ -215,7 +277,7 @@ class PrefixVersion:
 
 def has_metric_tags(tags: Mapping[str, str]) -> bool:
     """Whether a version keeps its metrics as legacy `metric.*` tags (else they are read from its run)."""
-    return any(key.startswith(METRIC_TAG_PREFIX) for key in tags)
+    return any(key.startswith(METRIC_TAG_PREFIX) for key in with_hidden_names(tags))
 
 
 def integrity_tags(record: RegisteredIntegrity) -> dict[str, str]:

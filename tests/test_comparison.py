@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from prefix_registry.registry.eval_sets import EVAL_SET_TAG_PREFIX
 from prefix_registry.registry.model_history import HISTORY_HEADING
 from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.versions import TAG_ADAPTER_SHA256, TAG_LABELS, VISIBLE_TAGS
 from prefix_registry.settings import Settings
 from tests.ui_story import ROLLBACK_REASON, TASK, Story, build_story
 
@@ -165,13 +167,17 @@ def test_versions_carry_short_readable_tags_and_a_comparison_card(story: Story, 
     registry = story.registry
     v1, v2 = registry.version(TASK, 1), registry.version(TASK, 2)
     for version in (v1, v2):
-        short = {k: v for k, v in version.tags.items() if not k.startswith("prefix_registry.")}
-        assert all(len(value) <= 500 for value in short.values()), {k: len(v) for k, v in short.items()}
-        assert len(version.tags["adapter_sha256"]) == 12 and len(version.adapter_sha256) == 64
+        # What the version page shows: the short set only; everything else the product reads back is hidden.
+        shown = {k: v for k, v in version.tags.items() if not k.startswith("mlflow.")}
+        assert set(shown) <= VISIBLE_TAGS, sorted(set(shown) - VISIBLE_TAGS)
+        assert {"method", "base", "trigger", "data_window", "baseline"} <= set(shown)
+        assert all(len(value) <= 500 for value in shown.values()), {k: len(v) for k, v in shown.items()}
+        assert len(version.tags[TAG_ADAPTER_SHA256]) == 12 and len(version.adapter_sha256) == 64
     assert v2.tags["data_window"].startswith("fresh feedback since ")
     run_names = [registry.run(v.run_id).info.run_name for v in (v1, v2)]
     assert run_names[0].startswith(f"{TASK} v1 prefix (") and run_names[1].startswith(f"{TASK} v2 prefix (")
-    assert v1.tags["eval_set.reference_test"] == v2.tags["eval_set.reference_test"] == f"{TASK}-v1-test"
+    reference = f"{EVAL_SET_TAG_PREFIX}reference_test"
+    assert v1.tags[reference] == v2.tags[reference] == f"{TASK}-v1-test"
     card = registry.download_run_artifacts(v2.run_id, "comparison/v1-vs-v2.html", tmp_path)
     html = card.read_text()
     assert "sentiment: v1 vs v2" in html and "reference_test" in html and "promoted" in html
@@ -192,7 +198,7 @@ def test_no_tag_of_the_model_or_its_versions_is_json_and_the_history_stays_compl
         shown |= {(f"v{version.version}", key): value for key, value in version.tags.items()}
         assert "data_sizes" not in version.tags
     assert {where: value for where, value in shown.items() if value.lstrip().startswith(("{", "["))} == {}
-    assert registry.version(TASK, 1).tags["labels"] == "negative,positive"
+    assert registry.version(TASK, 1).tags[TAG_LABELS] == "negative,positive"
     assert registry.version(TASK, 1).labels == ["negative", "positive"]
 
     history = registry.alias_history(TASK)

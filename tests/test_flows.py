@@ -14,6 +14,7 @@ import pytest
 from prefix_registry.errors import ConfigError, RegistryError
 from prefix_registry.healing.retrain_policy import RetrainPolicy
 from prefix_registry.healing.retraining import LAST_RETRAIN_TAG, decide
+from prefix_registry.registry.eval_sets import EVAL_SET_TAG_PREFIX
 from prefix_registry.registry.store import ExperimentPurpose, PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.settings import Settings
@@ -292,7 +293,7 @@ def test_a_challenger_that_wins_is_promoted_lineage_recorded_and_alerted(reviews
     )
     assert "reference_test_macro_f1" in version.metrics
     # In MLflow, both versions' scores on the fresh hold-out sit on their own runs under the set's one name.
-    fresh_set = version.tags["eval_set.fresh_holdout"]
+    fresh_set = version.tags[f"{EVAL_SET_TAG_PREFIX}fresh_holdout"]
     assert fresh_set == f"reviews-v{version.version}-fresh-holdout"
     name = f"eval/{fresh_set}/macro_f1"
     champion_run = registry.run(registry.version("reviews", champion).run_id)
