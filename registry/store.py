@@ -13,9 +13,12 @@ Each trained adapter is a model version whose source is the run's `adapter/` art
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -305,12 +308,28 @@ class PrefixRegistry:
             local = self.download_run_artifacts(version.run_id, artifact_path, staging)
             if not local.exists():
                 raise RegistryError(f"version {version.version} of {version.task} has no {artifact_path!r} artifacts")
-            if target.exists():
-                shutil.rmtree(target)
-            local.rename(target)
+            _move_into_place(local, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _move_into_place(folder: Path, target: Path, attempts: int = 5) -> None:
+    """Rename `folder` to `target`, replacing what is there. Several processes of one cache (two servers told of
+    the same promotion at once) may do this together: the old folder is renamed aside before it is deleted, and a
+    rename that meets a folder another process just placed is tried again."""
+    for attempt in range(1, attempts + 1):
+        if target.exists():
+            aside = target.with_name(f".old-{uuid.uuid4().hex}")
+            with contextlib.suppress(FileNotFoundError):
+                target.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            folder.rename(target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == attempts:
+                raise
 
 
 def _aliases_by_version(aliases: dict[str, Any] | None) -> dict[str, list[str]]:
