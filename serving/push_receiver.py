@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -195,7 +196,8 @@ class MlflowAliasWebhook:
             )
         self.registry = registry
         self.url = server_url.rstrip("/") + MLFLOW_WEBHOOK_PATH
-        self.name = f"prefix-registry-serve-{server_id[:12]}"
+        # MLflow's rule: letters, digits, '.', '_', '-', starting and ending with a letter or digit.
+        self.name = re.sub(r"[^A-Za-z0-9._-]", "-", f"prefix-registry-serve-{server_id[:12]}").rstrip("._-")
         self.secret = secret
         self.webhook_id: str | None = None
 

@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 
 from prefix_registry.alerts import alerting_registry
 from prefix_registry.alerts.server_directory import ServerDirectory
-from prefix_registry.flows.loopback import HOST, free_ports
+from prefix_registry.flows.loopback import HOST, ThreadedUvicorn, free_ports
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.factory import build_serving_app
+from prefix_registry.serving.push_receiver import MlflowAliasWebhook
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.adapter_files import sha256_file
@@ -285,6 +286,25 @@ def test_a_registry_outage_keeps_the_last_good_version_serving(
     finally:
         tracking_server.start()
         log.close()
+
+
+# -- MLflow's own webhooks -------------------------------------------------------------------------------------------
+def test_an_mlflow_webhook_tells_a_server_of_an_alias_moved_by_a_plain_mlflow_client(served: PrefixRegistry) -> None:
+    app = build_serving_app(served, watch_interval=None, push_secret="webhook-secret")  # no poll: only the webhook
+    with ThreadedUvicorn(app) as server, httpx.Client(base_url=server.url, trust_env=False, timeout=30) as http:
+        webhook = MlflowAliasWebhook(served, server.url, "integration-test", "webhook-secret")
+        webhook.register()
+        try:
+            assert _predict(http, SERVED, TEXTS)["version"] == "1"
+            # An MLflow client outside prefix-registry moves the alias: no push of ours, only MLflow's webhook.
+            served.gateway.set_alias(SERVED, "champion", "2")
+            _wait_for(lambda: _predict(http, SERVED, TEXTS)["version"] == "2", 10, "MLflow's webhook to swap v2")
+            metrics = http.get("/metrics").text
+            assert 'prefix_pushes_received_total{source="mlflow"}' in metrics
+            assert 'prefix_push_swaps_total{source="mlflow"} 1.0' in metrics
+            assert "prefix_push_rejected_total{" not in metrics  # MLflow's signature verified
+        finally:
+            webhook.delete()
 
 
 # -- a real server process -------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from prefix_registry.serving.push_receiver import MLFLOW_WEBHOOK_PATH
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.prediction_log import PredictionLog
 from tests.conftest import tiny_config, tiny_data
+from tests.servers.postgres_server import PostgresServer, running_postgres
 
 TASK = "pushed"
 TEXTS = ["A warm, funny and wise film.", "Tedious and far too long."]
@@ -281,3 +282,37 @@ def test_a_server_that_misses_the_push_converges_at_its_next_poll(
         assert _seconds_until(lambda: _serving_version(server.url) == "2", 5.0) < 5.0
         assert _metric(server.url, "prefix_push_rejected_total") == 1
         assert _metric(server.url, "prefix_push_swaps_total") == 0  # the poll swapped, not the push
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    yield from running_postgres()
+
+
+@pytest.mark.integration
+def test_two_servers_on_postgresql_follow_a_push_and_share_one_prediction_log(
+    champion_v1: PrefixRegistry, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = postgres.create_database("pushed_servers")
+    # One PostgreSQL database holds the prediction log, the alias lock and history, and the server directory.
+    monkeypatch.setenv("PREFIX_REGISTRY_PREDICTION_LOG_URL", shared)
+    registry = alerting_registry(Settings())
+    directory = ServerDirectory.from_settings(Settings())
+    assert directory.url.startswith("postgresql")
+    ANSWERED.clear()
+    try:
+        with ExitStack() as stack:
+            logs = [stack.enter_context(PredictionLog(shared)) for _ in range(2)]
+            servers = [stack.enter_context(RunningServer(registry, directory, log, directory.secret())) for log in logs]
+            assert sorted(s.url for s in directory.live()) == sorted(s.url for s in servers)
+            assert [_serving_version(s.url) for s in servers] == ["1", "1"]
+            registry.promote(TASK, "2", reason="pushed through PostgreSQL's directory")
+            assert max(_seconds_until(lambda url=s.url: _serving_version(url) == "2", 2.0) for s in servers) < 2.0
+            assert sorted(r.status for r in _pusher(registry).results) == [200, 200]
+        assert directory.live() == []
+    finally:
+        directory.close()
+    with PredictionLog(shared) as log:
+        stored = log.window(TASK)
+    assert dict(zip(stored["prediction_id"], stored["version"], strict=True)) == ANSWERED
+    assert set(ANSWERED.values()) == {"1", "2"}
