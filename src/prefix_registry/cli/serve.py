@@ -77,7 +77,7 @@ def serve(
     """
     import uvicorn
 
-    from prefix_registry.alerts.server_directory import ServerDirectory
+    from prefix_registry.alerts.server_directory import ServerDirectory, ServerDirectoryError
     from prefix_registry.inference.precision import parse_precision
     from prefix_registry.serving.app import ServingLimits
     from prefix_registry.serving.batcher import BatchingConfig
@@ -112,9 +112,17 @@ def serve(
         raise PrefixRegistryError(
             "--mlflow-webhook needs pushes on: expected PREFIX_REGISTRY_SERVER_PUSH true, got false"
         )
-    # The directory holds the push secret; without pushes the receiver refuses every notice.
-    directory = ServerDirectory.from_settings(settings) if settings.server_push else None
-    push_secret = directory.secret() if directory is not None else None
+    # The directory holds the push secret; without it the receiver refuses every notice and polling alone follows.
+    directory, push_secret = None, None
+    if settings.server_push:
+        try:
+            directory = ServerDirectory.from_settings(settings)
+            push_secret = directory.secret()
+        except ServerDirectoryError as error:
+            if mlflow_webhook:
+                raise
+            directory = None
+            error_console.print(f"warning: alias moves will not be pushed (polling only): {error}", highlight=False)
     registry = open_registry()
     prediction_log = PredictionLog.from_settings(settings) if log else None
     try:
@@ -145,6 +153,10 @@ def serve(
         raise
     served = app_.state.table.served()
     error_console.print(f"serving {', '.join(served) or 'no task yet'} on http://{host}:{port}", highlight=False)
+    url = advertise_url or default_url(host, port)
+    interval = settings.poll_interval_s if poll_interval is None else poll_interval
+    following = f"alias moves pushed to {url}" if directory is not None else "alias move pushes off"
+    error_console.print(f"{following}; the registry polled every {interval:g} s", highlight=False)
     # uvicorn re-raises SIGTERM after its graceful shutdown (log flushed); such a stop exits 0, not 143.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     bounds = ConnectionBounds(
@@ -153,7 +165,6 @@ def serve(
         max_connections=settings.max_connections,
     )
     server = uvicorn.Server(server_config(app_, host, port, bounds, log_level="warning"))
-    url = advertise_url or default_url(host, port)
     presence = (
         ServerPresence(directory, url, task, alias, settings.server_heartbeat_s) if directory is not None else None
     )
