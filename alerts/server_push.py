@@ -95,33 +95,40 @@ class AliasPush:
         self.listeners: list[Callable[[AliasChange, list[PushResult]], None]] = []
 
     def __call__(self, change: AliasChange) -> None:
+        self.results = self.notify(change.task, push_body(change), f"{change.alias} -> {change.to_version}")
+        for listener in self.listeners:
+            listener(change, self.results)
+
+    def notify(self, task: str, body: bytes, what: str) -> list[PushResult]:
+        """Push `body` (JSON naming `task`) to every live server that follows `task`; never raises.
+
+        The alias moves' own entry point is `__call__`; whatever else changes what a server serves for a task (a
+        rollout's state, say) may tell the servers through this one: they re-read the task either way.
+        """
         if not self.settings.server_push:
-            return
+            return []
         try:
             directory = self._directory or ServerDirectory.from_settings(self.settings)
             self._directory = directory
             directory.prune()
-            servers = [server for server in directory.live() if server.follows(change.task)]
+            servers = [server for server in directory.live() if server.follows(task)]
             if not servers:
-                self.results = []
-                return
+                return []
             secret = directory.secret()
-        except Exception as error:  # the move is made: a push is never worth failing it
-            logger.warning("%s: alias moved, but no server was told (server directory): %s", change.task, error)
-            return
-        self.results = self.push(servers, push_body(change), secret)
-        for result in self.results:
+        except Exception as error:  # the change is made: a push is never worth failing it
+            logger.warning("%s: %s made, but no server was told (server directory): %s", task, what, error)
+            return []
+        results = self.push(servers, body, secret)
+        for result in results:
             if not result.delivered:
                 logger.warning(
-                    "%s: push of %s -> %s to %s failed (%s); that server catches up at its next poll",
-                    change.task,
-                    change.alias,
-                    change.to_version,
+                    "%s: push of %s to %s failed (%s); that server catches up at its next poll",
+                    task,
+                    what,
                     result.url,
                     result.error or f"HTTP {result.status}",
                 )
-        for listener in self.listeners:
-            listener(change, self.results)
+        return results
 
     def push(self, servers: list[RegisteredServer], body: bytes, secret: str) -> list[PushResult]:
         """POST `body`, signed with `secret`, to every server at once; returns when all answered or timed out."""
