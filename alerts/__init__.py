@@ -4,7 +4,9 @@ This layer delivers; the layers that decide (monitoring, healing) build their ow
 
 model.py        Alert: one event about one task
 builders.py     the alias-move alert (drift and retrain alerts live with what decides them)
-alias_moves.py  the alias observer: every promotion and rollback alerts, in one place
+alias_moves.py  the alias observers: every promotion and rollback alerts, in one place; every move is pushed
+server_directory.py  the running servers (registered by `prefixctl serve`) and the push secret
+server_push.py  the signed push of each alias move to every running server
 sinks.py        which body a webhook URL receives; URLs shown redacted
 slack.py        Slack messages (text + blocks)
 signing.py      HMAC signatures, and their check for receivers

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from prefix_registry.alerts.builders import alert_alias_change
+from prefix_registry.alerts.server_push import AliasPush
 from prefix_registry.registry.aliases import CHALLENGER
 from prefix_registry.registry.store import AliasChange, PrefixRegistry
 
@@ -39,7 +40,9 @@ class AliasAlerts:
 
 
 def alerting_registry(settings: Settings | None = None) -> PrefixRegistry:
-    """A registry whose alias moves send alerts (through the durable outbox when webhooks are configured)."""
+    """A registry whose alias moves are pushed to the running servers (server_push.py), then send alerts (through
+    the durable outbox when webhooks are configured)."""
     registry = PrefixRegistry(settings)
+    registry.alias_observers.append(AliasPush(registry.settings))  # first: servers swap before alerts go out
     registry.alias_observers.append(AliasAlerts(registry.settings))
     return registry

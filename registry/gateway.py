@@ -405,6 +405,21 @@ class MlflowGateway:
         with self._translated(f"list the artifacts of run {run_id}"):
             return [info.path for info in self._mlflow.list_artifacts(run_id, artifact_path)]
 
+    # -- webhooks (MLflow >= 3.3; delivered by a tracking server on a SQL store) ----------------------------------
+    def create_webhook(self, name: str, url: str, events: list[str], secret: str, description: str) -> str:
+        """Register a webhook that MLflow POSTs to `url` on `events` (e.g. `model_version_alias.created`), signed
+        with `secret`; returns its id."""
+        with self._translated(f"register the MLflow webhook {name} for {url}"):
+            return str(
+                self._mlflow.create_webhook(
+                    name=name, url=url, events=events, secret=secret, description=description
+                ).webhook_id
+            )
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        with self._translated(f"delete the MLflow webhook {webhook_id}"):
+            self._mlflow.delete_webhook(webhook_id)
+
 
 @dataclass(frozen=True)
 class PyfuncSpec:

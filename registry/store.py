@@ -13,9 +13,13 @@ Each trained adapter is a model version whose source is the run's `adapter/` art
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import filecmp
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -305,12 +309,46 @@ class PrefixRegistry:
             local = self.download_run_artifacts(version.run_id, artifact_path, staging)
             if not local.exists():
                 raise RegistryError(f"version {version.version} of {version.task} has no {artifact_path!r} artifacts")
-            if target.exists():
-                shutil.rmtree(target)
-            local.rename(target)
+            _move_into_place(local, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _move_into_place(folder: Path, target: Path, attempts: int = 5) -> None:
+    """Rename `folder` to `target`, unless `target` already holds the same bytes. Several processes of one cache
+    (two servers told of the same promotion at once) may do this together: a copy equal to the one in place is left
+    alone, so no process deletes files another one is reading; a different (damaged) one is renamed aside before it
+    is deleted, and a rename that meets a folder another process just placed is tried again."""
+    for attempt in range(1, attempts + 1):
+        if _same_files(folder, target):
+            return
+        if target.exists():
+            aside = target.with_name(f".old-{uuid.uuid4().hex}")
+            with contextlib.suppress(FileNotFoundError):
+                target.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            folder.rename(target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == attempts:
+                raise
+
+
+def _same_files(fresh: Path, placed: Path) -> bool:
+    """Whether `placed` holds exactly the files of `fresh`, byte for byte (False when either vanishes meanwhile)."""
+    try:
+        if fresh.is_file() or placed.is_file():
+            return fresh.is_file() and placed.is_file() and filecmp.cmp(fresh, placed, shallow=False)
+        if not placed.is_dir():
+            return False
+        names = sorted(path.relative_to(fresh) for path in fresh.rglob("*") if path.is_file())
+        if names != sorted(path.relative_to(placed) for path in placed.rglob("*") if path.is_file()):
+            return False
+        return all(filecmp.cmp(fresh / name, placed / name, shallow=False) for name in names)
+    except OSError:
+        return False
 
 
 def _aliases_by_version(aliases: dict[str, Any] | None) -> dict[str, list[str]]:

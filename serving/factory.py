@@ -13,6 +13,7 @@ from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.serving.app import ServingLimits, create_app
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.batcher import BatchingConfig
+from prefix_registry.serving.push_receiver import install_push_receiver
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.traffic.api_keys import ApiKeyStore
 from prefix_registry.traffic.prediction_log import PredictionLog
@@ -30,6 +31,7 @@ def build_serving_app(
     key_store_grace_s: float = 30.0,
     batching: BatchingConfig | None = None,
     precision: Precision | None = None,
+    push_secret: str | None = None,
 ) -> FastAPI:
     """Load the serving versions and return the app.
 
@@ -39,6 +41,7 @@ def build_serving_app(
     `batching`: how concurrent requests share forward passes (default `BatchingConfig()`).
     `precision`: what versions serve at (default: the settings' serving_precision); below fp32 only once a version
         passed its check on its own test split (registry/precision_check.py).
+    `push_secret`: the secret that signs alias-move notices (serving/push_receiver.py); None refuses them all.
 
     Raises RegistryUnavailable (a one-line error) when the registry cannot be reached: a server that starts without
     it would have nothing to serve. Later outages only pause alias following.
@@ -58,7 +61,7 @@ def build_serving_app(
         tolerance_points=settings.precision_tolerance_points,
     )
     table.refresh(strict=tasks is not None)
-    return create_app(
+    app = create_app(
         table,
         prediction_log=prediction_log,
         limits=limits,
@@ -67,3 +70,5 @@ def build_serving_app(
         durable_log=durable_log,
         batching=batching,
     )
+    install_push_receiver(app, push_secret)
+    return app

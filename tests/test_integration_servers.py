@@ -17,10 +17,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from prefix_registry.flows.loopback import HOST, free_ports
+from prefix_registry.alerts import alerting_registry
+from prefix_registry.alerts.server_directory import ServerDirectory
+from prefix_registry.flows.loopback import HOST, ThreadedUvicorn, free_ports
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.factory import build_serving_app
+from prefix_registry.serving.push_receiver import MlflowAliasWebhook
 from prefix_registry.settings import Settings
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.training.adapter_files import sha256_file
@@ -285,6 +288,25 @@ def test_a_registry_outage_keeps_the_last_good_version_serving(
         log.close()
 
 
+# -- MLflow's own webhooks -------------------------------------------------------------------------------------------
+def test_an_mlflow_webhook_tells_a_server_of_an_alias_moved_by_a_plain_mlflow_client(served: PrefixRegistry) -> None:
+    app = build_serving_app(served, watch_interval=None, push_secret="webhook-secret")  # no poll: only the webhook
+    with ThreadedUvicorn(app) as server, httpx.Client(base_url=server.url, trust_env=False, timeout=30) as http:
+        webhook = MlflowAliasWebhook(served, server.url, "integration-test", "webhook-secret")
+        webhook.register()
+        try:
+            assert _predict(http, SERVED, TEXTS)["version"] == "1"
+            # An MLflow client outside prefix-registry moves the alias: no push of ours, only MLflow's webhook.
+            served.gateway.set_alias(SERVED, "champion", "2")
+            _wait_for(lambda: _predict(http, SERVED, TEXTS)["version"] == "2", 10, "MLflow's webhook to swap v2")
+            metrics = http.get("/metrics").text
+            assert 'prefix_pushes_received_total{source="mlflow"}' in metrics
+            assert 'prefix_push_swaps_total{source="mlflow"} 1.0' in metrics
+            assert "prefix_push_rejected_total{" not in metrics  # MLflow's signature verified
+        finally:
+            webhook.delete()
+
+
 # -- a real server process -------------------------------------------------------------------------------------------
 def test_a_served_process_follows_promotions_and_a_clean_stop_loses_no_prediction(
     served: PrefixRegistry, tmp_path: Path
@@ -292,7 +314,8 @@ def test_a_served_process_follows_promotions_and_a_clean_stop_loses_no_predictio
     port = free_ports()[0]
     server_log = tmp_path / "serve.log"
     prefixctl = Path(sys.executable).parent / "prefixctl"
-    command = [str(prefixctl), "serve", "--port", str(port), "--poll-interval", "0.5"]
+    # Polls once a minute: the promotion below reaches it by push.
+    command = [str(prefixctl), "serve", "--port", str(port), "--poll-interval", "60"]
     with server_log.open("wb") as output:
         process = subprocess.Popen(
             command, env=dict(os.environ), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -319,18 +342,23 @@ def test_a_served_process_follows_promotions_and_a_clean_stop_loses_no_predictio
             assert set().union(*(send(n) for n in (13, 13, 12, 12))) == {"1"}
             assert http.get("/v1/tasks").json()["base_loads"] == 1
 
-            served.promote(SERVED, "2", reason="hot swap under a running server")
+            url = f"http://{HOST}:{port}"
+            directory = ServerDirectory.from_settings()
+            _wait_for(lambda: url in {s.url for s in directory.live()}, 10, "the server to register itself")
+            alerting_registry().promote(SERVED, "2", reason="hot swap under a running server")
 
             def serving_v2() -> dict | None:
                 tasks = http.get("/v1/tasks").json()
                 return tasks if _state(tasks, SERVED)["serving_version"] == "2" else None
 
-            tasks = _wait_for(serving_v2, 60, "the server to follow the promotion to v2")
+            tasks = _wait_for(serving_v2, 2, "the server to follow the pushed promotion to v2")
             assert tasks["base_loads"] == 1 and _state(tasks, SERVED)["swaps"] == 1 and tasks["registry_ok"] is True
             assert set().union(*(send(n) for n in (10, 10))) == {"2"}
 
         process.send_signal(signal.SIGTERM)  # right after the last answer: rows may still be queued
         assert process.wait(timeout=60) == 0, server_log.read_text()[-3000:]
+        assert url not in {s.url for s in directory.live()}  # deregistered on a clean stop
+        directory.close()
     finally:
         if process.poll() is None:
             process.kill()

@@ -157,6 +157,39 @@ class Settings(BaseSettings):
         "(0.5 = 0.005 macro-F1); a version that loses more serves at the next precision up.",
     )
 
+    # Alias moves pushed to running servers (issue 21): serving/presence.py, alerts/server_push.py.
+    server_push: bool = Field(
+        default=True,
+        description="Servers register themselves in the shared database and every alias move is pushed to them "
+        "(a signed POST); false: servers only poll the registry (poll_interval_s).",
+    )
+    push_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of the HMAC-SHA256 signature on alias-move pushes (and of the MLflow webhook "
+        "`prefixctl serve --mlflow-webhook` registers); default: one generated on first use and kept in the server "
+        "directory database beside the alias lock's, which every promoting process and server already reaches.",
+    )
+    push_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds an alias move waits for the registered servers to acknowledge its push (all in "
+        "parallel); a server that does not answer in time is logged and catches up at its next poll.",
+    )
+    poll_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between a server's checks of the registry for alias moves: the fallback and "
+        "reconciliation behind pushes (a server that missed one converges within this period).",
+    )
+    server_heartbeat_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds between a server's heartbeats in the server directory; a server silent for three "
+        "heartbeats is stale: it gets no pushes and is pruned.",
+    )
+
     mlflow_ui_url: str | None = Field(
         default=None,
         description="The MLflow UI that Prefect artifacts link to; default: the tracking URI when it is a server, "

@@ -31,6 +31,9 @@ import httpx
 from prefix_registry.flows.loopback import HOST, free_ports
 from tests.servers.integration import missing_server
 
+# A Fernet key (url-safe base64 of 32 bytes) for the webhook secrets of the tests' throwaway servers.
+WEBHOOK_SECRET_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
 
 class MlflowNotInstalled(RuntimeError):
     """The `mlflow` command is not next to this Python nor on PATH."""
@@ -120,6 +123,13 @@ class MlflowServer:
             # The job runner (a second process for GenAI evaluation jobs) only slows the start down here.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "PYTHONUNBUFFERED": "1",
+            # MLflow's webhooks to the tests' loopback receivers (serving/push_receiver.py): http to a private
+            # address, a webhook list cached 1 s (not 60: a webhook made after a delivery is seen at once), and a
+            # fixed key for the stored webhook secrets, which a restarted server must still decrypt.
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_SECRET_KEY,
         }
         started = time.perf_counter()
         with self.log_file.open("ab") as log:

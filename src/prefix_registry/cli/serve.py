@@ -26,7 +26,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     task: Annotated[list[str] | None, typer.Option("--task", help="Serve only these tasks (repeatable).")] = None,
     alias: Annotated[str, typer.Option(help="Alias whose version serves each task.")] = "champion",
-    poll_interval: Annotated[float, typer.Option(help="Seconds between checks for alias moves.")] = 5.0,
+    poll_interval: Annotated[float | None, typer.Option(help=_setting("poll_interval_s"))] = None,
     max_texts: Annotated[int, typer.Option(help="Most texts accepted in one request.")] = 64,
     max_chars: Annotated[int, typer.Option(help="Most characters accepted in one text.")] = 20_000,
     log: Annotated[bool, typer.Option(help="Write every prediction to the prediction log.")] = True,
@@ -51,18 +51,40 @@ def serve(
     predict_timeout_s: Annotated[float | None, typer.Option(help=_setting("predict_timeout_s"))] = None,
     # Low-precision backbone (issue 20); unset: the settings' serving_precision.
     precision: Annotated[str | None, typer.Option(help=_setting("serving_precision"))] = None,
+    # Pushed alias moves (issue 21).
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(
+            help="URL at which promoting processes reach this server to push alias moves; default: "
+            "http://HOST:PORT (the machine's host name when HOST binds every interface)."
+        ),
+    ] = None,
+    mlflow_webhook: Annotated[
+        bool,
+        typer.Option(
+            help="Also register an MLflow webhook (model_version_alias.created/.deleted) that tells this server of "
+            "alias moves made by any MLflow client; needs a tracking server (MLflow >= 3.3, SQL store) started with "
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true and MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https for a private "
+            "http URL. Deleted on a clean stop."
+        ),
+    ] = False,
 ) -> None:
     """Serve every task's champion over HTTP, following alias moves without restarting.
 
-    Once an API key exists (`prefixctl keys create`), every request but /healthz needs one.
+    Alias moves are pushed to the server at once (it registers itself in the server directory; see
+    PREFIX_REGISTRY_SERVER_PUSH), and polled every --poll-interval seconds as a fallback. Once an API key exists
+    (`prefixctl keys create`), every request but /healthz needs one.
     """
     import uvicorn
 
+    from prefix_registry.alerts.server_directory import ServerDirectory, ServerDirectoryError
     from prefix_registry.inference.precision import parse_precision
     from prefix_registry.serving.app import ServingLimits
     from prefix_registry.serving.batcher import BatchingConfig
     from prefix_registry.serving.factory import build_serving_app
     from prefix_registry.serving.http_server import ConnectionBounds, server_config
+    from prefix_registry.serving.presence import ServerPresence
+    from prefix_registry.serving.push_receiver import MlflowAliasWebhook
     from prefix_registry.traffic.api_keys import ApiKeyStore
     from prefix_registry.traffic.prediction_log import PredictionLog
 
@@ -86,10 +108,26 @@ def serve(
             f"warning: serving {host} without API keys (--insecure): anyone who reaches it may predict and label",
             highlight=False,
         )
+    if mlflow_webhook and not settings.server_push:
+        raise PrefixRegistryError(
+            "--mlflow-webhook needs pushes on: expected PREFIX_REGISTRY_SERVER_PUSH true, got false"
+        )
+    # The directory holds the push secret; without it the receiver refuses every notice and polling alone follows.
+    directory, push_secret = None, None
+    if settings.server_push:
+        try:
+            directory = ServerDirectory.from_settings(settings)
+            push_secret = directory.secret()
+        except ServerDirectoryError as error:
+            if mlflow_webhook:
+                raise
+            directory = None
+            error_console.print(f"warning: alias moves will not be pushed (polling only): {error}", highlight=False)
+    registry = open_registry()
     prediction_log = PredictionLog.from_settings(settings) if log else None
     try:
         app_ = build_serving_app(
-            open_registry(),
+            registry,
             tasks=task,
             alias=alias,
             prediction_log=prediction_log,
@@ -101,12 +139,13 @@ def serve(
                 predict_per_minute=rate_limit if rate_limit is not None else settings.predict_per_minute,
                 predict_burst=rate_burst if rate_burst is not None else settings.predict_burst,
             ),
-            watch_interval=poll_interval,
+            watch_interval=settings.poll_interval_s if poll_interval is None else poll_interval,
             api_keys=api_keys,
             durable_log=settings.durable_log,
             key_store_grace_s=settings.api_keys_grace_s,
             batching=batching,
             precision=chosen_precision,
+            push_secret=push_secret,
         )
     except BaseException:
         if prediction_log is not None:
@@ -114,6 +153,10 @@ def serve(
         raise
     served = app_.state.table.served()
     error_console.print(f"serving {', '.join(served) or 'no task yet'} on http://{host}:{port}", highlight=False)
+    url = advertise_url or default_url(host, port)
+    interval = settings.poll_interval_s if poll_interval is None else poll_interval
+    following = f"alias moves pushed to {url}" if directory is not None else "alias move pushes off"
+    error_console.print(f"{following}; the registry polled every {interval:g} s", highlight=False)
     # uvicorn re-raises SIGTERM after its graceful shutdown (log flushed); such a stop exits 0, not 143.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     bounds = ConnectionBounds(
@@ -121,7 +164,34 @@ def serve(
         request_timeout_s=settings.request_timeout_s,
         max_connections=settings.max_connections,
     )
-    uvicorn.Server(server_config(app_, host, port, bounds, log_level="warning")).run()
+    server = uvicorn.Server(server_config(app_, host, port, bounds, log_level="warning"))
+    presence = (
+        ServerPresence(directory, url, task, alias, settings.server_heartbeat_s) if directory is not None else None
+    )
+    webhook = None
+    if presence is not None and push_secret is not None and mlflow_webhook:
+        webhook = MlflowAliasWebhook(registry, url, presence.server_id, push_secret)
+        webhook.register()
+        error_console.print(f"MLflow webhook {webhook.name} -> {webhook.url}", highlight=False)
+    if presence is not None:
+        presence.start(ready=lambda: server.started)  # registered once uvicorn accepts connections
+    try:
+        server.run()
+    finally:
+        if presence is not None:
+            presence.stop()
+        if webhook is not None:
+            webhook.delete()
+
+
+def default_url(host: str, port: int) -> str:
+    """Where other processes reach a server bound to `host`: the host itself, or this machine's name for a
+    wildcard address (0.0.0.0, ::)."""
+    import socket
+
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:
