@@ -19,8 +19,8 @@ the linear-probe baseline `baseline/<dataset>/<figure>`, the per-evaluation trai
 run trains before it knows its version), and figures of no set (`train_seconds`, `optimizer_steps`) keep plain names.
 
 Each set is logged as an MLflow dataset input (name, digest, source); its context lists the roles it plays, so the
-MLflow UI's "Datasets used" says which rows a metric was computed on. The version's tags keep role-named copies
-(`metric.own_test_...`, `metric.reference_test_...`) for `PrefixVersion.metrics` readers. Versions stored before
+MLflow UI's "Datasets used" says which rows a metric was computed on. The version's hidden tags keep role-named
+copies (`mlflow.prefix_registry.metric.own_test_...`) for `PrefixVersion.metrics` readers. Versions stored before
 this module logged their own split as `test_...`: `PrefixVersion.from_mlflow` reads those as `own_test_...`; versions
 stored before `eval/` names logged `<role>_<metric>` and `champion_<role>_<metric>`: `prefixctl compare` reads those.
 """

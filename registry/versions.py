@@ -240,8 +240,8 @@ class PrefixVersion:
     def from_mlflow(
         cls, model_version: Any, aliases: list[str], run_metrics: Mapping[str, float] | None = None
     ) -> PrefixVersion:
-        """The version of an MLflow model version; its metrics are the legacy `metric.*` tags when it has them,
-        else `run_metrics` (its run's metrics), of the names its kind keeps (`TaskKind.tagged_metric`)."""
+        """The version of an MLflow model version; its metrics are the role-named score tags (`METRIC_TAG_PREFIX`)
+        when it has them, else `run_metrics` (its run's metrics) of the names its kind keeps (`tagged_metric`)."""
         tags = with_hidden_names(model_version.tags or {})
         kind = kind_named(tags.get(TAG_KIND))
         metrics = {}
@@ -276,7 +276,7 @@ class PrefixVersion:
 
 
 def has_metric_tags(tags: Mapping[str, str]) -> bool:
-    """Whether a version keeps its metrics as legacy `metric.*` tags (else they are read from its run)."""
+    """Whether a version keeps its metrics as role-named score tags (else they are read from its run)."""
     return any(key.startswith(METRIC_TAG_PREFIX) for key in with_hidden_names(tags))
 
 
