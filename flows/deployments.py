@@ -1,4 +1,5 @@
-"""Deployments of the three flows: monitoring on a schedule, retraining on the drift event, training by hand."""
+"""Deployments of the flows: monitoring and rollout judging on a schedule, retraining on the drift event, training
+by hand."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def drift_trigger() -> Any:
 def build_deployments(
     schedule: MonitorSchedule | None = None, retrain_policy: RetrainPolicy | dict[str, Any] | None = None
 ) -> list[Any]:
-    """The three runner deployments. Retraining runs one at a time: a second trigger during a retrain waits, then
+    """The four runner deployments. Retraining runs one at a time: a second trigger during a retrain waits, then
     meets the cooldown.
 
     Args:
@@ -55,6 +56,7 @@ def build_deployments(
     policy = retrain_policy if isinstance(retrain_policy, RetrainPolicy) else RetrainPolicy.from_values(retrain_policy)
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
+    from prefix_registry.flows.judge_rollout import judge_rollout_flow
     from prefix_registry.flows.monitor import monitor_prefix_flow
     from prefix_registry.flows.retrain import retrain_prefix_flow
     from prefix_registry.flows.train import train_prefix_flow
@@ -74,6 +76,13 @@ def build_deployments(
             # Queued, not dropped: the per-task lock and the cooldown turn a duplicate away once it runs.
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             description="Retrain on drift; promote only a challenger that beats the champion.",
+        ),
+        judge_rollout_flow.to_deployment(
+            name="judge-rollout",
+            interval=timedelta(minutes=schedule.judge_every_minutes),
+            parameters={"tasks": schedule.tasks},
+            description=f"Judge every running rollout on live labels every {schedule.judge_every_minutes:g} "
+            "minutes: promote a good challenger, roll back a worse one.",
         ),
     ]
 

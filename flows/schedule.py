@@ -1,4 +1,5 @@
-"""What `prefixctl flows serve` registers: the monitoring schedule (the retrain's settings are `RetrainPolicy`).
+"""What `prefixctl flows serve` registers: the monitoring and rollout-judging schedule (the retrain's settings are
+`RetrainPolicy`).
 
 Pydantic only, so the CLI reads each option's default and help text here without importing Prefect.
 """
@@ -23,6 +24,9 @@ class MonitorSchedule(BaseModel):
     tasks: list[str] | None = Field(default=None, description="Monitor only these tasks (default: every served task).")
     current_last: int = Field(
         default=DEFAULT_CURRENT_WINDOW, ge=1, description="Predictions in each monitoring window."
+    )
+    judge_every_minutes: float = Field(
+        default=5.0, gt=0, description="Minutes between two judgements of the running rollouts (judge-rollout)."
     )
 
     @classmethod

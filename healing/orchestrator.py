@@ -8,31 +8,27 @@ cross-process claim (`healing.retraining.claim_retrain`), judge the same way and
 goes through `PrefixRegistry.promote`, so the registry's alias observers (alerts, Prefect events, pushes to
 servers) hear of it as they hear of `prefixctl promote`.
 
-How a winner is rolled out is a `PromotionMode`; only DIRECT (the challenger becomes champion at once) exists.
-A shadow or canary rollout is a new mode with its own function in `_ROLLOUTS`: the decision stays the same value.
+How a winner is rolled out is the policy's `PromotionMode`: DIRECT (the challenger becomes champion at once), or a
+SHADOW or CANARY rollout (healing/rollout_actions.py) that the `judge-rollout` flow or `prefixctl rollout judge`
+later promotes or rolls back on live labels. The decision stays the same value either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 
 from prefix_registry.healing.decision import RetrainDecision, RetrainOutcome, RetrainTrigger
-from prefix_registry.healing.retrain_policy import RetrainPolicy
+from prefix_registry.healing.retrain_policy import PromotionMode, RetrainPolicy
 from prefix_registry.healing.retraining import notify_decision, retrain
+from prefix_registry.healing.rollout_actions import start_rollout
 from prefix_registry.monitoring.drift_runs import DriftEpisode, drift_episode, latest_drift_episode
 from prefix_registry.registry.aliases import CHAMPION
+from prefix_registry.registry.rollouts import RolloutChange, RolloutMode
 from prefix_registry.registry.store import AliasChange, PrefixRegistry
 from prefix_registry.traffic.prediction_log import PredictionLog
 
 __all__ = ["PromotionMode", "act", "retrain_and_act", "triggering_drift"]
-
-
-class PromotionMode(StrEnum):
-    """How a winning challenger replaces the champion."""
-
-    DIRECT = "direct"  # the champion alias moves to the challenger at once
 
 
 def _promote_directly(registry: PrefixRegistry, decision: RetrainDecision) -> AliasChange:
@@ -44,23 +40,44 @@ def _promote_directly(registry: PrefixRegistry, decision: RetrainDecision) -> Al
     )
 
 
-# One function per mode: a rollout mode added later (shadow, canary) adds its entry here.
-_ROLLOUTS: dict[PromotionMode, Callable[[PrefixRegistry, RetrainDecision], AliasChange]] = {
-    PromotionMode.DIRECT: _promote_directly,
+def _rollout(mode: RolloutMode) -> Callable[[PrefixRegistry, RetrainDecision, float], RolloutChange]:
+    def start(registry: PrefixRegistry, decision: RetrainDecision, share: float) -> RolloutChange:
+        return start_rollout(
+            registry,
+            decision.task,
+            decision.challenger_version,
+            mode,
+            share,
+            reason=f"retrain ({decision.trigger}): {decision.reason}",
+        )
+
+    return start
+
+
+# One function per mode.
+_ROLLOUTS: dict[PromotionMode, Callable[[PrefixRegistry, RetrainDecision, float], AliasChange | RolloutChange]] = {
+    PromotionMode.DIRECT: lambda registry, decision, _share: _promote_directly(registry, decision),
+    PromotionMode.SHADOW: _rollout(RolloutMode.SHADOW),
+    PromotionMode.CANARY: _rollout(RolloutMode.CANARY),
 }
 
 
 def act(
-    registry: PrefixRegistry, decision: RetrainDecision, mode: PromotionMode = PromotionMode.DIRECT
-) -> AliasChange | None:
-    """Carry out `decision`: roll a PROMOTED challenger out as `mode` says; a KEPT_CHAMPION decision moves nothing.
+    registry: PrefixRegistry,
+    decision: RetrainDecision,
+    mode: PromotionMode = PromotionMode.DIRECT,
+    share: float = 10.0,
+) -> AliasChange | RolloutChange | None:
+    """Carry out `decision`: roll a PROMOTED challenger out as `mode` says (a rollout at `share` percent); a
+    KEPT_CHAMPION decision moves nothing.
 
-    Returns the alias move made, or None. Registry errors (the baseline gate, the alias lock) propagate as they do
-    for `prefixctl promote`: the decision stays recorded on the challenger either way.
+    Returns the alias move made (DIRECT), the rollout started (SHADOW, CANARY), or None. Registry errors (the
+    baseline gate, the alias lock) propagate as they do for `prefixctl promote`: the decision stays recorded on the
+    challenger either way.
     """
     if decision.outcome is not RetrainOutcome.PROMOTED:
         return None
-    return _ROLLOUTS[PromotionMode(mode)](registry, decision)
+    return _ROLLOUTS[PromotionMode(mode)](registry, decision, share)
 
 
 def triggering_drift(registry: PrefixRegistry, task: str, monitoring_run_id: str | None = None) -> DriftEpisode | None:
@@ -79,7 +96,7 @@ def retrain_and_act(
     drift: DriftEpisode | None = None,
     trigger: RetrainTrigger | None = None,
     since: datetime | None = None,
-    mode: PromotionMode = PromotionMode.DIRECT,
+    mode: PromotionMode | None = None,
     progress: bool = False,
 ) -> RetrainDecision:
     """Retrain `task` (see `healing.retraining.retrain`), act on the decision, and send its alert.
@@ -87,13 +104,14 @@ def retrain_and_act(
     Args:
         drift: the drift episode that started the retrain, if any (see `triggering_drift`).
         trigger: what started it (default: DRIFT with an episode, else MANUAL).
-        mode: how a winning challenger is rolled out.
+        mode: how a winning challenger is rolled out (default: the policy's `promotion`).
     Returns:
         The decision, already acted on. Raises RetrainSkipped (with its `cause`) when no challenger was trained.
     """
     if trigger is None:
         trigger = RetrainTrigger.DRIFT if drift is not None else RetrainTrigger.MANUAL
     decision = retrain(registry, log, task, policy, trigger=trigger, drift=drift, since=since, progress=progress)
-    act(registry, decision, mode)
+    policy = policy or RetrainPolicy()
+    act(registry, decision, mode or policy.promotion, policy.rollout_share)
     notify_decision(decision, registry.settings)
     return decision

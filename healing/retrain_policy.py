@@ -7,11 +7,20 @@ builds its options, without importing pandas, torch or MLflow for `prefixctl --h
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefix_registry.config_values import field_default, field_help, from_values
+
+
+class PromotionMode(StrEnum):
+    """How a winning challenger replaces the champion."""
+
+    DIRECT = "direct"  # the champion alias moves to the challenger at once
+    SHADOW = "shadow"  # a shadow rollout starts: the judge-rollout flow promotes it on live labels, or rolls it back
+    CANARY = "canary"  # a canary rollout of `rollout_share` percent starts, judged the same way
 
 
 class RetrainPolicy(BaseModel):
@@ -47,6 +56,17 @@ class RetrainPolicy(BaseModel):
     learning_rate_scale: float = Field(default=2.0, gt=0, description="Challenger rate / the method's default.")
     max_length: int | None = Field(default=None, ge=8, description="Challenger max tokens (default: the champion's).")
     seed: int = Field(default=42, description="Seed for the fresh-data split and the replay sample.")
+    promotion: PromotionMode = Field(
+        default=PromotionMode.DIRECT,
+        description="How a winning challenger replaces the champion: direct (at once), or a shadow or canary rollout "
+        "judged on live labels (prefixctl rollout judge, the judge-rollout flow).",
+    )
+    rollout_share: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="Percent of requests a rollout's challenger answers (canary) or scores (shadow: 100 scores all).",
+    )
     refit_head: bool | None = Field(
         default=None,
         description="Refit the challenger's head as a linear probe after training (default: the champion's setting).",

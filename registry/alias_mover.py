@@ -185,6 +185,23 @@ class AliasMover:
 
         return self.announce(self._move(task, None, alias, "rollback", reason, actor, choose=choose))
 
+    def record(
+        self,
+        task: str,
+        version: str,
+        alias: str,
+        action: str,
+        reason: str | None,
+        actor: str | None = None,
+        check: bool = True,
+    ) -> AliasChange:
+        """Point `alias` at `version` (or leave it there) with a history entry of `action` (e.g. `rollout-start`),
+        under the alias lock like any move. Observers are not told: the caller sends its own alert.
+
+        `check=False` skips the promotion check (an entry that ends a rollout must not wait on loading a version).
+        """
+        return self._move(task, str(version), alias, action, reason, actor, check=check)
+
     def announce(self, change: AliasChange) -> AliasChange:
         """Tell every observer of `change`, unless it moved nothing (a promotion of the current version)."""
         if change.from_version != change.to_version:
@@ -201,6 +218,7 @@ class AliasMover:
         reason: str | None,
         actor: str | None,
         choose: Callable[[str | None, list[AliasEvent]], str] | None = None,
+        check: bool = True,
     ) -> AliasChange:
         """Move `alias` under the task's alias lock: read, decide, write the history entry, then the alias."""
         if not ALIAS_NAME.fullmatch(alias):
@@ -220,7 +238,7 @@ class AliasMover:
             if current == target and action == "promote":
                 return AliasChange(task, alias, current, target, event)
             target_version = self.catalog.version(task, target)
-            if self.promotion_check is not None:
+            if self.promotion_check is not None and check:
                 self.promotion_check(target_version, alias)
             if history_from_tags(model.tags or {}):
                 self.move_history_out_of_tags(task, model)

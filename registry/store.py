@@ -44,6 +44,7 @@ from prefix_registry.registry.gateway import (
     RunDataset,
 )
 from prefix_registry.registry.promotion_check import check_promotable
+from prefix_registry.registry.rollouts import Rollouts
 from prefix_registry.registry.versions import PrefixVersion, has_metric_tags
 from prefix_registry.settings import Settings
 
@@ -86,6 +87,7 @@ class PrefixRegistry:
         self.alias_mover.promotion_check = lambda version, alias: check_promotable(self, version, alias)
         # Comparison cards say where aliases point and what was rolled back: rewritten after each move.
         self.alias_mover.describe_cards = self._refresh_comparison_cards
+        self._rollouts: Rollouts | None = None
 
     def _refresh_comparison_cards(self, change: AliasChange) -> None:
         from prefix_registry.registry.comparison_card import refresh_cards  # comparison.py imports this module
@@ -244,6 +246,13 @@ class PrefixRegistry:
     ) -> AliasChange:
         """Move `alias` back to its previous version (or to `to`), recording who, when and why."""
         return self.alias_mover.rollback(task, to, alias, reason, actor)
+
+    @property
+    def rollouts(self) -> Rollouts:
+        """The tasks' running rollouts (rollouts.py): start, end, read; opened on first use."""
+        if self._rollouts is None:
+            self._rollouts = Rollouts(self)
+        return self._rollouts
 
     @property
     def alias_lock(self) -> AliasLock:

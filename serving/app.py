@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import torch
@@ -37,11 +37,13 @@ from starlette.types import Receive
 
 from prefix_registry.errors import ConfigError, PrefixRegistryError, first_line
 from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.registry.rollouts import RolloutMode
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.batcher import Batcher, BatchFailed, BatchingConfig, BatchRejected
 from prefix_registry.serving.guards import BodySizeLimit, KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError, error_response
 from prefix_registry.serving.metrics import ServingMetrics, only_tasks
+from prefix_registry.serving.routing import in_shadow_sample, takes_challenger
 from prefix_registry.serving.schemas import (
     ERRORS,
     FeedbackRequest,
@@ -58,6 +60,7 @@ from prefix_registry.traffic.prediction_records import (
     FeedbackForbidden,
     PredictionLogError,
     PredictionRecord,
+    PredictionSource,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,11 +84,24 @@ class ServingLimits:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A prediction request past its checks: the version that answers it, its caller's key and its request id."""
+    """A prediction request past its checks: the version that answers it (and the arm it is, during a rollout), a
+    shadow challenger that scores it without answering, its caller's key and its request id."""
 
     attached: AttachedPrefix
     key_name: str | None
     request_id: str
+    source: PredictionSource = PredictionSource.HTTP
+    shadow: AttachedPrefix | None = None
+    in_rollout: bool = False
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Timings of a request's rows, and the shadow challenger's rows when it scored them."""
+
+    latency_ms: float
+    shadow: list[torch.Tensor] | None = None
+    shadow_ms: float = 0.0
 
 
 class ClientGone(Exception):
@@ -122,6 +138,7 @@ async def _disconnected(receive: Receive) -> None:
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 UNREACHABLE = "registry unreachable"  # what /healthz says of a registry it cannot reach (never the error itself)
 # The schema routes FastAPI adds; they need a key like every route but /healthz.
+ANONYMOUS = "anonymous"  # the routing key of a request with neither a routing_key nor an API key
 SCHEMA_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
@@ -261,22 +278,49 @@ def create_app(
             if REQUEST_ID.fullmatch(client_id) and request_ids.claim(client_id, key_name)
             else uuid.uuid4().hex
         )
-        return Admitted(attached, key_name, request_id)
+        return route(Admitted(attached, key_name, request_id), body)
 
-    def answer(body: PredictRequest, admitted: Admitted, outputs: list[torch.Tensor]) -> dict[str, Any]:
-        """The served version's kind turns each row into its prediction (classification: the top label and every
-        label's probability, as the response has always carried); logged before it is answered."""
-        task, attached = body.task, admitted.attached
-        records = [
+    def route(admitted: Admitted, body: PredictRequest) -> Admitted:
+        """The arm of a running rollout that answers (canary, sticky per routing key) or also scores (shadow)."""
+        arms = table.arms(body.task)
+        if arms is None:
+            return admitted
+        rollout, challenger = arms.rollout, arms.challenger
+        if rollout.mode is RolloutMode.CANARY:
+            routing_key = body.routing_key or admitted.key_name or ANONYMOUS
+            if takes_challenger(body.task, challenger.version, routing_key, rollout.share):
+                return replace(admitted, attached=challenger, source=PredictionSource.CANARY, in_rollout=True)
+            return replace(admitted, in_rollout=True)
+        if in_shadow_sample(body.task, challenger.version, admitted.request_id, rollout.share):
+            return replace(admitted, shadow=challenger, in_rollout=True)
+        return replace(admitted, in_rollout=True)
+
+    def count_error(task: str, version: str) -> None:
+        """A failed request of a rollout's arm, for the judge's error-rate guardrail (never fails the request)."""
+        try:
+            table.registry.rollouts.store.record_error(task, version)
+        except Exception as error:
+            logger.warning("%s: error of v%s not counted for the rollout: %s", task, version, first_line(error))
+
+    def records_of(
+        body: PredictRequest,
+        admitted: Admitted,
+        attached: AttachedPrefix,
+        outputs: list[torch.Tensor],
+        source: PredictionSource,
+        latency_ms: float,
+    ) -> list[PredictionRecord]:
+        return [
             PredictionRecord.new(
-                task,
+                body.task,
                 attached.version,
                 text,
                 prediction.predicted_label,
                 prediction.scores,
                 request_id=admitted.request_id,
-                source="http",
+                source=source.value,
                 key_name=admitted.key_name,
+                latency_ms=latency_ms,
             )
             for text, prediction in zip(
                 body.texts,
@@ -284,12 +328,27 @@ def create_app(
                 strict=True,
             )
         ]
+
+    def answer(
+        body: PredictRequest, admitted: Admitted, outputs: list[torch.Tensor], scored: Scored | None = None
+    ) -> dict[str, Any]:
+        """The served version's kind turns each row into its prediction (classification: the top label and every
+        label's probability, as the response has always carried); logged before it is answered, with the shadow's
+        rows (`scored`) in the same commit, which the response never carries."""
+        task, attached = body.task, admitted.attached
+        scored = scored or Scored(0.0)
+        records = records_of(body, admitted, attached, outputs, admitted.source, scored.latency_ms)
+        shadow_records = (
+            records_of(body, admitted, admitted.shadow, scored.shadow, PredictionSource.SHADOW, scored.shadow_ms)
+            if admitted.shadow is not None and scored.shadow is not None
+            else []
+        )
         if prediction_log is not None:
             try:
                 if durable_log:
-                    prediction_log.commit(records)  # the 200 below promises the rows are stored
+                    prediction_log.commit(records + shadow_records)  # the 200 below promises the rows are stored
                 else:
-                    prediction_log.enqueue(records)
+                    prediction_log.enqueue(records + shadow_records)
             except PredictionLogError as error:
                 metrics.requests.labels("predict", task, "503").inc()
                 raise HTTPError(503, f"prediction not logged, so not answered; retry: {error}") from None
@@ -314,23 +373,56 @@ def create_app(
 
     # async: the request waits for its rows on the event loop (no thread held); the forward pass runs in the
     # batcher's worker, the key check and the log commit in the thread pool.
+    async def run_shadow(shadow: AttachedPrefix, texts: list[str]) -> tuple[list[torch.Tensor], float]:
+        started = time.perf_counter()
+        outputs = await batcher.submit(shadow, texts)
+        return outputs, (time.perf_counter() - started) * 1000
+
+    async def shadow_result(
+        task: str, shadow: AttachedPrefix, future: asyncio.Future[tuple[list[torch.Tensor], float]]
+    ) -> Scored:
+        """The shadow's rows, or none when it failed (counted against it; the request is answered anyway)."""
+        try:
+            outputs, seconds_ms = await future
+        except (BatchRejected, BatchFailed) as error:
+            logger.warning("%s: shadow v%s did not score a request: %s", task, shadow.version, first_line(error))
+            await run_in_threadpool(count_error, task, shadow.version)
+            return Scored(0.0)
+        return Scored(0.0, outputs, seconds_ms)
+
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
     async def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
         admitted = await run_in_threadpool(admit, body, request)
+        started = time.perf_counter()
+        # Queued at the same moment as the answering rows, so the batcher runs both in one forward pass.
+        shadow = asyncio.ensure_future(run_shadow(admitted.shadow, body.texts)) if admitted.shadow is not None else None
         try:
             outputs = await unless_disconnected(batcher.submit(admitted.attached, body.texts), request.receive)
         except BatchRejected as error:
+            if shadow is not None:
+                shadow.cancel()
             metrics.requests.labels("predict", body.task, "503").inc()
             raise HTTPError(503, str(error), {"Retry-After": str(error.retry_after)}) from None
         except BatchFailed as error:
+            if shadow is not None:
+                shadow.cancel()
+            if admitted.in_rollout:
+                await run_in_threadpool(count_error, body.task, admitted.attached.version)
             metrics.requests.labels("predict", body.task, "500").inc()
             raise HTTPError(500, str(error)) from None
         except ClientGone:
             # Nobody reads this answer; 499 (as nginx names a client that closed its request) keeps it apart in
             # the request counter from the server's own refusals.
+            if shadow is not None:
+                shadow.cancel()
             metrics.requests.labels("predict", body.task, "499").inc()
             raise HTTPError(499, "the client disconnected before its texts ran") from None
-        return await run_in_threadpool(answer, body, admitted, outputs)
+        latency_ms = (time.perf_counter() - started) * 1000
+        scored = Scored(latency_ms)
+        if shadow is not None and admitted.shadow is not None:
+            found = await shadow_result(body.task, admitted.shadow, shadow)
+            scored = Scored(latency_ms, found.shadow, found.shadow_ms)
+        return await run_in_threadpool(answer, body, admitted, outputs, scored)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
     def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-def _unicode(value: str) -> str:
+def _unicode(value: str | None) -> str | None:
+    if value is None:
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -23,8 +25,14 @@ class PredictRequest(BaseModel):
 
     task: str = Field(max_length=64, description="Task whose serving version classifies the texts.")
     texts: list[str] = Field(description="Texts to classify.")
+    routing_key: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Who the request is for (a user or session id): during a canary rollout one routing key always "
+        "gets the same version. Default: the API key's name.",
+    )
 
-    _check_task = field_validator("task")(_unicode)
+    _check_task = field_validator("task", "routing_key")(_unicode)
 
     @field_validator("texts")
     @classmethod
@@ -83,6 +91,10 @@ class TaskSummary(BaseModel):
     last_checked: str | None = Field(description="Last look at the registry for an alias move (ISO time).")
     registry_ok: bool
     last_error: str | None
+    rollout: dict[str, object] | None = Field(
+        default=None,
+        description="The task's running rollout (mode, share, challenger and champion versions, start, actor), if any.",
+    )
 
 
 class TasksResponse(BaseModel):

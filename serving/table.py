@@ -5,6 +5,10 @@ version to the resident base and swaps the task's pointer (one assignment; reque
 took). When the registry cannot be reached, the last good version keeps serving and the error is reported.
 `AliasWatcher` calls `refresh()` every few seconds in a background thread.
 
+While a task has a rollout (registry/rollouts.py), its challenger is attached too, as one `RolloutArms` value that
+requests take by reference with the champion (serving/routing.py decides which answers); when the rollout ends, the
+next refresh drops it. A challenger that fails to attach leaves the champion serving all traffic (logged).
+
 Each version is attached at the precision the server was asked for (`--precision`): below fp32 only once its own
 test split says it loses at most the tolerance there (registry/precision_check.py), else at the next precision up,
 with a warning and a fallback counted per task.
@@ -26,6 +30,7 @@ from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.precision_check import DEFAULT_TOLERANCE_POINTS, PrecisionChoice, choose_precision
+from prefix_registry.registry.rollouts import Rollout
 from prefix_registry.registry.store import TASK_NAME, PrefixRegistry
 from prefix_registry.registry.versions import PrefixVersion
 
@@ -34,6 +39,14 @@ logger = logging.getLogger(__name__)
 
 class UnknownTask(PrefixRegistryError):
     """A request named a task that has no servable version."""
+
+
+@dataclass(frozen=True)
+class RolloutArms:
+    """A running rollout and its attached challenger (the champion is the task's `attached`)."""
+
+    rollout: Rollout
+    challenger: AttachedPrefix
 
 
 @dataclass
@@ -48,6 +61,7 @@ class TaskState:
     swaps: int = 0
     precision_choice: PrecisionChoice | None = None
     precision_fallbacks: int = 0  # versions of this task served slower than asked, since start
+    arms: RolloutArms | None = None  # the challenger of a running rollout, attached beside the champion
 
     def summary(self) -> dict[str, Any]:
         attached = self.attached
@@ -63,6 +77,7 @@ class TaskState:
             "last_checked": self.last_checked.isoformat(timespec="seconds") if self.last_checked else None,
             "registry_ok": self.last_error is None,
             "last_error": self.last_error,
+            "rollout": self.arms.rollout.summary() if self.arms else None,
         }
 
 
@@ -117,6 +132,11 @@ class ServingTable:
             raise UnknownTask(f"unknown task {shown!r} (serving: {', '.join(self.served()) or 'none'})")
         return state.attached
 
+    def arms(self, task: str) -> RolloutArms | None:
+        """The task's running rollout with its attached challenger, from memory only; None when none runs."""
+        state = self._states.get(task)
+        return state.arms if state is not None else None
+
     def served(self) -> list[str]:
         return sorted(task for task, state in self._states.items() if state.attached is not None)
 
@@ -165,6 +185,40 @@ class ServingTable:
         return swaps
 
     def _refresh_one(self, state: TaskState) -> Swap | None:
+        swap = self._refresh_alias(state)
+        if self.alias == CHAMPION:
+            self._refresh_rollout(state)
+        return swap
+
+    def _refresh_rollout(self, state: TaskState) -> None:
+        """Attach the challenger of the task's rollout, drop it when the rollout ended; a challenger that cannot
+        be attached leaves the champion answering everything."""
+        rollout = self.registry.rollouts.current(state.task)
+        if rollout is None:
+            if state.arms is not None:
+                logger.info("%s: rollout of v%s ended", state.task, state.arms.rollout.challenger_version)
+            state.arms = None
+            return
+        if state.arms is not None and state.arms.rollout == rollout:
+            return
+        try:
+            version = self.registry.version(state.task, rollout.challenger_version)
+            adapter_dir, manifest = fetch_verified_adapter(self.registry, version)
+            challenger = self.pool.attach(state.task, version.version, adapter_dir, manifest, version.kind)
+        except Exception as error:
+            logger.warning(
+                "%s: rollout challenger v%s not attached, the champion answers all: %s",
+                state.task,
+                rollout.challenger_version,
+                _one_line(error),
+            )
+            state.arms = None
+            return
+        # Its own precision check, so the champion's choice stays what /v1/tasks reports.
+        state.arms = RolloutArms(rollout, self._at_precision(TaskState(state.task, self.alias), version, challenger))
+        logger.info("%s: %s rollout of v%s at %g%%", state.task, rollout.mode, version.version, rollout.share)
+
+    def _refresh_alias(self, state: TaskState) -> Swap | None:
         target = self.registry.aliases(state.task).get(self.alias)
         if target is None:
             raise AliasNotSet(f"task {state.task!r} has no {self.alias!r} alias")

@@ -80,7 +80,7 @@ def test_quick_demo_tells_the_whole_story(tmp_path: Path, model_cache: Path) -> 
     )
     # While the runner serves them, the deployments are Ready with their schedules on.
     deployments = {d["name"]: d for d in summary["prefect_deployments"]}
-    assert set(deployments) == {"train-prefix", "monitor-prefix", "retrain-prefix"}
+    assert set(deployments) == {"train-prefix", "monitor-prefix", "retrain-prefix", "judge-rollout"}
     assert all(d["status"] == "READY" and not d["paused"] for d in deployments.values()), deployments
     assert deployments["monitor-prefix"]["schedules_active"] == [True]
     uis = summary["open_the_uis"]

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ BASE_COLUMNS = [
     "source",
     "key_name",
     "feedback_key",
+    "latency_ms",
 ]
 # The score columns of a window are named by the task's kind; the log's own schema is classification's.
 PROBABILITY_PREFIX = CLASSIFICATION.score_column("")
@@ -45,6 +47,14 @@ class FeedbackConflict(PredictionLogError):
 
 class FeedbackForbidden(PredictionLogError):
     """A correction of a label another API key sent, by a key not allowed to replace others' labels."""
+
+
+class PredictionSource(StrEnum):
+    """The `source` of a logged prediction, as the HTTP server writes it (other writers name their own)."""
+
+    HTTP = "http"  # an answer of the version serving the task (the champion)
+    CANARY = "canary"  # an answer of a canary challenger (serving/app.py, registry/rollouts.py)
+    SHADOW = "shadow"  # a shadow challenger's score of a request: logged, never answered
 
 
 def as_utc(value: datetime, name: str) -> datetime:
@@ -75,6 +85,7 @@ class PredictionRecord:
     feedback_at: datetime | None = None
     key_name: str | None = None  # the API key that asked for the prediction (its name, never its secret)
     feedback_key: str | None = None  # the API key that sent the label
+    latency_ms: float | None = None  # the request's time in the model (queue and forward), as the server measured it
 
     @classmethod
     def new(
@@ -88,6 +99,7 @@ class PredictionRecord:
         source: str = "http",
         created_at: datetime | None = None,
         key_name: str | None = None,
+        latency_ms: float | None = None,
     ) -> PredictionRecord:
         """A record for a prediction made now (or at `created_at`), with a fresh uuid4 hex id.
 
@@ -108,6 +120,7 @@ class PredictionRecord:
             request_id=request_id,
             source=source,
             key_name=key_name,
+            latency_ms=latency_ms,
         )
 
 

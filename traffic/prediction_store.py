@@ -65,10 +65,11 @@ predictions = sa.Table(
     sa.Column("feedback_at", _UTCDateTime()),
     sa.Column("key_name", sa.Text),
     sa.Column("feedback_key", sa.Text),
+    sa.Column("latency_ms", sa.Float),
     sa.Index("ix_predictions_task_created_at", "task", "created_at"),
 )
 # Columns added after the first release: a log created before them gets them on open (ALTER TABLE ADD COLUMN).
-_ADDED_COLUMNS = ("key_name", "feedback_key")
+_ADDED_COLUMNS = {"key_name": "TEXT", "feedback_key": "TEXT", "latency_ms": "FLOAT"}
 
 # Every label ever sent, corrections included: `predictions.feedback_label` holds the current one, this the trail.
 feedback_events = sa.Table(
@@ -117,9 +118,9 @@ def effective_label(rows: list[tuple[str, str, bool, datetime, int]], revoked: s
 def _add_missing_columns(engine: Engine) -> None:
     present = {column["name"] for column in sa.inspect(engine).get_columns("predictions")}
     with engine.begin() as connection:
-        for name in _ADDED_COLUMNS:
+        for name, column_type in _ADDED_COLUMNS.items():
             if name not in present:
-                connection.execute(sa.text(f"ALTER TABLE predictions ADD COLUMN {name} TEXT"))
+                connection.execute(sa.text(f"ALTER TABLE predictions ADD COLUMN {name} {column_type}"))
 
 
 def to_row(record: PredictionRecord) -> dict[str, Any]:

@@ -11,7 +11,20 @@ import sys
 
 from rich.markup import escape
 
-from prefix_registry.cli import alerts, compare, demo, flows, keys, monitor, predict, serve, sweep, train, versions
+from prefix_registry.cli import (
+    alerts,
+    compare,
+    demo,
+    flows,
+    keys,
+    monitor,
+    predict,
+    rollout,
+    serve,
+    sweep,
+    train,
+    versions,
+)
 from prefix_registry.cli.app import app
 from prefix_registry.cli.output import error_console
 from prefix_registry.cli.service_errors import service_error_line
@@ -40,7 +53,12 @@ COMMANDS = (
     monitor.retrain,
     demo.demo,
 )
-COMMAND_GROUPS = {"keys": keys.keys_app, "flows": flows.flows_app, "alerts": alerts.alerts_app}
+COMMAND_GROUPS = {
+    "keys": keys.keys_app,
+    "flows": flows.flows_app,
+    "alerts": alerts.alerts_app,
+    "rollout": rollout.rollout_app,
+}
 for _command in COMMANDS:
     app.command()(_command)
 for _name, _group in COMMAND_GROUPS.items():

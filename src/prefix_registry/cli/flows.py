@@ -19,6 +19,11 @@ def flows_serve(
     ),
     task: Annotated[list[str] | None, typer.Option("--task", help=schedule_help("tasks"))] = None,
     current_last: Annotated[int, typer.Option(help=schedule_help("current_last"))] = schedule_default("current_last"),
+    judge_every: Annotated[float, typer.Option(help=schedule_help("judge_every_minutes"))] = schedule_default(
+        "judge_every_minutes"
+    ),
+    promotion: Annotated[str, typer.Option(help=policy_help("promotion"))] = policy_default("promotion"),
+    rollout_share: Annotated[float, typer.Option(help=policy_help("rollout_share"))] = policy_default("rollout_share"),
     cooldown_minutes: Annotated[float, typer.Option(help=policy_help("cooldown_minutes"))] = policy_default(
         "cooldown_minutes"
     ),
@@ -31,13 +36,19 @@ def flows_serve(
         "max_length"
     ),
 ) -> None:
-    """Register the train / monitor / retrain deployments with the Prefect server (PREFECT_API_URL) and run them."""
+    """Register the train / monitor / retrain / judge-rollout deployments with the Prefect server (PREFECT_API_URL)
+    and run them."""
     from prefix_registry.flows.deployments import serve_deployments
     from prefix_registry.flows.schedule import MonitorSchedule
     from prefix_registry.healing.retrain_policy import RetrainPolicy
 
     schedule = MonitorSchedule.from_values(
-        {"monitor_every_minutes": monitor_every, "tasks": task, "current_last": current_last}
+        {
+            "monitor_every_minutes": monitor_every,
+            "tasks": task,
+            "current_last": current_last,
+            "judge_every_minutes": judge_every,
+        }
     )
     policy = RetrainPolicy.from_values(
         {
@@ -46,6 +57,8 @@ def flows_serve(
             "min_fresh_labels": min_fresh_labels,
             "epochs": challenger_epochs,
             "max_length": challenger_max_length,
+            "promotion": promotion,
+            "rollout_share": rollout_share,
         }
     )
     serve_deployments(schedule=schedule, retrain_policy=policy)

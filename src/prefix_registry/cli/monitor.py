@@ -97,6 +97,8 @@ def retrain(
     ),
     since: Annotated[str | None, typer.Option(help="Fresh labels since this ISO time (default: drift start).")] = None,
     epochs: Annotated[int | None, typer.Option(help=policy_help("epochs"))] = policy_default("epochs"),
+    promotion: Annotated[str, typer.Option(help=policy_help("promotion"))] = policy_default("promotion"),
+    rollout_share: Annotated[float, typer.Option(help=policy_help("rollout_share"))] = policy_default("rollout_share"),
     monitoring_run: Annotated[
         str | None,
         typer.Option(help="Judge the drift found by this monitoring run (default: the task's latest, if it drifted)."),
@@ -109,7 +111,14 @@ def retrain(
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     policy = RetrainPolicy.from_values(
-        {"margin": margin, "cooldown_minutes": cooldown_minutes, "min_fresh_labels": min_fresh_labels, "epochs": epochs}
+        {
+            "margin": margin,
+            "cooldown_minutes": cooldown_minutes,
+            "min_fresh_labels": min_fresh_labels,
+            "epochs": epochs,
+            "promotion": promotion,
+            "rollout_share": rollout_share,
+        }
     )
     registry = open_registry()
     drift = triggering_drift(registry, task, monitoring_run)

@@ -1,0 +1,120 @@
+"""Acting on rollouts: start one, judge it and carry the verdict out, stop one; each with its alert.
+
+    start_rollout(registry, task, version, mode, share)  -> RolloutChange      (alert: rollout_started, info)
+    judge_rollout(registry, log, task, policy)           -> RolloutJudgement   (acts on the verdict:)
+        PROMOTE   the challenger becomes champion through the AliasMover (its promotion alert), rollout ended
+        ROLLBACK  rollout ended, all traffic back on the champion            (alert: rollout_rollback, warning)
+        CONTINUE  nothing moves
+    stop_rollout(registry, task, reason)                 -> RolloutChange      (alert: rollout_stopped, info)
+
+`prefixctl rollout ...`, the `judge-rollout` flow and the retrain's orchestrator all call these, so a rollout is
+started, judged and ended one way. The verdict itself is healing/rollout_judge.py's pure `judge`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefix_registry.alerts.dispatcher import send_alert
+from prefix_registry.alerts.model import Alert
+from prefix_registry.healing.rollout_judge import Decision, JudgePolicy, Verdict, judge
+from prefix_registry.healing.rollout_stats import RolloutStats, stats_for
+from prefix_registry.registry.rollouts import RolloutAction, RolloutChange, RolloutError, RolloutMode
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.traffic.prediction_log import PredictionLog
+
+JUDGE_ACTOR = "rollout-judge"
+
+
+@dataclass(frozen=True)
+class RolloutJudgement:
+    """A judged rollout: the arms' statistics, the decision, and what was done about it (None: CONTINUE)."""
+
+    stats: RolloutStats
+    decision: Decision
+    change: RolloutChange | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **self.decision.summary(),
+            "task": self.stats.rollout.task,
+            "acted": self.change.summary() if self.change else None,
+            "stats": self.stats.summary(),
+        }
+
+
+def start_rollout(
+    registry: PrefixRegistry,
+    task: str,
+    version: str | int,
+    mode: RolloutMode,
+    share: float,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> RolloutChange:
+    """Start a rollout (registry/rollouts.py) and send its info alert."""
+    change = registry.rollouts.start(task, version, mode, share, actor=actor, reason=reason)
+    rollout = change.rollout
+    send_alert(
+        Alert(
+            kind="rollout_started",
+            task=task,
+            title=f"{task}: {rollout.mode} rollout of v{rollout.challenger_version} at {rollout.share:g}% "
+            f"beside champion v{rollout.champion_version}",
+            details=rollout.summary(),
+        ),
+        settings=registry.settings,
+    )
+    return change
+
+
+def stop_rollout(
+    registry: PrefixRegistry, task: str, reason: str | None = None, actor: str | None = None
+) -> RolloutChange:
+    """End the task's rollout by hand: all traffic back on the champion."""
+    change = registry.rollouts.end(task, RolloutAction.STOP, reason or "stopped by hand", actor=actor)
+    send_alert(
+        Alert(
+            kind="rollout_stopped",
+            task=task,
+            title=f"{task}: rollout of v{change.rollout.challenger_version} stopped; champion "
+            f"v{change.rollout.champion_version} serves all traffic",
+            details=change.summary(),
+        ),
+        settings=registry.settings,
+    )
+    return change
+
+
+def judge_rollout(
+    registry: PrefixRegistry, log: PredictionLog, task: str, policy: JudgePolicy | None = None, act: bool = True
+) -> RolloutJudgement:
+    """Judge the task's running rollout on its live statistics and, when `act`, carry the verdict out."""
+    rollout = registry.rollouts.current(task)
+    if rollout is None:
+        raise RolloutError(f"task {task!r} has no rollout running: nothing to judge")
+    stats = stats_for(registry, log, rollout)
+    decision = judge(stats.champion, stats.challenger, policy)
+    if not act or decision.verdict is Verdict.CONTINUE:
+        return RolloutJudgement(stats, decision, None)
+    if decision.verdict is Verdict.PROMOTE:
+        change = registry.rollouts.end(task, RolloutAction.PROMOTE, decision.reason, actor=JUDGE_ACTOR)
+        return RolloutJudgement(stats, decision, change)
+    change = registry.rollouts.end(task, RolloutAction.ROLLBACK, decision.reason, actor=JUDGE_ACTOR)
+    send_alert(
+        Alert(
+            kind="rollout_rollback",
+            task=task,
+            title=f"{task}: challenger v{rollout.challenger_version} rolled back automatically; champion "
+            f"v{rollout.champion_version} serves all traffic",
+            severity="warning",
+            details={
+                **change.summary(),
+                "challenger": stats.challenger.summary(),
+                "champion": stats.champion.summary(),
+            },
+        ),
+        settings=registry.settings,
+    )
+    return RolloutJudgement(stats, decision, change)
