@@ -123,7 +123,7 @@ def test_a_rollout_is_recorded_in_the_alias_history_and_refuses_bad_starts(
 
 
 def test_a_shadow_never_answers_and_its_predictions_are_logged(
-    registry: PrefixRegistry, fresh_log: PredictionLog, no_rollout: None
+    registry: PrefixRegistry, fresh_log: PredictionLog, cli, no_rollout: None
 ) -> None:
     start_rollout(registry, TASK, "2", RolloutMode.SHADOW, 100.0)
     texts = tiny_data(limit=40).frame["text"].tolist()[:12]
@@ -141,6 +141,16 @@ def test_a_shadow_never_answers_and_its_predictions_are_logged(
     assert answered.isdisjoint(shadow["prediction_id"])  # a shadow's id is never handed out
     assert sorted(shadow["request_id"]) == sorted(frame[frame["source"] == "http"]["request_id"])
     assert shadow["latency_ms"].notna().all()
+    merged = shadow.merge(frame[frame["source"] == "http"], on=["request_id", "text"], suffixes=("", "_champion"))
+    agreement = (merged["predicted_label"] == merged["predicted_label_champion"]).mean()
+    status = cli("rollout", "status", TASK, "--json")
+    assert status.exit_code == 0, status.stderr
+    assert status.json()["compared"] == 12 and status.json()["agreement"] == pytest.approx(agreement)
+    arms = status.json()["arms"]
+    assert (arms["champion"]["requests"], arms["challenger"]["requests"]) == (4, 4)
+    assert (arms["champion"]["predictions"], arms["challenger"]["predictions"]) == (12, 12)
+    table = cli("rollout", "status", TASK)
+    assert table.exit_code == 0 and f"agreement on the same texts: {agreement:.1%} of 12" in table.stdout
 
 
 def test_a_canary_answers_by_routing_key_and_one_key_always_gets_the_same_arm(
@@ -210,3 +220,90 @@ def test_a_worse_canary_is_rolled_back_by_the_judge_with_a_history_entry_and_an_
     assert entry.reason == judged.json()["reason"]
     assert registry.rollouts.current(TASK) is None
     assert registry.aliases(TASK)["champion"] == "1"
+    print("\nlabels needed, worse challenger:", {m: labels_needed(fresh_log, "1", "2", m) for m in (10, 30, 50)})
+
+
+def test_a_retrain_decision_under_a_canary_policy_starts_a_rollout_instead_of_promoting(
+    registry: PrefixRegistry, no_rollout: None
+) -> None:
+    from prefix_registry.healing.decision import RetrainDecision, RetrainOutcome, RetrainTrigger
+    from prefix_registry.healing.orchestrator import act
+    from prefix_registry.healing.retrain_policy import PromotionMode, RetrainPolicy
+
+    assert RetrainPolicy().promotion is PromotionMode.DIRECT  # `make demo` keeps its story
+    decision = RetrainDecision(
+        task=TASK,
+        champion_version="1",
+        challenger_version="2",
+        outcome=RetrainOutcome.PROMOTED,
+        reason="challenger gains +0.050 macro-F1 on fresh held-out data",
+        trigger=RetrainTrigger.MANUAL,
+        champion_scores={},
+        challenger_scores={},
+        data={},
+        drift=None,
+        decided_at="2026-12-07T12:00:00+00:00",
+    )
+    policy = RetrainPolicy(promotion=PromotionMode.CANARY, rollout_share=20)
+
+    act(registry, decision, policy.promotion, policy.rollout_share)
+
+    assert registry.aliases(TASK)["champion"] == "1"  # not promoted: rolled out
+    rollout = registry.rollouts.current(TASK)
+    assert rollout is not None and (rollout.mode, rollout.share, rollout.challenger_version) == (
+        RolloutMode.CANARY,
+        20.0,
+        "2",
+    )
+    assert rollout.reason == "retrain (manual): challenger gains +0.050 macro-F1 on fresh held-out data"
+
+
+def labels_needed(log: PredictionLog, champion: str, challenger: str, min_labels: int) -> int | None:
+    """Total feedback labels (in the order they came) after which the judge first decided; None: never."""
+    from prefix_registry.healing.rollout_judge import ArmStats, JudgePolicy, Verdict, judge
+
+    frame = log.window(TASK, labelled_only=True).sort_values("feedback_at")
+    right = {champion: 0, challenger: 0}
+    seen = {champion: 0, challenger: 0}
+    policy = JudgePolicy(min_labels=min_labels)
+    for count, (version, predicted, truth) in enumerate(
+        zip(frame["version"], frame["predicted_label"], frame["feedback_label"], strict=True), start=1
+    ):
+        seen[version] += 1
+        right[version] += int(predicted == truth)
+        arms = [ArmStats(v, 1000, 1000, 0, seen[v], right[v]) for v in (champion, challenger)]
+        if judge(*arms, policy).verdict is not Verdict.CONTINUE:
+            return count
+    return None
+
+
+def test_a_better_canary_is_promoted_by_the_scheduled_judge_flow(
+    registry: PrefixRegistry, fresh_log: PredictionLog, no_rollout: None
+) -> None:
+    from prefix_registry.flows.judge_rollout import judge_rollout_flow
+
+    # The flipped-label version is champion for this test; the canary is the one trained on true labels.
+    registry.promote(TASK, "2", reason="test: a worse champion")
+    try:
+        start_rollout(registry, TASK, "1", RolloutMode.CANARY, 30.0)
+        frame = tiny_data(limit=460).frame.iloc[160:460]
+        with TestClient(serve(registry, fresh_log)) as client:
+            for i, (text, label) in enumerate(zip(frame["text"], frame["label"], strict=True)):
+                answer = predict(client, [text], f"user-{i}")
+                fresh_log.attach_feedback(answer["predictions"][0]["prediction_id"], label)
+
+        (summary,) = judge_rollout_flow.fn(tasks=[TASK], policy={"min_labels": 50})
+
+        assert summary["decision"] == "promote", summary["reason"]
+        assert summary["acted"]["action"] == "rollout-promote"
+        assert registry.aliases(TASK)["champion"] == "1"
+        assert registry.rollouts.current(TASK) is None
+        moves = registry.alias_history(TASK)[-2:]
+        assert [(m.alias, m.action, m.to_version, m.actor) for m in moves] == [
+            ("champion", "promote", "1", "rollout-judge"),
+            ("challenger", "rollout-promote", "1", "rollout-judge"),
+        ]
+        print("\nlabels needed, good challenger:", {m: labels_needed(fresh_log, "2", "1", m) for m in (10, 30, 50)})
+    finally:
+        if registry.aliases(TASK)["champion"] != "1":
+            registry.promote(TASK, "1", reason="test cleanup")
