@@ -23,16 +23,26 @@ def served_tasks(tasks: list[str] | None) -> list[str]:
     return [name for name in names if CHAMPION in registry.aliases(name)]
 
 
+@task(name="rollout-challenger", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def rollout_challenger(task_name: str) -> str | None:
+    """The version of the task's running rollout challenger, if any: its own traffic is checked on its own."""
+    rollout = PrefixRegistry().rollouts.current(task_name)
+    return rollout.challenger_version if rollout is not None else None
+
+
 @task(name="check-drift", retries=2, retry_delay_seconds=10, cache_policy=NONE)
-def check_drift(task_name: str, current_last: int, all_versions: bool) -> MonitorOutcome:
-    """One drift check of `task_name`, recorded as a monitoring run (and alerted on drift)."""
+def check_drift(task_name: str, current_last: int, all_versions: bool, version: str | None = None) -> MonitorOutcome:
+    """One drift check of `task_name` (its champion, or `version`), recorded as a monitoring run (and alerted on
+    drift)."""
     from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
     from prefix_registry.traffic.prediction_log import PredictionLog
 
     registry = PrefixRegistry()
     with PredictionLog.from_settings(registry.settings) as log:
         outcome = run_monitor(
-            registry, log, MonitorRequest(task_name, current_last=current_last, all_versions=all_versions)
+            registry,
+            log,
+            MonitorRequest(task_name, current_last=current_last, all_versions=all_versions, version=version),
         )
     verdict = outcome.verdict
     logger = get_run_logger()
@@ -76,6 +86,13 @@ def monitor_prefix_flow(
             summary["event_id"] = emit_drift_event_durably(outcome.verdict, outcome.run_id)
             get_run_logger().info("emitted prefix.drift.detected for %s (event %s)", name, summary["event_id"])
         summaries.append(summary)
+        challenger = rollout_challenger(name)
+        if challenger is not None and not all_versions:
+            # Each arm of a rollout on its own traffic (the champion's window above holds only its own rows). No
+            # drift event for a challenger: a retrain learns from the champion's drift; the rollout judge decides.
+            summaries.append(
+                {**check_drift(name, current_last, all_versions, challenger).summary(), "arm": "challenger"}
+            )
     # Tags say which tasks were checked and what was found: `task:reviews`, `drift:reviews` or `ok:reviews`.
     label_flow_run(tags=[tag for s in summaries for tag in (f"task:{s['task']}", f"{s['status']}:{s['task']}")])
     return summaries

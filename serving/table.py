@@ -199,6 +199,9 @@ class ServingTable:
                 logger.info("%s: rollout of v%s ended", state.task, state.arms.rollout.challenger_version)
             state.arms = None
             return
+        if state.attached is not None and rollout.challenger_version == state.attached.version:
+            state.arms = None  # promoted by hand while its rollout runs: one version, nothing to route
+            return
         if state.arms is not None and state.arms.rollout == rollout:
             return
         try:

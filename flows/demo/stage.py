@@ -23,7 +23,7 @@ from prefix_registry.flows.local_server import LocalPrefectServer
 from prefix_registry.flows.loopback import ThreadedUvicorn, stop_process
 
 Say = Callable[[str], None]
-DEPLOYMENTS = {"train-prefix", "monitor-prefix", "retrain-prefix"}
+DEPLOYMENTS = {"train-prefix", "monitor-prefix", "retrain-prefix", "judge-rollout"}
 
 
 class DemoStage:
@@ -128,7 +128,7 @@ class DemoStage:
                 if ready >= DEPLOYMENTS:
                     self.say(
                         "deployments served: train-prefix, monitor-prefix (every 60 min), "
-                        "retrain-prefix (on prefix.drift.detected)"
+                        "retrain-prefix (on prefix.drift.detected), judge-rollout (every 5 min)"
                     )
                     return runner
                 time.sleep(1)
