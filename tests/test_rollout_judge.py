@@ -94,3 +94,49 @@ def test_a_shadow_sample_scores_its_share_of_requests() -> None:
 
 
 FIRST_EIGHT = [False, False, False, False, False, False, True, False]
+
+
+def test_arm_statistics_cap_each_keys_labels_and_leave_revoked_keys_out(tmp_path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prefix_registry.healing.rollout_stats import rollout_stats
+    from prefix_registry.registry.rollouts import Rollout, RolloutMode
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
+
+    started = datetime.now(UTC) - timedelta(minutes=5)
+    rollout = Rollout("reviews", RolloutMode.CANARY, 30.0, "2", "1", started, "tester")
+    probabilities = {"negative": 0.2, "positive": 0.8}
+    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}")
+    try:
+        before = PredictionRecord.new(
+            "reviews", "1", "before", "positive", probabilities, created_at=started - timedelta(1)
+        )
+        champion = [
+            PredictionRecord.new("reviews", "1", f"text {i}", "positive", probabilities, f"r{i}", latency_ms=float(i))
+            for i in range(100)
+        ]
+        challenger = [
+            PredictionRecord.new("reviews", "2", f"other {i}", "negative", probabilities, f"c{i}", source="canary")
+            for i in range(10)
+        ]
+        log.write([before, *champion, *challenger])
+        log.attach_feedback(before.prediction_id, "positive")  # before the rollout: not counted
+        for i, record in enumerate(champion):
+            # alice: 30 right answers; mallory: 70 labels that call every answer wrong.
+            log.attach_feedback(record.prediction_id, *(("positive", "alice") if i < 30 else ("negative", "mallory")))
+        for record in challenger:
+            log.attach_feedback(record.prediction_id, "negative")  # unkeyed: trusted, never capped
+
+        stats = rollout_stats(log, rollout, {"2": 3}, max_share=0.5, revoked=set())
+        # mallory is capped at alice's 30 (each key at most half of the arm's labels).
+        assert (stats.champion.labelled, stats.champion.correct, stats.champion.requests) == (60, 30, 100)
+        assert (stats.challenger.labelled, stats.challenger.correct, stats.challenger.errors) == (10, 10, 3)
+        assert stats.challenger.error_rate == pytest.approx(3 / 13)
+        assert stats.champion.latency_p50_ms == pytest.approx(49.5)
+        assert stats.champion.accuracy_ci == wilson_interval(30, 60)
+        revoked = rollout_stats(log, rollout, {}, max_share=0.5, revoked={"mallory"})
+        assert (revoked.champion.labelled, revoked.champion.correct) == (0, 0)  # alice alone may not be all of it
+        assert stats.agreement is None
+    finally:
+        log.close()
