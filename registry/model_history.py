@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prefix_registry.registry.aliases import CHAMPION, AliasEvent
+from prefix_registry.registry.aliases import CHALLENGER, CHAMPION, AliasEvent
 
 HISTORY_HEADING = "### Alias history"
 MAX_REASON = 160
@@ -24,6 +24,7 @@ def history_markdown(history: Sequence[AliasEvent], aliases: dict[str, str]) -> 
         "",
         f"Champion now: **v{champion}**." if champion else "No champion yet.",
         f"Aliases: {current}.",
+        *_rollout_line(history),
         "",
         "| time (UTC) | alias | move | from | to | who | why |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -49,3 +50,31 @@ def with_history(description: str, history: Sequence[AliasEvent], aliases: dict[
     """`description` whose alias-history section (if any) is replaced by the current one."""
     intro = description.split(HISTORY_HEADING, 1)[0].rstrip()
     return f"{intro}\n\n{history_markdown(history, aliases)}".strip()
+
+
+# The alias-history actions of rollouts (registry/rollouts.py's RolloutAction values; that module imports this one's
+# callers, so the words are repeated here rather than imported).
+_ROLLOUT_START = "rollout-start"
+_ROLLOUT_ENDS = {
+    "rollout-stop": "stopped by hand",
+    "rollout-rollback": "rolled back by the judge",
+    "rollout-promote": "promoted by the judge",
+}
+
+
+def _rollout_line(history: Sequence[AliasEvent]) -> list[str]:
+    """One line on the task's rollout, when it ever had one: running now, or how the last one ended."""
+    last = next(
+        (
+            e
+            for e in reversed(history)
+            if e.alias == CHALLENGER and (e.action == _ROLLOUT_START or e.action in _ROLLOUT_ENDS)
+        ),
+        None,
+    )
+    if last is None:
+        return []
+    when = last.at.replace("T", " ").removesuffix("+00:00")
+    if last.action == _ROLLOUT_START:
+        return [f"Rollout now: **v{last.to_version}** ({last.reason}), started {when} UTC by {last.actor}."]
+    return [f"Last rollout: v{last.to_version} {_ROLLOUT_ENDS[last.action]} at {when} UTC."]

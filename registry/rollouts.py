@@ -256,7 +256,8 @@ class Rollouts:
         if target == champion:
             raise RolloutError(f"task {task!r}: version {target} is the champion already; expected another version")
         actor = actor or self.registry.settings.actor
-        described = reason or f"{mode} {share:g}% of requests"
+        # Mode and share lead the reason, so the history (and the model page's table) says what the rollout was.
+        described = f"{mode} {share:g}%" + (f": {reason}" if reason else "")
         self.registry.alias_mover.record(task, target, CHALLENGER, RolloutAction.START.value, described, actor)
         rollout = Rollout(task, mode, float(share), target, champion, datetime.now(UTC), actor, described)
         self.store.put(rollout)

@@ -81,7 +81,7 @@ def test_a_rollout_is_recorded_in_the_alias_history_and_refuses_bad_starts(
         "share": 30.0,
         "challenger": "2",
         "champion": "1",
-        "reason": "try v2",
+        "reason": "canary 30%: try v2",
     }
     entry = registry.alias_history(TASK)[-1]
     assert (entry.alias, entry.action, entry.to_version, entry.actor, entry.reason) == (
@@ -89,8 +89,10 @@ def test_a_rollout_is_recorded_in_the_alias_history_and_refuses_bad_starts(
         "rollout-start",
         "2",
         "tester",
-        "try v2",
+        "canary 30%: try v2",
     )
+    page = registry.require_task(TASK).description
+    assert "Rollout now: **v2** (canary 30%: try v2), started " in page and "UTC by tester." in page
     assert registry.aliases(TASK)["challenger"] == "2"
     # Another process (a new registry) reads the same rollout from the database.
     reread = PrefixRegistry(Settings()).rollouts.current(TASK)
@@ -105,6 +107,7 @@ def test_a_rollout_is_recorded_in_the_alias_history_and_refuses_bad_starts(
     assert cli("rollout", "stop", TASK).exit_code == 0
     assert registry.rollouts.current(TASK) is None
     assert registry.alias_history(TASK)[-1].action == RolloutAction.STOP.value
+    assert "Last rollout: v2 stopped by hand at " in registry.require_task(TASK).description
 
     refusals = {
         ("--canary", "150"): "expected 0 to 100, got 150",
@@ -255,7 +258,7 @@ def test_a_retrain_decision_under_a_canary_policy_starts_a_rollout_instead_of_pr
         20.0,
         "2",
     )
-    assert rollout.reason == "retrain (manual): challenger gains +0.050 macro-F1 on fresh held-out data"
+    assert rollout.reason == "canary 20%: retrain (manual): challenger gains +0.050 macro-F1 on fresh held-out data"
 
 
 def labels_needed(log: PredictionLog, champion: str, challenger: str, min_labels: int) -> int | None:
