@@ -102,6 +102,15 @@ def test_a_rollout_is_recorded_in_the_alias_history_and_refuses_bad_starts(
         "2",
     )
 
+    empty = cli("rollout", "status", TASK, "--json")
+    assert empty.exit_code == 0, empty.stderr
+    assert {arm: (v["requests"], v["labelled"], v["accuracy"]) for arm, v in empty.json()["arms"].items()} == {
+        "champion": (0, 0, None),
+        "challenger": (0, 0, None),
+    }
+    waiting = cli("rollout", "judge", TASK, "--json")
+    assert waiting.json()["decision"] == "continue" and waiting.json()["acted"] is None
+
     again = cli("rollout", "start", TASK, "2", "--shadow")
     assert again.exit_code == 2 and "already has a canary rollout of v2" in again.stderr
     assert cli("rollout", "stop", TASK).exit_code == 0
@@ -152,6 +161,12 @@ def test_a_shadow_never_answers_and_its_predictions_are_logged(
     arms = status.json()["arms"]
     assert (arms["champion"]["requests"], arms["challenger"]["requests"]) == (4, 4)
     assert (arms["champion"]["predictions"], arms["challenger"]["predictions"]) == (12, 12)
+    # A label of the champion's answer labels the shadow's score of the same text in the same request.
+    with PredictionLog(Settings().resolved_prediction_log_url) as labels:  # the server closed its log on stopping
+        for prediction in answers[0]["predictions"]:
+            labels.attach_feedback(prediction["prediction_id"], "positive")
+    labelled = cli("rollout", "status", TASK, "--json").json()["arms"]
+    assert (labelled["champion"]["labelled"], labelled["challenger"]["labelled"]) == (3, 3)
     table = cli("rollout", "status", TASK)
     assert table.exit_code == 0 and f"agreement on the same texts: {agreement:.1%} of 12" in table.stdout
 
