@@ -7,17 +7,22 @@
         CONTINUE  nothing moves
     stop_rollout(registry, task, reason)                 -> RolloutChange      (alert: rollout_stopped, info)
 
+Each start and end is pushed to the running servers like an alias move (alerts/server_push.py: they re-read the
+task, rollout included), when the registry pushes its moves (`alerting_registry()`); polling covers the rest.
+
 `prefixctl rollout ...`, the `judge-rollout` flow and the retrain's orchestrator all call these, so a rollout is
 started, judged and ended one way. The verdict itself is healing/rollout_judge.py's pure `judge`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from prefix_registry.alerts.dispatcher import send_alert
 from prefix_registry.alerts.model import Alert
+from prefix_registry.alerts.server_push import AliasPush
 from prefix_registry.healing.rollout_judge import Decision, JudgePolicy, Verdict, judge
 from prefix_registry.healing.rollout_stats import RolloutStats, stats_for
 from prefix_registry.registry.rollouts import RolloutAction, RolloutChange, RolloutError, RolloutMode
@@ -44,6 +49,14 @@ class RolloutJudgement:
         }
 
 
+def push_rollout(registry: PrefixRegistry, change: RolloutChange) -> None:
+    """Tell the running servers that the task's rollout changed, through the registry's alias push (if any)."""
+    body = json.dumps({"task": change.rollout.task, "rollout": change.summary()}, separators=(",", ":"), sort_keys=True)
+    for observer in registry.alias_observers:
+        if isinstance(observer, AliasPush):
+            observer.notify(change.rollout.task, body.encode("utf-8"), f"rollout {change.action}")
+
+
 def start_rollout(
     registry: PrefixRegistry,
     task: str,
@@ -55,6 +68,7 @@ def start_rollout(
 ) -> RolloutChange:
     """Start a rollout (registry/rollouts.py) and send its info alert."""
     change = registry.rollouts.start(task, version, mode, share, actor=actor, reason=reason)
+    push_rollout(registry, change)
     rollout = change.rollout
     send_alert(
         Alert(
@@ -74,6 +88,7 @@ def stop_rollout(
 ) -> RolloutChange:
     """End the task's rollout by hand: all traffic back on the champion."""
     change = registry.rollouts.end(task, RolloutAction.STOP, reason or "stopped by hand", actor=actor)
+    push_rollout(registry, change)
     send_alert(
         Alert(
             kind="rollout_stopped",
@@ -100,8 +115,10 @@ def judge_rollout(
         return RolloutJudgement(stats, decision, None)
     if decision.verdict is Verdict.PROMOTE:
         change = registry.rollouts.end(task, RolloutAction.PROMOTE, decision.reason, actor=JUDGE_ACTOR)
+        push_rollout(registry, change)
         return RolloutJudgement(stats, decision, change)
     change = registry.rollouts.end(task, RolloutAction.ROLLBACK, decision.reason, actor=JUDGE_ACTOR)
+    push_rollout(registry, change)
     send_alert(
         Alert(
             kind="rollout_rollback",

@@ -316,3 +316,26 @@ def test_two_servers_on_postgresql_follow_a_push_and_share_one_prediction_log(
         stored = log.window(TASK)
     assert dict(zip(stored["prediction_id"], stored["version"], strict=True)) == ANSWERED
     assert set(ANSWERED.values()) == {"1", "2"}
+
+
+def test_a_rollout_start_and_stop_are_pushed_to_a_server_that_never_polls(
+    champion_v1: PrefixRegistry, directory: ServerDirectory, tmp_path: Path
+) -> None:
+    from prefix_registry.healing.rollout_actions import start_rollout, stop_rollout
+    from prefix_registry.registry.rollouts import RolloutMode
+
+    def rollout(url: str) -> dict[str, Any] | None:
+        tasks = httpx.get(f"{url}/v1/tasks", trust_env=False).json()["tasks"]
+        return next(t["rollout"] for t in tasks if t["task"] == TASK)
+
+    with (
+        PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}") as log,
+        RunningServer(champion_v1, directory, log, directory.secret()) as server,
+    ):
+        assert rollout(server.url) is None
+        start_rollout(champion_v1, TASK, "2", RolloutMode.CANARY, 30.0)
+        assert _seconds_until(lambda: rollout(server.url) is not None, 2.0) < 2.0
+        assert rollout(server.url)["challenger_version"] == "2"  # type: ignore[index]
+        stop_rollout(champion_v1, TASK)
+        assert _seconds_until(lambda: rollout(server.url) is None, 2.0) < 2.0
+        assert _metric(server.url, "prefix_pushes_received_total") == 2
