@@ -126,6 +126,9 @@ class TaskKind(ABC):
     judges_live_accuracy: ClassVar[bool] = False
     # Whether the head is linear over frozen features and may start from (and be refitted as) a linear probe.
     head_is_linear_probe: ClassVar[bool] = False
+    # Whether predictions are written text (a causal LM's greedy decoding) rather than read off a task head: the
+    # "head outputs" the methods below take are then an object array of generated strings, one per row.
+    generates: ClassVar[bool] = False
 
     # --- training -------------------------------------------------------------------------------------------------
     @abstractmethod
