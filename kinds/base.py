@@ -117,6 +117,8 @@ class TaskKind(ABC):
     decision_metric: ClassVar[str]
     direction: ClassVar[Direction] = Direction.HIGHER
     decision_metric_label: ClassVar[str] = ""
+    # What a version is judged against, as people read it (the baseline gate's refusal names it).
+    baseline_label: ClassVar[str] = "linear probe"
     # Metrics shown side by side (`prefixctl compare`) and kept as version tags; the decision metric first.
     metric_names: ClassVar[tuple[str, ...]]
     # PEFT's task type of the adapter (peft.TaskType's value).

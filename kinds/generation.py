@@ -137,6 +137,7 @@ class GenerationKind(TaskKind):
     decision_metric = ROUGE_L
     direction = Direction.HIGHER
     decision_metric_label = "ROUGE-L"
+    baseline_label = "zero-shot base"
     metric_names = (ROUGE_L, BLEU, ROUGE_1, ROUGE_2, EXACT_MATCH)
     peft_task_type = "CAUSAL_LM"
     output_signals = (OutputSignal(OUTPUT_LENGTH, categorical=False, method="wasserstein", threshold=0.3),)

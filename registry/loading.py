@@ -70,7 +70,10 @@ def fetch_and_verify(registry: PrefixRegistry, version: PrefixVersion) -> tuple[
 
 
 def verify_loadable(registry: PrefixRegistry, version: PrefixVersion) -> Integrity:
-    """Fetch, verify and attach `version` on its base, as serving would; raises what would stop it serving."""
+    """Fetch, verify and attach `version` on its base, as serving would (a kind that generates: as `load_generator`
+    loads it); raises what would stop it serving."""
+    if version.kind.generates:
+        return load_generator(registry, version).integrity
     return load_version(registry, version).integrity
 
 
@@ -97,6 +100,7 @@ class LoadedGenerator:
     model: Any  # a peft.PeftModelForCausalLM
     tokenizer: Any
     config: TrainConfig
+    integrity: Integrity
 
     def generate(self, texts: Sequence[str]) -> list[str]:
         """Greedy outputs (at most the version's `max_new_tokens`), read with the version's instruction template."""
@@ -124,7 +128,8 @@ def load_generator(registry: PrefixRegistry, version: PrefixVersion) -> LoadedGe
     check_base_matches(manifest, base)
     model = PeftModel.from_pretrained(base.model, str(adapter_dir))
     model.eval()
-    return LoadedGenerator(version, manifest, model, base.tokenizer, TrainConfig.from_stored(manifest.train_config))
+    config = TrainConfig.from_stored(manifest.train_config)
+    return LoadedGenerator(version, manifest, model, base.tokenizer, config, verified.status)
 
 
 def load_warm_start(registry: PrefixRegistry, version: PrefixVersion) -> dict:

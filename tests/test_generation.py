@@ -147,3 +147,8 @@ def test_train_registers_a_generation_version_and_evaluate_reports_rouge(home: P
     assert metrics["n"] == 1
     for name in ("rougeL", "rouge1", "rouge2", "bleu", "exact_match"):
         assert version.metrics[f"own_test_{name}"] == pytest.approx(metrics[name], abs=1e-4), name
+
+    # Promotion loads it first (as serving would) and judges it against the zero-shot base (the gate warns here).
+    promoted = cli("promote", "copy", "1", "--reason", "the first generation version")
+    assert promoted.exit_code == 0, promoted.stderr
+    assert registry.resolve("copy").version == "1"

@@ -104,19 +104,22 @@ def generate_texts(
     batch_size: int = 16,
 ) -> list[str]:
     """Greedy continuations of each text's prompt, at most `max_new_tokens` tokens, decoded without special tokens
-    and stripped. `model` is anything with transformers' `generate` (a PEFT model, or a bare base for zero-shot);
-    prompts are left-padded so that every row's answer starts at the same column."""
+    and stripped, in the order of `texts`. `model` is anything with transformers' `generate` (a PEFT model, or a bare
+    base for zero-shot). Prompts are batched by length and left-padded, so that every row's answer starts at the same
+    column and little padding shifts a row's positions (PEFT ignores position ids)."""
+    prompts = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        prompts.append(prompt_text(tokenizer, instruction, tokenizer.decode(ids)))
+    lengths = [len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    outputs: list[str] = []
+    outputs: dict[int, str] = {}
     try:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            prompts = []
-            for text in chunk:
-                ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
-                prompts.append(prompt_text(tokenizer, instruction, tokenizer.decode(ids)))
-            batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = tokenizer([prompts[i] for i in rows], add_special_tokens=False, padding=True, return_tensors="pt")
             with torch.no_grad():
                 generated = model.generate(
                     input_ids=batch["input_ids"],
@@ -127,10 +130,11 @@ def generate_texts(
                     eos_token_id=tokenizer.eos_token_id,
                 )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            outputs.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            for row, text in zip(rows, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+                outputs[row] = text.strip()
     finally:
         tokenizer.padding_side = side
-    return outputs
+    return [outputs[i] for i in range(len(prompts))]
 
 
 def measure_zero_shot(
