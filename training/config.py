@@ -70,8 +70,8 @@ class TrainConfig:
     kind: str = field(
         default=DEFAULT_KIND,
         metadata={
-            "help": "The kind of task (kinds/): 'classification' (one label per text, judged by macro-F1) or another "
-            "registered kind."
+            "help": "The kind of task (kinds/): 'classification' (one label per text, judged by macro-F1), "
+            "'generation' (a decoder base writes the target text, judged by ROUGE-L) or another registered kind."
         },
     )
     base: str = field(
