@@ -102,6 +102,38 @@ def test_the_loss_reads_the_target_tokens_only(smollm2_tokenizer) -> None:
     assert GENERATION.loss(changed, small_labels, None).item() == pytest.approx(loss.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_the_training_loss_is_the_one_peft_computes_from_the_same_token_labels(model_cache: Path, method: str) -> None:
+    """The trainer's loss, with the virtual tokens in front (prompt tuning) or in the cache (prefix tuning), is the
+    causal LM's own loss on the same labels (PEFT prepends ignored labels for prompt tuning's virtual tokens)."""
+    import numpy as np
+    import pandas as pd
+
+    from prefix_registry.training.base_models import load_base_for_generation, resolve_base
+    from prefix_registry.training.config import TrainConfig
+    from prefix_registry.training.generation import pad_pairs
+    from prefix_registry.training.methods import attach_new_adapter
+    from prefix_registry.training.splits import DataSplits
+    from prefix_registry.training.trainer import batch_loss, plan_steps
+
+    config = TrainConfig(
+        kind="generation", base="smollm2", method=method, virtual_tokens=3, max_length=16, max_new_tokens=6
+    )
+    base = load_base_for_generation(resolve_base("smollm2", model_cache), seed=0)
+    model = attach_new_adapter(base, config)
+    model.eval()
+    frame = pd.DataFrame({"text": PAIRS[:3], "label": [" ".join(text.split()[:3]) for text in PAIRS[:3]]})
+    splits = DataSplits(train=frame, validation=frame, test=frame, labels=[])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    plan = plan_steps(trainable, base.tokenizer, splits, config, 1e-2, kind=GENERATION)
+    assert plan.pairs is not None
+    with torch.no_grad():
+        ours = batch_loss(model, plan, base.tokenizer, np.arange(3))
+        inputs, labels = pad_pairs(plan.pairs, base.tokenizer.pad_token_id)
+        theirs = model(**inputs, labels=labels).loss
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
 @pytest.mark.slow
 def test_train_registers_a_generation_version_and_evaluate_reports_rouge(home: Path, cli, tmp_path: Path) -> None:
     from prefix_registry.registry.loading import load_training_splits

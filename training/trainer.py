@@ -413,6 +413,23 @@ def train_step(
 
     The forward pass runs at `precision` (bf16: autocast); the loss is taken in float32 and the backward pass runs
     outside autocast, each op's gradient in the dtype its forward used (PyTorch's recommended autocast pattern)."""
+    loss = batch_loss(model, plan, tokenizer, indices, precision)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
+    plan.optimizer.step()
+    plan.scheduler.step()
+    plan.optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def batch_loss(
+    model: torch.nn.Module,
+    plan: StepPlan,
+    tokenizer: Any,
+    indices: np.ndarray,
+    precision: Precision = Precision.FP32,
+) -> torch.Tensor:
+    """The kind's training loss on the batch `indices` (forward at `precision`, loss in float32)."""
     batch, targets = plan.batch(tokenizer, indices)
     with computing_at(precision):
         logits = model(**batch).logits
@@ -420,13 +437,7 @@ def train_step(
         # PEFT's prompt methods put their virtual tokens in front of the logits (prefix tuning does not): the
         # targets name the text's positions, the last ones.
         logits = logits[:, -targets.shape[1] :, :]
-    loss = plan.kind.loss(logits.float(), targets, plan.class_weights)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
-    plan.optimizer.step()
-    plan.scheduler.step()
-    plan.optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return plan.kind.loss(logits.float(), targets, plan.class_weights)
 
 
 def load_trainable_state(model: PeftModel, state: dict[str, torch.Tensor]) -> None:
