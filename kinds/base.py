@@ -117,6 +117,8 @@ class TaskKind(ABC):
     decision_metric: ClassVar[str]
     direction: ClassVar[Direction] = Direction.HIGHER
     decision_metric_label: ClassVar[str] = ""
+    # What a version is judged against, as people read it (the baseline gate's refusal names it).
+    baseline_label: ClassVar[str] = "linear probe"
     # Metrics shown side by side (`prefixctl compare`) and kept as version tags; the decision metric first.
     metric_names: ClassVar[tuple[str, ...]]
     # PEFT's task type of the adapter (peft.TaskType's value).
@@ -126,6 +128,9 @@ class TaskKind(ABC):
     judges_live_accuracy: ClassVar[bool] = False
     # Whether the head is linear over frozen features and may start from (and be refitted as) a linear probe.
     head_is_linear_probe: ClassVar[bool] = False
+    # Whether predictions are written text (a causal LM's greedy decoding) rather than read off a task head: the
+    # "head outputs" the methods below take are then an object array of generated strings, one per row.
+    generates: ClassVar[bool] = False
 
     # --- training -------------------------------------------------------------------------------------------------
     @abstractmethod

@@ -1,4 +1,4 @@
-"""Task kinds by name: `classification` is built in; another kind registers itself from outside.
+"""Task kinds by name: `classification` and `generation` are built in; another kind registers itself from outside.
 
 register_kind(MyKind())   # once, e.g. at import of the module defining it
 kind_named("my-kind")     # what a version's recorded kind name resolves to
@@ -9,9 +9,11 @@ from __future__ import annotations
 from prefix_registry.errors import ConfigError
 from prefix_registry.kinds.base import TaskKind
 from prefix_registry.kinds.classification import CLASSIFICATION
+from prefix_registry.kinds.generation import GENERATION
 
 DEFAULT_KIND = CLASSIFICATION.name  # what a version recorded without a kind is
-_KINDS: dict[str, TaskKind] = {CLASSIFICATION.name: CLASSIFICATION}
+_BUILT_IN = (CLASSIFICATION.name, GENERATION.name)
+_KINDS: dict[str, TaskKind] = {CLASSIFICATION.name: CLASSIFICATION, GENERATION.name: GENERATION}
 
 
 def register_kind(kind: TaskKind) -> TaskKind:
@@ -25,8 +27,8 @@ def register_kind(kind: TaskKind) -> TaskKind:
 
 
 def unregister_kind(name: str) -> None:
-    """Forget a registered kind (tests that register their own); the built-in kind stays."""
-    if name != DEFAULT_KIND:
+    """Forget a registered kind (tests that register their own); the built-in kinds stay."""
+    if name not in _BUILT_IN:
         _KINDS.pop(name, None)
 
 

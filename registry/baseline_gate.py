@@ -32,6 +32,7 @@ class BaselineVerdict:
     majority_rate: float | None
     beats: bool | None
     metric: str = "macro-F1"  # the decision metric as people read it
+    baseline: str = "linear probe"  # what the version is judged against, as people read it
 
     def describe(self) -> str:
         if self.beats is None:
@@ -39,7 +40,7 @@ class BaselineVerdict:
         relation = ">" if self.beats else "<="
         majority = f", majority-class rate {self.majority_rate:.3f}" if self.majority_rate is not None else ""
         return (
-            f"version {self.version} test {self.metric} {self.macro_f1:.3f} {relation} linear probe "
+            f"version {self.version} test {self.metric} {self.macro_f1:.3f} {relation} {self.baseline} "
             f"{self.probe_macro_f1:.3f}{majority}"
         )
 
@@ -53,6 +54,7 @@ def check_baseline(version: PrefixVersion) -> BaselineVerdict:
         majority_rate=version.metrics.get(BASELINE_MAJORITY_METRIC),
         beats=version.beats_baseline,
         metric=kind.label,
+        baseline=kind.baseline_label,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,12 @@ from prefix_registry.inference.engine import head_outputs
 from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.versions import PrefixVersion
-from prefix_registry.training.adapter_files import AdapterManifest, load_checkpoint
+from prefix_registry.training.adapter_files import AdapterManifest, check_base_matches, load_checkpoint
 from prefix_registry.training.adapter_integrity import Integrity, VerifiedAdapter, verify_registered_adapter
-from prefix_registry.training.base_models import LoadedBase
+from prefix_registry.training.base_models import LoadedBase, load_base_for_generation, resolve_base
+from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.evaluation import Predictions
+from prefix_registry.training.generation import generate_texts
 
 
 @dataclass
@@ -67,7 +70,10 @@ def fetch_and_verify(registry: PrefixRegistry, version: PrefixVersion) -> tuple[
 
 
 def verify_loadable(registry: PrefixRegistry, version: PrefixVersion) -> Integrity:
-    """Fetch, verify and attach `version` on its base, as serving would; raises what would stop it serving."""
+    """Fetch, verify and attach `version` on its base, as serving would (a kind that generates: as `load_generator`
+    loads it); raises what would stop it serving."""
+    if version.kind.generates:
+        return load_generator(registry, version).integrity
     return load_version(registry, version).integrity
 
 
@@ -83,6 +89,47 @@ def load_version(registry: PrefixRegistry, version: PrefixVersion, pool: PrefixP
     return LoadedPrefix(
         version=version, manifest=manifest, adapter_dir=adapter_dir, attached=attached, integrity=verified.status
     )
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """A registered version of a kind that generates, on a fresh copy of its decoder base, with its instruction."""
+
+    version: PrefixVersion
+    manifest: AdapterManifest
+    model: Any  # a peft.PeftModelForCausalLM
+    tokenizer: Any
+    config: TrainConfig
+    integrity: Integrity
+
+    def generate(self, texts: Sequence[str]) -> list[str]:
+        """Greedy outputs (at most the version's `max_new_tokens`), read with the version's instruction template."""
+        config = self.config
+        return generate_texts(
+            self.model,
+            self.tokenizer,
+            list(texts),
+            config.instruction,
+            config.max_length,
+            config.max_new_tokens,
+            config.eval_batch_size,
+        )
+
+
+def load_generator(registry: PrefixRegistry, version: PrefixVersion) -> LoadedGenerator:
+    """Verify `version` (a kind that generates) and load it with plain PEFT onto its base, refusing another base.
+
+    Serving generation through the forward engine is not built yet (issue 23): this is the training path's model."""
+    from peft import PeftModel
+
+    adapter_dir, verified = fetch_and_verify(registry, version)
+    manifest = verified.manifest
+    base = load_base_for_generation(resolve_base(manifest.base, registry.settings.resolved_cache_dir))
+    check_base_matches(manifest, base)
+    model = PeftModel.from_pretrained(base.model, str(adapter_dir))
+    model.eval()
+    config = TrainConfig.from_stored(manifest.train_config)
+    return LoadedGenerator(version, manifest, model, base.tokenizer, config, verified.status)
 
 
 def load_warm_start(registry: PrefixRegistry, version: PrefixVersion) -> dict:

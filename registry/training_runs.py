@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -62,11 +64,12 @@ from prefix_registry.registry.versions import (
 )
 from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, save_adapter, save_checkpoint
 from prefix_registry.training.adapter_integrity import RegisteredIntegrity, registration_record
-from prefix_registry.training.base_models import LoadedBase, load_base_for_classification, resolve_base
+from prefix_registry.training.base_models import LoadedBase, load_base_for_kind, resolve_base
 from prefix_registry.training.baseline import measure_kind_baseline
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.data import LabelledTexts
-from prefix_registry.training.splits import DataSplits, split_labelled_texts
+from prefix_registry.training.generation import measure_zero_shot
+from prefix_registry.training.splits import DataSplits, split_for_kind
 from prefix_registry.training.trainer import EpochReport, TrainedPrefix, train_prefix
 
 MLFLOW_RUN_NAME = "mlflow.runName"
@@ -200,9 +203,12 @@ def train_and_register(
             validation split); a retrained version takes the fresh traffic it was judged on.
     """
     validate_task_name(task)
-    splits = splits or split_labelled_texts(data, config.validation_fraction, config.test_fraction, config.seed)
+    kind = config.task_kind
+    splits = splits or split_for_kind(
+        data, config.validation_fraction, config.test_fraction, config.seed, generates=kind.generates
+    )
     base_ref = resolve_base(config.base, registry.settings.resolved_cache_dir)
-    base = load_base_for_classification(base_ref, splits.labels, seed=config.seed, kind=config.task_kind)
+    base = load_base_for_kind(base_ref, splits.labels, seed=config.seed, kind=kind)
     registry.ensure_task(task)
     # Runs of this task whose process died (kill -9, OOM) or lost MLflow mid-run: KILLED, with the reason.
     close_stale_runs(registry, task)
@@ -306,19 +312,35 @@ def train_in_run(
             trigger=trigger,
             trigger_reason=trigger_reason,
         )
-        # Scored by the engine that will serve it, from the files just written: registered metrics are what serves.
-        served = attach_adapter(ResidentBase(trained.base), run.task, "new", folder / "adapter", manifest)
         kind = trained.kind
-        test_metrics = evaluate_served(served, kind, splits.test, config.eval_batch_size)
+        # Scored by the engine that will serve it, from the files just written: registered metrics are what serves.
+        # A kind that generates has no serving engine yet: greedy decoding of the trained adapter scores it.
+        served = (
+            None
+            if kind.generates
+            else attach_adapter(ResidentBase(trained.base), run.task, "new", folder / "adapter", manifest)
+        )
+        score = _scorer(trained, served)
+        test_metrics = score(splits.test)
         evaluations = {OWN_TEST: test_metrics, "best_validation": trained.best_validation}
         frames = {OWN_TEST: splits.test}
         if parent is None:
             # A first version's own test split is the reference set its successors are judged on: one name, one set.
             evaluations[REFERENCE_TEST], frames[REFERENCE_TEST] = test_metrics, splits.test
         for name, frame in (extra_evaluations or {}).items():
-            evaluations[name] = evaluate_served(served, kind, frame, config.eval_batch_size)
+            evaluations[name] = score(frame)
             frames[name] = frame
-        if baseline is None and measure:
+        if baseline is None and measure and kind.generates:
+            baseline = measure_zero_shot(
+                trained.model.get_base_model(),  # the bare base: prompt methods leave its forward untouched
+                base.tokenizer,
+                splits.test,
+                config.instruction,
+                config.max_length,
+                config.max_new_tokens,
+                config.eval_batch_size,
+            )
+        elif baseline is None and measure:
             baseline = measure_kind_baseline(
                 base.ref, splits, config.max_length, config.eval_batch_size, progress=progress, kind=kind
             )
@@ -330,8 +352,11 @@ def train_in_run(
         adapter_bytes = (folder / "adapter" / ADAPTER_WEIGHTS).stat().st_size
         signing_key = run.registry.settings.signing_key_text
         integrity = registration_record(folder / "adapter", signing_key)
-        # The adapter folder is the version's source: MLflow's files beside it make the version an MLflow model.
-        integrity = add_mlflow_model(folder / "adapter", run.task, run.run_id, manifest, kind, integrity, signing_key)
+        if not kind.generates:  # a generating version is not an MLflow pyfunc model yet (issue 23's serving part)
+            # The adapter folder is the version's source: MLflow's files beside it make the version an MLflow model.
+            integrity = add_mlflow_model(
+                folder / "adapter", run.task, run.run_id, manifest, kind, integrity, signing_key
+            )
         # Figures of the run, on no set: at step 0, so that MLflow's charts compare runs, not training steps.
         run.log_metrics(
             {
@@ -347,7 +372,7 @@ def train_in_run(
         if trigger_reason:
             run.registry.gateway.log_text(run.run_id, trigger_reason, TRIGGER_REASON_FILE)
         save_checkpoint(trained, folder / "checkpoint")
-        _write_reference_and_splits(served, kind, splits, folder, reference, config.eval_batch_size)
+        _write_reference_and_splits(trained, served, splits, folder, reference)
         for sub in ("adapter", "checkpoint", "reference", "data"):
             run.log_artifacts(folder / sub, sub)
         run.log_json(
@@ -555,19 +580,39 @@ def outcome_of(task: str, version: str, recorded: RecordedTraining, splits: Data
     )
 
 
+def _scorer(trained: TrainedPrefix, served: AttachedPrefix | None) -> Callable[[pd.DataFrame], dict[str, Any]]:
+    """How the new version is scored on a labelled frame: by `served` (the serving engine's attachment of the files
+    just written), or, without one (a kind that generates), by greedy decoding of the trained adapter."""
+    if served is None:
+        return trained.evaluate
+    kind, batch_size = trained.kind, trained.config.eval_batch_size
+    return lambda frame: evaluate_served(served, kind, frame, batch_size)
+
+
+def _predicted_frame(trained: TrainedPrefix, served: AttachedPrefix | None, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the kind's prediction columns of the new version (see `_scorer` for which engine predicts)."""
+    kind = trained.kind
+    if served is not None:
+        return predictions_frame(frame, served, kind, trained.config.eval_batch_size)
+    result = frame.reset_index(drop=True).copy()
+    outputs = np.asarray(trained.generate(result["text"].tolist()), dtype=object)
+    for column, values in kind.prediction_columns(outputs, trained.labels).items():
+        result[column] = values
+    return result
+
+
 def _write_reference_and_splits(
-    served: AttachedPrefix,
-    kind: TaskKind,
+    trained: TrainedPrefix,
+    served: AttachedPrefix | None,
     splits: DataSplits,
     folder: Path,
     reference: pd.DataFrame | None,
-    batch_size: int,
 ) -> None:
     """The reference texts with the new version's predictions (the drift reference window), and all splits."""
     (folder / "reference").mkdir()
     (folder / "data").mkdir()
     texts = splits.validation if reference is None else reference
-    window = predictions_frame(texts[["text", "label"]], served, kind, batch_size)
+    window = _predicted_frame(trained, served, texts[["text", "label"]])
     window.to_parquet(folder / "reference" / REFERENCE_FILE, index=False)
     for name in ("train", "validation", "test"):
         getattr(splits, name).to_parquet(folder / "data" / f"{name}.parquet", index=False)

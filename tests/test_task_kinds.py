@@ -134,7 +134,9 @@ def test_classification_keeps_its_names(tmp_path: Path) -> None:
 
 def test_the_regression_kind_trains_and_registers_with_its_own_metric(trained: Trained) -> None:
     version = trained.version
-    assert version.kind is KIND and version.tags["kind"] == KIND.name
+    from prefix_registry.registry.versions import TAG_KIND
+
+    assert version.kind is KIND and version.tags[TAG_KIND] == KIND.name
     # Its decision metric everywhere classification has macro-F1, and no classification metric at all.
     assert set(trained.outcome.metrics) == {"mae", "validation_mae"}
     assert {"own_test_mae", "reference_test_mae"} <= set(version.metrics)

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -124,6 +130,35 @@ def load_base_for_classification(
     return LoadedBase(ref=ref, model=model, tokenizer=tokenizer, fingerprint=fingerprint_backbone(model))
 
 
+def load_base_for_generation(ref: BaseModelRef, seed: int | None = None) -> LoadedBase:
+    """Load a decoder base with its language-model head (frozen, part of the base: it is what writes), and
+    fingerprint it. Refuses an encoder, which cannot write."""
+    if not ref.is_decoder:
+        raise BaseModelError(
+            f"generation tasks need a decoder (causal LM) base such as 'smollm2'; {ref.name!r} is an encoder"
+        )
+    tokenizer = load_tokenizer(ref)
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.load_path, dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        raise BaseModelError(f"cannot load base model {ref.name!r}: {first_line(error)}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return LoadedBase(ref=ref, model=model, tokenizer=tokenizer, fingerprint=fingerprint_backbone(model))
+
+
+def load_base_for_kind(
+    ref: BaseModelRef, labels: list[str], seed: int | None = None, kind: TaskKind = CLASSIFICATION
+) -> LoadedBase:
+    """The base as `kind` trains on it: a causal LM for a kind that generates, else with a sequence head."""
+    if kind.generates:
+        return load_base_for_generation(ref, seed)
+    return load_base_for_classification(ref, labels, seed=seed, kind=kind)
+
+
 def load_base_encoder(ref: BaseModelRef) -> tuple[torch.nn.Module, Any]:
     """The bare backbone (no head) and its tokenizer, for sentence embeddings."""
     tokenizer = load_tokenizer(ref)
@@ -181,8 +216,6 @@ def materialise_gguf(gguf_path: Path, cache_dir: Path) -> Path:
     target = cache_dir / "base-models" / f"{gguf_path.stem}-{key}"
     if (target / "config.json").exists():
         return target
-    from transformers import AutoModelForCausalLM
-
     logger.info("converting %s to safetensors once (about half a minute)", gguf_path.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))

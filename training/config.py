@@ -70,8 +70,8 @@ class TrainConfig:
     kind: str = field(
         default=DEFAULT_KIND,
         metadata={
-            "help": "The kind of task (kinds/): 'classification' (one label per text, judged by macro-F1) or another "
-            "registered kind."
+            "help": "The kind of task (kinds/): 'classification' (one label per text, judged by macro-F1), "
+            "'generation' (a decoder base writes the target text, judged by ROUGE-L) or another registered kind."
         },
     )
     base: str = field(
@@ -156,6 +156,21 @@ class TrainConfig:
             "points on 1,500-3,000-row test sets; the hidden-state dropouts stay."
         },
     )
+    instruction: str = field(
+        default="",
+        metadata={
+            "help": "Generation tasks: the instruction template the input is read with, '{input}' marking where the "
+            "input goes (without it, the input follows on its own lines); filled into the base's chat template. "
+            "Stored with the version; the zero-shot baseline reads the same."
+        },
+    )
+    max_new_tokens: int = field(
+        default=48,
+        metadata={
+            "help": "Generation tasks: at most this many tokens are generated (greedy) per input; training targets "
+            "are cut to the same length."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     epochs: int = field(default=4, metadata={"help": "At most this many passes over the training split."})
     max_minutes: float | None = field(
@@ -214,6 +229,7 @@ class TrainConfig:
         _require(self.patience, "patience", minimum=1)
         _require(self.max_length, "max_length", minimum=8)
         _require(self.encoder_hidden_size, "encoder_hidden_size", minimum=1)
+        _require(self.max_new_tokens, "max_new_tokens", minimum=1, maximum=1024)
         _require(self.evaluations_per_epoch, "evaluations_per_epoch", minimum=1, maximum=20)
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")

@@ -90,6 +90,29 @@ def load_labelled_texts(
     return LabelledTexts(frame=frame.reset_index(drop=True), origin=origin)
 
 
+def load_pairs(
+    spec: str, input_column: str = "text", target_column: str = "label", limit: int | None = None, seed: int = 42
+) -> LabelledTexts:
+    """Load (input, target) text pairs for a generation task: the input becomes `text`, the target `label`.
+
+    Same files as `load_labelled_texts`; any number of distinct targets (no classes); `limit` keeps a seeded random
+    sample of at most that many rows. Refuses empty inputs, missing targets and empty targets.
+    """
+    path = Path(spec).expanduser()
+    frame = _select_columns(read_table(path), input_column, target_column, path)
+    origin = str(path.resolve())
+    frame = validate_frame(frame, origin, require_classes=1)
+    empty = frame["label"].str.strip().eq("")
+    if empty.any():
+        rows = empty[empty].index.tolist()
+        raise DataError(f"{origin} has {len(rows)} empty target(s) (first at row {rows[0]}); remove or fill them")
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"limit must be >= 1, got {limit}")
+        frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
+    return LabelledTexts(frame=frame.reset_index(drop=True), origin=origin)
+
+
 def validate_frame(frame: pd.DataFrame, origin: str, require_classes: int = 2) -> pd.DataFrame:
     """Check a frame with `text` and `label` columns and normalise labels to strings.
 

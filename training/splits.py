@@ -24,6 +24,34 @@ class DataSplits:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
 
+def split_pairs(data: LabelledTexts, validation_fraction: float, test_fraction: float, seed: int) -> DataSplits:
+    """(input, target) pairs split by one seeded permutation (targets are texts, not classes: nothing to stratify);
+    at least one row in each split. `labels` is empty."""
+    if len(data) < 3:
+        raise DataError(
+            f"{data.origin} has {len(data)} row(s); at least 3 are needed (one each for training, validation and test)"
+        )
+    order = data.frame.iloc[np.random.default_rng(seed).permutation(len(data))].reset_index(drop=True)
+    n_test = max(1, round(len(order) * test_fraction))
+    n_validation = max(1, round(len(order) * validation_fraction))
+    if len(order) - n_test - n_validation < 1:
+        n_test, n_validation = 1, 1
+    return DataSplits(
+        train=order.iloc[n_test + n_validation :].reset_index(drop=True),
+        validation=order.iloc[n_test : n_test + n_validation].reset_index(drop=True),
+        test=order.iloc[:n_test].reset_index(drop=True),
+        labels=[],
+    )
+
+
+def split_for_kind(
+    data: LabelledTexts, validation_fraction: float, test_fraction: float, seed: int, generates: bool
+) -> DataSplits:
+    """Pairs for a kind that generates (`split_pairs`), class-stratified splits otherwise."""
+    split = split_pairs if generates else split_labelled_texts
+    return split(data, validation_fraction, test_fraction, seed)
+
+
 def split_labelled_texts(
     data: LabelledTexts, validation_fraction: float, test_fraction: float, seed: int
 ) -> DataSplits:

@@ -26,6 +26,7 @@ from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.cheap_dropout import training_dropout
 from prefix_registry.training.config import ClassWeighting, HeadInit, Method, TrainConfig
 from prefix_registry.training.evaluation import Predictions, predict_outputs, predict_probabilities
+from prefix_registry.training.generation import EncodedPair, encode_pairs, generate_texts, pad_pairs
 from prefix_registry.training.head_init import (
     fit_head_as_probe,
     init_head_as_probe,
@@ -105,8 +106,25 @@ class TrainedPrefix:
         )
 
     def predicted(self, texts: Sequence[str], progress: bool = False) -> list[Any]:
-        """What the kind predicts for each text (a label for classification), as its metrics compare."""
+        """What the kind predicts for each text (a label for classification, greedy text for generation), as its
+        metrics compare."""
+        if self.kind.generates:
+            return self.kind.predicted(np.asarray(self.generate(texts), dtype=object), self.labels)
         return self.kind.predicted(self.predict_outputs(texts, progress), self.labels)
+
+    def generate(self, texts: Sequence[str]) -> list[str]:
+        """Greedy outputs of the adapter for each text (a kind that generates), read with the config's instruction."""
+        self.model.eval()
+        config = self.config
+        return generate_texts(
+            self.model,
+            self.base.tokenizer,
+            list(texts),
+            config.instruction,
+            config.max_length,
+            config.max_new_tokens,
+            config.eval_batch_size,
+        )
 
     def evaluate(self, frame: Any) -> dict[str, Any]:
         """The kind's metrics on a labelled frame (`text`, `label`)."""
@@ -306,6 +324,14 @@ class StepPlan:
     rng: np.random.Generator
     class_weights: torch.Tensor | None = None
     kind: TaskKind = field(default_factory=lambda: kind_named(None))
+    pairs: list[EncodedPair] | None = None  # a kind that generates: prompt + target ids and their token labels
+
+    def batch(self, tokenizer: Any, indices: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The model inputs and the loss targets of the training rows `indices`."""
+        if self.pairs is not None:
+            return pad_pairs([self.pairs[i] for i in indices], tokenizer.pad_token_id)
+        inputs = tokenizer.pad({"input_ids": [self.encoded[i] for i in indices]}, return_tensors="pt")
+        return inputs, torch.as_tensor(self.targets[indices])
 
 
 def plan_steps(
@@ -327,7 +353,12 @@ def plan_steps(
     """
     kind = kind or config.task_kind
     targets = kind.encode_targets(splits.train["label"].tolist(), splits.labels)
-    encoded = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=config.max_length)["input_ids"]
+    pairs: list[EncodedPair] | None = None
+    if kind.generates:
+        pairs = encode_pairs(tokenizer, splits.train, config.instruction, config.max_length, config.max_new_tokens)
+        encoded = [pair.input_ids for pair in pairs]
+    else:
+        encoded = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=config.max_length)["input_ids"]
     total_steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -351,6 +382,7 @@ def plan_steps(
         rng=np.random.default_rng(config.seed),
         class_weights=kind.target_weights(targets, splits.labels, ClassWeighting(class_weighting).value),
         kind=kind,
+        pairs=pairs,
     )
 
 
@@ -381,16 +413,31 @@ def train_step(
 
     The forward pass runs at `precision` (bf16: autocast); the loss is taken in float32 and the backward pass runs
     outside autocast, each op's gradient in the dtype its forward used (PyTorch's recommended autocast pattern)."""
-    batch = tokenizer.pad({"input_ids": [plan.encoded[i] for i in indices]}, return_tensors="pt")
-    with computing_at(precision):
-        logits = model(**batch).logits
-    loss = plan.kind.loss(logits.float(), torch.as_tensor(plan.targets[indices]), plan.class_weights)
+    loss = batch_loss(model, plan, tokenizer, indices, precision)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(plan.params, 1.0)
     plan.optimizer.step()
     plan.scheduler.step()
     plan.optimizer.zero_grad(set_to_none=True)
     return loss.item()
+
+
+def batch_loss(
+    model: torch.nn.Module,
+    plan: StepPlan,
+    tokenizer: Any,
+    indices: np.ndarray,
+    precision: Precision = Precision.FP32,
+) -> torch.Tensor:
+    """The kind's training loss on the batch `indices` (forward at `precision`, loss in float32)."""
+    batch, targets = plan.batch(tokenizer, indices)
+    with computing_at(precision):
+        logits = model(**batch).logits
+    if plan.pairs is not None:
+        # PEFT's prompt methods put their virtual tokens in front of the logits (prefix tuning does not): the
+        # targets name the text's positions, the last ones.
+        logits = logits[:, -targets.shape[1] :, :]
+    return plan.kind.loss(logits.float(), targets, plan.class_weights)
 
 
 def load_trainable_state(model: PeftModel, state: dict[str, torch.Tensor]) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from prefix_registry.cli.app import AliasOption, JsonOption, VersionOption, open_registry
 from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
 from prefix_registry.errors import PrefixRegistryError
+
+if TYPE_CHECKING:
+    from prefix_registry.kinds import TaskKind
 
 
 def predict(
@@ -64,28 +67,32 @@ def evaluate(
     alias: AliasOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores."""
+    """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores; a generation
+    task on (input, target) pairs (--text-column: the input, --label-column: the target): ROUGE-L/1/2, BLEU, exact
+    match of its greedy outputs."""
     from prefix_registry.errors import DataError
-    from prefix_registry.registry.loading import load_version
-    from prefix_registry.training.data import load_labelled_texts
+    from prefix_registry.registry.loading import load_generator, load_version
+    from prefix_registry.training.data import load_labelled_texts, load_pairs
 
-    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, require_classes=1)
     registry = open_registry()
     resolved = registry.resolve(task, version, alias)
+    kind = resolved.kind
+    if kind.generates:  # (input, target) pairs, judged by the kind's ROUGE, BLEU and exact match
+        pairs = load_pairs(data, text_column, label_column, limit=limit)
+        generator = load_generator(registry, resolved)
+        metrics = kind.metrics(pairs.frame["label"].tolist(), generator.generate(pairs.frame["text"].tolist()), [])
+        _report_metrics(task, resolved.version, data, pairs.origin, kind, metrics, as_json)
+        return
+    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, require_classes=1)
     loaded = load_version(registry, resolved)
     unknown = sorted(set(labelled.frame["label"]) - set(loaded.labels))
     if unknown:
         raise DataError(f"labels {unknown} in {data} are not labels of {task} v{resolved.version}: {loaded.labels}")
-    kind = resolved.kind
     predicted = kind.predicted(loaded.predict_outputs(labelled.frame["text"].tolist()), loaded.labels)
     metrics = kind.metrics(labelled.frame["label"].tolist(), predicted, loaded.labels)
+    _report_metrics(task, resolved.version, data, labelled.origin, kind, metrics, as_json)
     if as_json:
-        print_json({"task": task, "version": resolved.version, "data": labelled.origin, "metrics": metrics})
         return
-    print_pairs(
-        f"{task} v{resolved.version} on {data}",
-        {"n": metrics["n"], **{name: value for name, value in kind.headline(metrics).items() if name != "n"}},
-    )
     if "per_class" in metrics:  # a kind judging classes (classification) scores each one
         print_table(
             "per class",
@@ -95,6 +102,18 @@ def evaluate(
                 for label, s in metrics["per_class"].items()
             ],
         )
+
+
+def _report_metrics(
+    task: str, version: str, data: str, origin: str, kind: TaskKind, metrics: dict[str, Any], as_json: bool
+) -> None:
+    if as_json:
+        print_json({"task": task, "version": version, "data": origin, "metrics": metrics})
+        return
+    print_pairs(
+        f"{task} v{version} on {data}",
+        {"n": metrics["n"], **{name: value for name, value in kind.headline(metrics).items() if name != "n"}},
+    )
 
 
 def export(

@@ -30,6 +30,15 @@ def train(
     data: LabelledDataOption,
     text_column: TextColumnOption = "text",
     label_column: LabelColumnOption = "label",
+    kind: Annotated[str, train_setting("kind")] = config_default("kind"),
+    input_column: Annotated[
+        str | None, typer.Option(help="Generation: the column holding the input (default: --text-column's).")
+    ] = None,
+    target_column: Annotated[
+        str | None, typer.Option(help="Generation: the column holding the target text (default: --label-column's).")
+    ] = None,
+    instruction: Annotated[str, train_setting("instruction")] = config_default("instruction"),
+    max_new_tokens: Annotated[int, train_setting("max_new_tokens")] = config_default("max_new_tokens"),
     method: Annotated[str, train_setting("method")] = config_default("method"),
     base: Annotated[str, train_setting("base")] = config_default("base"),
     virtual_tokens: Annotated[int, train_setting("virtual_tokens")] = config_default("virtual_tokens"),
@@ -66,7 +75,7 @@ def train(
     from prefix_registry.registry.store import validate_task_name
     from prefix_registry.registry.training_runs import train_and_register
     from prefix_registry.training.config import TrainConfig
-    from prefix_registry.training.data import load_labelled_texts
+    from prefix_registry.training.data import load_labelled_texts, load_pairs
 
     validate_task_name(task)
     if force and not promote:
@@ -75,6 +84,9 @@ def train(
     # enum, or refuses it in one line naming the choices.
     config = TrainConfig.from_dict(
         {
+            "kind": kind,
+            "instruction": instruction,
+            "max_new_tokens": max_new_tokens,
             "method": method,
             "base": base,
             "virtual_tokens": virtual_tokens,
@@ -94,7 +106,15 @@ def train(
             "precision": precision,
         }
     )
-    labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=config.seed)
+    if config.task_kind.generates:
+        labelled = load_pairs(data, input_column or text_column, target_column or label_column, limit, config.seed)
+    elif input_column or target_column:
+        raise ConfigError(
+            f"--input-column/--target-column apply to generation tasks; task kind {config.kind!r} reads "
+            "--text-column/--label-column"
+        )
+    else:
+        labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=config.seed)
     registry = open_registry()
     parent_version, warm_start = None, None
     if parent is not None:

@@ -27,15 +27,19 @@ def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: J
     if as_json:
         print_json([v.summary() for v in found])
         return
+    # Columns named by the task's kind (classification: macro-F1 against the linear probe, then accuracy).
+    kind = found[0].kind if found else None
+    decision = kind.label if kind else "macro-F1"
+    second = kind.metric_names[1] if kind and len(kind.metric_names) > 1 else "accuracy"
     print_table(
         f"{task}: {len(found)} version(s)",
         [
             "version",
             "aliases",
-            "own test macro-F1",
-            "probe",
+            f"own test {decision}",
+            "probe" if kind is None or kind.head_is_linear_probe else "baseline",
             "beats",
-            "own test acc",
+            "own test acc" if second == "accuracy" else f"own test {second}",
             "precision check",
             "method",
             "base",
@@ -50,7 +54,7 @@ def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: J
                 fmt_metric(v.metrics.get(v.kind.version_metric)),
                 fmt_metric(v.metrics.get(v.kind.baseline_metric)),
                 {True: "yes", False: "NO", None: "-"}[v.beats_baseline],
-                fmt_metric(v.metrics.get("own_test_accuracy")),
+                fmt_metric(v.metrics.get(f"own_test_{second}")),
                 _precision_text(v.precision_checks, v.kind.decision_metric),
                 v.method,
                 v.base,
