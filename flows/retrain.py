@@ -171,7 +171,7 @@ def retrain_prefix_flow(
     verdict = decision.outcome.slug
     final_name = retrain_name(task, champion, cause, challenger)
     label_flow_run(final_name, tags=[f"challenger:v{challenger}", f"decision:{verdict}"])
-    logger.info("%s: %s (%s)", task, "PROMOTED challenger" if decision.promoted else "kept champion", decision.reason)
+    logger.info("%s: %s (%s)", task, decision.verdict, decision.reason)
     retrain_artifacts.publish(
         retrain_artifacts.decision_markdown(decision, _ui_url(), monitoring_link, _challenger_kind(task, challenger)),
         task,

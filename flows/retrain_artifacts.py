@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from prefix_registry.healing.retraining import JUDGE_SETS, RetrainDecision
+from prefix_registry.healing.retraining import JUDGE_SETS, RetrainDecision, RetrainOutcome
 from prefix_registry.kinds import CLASSIFICATION, TaskKind
 from prefix_registry.registry import ui_links
 
@@ -43,7 +43,9 @@ def decision_markdown(
         kind: the task's kind, whose decision metric the table shows.
     """
     task, champion, challenger = decision.task, decision.champion_version, decision.challenger_version
-    verdict = "PROMOTED" if decision.promoted else "kept the champion"
+    verdict = {RetrainOutcome.PROMOTED: "PROMOTED", RetrainOutcome.ROLLOUT_STARTED: "rollout started"}.get(
+        decision.outcome, "kept the champion"
+    )
     lines = [
         f"# Retrain of {task}: {verdict}",
         "",

@@ -1,6 +1,6 @@
 """What a retrain decided, as a value: why it ran, what it found, and what should happen to the challenger.
 
-    retrain(...)             -> RetrainDecision (outcome PROMOTED or KEPT_CHAMPION; nothing moved yet)
+    retrain(...)             -> RetrainDecision (outcome PROMOTED, ROLLOUT_STARTED or KEPT_CHAMPION; nothing moved yet)
                              or RetrainSkipped (a SkipReason: no challenger was trained)
     orchestrator.act(...)    carries the decision out (the only code that moves the champion after a retrain)
 
@@ -62,12 +62,18 @@ class RetrainSkipped(PrefixRegistryError):
         return (type(self), (str(self), self.cause))
 
 
+# The outcomes a retrain decides (SKIPPED is a RetrainSkipped, the rolled-back ones come later).
+DECIDED = (RetrainOutcome.PROMOTED, RetrainOutcome.ROLLOUT_STARTED, RetrainOutcome.KEPT_CHAMPION)
+
+
 @dataclass(frozen=True)
 class RetrainDecision:
     """What a retrain decided and why: the judge's answer, recorded on the challenger, not yet acted on.
 
     Attributes:
-        outcome: PROMOTED (the challenger should replace the champion) or KEPT_CHAMPION.
+        outcome: PROMOTED (the challenger should replace the champion at once), ROLLOUT_STARTED (it won, and the
+            policy's `promotion` rolls it out as a shadow or canary that the rollout judge promotes or rolls back),
+            or KEPT_CHAMPION.
         trigger: what started the retrain.
         champion_scores / challenger_scores: headline metrics per judge set (`fresh_holdout`, `reference_test`).
         data: sizes of the data the challenger was trained and judged on, `since` where fresh data starts.
@@ -87,14 +93,26 @@ class RetrainDecision:
     decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
-        if self.outcome not in (RetrainOutcome.PROMOTED, RetrainOutcome.KEPT_CHAMPION):
-            raise ValueError(f"a retrain decision promotes or keeps the champion; got outcome {self.outcome!r}")
+        if self.outcome not in DECIDED:
+            raise ValueError(f"a retrain decision is one of {[o.value for o in DECIDED]}; got outcome {self.outcome!r}")
         object.__setattr__(self, "trigger", RetrainTrigger.parse(self.trigger))
 
     @property
     def promoted(self) -> bool:
-        """Whether the challenger won (the orchestrator then promotes it)."""
+        """Whether the challenger is to replace the champion at once (the orchestrator then promotes it)."""
         return self.outcome is RetrainOutcome.PROMOTED
+
+    @property
+    def won(self) -> bool:
+        """Whether the challenger beat the champion (promoted at once, or rolled out)."""
+        return self.outcome is not RetrainOutcome.KEPT_CHAMPION
+
+    @property
+    def verdict(self) -> str:
+        """The outcome in words for people: `promoted v2`, `rollout of v2 started`, `kept v1`."""
+        if self.outcome is RetrainOutcome.ROLLOUT_STARTED:
+            return f"rollout of v{self.challenger_version} started (champion v{self.champion_version} still serves)"
+        return f"promoted v{self.challenger_version}" if self.promoted else f"kept v{self.champion_version}"
 
     @property
     def drift_verdict(self) -> dict[str, Any] | None:
@@ -109,6 +127,7 @@ class RetrainDecision:
                 "champion_version": self.champion_version,
                 "challenger_version": self.challenger_version,
                 "promoted": self.promoted,
+                "outcome": self.outcome.value,
                 "reason": self.reason,
                 "trigger": self.trigger.value,
                 "champion_scores": self.champion_scores,

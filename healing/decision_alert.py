@@ -1,4 +1,4 @@
-"""The alert of a retrain decision: info for a promoted challenger, a warning for a kept champion."""
+"""The alert of a retrain decision: info for a promoted or rolled-out challenger, a warning for a kept champion."""
 
 from __future__ import annotations
 
@@ -12,18 +12,25 @@ if TYPE_CHECKING:
 
 def retrain_decision_alert(decision: RetrainDecision) -> Alert:
     """An info alert for a promoted challenger, a warning for a kept champion."""
-    title = (
-        f"{decision.task}: challenger v{decision.challenger_version} promoted over v{decision.champion_version}"
-        if decision.promoted
-        else f"{decision.task}: kept champion v{decision.champion_version}; challenger "
-        f"v{decision.challenger_version} not promoted"
-    )
+    if decision.promoted:
+        title = f"{decision.task}: challenger v{decision.challenger_version} promoted over v{decision.champion_version}"
+    elif decision.won:
+        title = (
+            f"{decision.task}: challenger v{decision.challenger_version} beat v{decision.champion_version}; "
+            "a rollout starts (the rollout judge promotes or rolls it back)"
+        )
+    else:
+        title = (
+            f"{decision.task}: kept champion v{decision.champion_version}; challenger "
+            f"v{decision.challenger_version} not promoted"
+        )
     return Alert(
         kind="retrain_decision",
         task=decision.task,
         title=title,
-        severity="info" if decision.promoted else "warning",
+        severity="info" if decision.won else "warning",
         details={
+            "outcome": decision.outcome.value,
             "reason": decision.reason,
             "champion": decision.champion_scores,
             "challenger": decision.challenger_scores,

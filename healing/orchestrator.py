@@ -1,6 +1,7 @@
 """Acting on retrain decisions: the one place that moves the champion after a retrain.
 
-    drift episode (or none) --retrain--> RetrainDecision --act--> champion moved (PROMOTED) or left (KEPT_CHAMPION)
+    drift episode (or none) --retrain--> RetrainDecision --act--> champion moved (PROMOTED), a rollout started
+                                                                  (ROLLOUT_STARTED) or nothing (KEPT_CHAMPION)
                                                          --notify--> the retrain_decision alert
 
 `prefixctl retrain` and the `retrain-prefix` Prefect flow both call `retrain_and_act`, so both take the same
@@ -10,7 +11,9 @@ servers) hear of it as they hear of `prefixctl promote`.
 
 How a winner is rolled out is the policy's `PromotionMode`: DIRECT (the challenger becomes champion at once), or a
 SHADOW or CANARY rollout (healing/rollout_actions.py) that the `judge-rollout` flow or `prefixctl rollout judge`
-later promotes or rolls back on live labels. The decision stays the same value either way.
+later promotes or rolls back on live labels; the decision says which (PROMOTED or ROLLOUT_STARTED: the
+challenger's `retrain_decision` tag, description, alert and the flow's Prefect tags), and the rollout's end
+updates the tag (healing/rollout_actions.py).
 """
 
 from __future__ import annotations
@@ -54,9 +57,8 @@ def _rollout(mode: RolloutMode) -> Callable[[PrefixRegistry, RetrainDecision, fl
     return start
 
 
-# One function per mode.
-_ROLLOUTS: dict[PromotionMode, Callable[[PrefixRegistry, RetrainDecision, float], AliasChange | RolloutChange]] = {
-    PromotionMode.DIRECT: lambda registry, decision, _share: _promote_directly(registry, decision),
+# One function per rollout mode.
+_ROLLOUTS: dict[PromotionMode, Callable[[PrefixRegistry, RetrainDecision, float], RolloutChange]] = {
     PromotionMode.SHADOW: _rollout(RolloutMode.SHADOW),
     PromotionMode.CANARY: _rollout(RolloutMode.CANARY),
 }
@@ -68,16 +70,29 @@ def act(
     mode: PromotionMode = PromotionMode.DIRECT,
     share: float = 10.0,
 ) -> AliasChange | RolloutChange | None:
-    """Carry out `decision`: roll a PROMOTED challenger out as `mode` says (a rollout at `share` percent); a
-    KEPT_CHAMPION decision moves nothing.
+    """Carry out `decision`: promote a PROMOTED challenger at once (`mode` DIRECT), roll a ROLLOUT_STARTED one out
+    as `mode` says (SHADOW or CANARY, at `share` percent); a KEPT_CHAMPION decision moves nothing.
 
-    Returns the alias move made (DIRECT), the rollout started (SHADOW, CANARY), or None. Registry errors (the
-    baseline gate, the alias lock) propagate as they do for `prefixctl promote`: the decision stays recorded on the
+    Returns the alias move made, the rollout started, or None. A `mode` that does not match the outcome (the retrain
+    decides the outcome from the same policy) is a ValueError. Registry errors (the baseline gate, the alias lock, a
+    rollout already running) propagate as they do for `prefixctl promote`: the decision stays recorded on the
     challenger either way.
     """
-    if decision.outcome is not RetrainOutcome.PROMOTED:
+    mode = PromotionMode(mode)
+    if decision.outcome is RetrainOutcome.KEPT_CHAMPION:
         return None
-    return _ROLLOUTS[PromotionMode(mode)](registry, decision, share)
+    if decision.outcome is RetrainOutcome.PROMOTED:
+        if mode is not PromotionMode.DIRECT:
+            raise ValueError(
+                f"a {decision.outcome.value!r} decision is carried out by mode 'direct', got {mode.value!r}"
+            )
+        return _promote_directly(registry, decision)
+    if mode not in _ROLLOUTS:
+        raise ValueError(
+            f"a {decision.outcome.value!r} decision is carried out by mode {[m.value for m in _ROLLOUTS]}, "
+            f"got {mode.value!r}"
+        )
+    return _ROLLOUTS[mode](registry, decision, share)
 
 
 def triggering_drift(registry: PrefixRegistry, task: str, monitoring_run_id: str | None = None) -> DriftEpisode | None:
@@ -110,8 +125,10 @@ def retrain_and_act(
     """
     if trigger is None:
         trigger = RetrainTrigger.DRIFT if drift is not None else RetrainTrigger.MANUAL
-    decision = retrain(registry, log, task, policy, trigger=trigger, drift=drift, since=since, progress=progress)
     policy = policy or RetrainPolicy()
-    act(registry, decision, mode or policy.promotion, policy.rollout_share)
+    if mode is not None:  # the decision (tag, description, alert) says how the winner is rolled out
+        policy = policy.model_copy(update={"promotion": PromotionMode(mode)})
+    decision = retrain(registry, log, task, policy, trigger=trigger, drift=drift, since=since, progress=progress)
+    act(registry, decision, policy.promotion, policy.rollout_share)
     notify_decision(decision, registry.settings)
     return decision

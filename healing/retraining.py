@@ -32,7 +32,7 @@ from prefix_registry.healing.decision import (
 )
 from prefix_registry.healing.decision_alert import retrain_decision_alert
 from prefix_registry.healing.label_sources import cap_judge_set, trusted_fresh_labels
-from prefix_registry.healing.retrain_policy import RetrainPolicy
+from prefix_registry.healing.retrain_policy import PromotionMode, RetrainPolicy
 from prefix_registry.kinds import CLASSIFICATION, TaskKind
 from prefix_registry.monitoring.drift_runs import DriftEpisode
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
@@ -74,6 +74,7 @@ __all__ = [
     "LAST_RETRAIN_TAG",
     "RetrainData",
     "RetrainDecision",
+    "RetrainOutcome",
     "RetrainSkipped",
     "RetrainTrigger",
     "SkipReason",
@@ -81,6 +82,7 @@ __all__ = [
     "decide",
     "notify_decision",
     "retrain",
+    "won_outcome",
 ]
 
 logger = logging.getLogger(__name__)
@@ -426,7 +428,7 @@ def judge_and_record(
         task=champion.task,
         champion_version=champion.version,
         challenger_version=challenger.version,
-        outcome=RetrainOutcome.PROMOTED if promoted else RetrainOutcome.KEPT_CHAMPION,
+        outcome=won_outcome(policy) if promoted else RetrainOutcome.KEPT_CHAMPION,
         reason=reason,
         trigger=trigger,
         champion_scores=_headline(champion_scores, kind),
@@ -448,12 +450,23 @@ def judge_and_record(
             TAG_COMPARED_WITH: champion.version,
         },
     )
-    record_comparison(registry, champion, challenger.version, decision.promoted, reason)
+    record_comparison(registry, champion, challenger.version, decision.outcome, reason, policy)
     return decision
 
 
+def won_outcome(policy: RetrainPolicy) -> RetrainOutcome:
+    """What a winning challenger's decision says: PROMOTED when the policy promotes at once, ROLLOUT_STARTED when
+    it rolls the challenger out as a shadow or canary (the champion keeps serving until the rollout judge acts)."""
+    return RetrainOutcome.PROMOTED if policy.promotion is PromotionMode.DIRECT else RetrainOutcome.ROLLOUT_STARTED
+
+
 def record_comparison(
-    registry: PrefixRegistry, champion: PrefixVersion, challenger_version: str, promoted: bool, reason: str
+    registry: PrefixRegistry,
+    champion: PrefixVersion,
+    challenger_version: str,
+    outcome: RetrainOutcome,
+    reason: str,
+    policy: RetrainPolicy,
 ) -> None:
     """The decision where people read it: a section of the challenger's description, and an HTML comparison card
     (scores per set, lineage, decision) in the challenger's run."""
@@ -470,7 +483,12 @@ def record_comparison(
         for row in comparison.rows
         if row.metric == champion.kind.decision_metric
     ]
-    section = decision_markdown(promoted, reason, champion.version, challenger_version, rows, card)
+    verdict = {
+        RetrainOutcome.PROMOTED: "PROMOTED to champion",
+        RetrainOutcome.ROLLOUT_STARTED: f"won; a {policy.promotion} rollout at {policy.rollout_share:g}% starts "
+        f"(v{champion.version} stays champion until the rollout judge promotes or rolls it back on live labels)",
+    }.get(outcome, f"not promoted (v{champion.version} stays champion)")
+    section = decision_markdown(verdict, reason, champion.version, challenger_version, rows, card)
     description = with_section(comparison.b.description, section, DECISION_HEADING)
     registry.set_version_description(champion.task, challenger_version, description)
 

@@ -27,6 +27,7 @@ from prefix_registry.healing.rollout_judge import Decision, JudgePolicy, Verdict
 from prefix_registry.healing.rollout_stats import RolloutStats, stats_for
 from prefix_registry.registry.rollouts import RolloutAction, RolloutChange, RolloutError, RolloutMode
 from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.versions import TAG_RETRAIN_DECISION, RetrainOutcome
 from prefix_registry.traffic.prediction_log import PredictionLog
 
 JUDGE_ACTOR = "rollout-judge"
@@ -55,6 +56,23 @@ def push_rollout(registry: PrefixRegistry, change: RolloutChange) -> None:
     for observer in registry.alias_observers:
         if isinstance(observer, AliasPush):
             observer.notify(change.rollout.task, body.encode("utf-8"), f"rollout {change.action}")
+
+
+# What a retrain's "rollout started" challenger's `retrain_decision` tag says once its rollout ends.
+_ENDED_OUTCOME = {
+    RolloutAction.PROMOTE: RetrainOutcome.PROMOTED,
+    RolloutAction.ROLLBACK: RetrainOutcome.ROLLOUT_ROLLED_BACK,
+    RolloutAction.STOP: RetrainOutcome.ROLLOUT_ROLLED_BACK,
+}
+
+
+def record_rollout_end(registry: PrefixRegistry, change: RolloutChange) -> None:
+    """Update the `retrain_decision` tag of a retrain's rolled-out challenger to how its rollout ended (a version
+    rolled out by hand has no such tag and keeps none)."""
+    task, version = change.rollout.task, change.rollout.challenger_version
+    tags = registry.version(task, version).tags or {}
+    if tags.get(TAG_RETRAIN_DECISION) == RetrainOutcome.ROLLOUT_STARTED and change.action in _ENDED_OUTCOME:
+        registry.set_version_tags(task, version, {TAG_RETRAIN_DECISION: _ENDED_OUTCOME[change.action].value})
 
 
 def start_rollout(
@@ -89,6 +107,7 @@ def stop_rollout(
     """End the task's rollout by hand: all traffic back on the champion."""
     change = registry.rollouts.end(task, RolloutAction.STOP, reason or "stopped by hand", actor=actor)
     push_rollout(registry, change)
+    record_rollout_end(registry, change)
     send_alert(
         Alert(
             kind="rollout_stopped",
@@ -116,9 +135,11 @@ def judge_rollout(
     if decision.verdict is Verdict.PROMOTE:
         change = registry.rollouts.end(task, RolloutAction.PROMOTE, decision.reason, actor=JUDGE_ACTOR)
         push_rollout(registry, change)
+        record_rollout_end(registry, change)
         return RolloutJudgement(stats, decision, change)
     change = registry.rollouts.end(task, RolloutAction.ROLLBACK, decision.reason, actor=JUDGE_ACTOR)
     push_rollout(registry, change)
+    record_rollout_end(registry, change)
     send_alert(
         Alert(
             kind="rollout_rollback",

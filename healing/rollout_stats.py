@@ -23,7 +23,7 @@ from prefix_registry.healing.label_sources import UNKEYED, cap_per_source
 from prefix_registry.healing.rollout_judge import ArmStats, wilson_interval
 from prefix_registry.registry.rollouts import Rollout, RolloutMode
 from prefix_registry.traffic.prediction_log import PredictionLog
-from prefix_registry.traffic.prediction_records import PredictionSource
+from prefix_registry.traffic.prediction_records import PROBABILITY_PREFIX, PredictionSource
 
 if TYPE_CHECKING:
     from prefix_registry.registry.store import PrefixRegistry
@@ -81,7 +81,9 @@ def rollout_stats(
         if compared:
             agreement = float((paired["predicted_label"] == paired["predicted_label_champion"]).mean())
         challenger_rows = paired.drop(columns=["predicted_label_champion"])
-    labels = sorted(str(c).removeprefix("prob_") for c in frame.columns if str(c).startswith("prob_"))
+    labels = sorted(
+        str(c).removeprefix(PROBABILITY_PREFIX) for c in frame.columns if str(c).startswith(PROBABILITY_PREFIX)
+    )
     return RolloutStats(
         rollout,
         _arm(rollout.champion_version, champion_rows, errors, max_share, labels),

@@ -82,7 +82,7 @@ def origin_markdown(origin: Origin) -> str:
 
 
 def decision_markdown(
-    promoted: bool,
+    verdict: str,
     reason: str,
     champion_version: str,
     challenger_version: str,
@@ -92,8 +92,7 @@ def decision_markdown(
     """The decision section: the verdict, the reason, and both versions' scores on the same named sets.
 
     `rows` are (set, dataset, champion score, challenger score, change); `card_link` a markdown link to the
-    comparison card (`artifact_link`)."""
-    verdict = "PROMOTED to champion" if promoted else f"not promoted (v{champion_version} stays champion)"
+    comparison card (`artifact_link`); `verdict` the outcome in words (`PROMOTED to champion`, ...)."""
     lines = [
         f"{DECISION_HEADING}: {verdict}",
         "",

@@ -133,6 +133,10 @@ class RetrainOutcome(StrEnum):
 
     PROMOTED = "promoted"
     KEPT_CHAMPION = "kept champion"
+    # The challenger won, and its policy (`promotion: shadow | canary`) rolls it out instead of promoting it: the
+    # rollout judge later promotes it ("promoted") or rolls it back ("rollout rolled back").
+    ROLLOUT_STARTED = "rollout started"
+    ROLLOUT_ROLLED_BACK = "rollout rolled back"
     # No challenger was trained (cooldown, another retrain running, too few labels): never a version's tag.
     SKIPPED = "skipped"
     # The tag of a promoted version while it is rolled back ("promoted" again once it is promoted again).

@@ -140,6 +140,7 @@ def test_a_decision_is_a_frozen_value_whose_summary_keeps_the_json_shape() -> No
         "champion_version",
         "challenger_version",
         "promoted",
+        "outcome",  # added with rollouts: "promoted", "rollout started" or "kept champion"
         "reason",
         "trigger",
         "champion_scores",
@@ -148,12 +149,17 @@ def test_a_decision_is_a_frozen_value_whose_summary_keeps_the_json_shape() -> No
         "drift_verdict",
         "decided_at",
     ]
-    assert summary["promoted"] is True and summary["trigger"] == "drift" and type(summary["trigger"]) is str
+    assert (
+        summary["promoted"] is True
+        and summary["outcome"] == "promoted"
+        and summary["trigger"] == "drift"
+        and type(summary["trigger"]) is str
+    )
     assert summary["drift_verdict"] == episode.brief() and summary["drift_verdict"]["status"] == "drift"
     assert decision.drift is episode and _decision(RetrainOutcome.KEPT_CHAMPION).summary()["drift_verdict"] is None
     with pytest.raises(FrozenInstanceError):
         decision.outcome = RetrainOutcome.KEPT_CHAMPION  # type: ignore[misc]
-    with pytest.raises(ValueError, match="promotes or keeps the champion"):
+    with pytest.raises(ValueError, match=r"one of \[.promoted., .rollout started., .kept champion.\]; got outcome"):
         _decision(RetrainOutcome.SKIPPED)
 
 

@@ -6,6 +6,7 @@ accuracy is far below the champion's).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,39 +242,62 @@ def test_a_worse_canary_is_rolled_back_by_the_judge_with_a_history_entry_and_an_
     print("\nlabels needed, worse challenger:", {m: labels_needed(fresh_log, "1", "2", m) for m in (10, 30, 50)})
 
 
-def test_a_retrain_decision_under_a_canary_policy_starts_a_rollout_instead_of_promoting(
+def test_a_retrain_decision_under_a_canary_policy_starts_a_rollout_and_says_so(
     registry: PrefixRegistry, no_rollout: None
 ) -> None:
     from prefix_registry.healing.decision import RetrainDecision, RetrainOutcome, RetrainTrigger
+    from prefix_registry.healing.decision_alert import retrain_decision_alert
     from prefix_registry.healing.orchestrator import act
     from prefix_registry.healing.retrain_policy import PromotionMode, RetrainPolicy
+    from prefix_registry.healing.retraining import won_outcome
+    from prefix_registry.healing.rollout_actions import stop_rollout
+    from prefix_registry.registry.versions import TAG_RETRAIN_DECISION
 
     assert RetrainPolicy().promotion is PromotionMode.DIRECT  # `make demo` keeps its story
+    assert won_outcome(RetrainPolicy()) is RetrainOutcome.PROMOTED
+    policy = RetrainPolicy(promotion=PromotionMode.CANARY, rollout_share=20)
+    outcome = won_outcome(policy)
+    assert (outcome.value, outcome.slug) == ("rollout started", "rollout-started")  # the tag, the Prefect tag
     decision = RetrainDecision(
         task=TASK,
         champion_version="1",
         challenger_version="2",
-        outcome=RetrainOutcome.PROMOTED,
+        outcome=outcome,
         reason="challenger gains +0.050 macro-F1 on fresh held-out data",
         trigger=RetrainTrigger.MANUAL,
-        champion_scores={},
-        challenger_scores={},
-        data={},
-        drift=None,
         decided_at="2026-12-07T12:00:00+00:00",
     )
-    policy = RetrainPolicy(promotion=PromotionMode.CANARY, rollout_share=20)
+    assert (decision.promoted, decision.won, decision.summary()["outcome"]) == (False, True, "rollout started")
+    assert decision.verdict == "rollout of v2 started (champion v1 still serves)"
+    alert = retrain_decision_alert(decision)
+    assert (alert.severity, alert.details["outcome"]) == ("info", "rollout started")
+    assert "promoted" not in alert.title and "a rollout starts" in alert.title
+    with pytest.raises(ValueError, match="carried out by mode 'direct', got 'canary'"):
+        act(registry, dataclasses.replace(decision, outcome=RetrainOutcome.PROMOTED), PromotionMode.CANARY)
+    with pytest.raises(ValueError, match=r"carried out by mode \['shadow', 'canary'\], got 'direct'"):
+        act(registry, decision, PromotionMode.DIRECT)
+    assert registry.rollouts.current(TASK) is None
 
-    act(registry, decision, policy.promotion, policy.rollout_share)
+    before = registry.version(TASK, "2").tags.get(TAG_RETRAIN_DECISION)
+    registry.set_version_tags(TASK, "2", {TAG_RETRAIN_DECISION: outcome.value})  # as judge_and_record tags it
+    try:
+        act(registry, decision, policy.promotion, policy.rollout_share)
 
-    assert registry.aliases(TASK)["champion"] == "1"  # not promoted: rolled out
-    rollout = registry.rollouts.current(TASK)
-    assert rollout is not None and (rollout.mode, rollout.share, rollout.challenger_version) == (
-        RolloutMode.CANARY,
-        20.0,
-        "2",
-    )
-    assert rollout.reason == "canary 20%: retrain (manual): challenger gains +0.050 macro-F1 on fresh held-out data"
+        assert registry.aliases(TASK)["champion"] == "1"  # not promoted: rolled out
+        rollout = registry.rollouts.current(TASK)
+        assert rollout is not None and (rollout.mode, rollout.share, rollout.challenger_version) == (
+            RolloutMode.CANARY,
+            20.0,
+            "2",
+        )
+        assert rollout.reason == "canary 20%: retrain (manual): challenger gains +0.050 macro-F1 on fresh held-out data"
+        stop_rollout(registry, TASK, reason="test: done")
+        assert registry.version(TASK, "2").tags[TAG_RETRAIN_DECISION] == "rollout rolled back"
+    finally:
+        if before is None:
+            registry.gateway.delete_version_tag(TASK, "2", TAG_RETRAIN_DECISION)
+        else:
+            registry.set_version_tags(TASK, "2", {TAG_RETRAIN_DECISION: before})
 
 
 def labels_needed(log: PredictionLog, champion: str, challenger: str, min_labels: int) -> int | None:

@@ -135,11 +135,8 @@ def retrain(
     if as_json:
         print_json(decision.summary())
     else:
-        outcome = (
-            f"promoted v{decision.challenger_version}" if decision.promoted else f"kept v{decision.champion_version}"
-        )
         print_pairs(
-            f"{task}: {outcome}",
+            f"{task}: {decision.verdict}",
             {
                 "reason": decision.reason,
                 "champion": decision.champion_scores,
