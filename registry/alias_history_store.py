@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -101,8 +102,9 @@ class AliasHistoryStore:
             raise RegistryError(f"read the alias history of {task} from {self.url}: {first_line(error)}") from None
         return [AliasEvent(**{key: value for key, value in row.items() if key != "task"}) for row in rows]
 
-    def append(self, task: str, event: AliasEvent) -> AliasEvent:
-        """Record `event`, committed when this returns; returns the entry as stored.
+    def append(self, task: str, event: AliasEvent, also: Callable[[sa.Connection], object] | None = None) -> AliasEvent:
+        """Record `event`, committed when this returns; returns the entry as stored. `also` writes more rows of this
+        database in the same transaction (a rollout's record: both are committed, or neither).
 
         The same entry again (a retry whose first commit went through) is a no-op. When another entry already has
         its sequence number (a move of another alias of the task, under that alias's lock, at the same time), it is
@@ -113,6 +115,8 @@ class AliasHistoryStore:
             try:
                 with self._engine.begin() as connection:
                     connection.execute(alias_history.insert().values(task=task, **_event_row(event)))
+                    if also is not None:
+                        also(connection)
                 return event
             except IntegrityError:
                 later = [found for found in self.events(task) if found.sequence >= event.sequence]

@@ -194,13 +194,16 @@ class AliasMover:
         reason: str | None,
         actor: str | None = None,
         check: bool = True,
+        also: Callable[[Any], object] | None = None,
     ) -> AliasChange:
         """Point `alias` at `version` (or leave it there) with a history entry of `action` (e.g. `rollout-start`),
         under the alias lock like any move. Observers are not told: the caller sends its own alert.
 
         `check=False` skips the promotion check (an entry that ends a rollout must not wait on loading a version).
+        `also(connection)` writes rows of the history database in the entry's own transaction (a rollout's record),
+        so a mover killed after the entry leaves both or neither; the alias itself follows as for any move.
         """
-        return self._move(task, str(version), alias, action, reason, actor, check=check)
+        return self._move(task, str(version), alias, action, reason, actor, check=check, also=also)
 
     def announce(self, change: AliasChange) -> AliasChange:
         """Tell every observer of `change`, unless it moved nothing (a promotion of the current version)."""
@@ -219,6 +222,7 @@ class AliasMover:
         actor: str | None,
         choose: Callable[[str | None, list[AliasEvent]], str] | None = None,
         check: bool = True,
+        also: Callable[[Any], object] | None = None,
     ) -> AliasChange:
         """Move `alias` under the task's alias lock: read, decide, write the history entry, then the alias."""
         if not ALIAS_NAME.fullmatch(alias):
@@ -242,7 +246,7 @@ class AliasMover:
                 self.promotion_check(target_version, alias)
             if history_from_tags(model.tags or {}):
                 self.move_history_out_of_tags(task, model)
-            event = self._write_history_then_alias(f"move alias {alias} of {task}", event, task, alias)
+            event = self._write_history_then_alias(f"move alias {alias} of {task}", event, task, alias, also)
             change = AliasChange(task, alias, current, target, event)
             # Under the lock, so concurrent moves rewrite the history table in the order they were made.
             self._describe_move(change)
@@ -263,10 +267,13 @@ class AliasMover:
         self._with_retry(what, lambda: self.gateway.set_alias(task, alias, last.to_version, what=what))
         return last.to_version
 
-    def _write_history_then_alias(self, what: str, event: AliasEvent, task: str, alias: str) -> AliasEvent:
-        """The history entry (committed), then the alias; returns the entry as stored (see AliasHistoryStore)."""
+    def _write_history_then_alias(
+        self, what: str, event: AliasEvent, task: str, alias: str, also: Callable[[Any], object] | None = None
+    ) -> AliasEvent:
+        """The history entry (committed, with `also`'s rows), then the alias; returns the entry as stored (see
+        AliasHistoryStore)."""
         stored: list[AliasEvent] = []
-        self._with_retry(what, lambda: stored.append(self.history.append(task, event)))
+        self._with_retry(what, lambda: stored.append(self.history.append(task, event, also)))
         failpoint(ALIAS_MOVE_AFTER_HISTORY)
         self._with_retry(what, lambda: self.gateway.set_alias(task, alias, event.to_version, what=what))
         return stored[-1]

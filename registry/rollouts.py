@@ -1,8 +1,9 @@
 """Rollouts: a challenger served beside the champion, as a shadow or a canary, recorded next to the aliases.
 
-    start(task, version, mode, share) --> `challenger` alias on version, history entry `rollout-start`, rollout row
-    end(task, action, reason)         --> history entry (`rollout-stop` / `rollout-rollback` / `rollout-promote`),
-                                          rollout row deleted (the champion takes all traffic again)
+    start(task, version, mode, share) --> history entry `rollout-start` + rollout row (one transaction), then the
+                                          `challenger` alias on version
+    end(task, action, reason)         --> history entry (`rollout-stop` / `rollout-rollback` / `rollout-promote`)
+                                          + rollout row deleted (one transaction): the champion takes all traffic
 
 A rollout is one row per task of the `rollouts` table, in the database the alias history lives in
 (alias_history_store.py: the project's own database, never a visible MLflow tag), so it survives a restart of the
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -111,6 +113,19 @@ rollout_errors = sa.Table(
 )
 
 
+def put_rollout(connection: sa.Connection, rollout: Rollout) -> None:
+    """Write `rollout` as its task's running one, in the caller's transaction (the history entry's: see start)."""
+    values = rollout.summary()
+    values["started_at"] = rollout.started_at.isoformat()
+    connection.execute(rollouts.delete().where(rollouts.c.task == rollout.task))
+    connection.execute(rollouts.insert().values(**values))
+
+
+def delete_rollout(connection: sa.Connection, task: str) -> None:
+    """End `task`'s running rollout, in the caller's transaction."""
+    connection.execute(rollouts.delete().where(rollouts.c.task == task))
+
+
 class RolloutStore:
     """The running rollout of each task, and the errors counted against its arms.
 
@@ -148,15 +163,12 @@ class RolloutStore:
         return Rollout(**values)
 
     def put(self, rollout: Rollout) -> None:
-        values = rollout.summary()
-        values["started_at"] = rollout.started_at.isoformat()
         with self._errors(f"record the rollout of {rollout.task}"), self._engine.begin() as connection:
-            connection.execute(rollouts.delete().where(rollouts.c.task == rollout.task))
-            connection.execute(rollouts.insert().values(**values))
+            put_rollout(connection, rollout)
 
     def delete(self, task: str) -> None:
         with self._errors(f"end the rollout of {task}"), self._engine.begin() as connection:
-            connection.execute(rollouts.delete().where(rollouts.c.task == task))
+            delete_rollout(connection, task)
 
     def record_error(self, task: str, version: str) -> None:
         with self._errors(f"count an error of {task} v{version}"), self._engine.begin() as connection:
@@ -258,9 +270,19 @@ class Rollouts:
         actor = actor or self.registry.settings.actor
         # Mode and share lead the reason, so the history (and the model page's table) says what the rollout was.
         described = f"{mode} {share:g}%" + (f": {reason}" if reason else "")
-        self.registry.alias_mover.record(task, target, CHALLENGER, RolloutAction.START.value, described, actor)
         rollout = Rollout(task, mode, float(share), target, champion, datetime.now(UTC), actor, described)
-        self.store.put(rollout)
+        self.store  # noqa: B018 - the rollouts table exists before the entry's transaction writes to it
+        # The record is written in the history entry's transaction: a process killed after it leaves the entry and
+        # a running rollout together (the `challenger` alias completed by its next move), never one of them.
+        self.registry.alias_mover.record(
+            task,
+            target,
+            CHALLENGER,
+            RolloutAction.START.value,
+            described,
+            actor,
+            also=partial(put_rollout, rollout=rollout),
+        )
         return RolloutChange(rollout, RolloutAction.START, described)
 
     def end(
@@ -278,9 +300,15 @@ class Rollouts:
                 task, rollout.challenger_version, CHAMPION, reason=f"rollout: {reason}", actor=actor
             )
         self.registry.alias_mover.record(
-            task, rollout.challenger_version, CHALLENGER, action.value, reason, actor, check=False
+            task,
+            rollout.challenger_version,
+            CHALLENGER,
+            action.value,
+            reason,
+            actor,
+            check=False,
+            also=partial(delete_rollout, task=task),
         )
-        self.store.delete(task)
         return RolloutChange(rollout, action, reason, champion_move)
 
     def close(self) -> None:

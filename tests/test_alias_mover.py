@@ -5,6 +5,7 @@ processes at the same failpoint (tests/faults)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,9 +151,9 @@ def test_the_history_entry_is_written_before_the_alias(
     store = registry.alias_mover.history
     append, set_alias = store.append, registry.gateway.set_alias
 
-    def entry(task: str, event: AliasEvent) -> AliasEvent:
+    def entry(task: str, event: AliasEvent, also: Any = None) -> AliasEvent:
         writes.append(f"entry {event.sequence}")
-        return append(task, event)
+        return append(task, event, also)
 
     def alias(task: str, name: str, version: str, **kwargs: str) -> None:
         writes.append(f"alias {name}={version}")

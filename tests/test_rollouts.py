@@ -300,6 +300,44 @@ def test_a_retrain_decision_under_a_canary_policy_starts_a_rollout_and_says_so(
             registry.set_version_tags(TASK, "2", {TAG_RETRAIN_DECISION: before})
 
 
+class Killed(BaseException):
+    """The process 'dies' at a failpoint (as the fault suite's SIGKILL does, nothing after it runs)."""
+
+
+def test_a_start_or_end_killed_after_its_history_entry_leaves_entry_and_rollout_together(
+    registry: PrefixRegistry, monkeypatch: pytest.MonkeyPatch, no_rollout: None
+) -> None:
+    from prefix_registry.registry import alias_mover
+    from prefix_registry.registry.failpoints import ALIAS_MOVE_AFTER_HISTORY
+
+    def killed_at(name: str) -> None:
+        if name == ALIAS_MOVE_AFTER_HISTORY:
+            raise Killed(name)
+
+    challenger_before = registry.aliases(TASK).get("challenger")
+    with monkeypatch.context() as patch:
+        patch.setattr(alias_mover, "failpoint", killed_at)
+        with pytest.raises(Killed):
+            start_rollout(registry, TASK, "2", RolloutMode.CANARY, 30.0, reason="test: killed")
+    last = registry.alias_history(TASK)[-1]
+    assert (last.alias, last.action, last.to_version) == ("challenger", "rollout-start", "2")
+    running = registry.rollouts.current(TASK)  # the record was committed with the entry
+    assert running is not None and (running.challenger_version, running.share) == ("2", 30.0)
+    assert registry.aliases(TASK).get("challenger") == challenger_before  # only the alias move is missing
+
+    with monkeypatch.context() as patch:
+        patch.setattr(alias_mover, "failpoint", killed_at)
+        with pytest.raises(Killed):
+            stop_rollout(registry, TASK, reason="test: killed while stopping")
+    last = registry.alias_history(TASK)[-1]
+    assert (last.action, last.reason) == ("rollout-stop", "test: killed while stopping")
+    assert registry.rollouts.current(TASK) is None  # ended with its entry
+
+    start_rollout(registry, TASK, "2", RolloutMode.SHADOW, 100.0)  # the next move of the alias completes the last
+    assert registry.aliases(TASK)["challenger"] == "2"
+    assert [e.action for e in registry.alias_history(TASK)[-3:]] == ["rollout-start", "rollout-stop", "rollout-start"]
+
+
 def labels_needed(log: PredictionLog, champion: str, challenger: str, min_labels: int) -> int | None:
     """Total feedback labels (in the order they came) after which the judge first decided; None: never."""
     from prefix_registry.healing.rollout_judge import ArmStats, JudgePolicy, Verdict, judge
