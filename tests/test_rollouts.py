@@ -7,6 +7,7 @@ accuracy is far below the champion's).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -298,6 +299,82 @@ def test_a_retrain_decision_under_a_canary_policy_starts_a_rollout_and_says_so(
             registry.gateway.delete_version_tag(TASK, "2", TAG_RETRAIN_DECISION)
         else:
             registry.set_version_tags(TASK, "2", {TAG_RETRAIN_DECISION: before})
+
+
+def test_kill9_of_a_served_canary_loses_no_acknowledged_prediction_and_a_new_server_routes_the_same(
+    registry: PrefixRegistry, fresh_log: PredictionLog, no_rollout: None, module_home: Path
+) -> None:
+    """A real `prefixctl serve` process under load with distinct routing keys, killed with SIGKILL mid-canary: every
+    prediction it acknowledged (both arms) is in the log; a new process reads the running rollout and routes the
+    same keys to the same arms."""
+    import threading
+
+    import httpx
+
+    from tests.faults.scenarios import ServeProcess, home_env
+
+    start_rollout(registry, TASK, "2", RolloutMode.CANARY, 50.0)
+    acked: dict[str, tuple[str, str]] = {}  # prediction id -> (routing key, version)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as session:
+            for n in range(10_000):
+                if stop.is_set():
+                    return
+                key = f"load-{worker}-{n}"
+                try:
+                    response = session.post("/v1/predict", json={"task": TASK, "texts": ["Fine."], "routing_key": key})
+                except httpx.HTTPError:
+                    return  # the server is gone: what was not answered was never acknowledged
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code}: {response.text[:200]}")
+                    continue
+                answer = response.json()["predictions"][0]
+                acked[answer["prediction_id"]] = (key, answer["version"])
+
+    server = ServeProcess(home_env(module_home), poll_interval=30.0)
+    try:
+        server.wait_ready()
+        threads = [threading.Thread(target=client, args=(w,), daemon=True) for w in range(3)]
+        for thread in threads:
+            thread.start()
+        while len(acked) < 60 and not errors:
+            time.sleep(0.05)
+        server.kill9()  # requests in flight
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        server.kill9()
+    assert errors == []
+    versions = [version for _, version in acked.values()]
+    assert {v: versions.count(v) for v in ("1", "2")} == {
+        v: sum(takes_challenger(TASK, "2", key, 50.0) == (v == "2") for key, _ in acked.values()) for v in ("1", "2")
+    }
+    assert min(versions.count("1"), versions.count("2")) > 0  # both arms answered
+    stored = fresh_log.window(TASK)
+    logged = dict(zip(stored["prediction_id"], stored["version"], strict=True))
+    assert {pid: logged.get(pid) for pid in acked} == {pid: version for pid, (_, version) in acked.items()}
+    print(f"\nkill -9 mid-canary: {len(acked)} acknowledged ({versions.count('2')} by the canary), {len(logged)} rows")
+
+    restarted = ServeProcess(home_env(module_home), poll_interval=30.0)  # a new process after the crash
+    try:
+        restarted.wait_ready()
+        sample = list(acked.values())[:20]
+        again = [
+            httpx.post(
+                f"{restarted.url}/v1/predict",
+                json={"task": TASK, "texts": ["Fine."], "routing_key": key},
+                timeout=30,
+                trust_env=False,
+            ).json()["predictions"][0]["version"]
+            for key, _ in sample
+        ]
+        assert again == [version for _, version in sample]
+    finally:
+        restarted.stop()
 
 
 class Killed(BaseException):
