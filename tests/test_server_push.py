@@ -339,3 +339,43 @@ def test_a_rollout_start_and_stop_are_pushed_to_a_server_that_never_polls(
         stop_rollout(champion_v1, TASK)
         assert _seconds_until(lambda: rollout(server.url) is None, 2.0) < 2.0
         assert _metric(server.url, "prefix_pushes_received_total") == 2
+
+
+def test_two_servers_on_one_log_get_a_canary_started_by_the_cli_by_push_and_agree_on_each_keys_arm(
+    champion_v1: PrefixRegistry, directory: ServerDirectory, tmp_path: Path, cli: Any
+) -> None:
+    from prefix_registry.healing.rollout_actions import stop_rollout
+    from prefix_registry.serving.routing import takes_challenger
+
+    def arm(url: str, key: str) -> str:
+        body = {"task": TASK, "texts": TEXTS[:1], "routing_key": key}
+        response = httpx.post(f"{url}/v1/predict", json=body, trust_env=False, timeout=30)
+        assert response.status_code == 200, response.text
+        return str(response.json()["predictions"][0]["version"])
+
+    def rollout(url: str) -> dict[str, Any] | None:
+        tasks = httpx.get(f"{url}/v1/tasks", trust_env=False).json()["tasks"]
+        return next(t["rollout"] for t in tasks if t["task"] == TASK)
+
+    keys = [f"user-{i}" for i in range(40)]
+    shared = f"sqlite:///{tmp_path / 'predictions.db'}"  # one prediction log for both servers
+    try:
+        with ExitStack() as stack:
+            logs = [stack.enter_context(PredictionLog(shared)) for _ in range(2)]
+            # Neither server polls: the rollout reaches them by push only.
+            servers = [
+                stack.enter_context(RunningServer(champion_v1, directory, log, directory.secret())) for log in logs
+            ]
+            started = cli("rollout", "start", TASK, "2", "--canary", "30", "--json")
+            assert started.exit_code == 0, started.stderr
+            assert max(_seconds_until(lambda url=s.url: rollout(url) is not None, 2.0) for s in servers) < 2.0
+            arms = [{key: arm(s.url, key) for key in keys} for s in servers]
+        with PredictionLog(shared) as log:
+            stored = log.window(TASK)
+    finally:
+        if champion_v1.rollouts.current(TASK) is not None:
+            stop_rollout(champion_v1, TASK, "test cleanup")
+    expected = {key: "2" if takes_challenger(TASK, "2", key, 30.0) else "1" for key in keys}
+    assert arms[0] == arms[1] == expected  # the same key, the same arm, on either server
+    assert set(expected.values()) == {"1", "2"}
+    assert sorted(stored["version"]) == sorted([*expected.values(), *expected.values()])  # both servers' rows
