@@ -288,6 +288,50 @@ def test_a_registry_outage_keeps_the_last_good_version_serving(
         log.close()
 
 
+def test_a_canary_survives_a_restart_of_the_tracking_server_and_of_the_server(
+    served: PrefixRegistry, tracking_server: MlflowServer, tmp_path: Path
+) -> None:
+    from prefix_registry.healing.rollout_actions import start_rollout, stop_rollout
+    from prefix_registry.registry.rollouts import RolloutMode
+    from prefix_registry.serving.routing import takes_challenger
+
+    keys = [f"user-{i}" for i in range(20)]
+    expected = {key: "2" if takes_challenger(SERVED, "2", key, 50.0) else "1" for key in keys}
+    assert set(expected.values()) == {"1", "2"}
+
+    def arms(client: TestClient) -> dict[str, str]:
+        answers = {}
+        for key in keys:
+            response = client.post("/v1/predict", json={"task": SERVED, "texts": TEXTS[:1], "routing_key": key})
+            assert response.status_code == 200, response.text
+            answers[key] = response.json()["predictions"][0]["version"]
+        return answers
+
+    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    log = PredictionLog(log_url)
+    start_rollout(served, SERVED, "2", RolloutMode.CANARY, 50.0)
+    try:
+        app = build_serving_app(served, prediction_log=log, watch_interval=None)
+        with TestClient(app) as client:
+            assert arms(client) == expected
+            tracking_server.stop()
+            tracking_server.start()  # same port, same store
+            app.state.table.refresh()
+            assert arms(client) == expected
+        # A new server process after both restarts: a new registry object reads the running rollout.
+        restarted_log = PredictionLog(log_url)  # the first server closed its log as it stopped
+        restarted = build_serving_app(PrefixRegistry(Settings()), prediction_log=restarted_log, watch_interval=None)
+        with TestClient(restarted) as client:
+            rollout = _state(client.get("/v1/tasks").json(), SERVED)["rollout"]
+            assert (rollout["mode"], rollout["share"], rollout["challenger_version"]) == ("canary", 50.0, "2")
+            assert arms(client) == expected
+    finally:
+        tracking_server.start()
+        if served.rollouts.current(SERVED) is not None:
+            stop_rollout(served, SERVED, "test cleanup")
+        log.close()
+
+
 # -- MLflow's own webhooks -------------------------------------------------------------------------------------------
 def test_an_mlflow_webhook_tells_a_server_of_an_alias_moved_by_a_plain_mlflow_client(served: PrefixRegistry) -> None:
     app = build_serving_app(served, watch_interval=None, push_secret="webhook-secret")  # no poll: only the webhook
