@@ -464,3 +464,45 @@ def test_a_better_canary_is_promoted_by_the_scheduled_judge_flow(
     finally:
         if registry.aliases(TASK)["champion"] != "1":
             registry.promote(TASK, "1", reason="test cleanup")
+
+
+def test_the_demo_canary_chapter_rolls_the_flipped_label_challenger_back_on_its_live_labels(
+    registry: PrefixRegistry, fresh_log: PredictionLog, no_rollout: None
+) -> None:
+    """`prefixctl demo --rollout canary`'s chapter on this module's versions (no demo run: it takes minutes)."""
+    from prefix_registry.flows.demo.canary import judged_canary
+    from prefix_registry.flows.demo.summary import headline
+    from prefix_registry.healing.rollout_judge import JudgePolicy
+
+    frame = tiny_data(limit=460).frame.iloc[160:460]
+    windows = iter([frame.iloc[0:100], frame.iloc[100:200], frame.iloc[200:300]])
+    told: list[str] = []
+    polling = build_serving_app(registry, prediction_log=fresh_log, watch_interval=0.2)  # as the demo's (1 s)
+    with TestClient(polling) as client:
+        result = judged_canary(
+            registry, fresh_log, client, TASK, "2", windows, told.append, policy=JudgePolicy(min_labels=20)
+        )
+    assert (result["decision"], result["champion_after"]) == ("rollback", "1")
+    assert result["live_accuracy"]["challenger"] < result["live_accuracy"]["champion"]
+    assert registry.rollouts.current(TASK) is None
+    assert told[0].startswith("canary: v2 answers 30% of requests") and "judge: rollback" in told[-1]
+    facts = headline(
+        {
+            **{
+                key: None
+                for key in (
+                    "champion_before",
+                    "champion_after",
+                    "drift_detected_in_window",
+                    "live_accuracy",
+                    "fresh_holdout",
+                    "rollback",
+                    "alerts_delivered",
+                    "seconds",
+                )
+            },
+            "canary": {"bad": result},
+        }
+    )
+    assert facts["canary_bad"].startswith("v2: rollback after ")
+    print("\ndemo canary chapter, bad challenger:", result["labels"], result["reason"])

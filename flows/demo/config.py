@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class DemoRollout(StrEnum):
+    """How the demo's story rolls a challenger out."""
+
+    DIRECT = "direct"  # the retrain promotes v2 at once (the story of `make demo`)
+    CANARY = "canary"  # then a canary chapter: a bad challenger rolled back by the judge, the good one promoted
 
 
 class DemoConfig(BaseModel):
@@ -25,6 +33,12 @@ class DemoConfig(BaseModel):
     challenger_max_length: int | None = Field(default=None, description="Challenger max tokens (default: v1's).")
     train_max_steps: int | None = Field(default=None, description="Cap v1's optimizer steps (smoke runs).")
     seed: int = Field(default=7, description="Seed for the order of the traffic.")
+    rollout: DemoRollout = Field(
+        default=DemoRollout.DIRECT,
+        description="direct: the story as before; canary: after it, a bad challenger (flipped labels) and the good "
+        "v2 each meet live traffic as a 30% canary that the rollout judge rolls back or promotes.",
+    )
+    canary_windows: int = Field(default=6, ge=1, description="Most traffic windows each canary gets before a verdict.")
 
     @classmethod
     def quick(cls, home: Path) -> DemoConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -17,7 +18,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from prefix_registry.flows.demo.config import DemoConfig
+from prefix_registry.flows.demo.config import DemoConfig, DemoRollout
 from prefix_registry.flows.demo.stage import DemoStage, Say
 from prefix_registry.flows.demo.summary import DEMO_KIND, Window, build_summary
 
@@ -194,10 +195,50 @@ def _story(config: DemoConfig, state: DemoState, tell: Say, stage: DemoStage) ->
         _await_serving(client, config.task, change["to"], tell)
         answer = client.post("/v1/predict", json={"task": config.task, "texts": ["A fine film."]}).json()
         rollback = {**change, "then_answered_by": answer["version"]}
+    canary = None
+    if config.rollout is DemoRollout.CANARY and rollback is not None and promoted is not None:
+        canary = _canary_chapter(config, registry, log, client, take, str(promoted["challenger_version"]), tell)
     client.close()
-    return build_summary(
+    summary = build_summary(
         config, registry, state.windows, state.retrains, state.events, champion_before, champion_after, rollback
     )
+    if canary is not None:
+        summary["canary"] = canary
+    return summary
+
+
+def _canary_chapter(
+    config: DemoConfig,
+    registry: Any,
+    log: Any,
+    client: httpx.Client,
+    take: Callable[[str], pd.DataFrame],
+    good: str,
+    tell: Say,
+) -> dict[str, Any]:
+    """A bad challenger (trained on flipped labels of fresh IMDB reviews) as a canary, rolled back by the judge;
+    then the good one (the retrain's v2, rolled back above) as a canary, promoted by the judge."""
+    from prefix_registry.flows.demo.canary import judged_canary
+    from prefix_registry.registry.training_runs import train_and_register
+    from prefix_registry.training.config import TrainConfig
+    from prefix_registry.training.data import LabelledTexts
+
+    flipped = take("imdb").copy()
+    labels = sorted(flipped["label"].unique())
+    flipped["label"] = flipped["label"].map(dict(zip(labels, reversed(labels), strict=True)))
+    tell(f"canary chapter: training a bad challenger on {len(flipped)} IMDB reviews with flipped labels")
+    bad = train_and_register(
+        registry, config.task, LabelledTexts(flipped, "imdb-flipped"), TrainConfig(max_steps=40), progress=False
+    ).version
+    windows = iter(lambda: take("imdb"), None)
+    results = {}
+    for role, version in (("bad", str(bad)), ("good", good)):
+        result = judged_canary(
+            registry, log, client, config.task, version, windows, tell, max_windows=config.canary_windows
+        )
+        tell(f"rollout judge on v{version}: {result['decision']} ({result['reason']})")
+        results[role] = result
+    return results
 
 
 def _stream(client: httpx.Client, task: str, frame: pd.DataFrame) -> dict[str, Any]:

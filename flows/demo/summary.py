@@ -160,4 +160,10 @@ def window_rows(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
     """The summary's headline facts, in the order the "summary" table shows them."""
-    return {key: summary[key] for key in HEADLINE}
+    facts = {key: summary[key] for key in HEADLINE}
+    for role, canary in (summary.get("canary") or {}).items():  # `--rollout canary`: what the judge decided
+        facts[f"canary_{role}"] = (
+            f"v{canary['version']}: {canary['decision']} after {canary['labels']['challenger']} + "
+            f"{canary['labels']['champion']} labels (challenger + champion): {canary['reason']}"
+        )
+    return facts
