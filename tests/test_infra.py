@@ -37,7 +37,7 @@ K8S = INFRA / "k8s"
 BIN = Path(sys.executable).parent
 NAMESPACE = "prefix-registry"
 WORK_POOL = "prefix-registry-pool"
-DEPLOYMENTS = ("train-prefix", "monitor-prefix", "retrain-prefix")
+DEPLOYMENTS = ("train-prefix", "monitor-prefix", "retrain-prefix", "judge-rollout")
 # Services of the compose file that run the prefix-registry image.
 PREFIX_IMAGE_SERVICES = ("mlflow", "prefix-server", "prefix-runner")
 # Read by the files in infra/ themselves, not by a library.
@@ -293,9 +293,10 @@ def test_prefect_yaml_declares_the_deployments_that_build_deployments_builds() -
         assert declared.parameters == runner_deployment.parameters
         assert declared.description == runner_deployment.description
 
-    (built_schedule,) = built["monitor-prefix"].schedules
-    (declared_schedule,) = _project_deployment("monitor-prefix").schedules
-    assert declared_schedule.interval == built_schedule.schedule.interval
+    for scheduled in ("monitor-prefix", "judge-rollout"):
+        (built_schedule,) = built[scheduled].schedules
+        (declared_schedule,) = _project_deployment(scheduled).schedules
+        assert declared_schedule.interval == built_schedule.schedule.interval, scheduled
 
     retrain = built["retrain-prefix"]
     declared = _project_deployment("retrain-prefix")
