@@ -65,7 +65,9 @@ def test_quick_demo_tells_the_whole_story(tmp_path: Path, model_cache: Path) -> 
     # v1's promotion and v2's, each alerted once by the alias move itself.
     assert alerts["kinds"].count("promotion") == 2
     runs = summary["prefect_flow_runs"]
-    assert {r["flow"] for r in runs} == {"train-prefix", "monitor-prefix", "retrain-prefix", "rollback-prefix"}
+    # judge-rollout's schedule may have run too (it finds no rollout in this story and ends Completed).
+    flows = {r["flow"] for r in runs} - {"judge-rollout"}
+    assert flows == {"train-prefix", "monitor-prefix", "retrain-prefix", "rollback-prefix"}
     # Every run shows under the Prefect UI's default filters (built-in state names): a skipped retrain too.
     assert all(r["state"] == "COMPLETED" and r["state_name"] == "Completed" for r in runs), runs
     retrains = [r for r in runs if r["flow"] == "retrain-prefix"]
