@@ -28,7 +28,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from prefix_registry.database import mask_url, open_database_engine
+from prefix_registry.database import create_tables, mask_url, open_database_engine
 from prefix_registry.errors import PrefixRegistryError, first_line
 from prefix_registry.settings import Settings
 
@@ -136,20 +136,14 @@ class ServerDirectory:
 
     def _create_tables(self, timeout_s: float) -> None:
         """Create the tables unless they exist (several processes may open a new database at once)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                _metadata.create_all(self._engine)
-                break
-            except SQLAlchemyError as error:
-                text = str(error).lower()
-                if "already exists" in text or "duplicate key" in text:
-                    break
-                if "locked" not in text or time.monotonic() >= deadline:
-                    raise ServerDirectoryError(
-                        f"cannot open the server directory database {self.url}: {first_line(error)}"
-                    ) from None
-                time.sleep(0.05)
+        create_tables(
+            self._engine,
+            _metadata,
+            timeout_s,
+            lambda error: ServerDirectoryError(
+                f"cannot open the server directory database {self.url}: {first_line(error)}"
+            ),
+        )
         if self._engine.dialect.name == "sqlite" and self._engine.url.database not in (None, "", ":memory:"):
             try:
                 os.chmod(str(self._engine.url.database), 0o600)  # it holds the push secret

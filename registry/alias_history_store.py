@@ -18,14 +18,13 @@ commit went through) is a no-op. Histories written as tags by earlier versions (
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from prefix_registry.database import mask_url, open_database_engine
+from prefix_registry.database import create_tables, mask_url, open_database_engine
 from prefix_registry.errors import RegistryError, first_line
 from prefix_registry.registry.aliases import AliasEvent
 
@@ -75,22 +74,13 @@ class AliasHistoryStore:
         self._create_table(timeout_s)
 
     def _create_table(self, timeout_s: float) -> None:
-        """Create the table unless it exists. Processes opening a new database at once: one creates it, the others
-        may read that it already exists (or, on SQLite, that the file is locked for a moment)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                _metadata.create_all(self._engine)
-                return
-            except SQLAlchemyError as error:
-                text = str(error).lower()
-                if "already exists" in text or "duplicate key" in text:
-                    return
-                if "locked" not in text or time.monotonic() >= deadline:
-                    raise RegistryError(
-                        f"cannot open the alias history database {self.url}: {first_line(error)}"
-                    ) from None
-            time.sleep(0.05)
+        """Create the table unless it exists (several processes may open a new database at once)."""
+        create_tables(
+            self._engine,
+            _metadata,
+            timeout_s,
+            lambda error: RegistryError(f"cannot open the alias history database {self.url}: {first_line(error)}"),
+        )
 
     def events(self, task: str) -> list[AliasEvent]:
         """The task's recorded moves, oldest first."""

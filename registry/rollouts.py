@@ -13,7 +13,6 @@ Servers read `Rollouts.current(task)` when they refresh (serving/table.py); the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from prefix_registry.database import mask_url, open_database_engine
+from prefix_registry.database import create_tables, mask_url, open_database_engine
 from prefix_registry.errors import AliasNotSet, RegistryError, first_line
 from prefix_registry.registry.alias_history_store import history_database_url
 from prefix_registry.registry.aliases import CHALLENGER, CHAMPION
@@ -139,18 +138,12 @@ class RolloutStore:
             history_database_url(lock_url), purpose="rollout database", error=RegistryError, sqlite_timeout_s=timeout_s
         )
         self.url = mask_url(self._engine.url)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                _metadata.create_all(self._engine)
-                break
-            except SQLAlchemyError as error:
-                text = str(error).lower()
-                if "already exists" in text or "duplicate key" in text:
-                    break
-                if "locked" not in text or time.monotonic() >= deadline:
-                    raise RegistryError(f"cannot open the rollout database {self.url}: {first_line(error)}") from None
-            time.sleep(0.05)
+        create_tables(
+            self._engine,
+            _metadata,
+            timeout_s,
+            lambda error: RegistryError(f"cannot open the rollout database {self.url}: {first_line(error)}"),
+        )
 
     def get(self, task: str) -> Rollout | None:
         query = sa.select(rollouts).where(rollouts.c.task == task)

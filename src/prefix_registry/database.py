@@ -8,12 +8,14 @@ prediction log, the API keys) open databases, and the registry may not import tr
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 
@@ -96,3 +98,23 @@ def _enable_wal(dbapi_connection: Any, _record: Any) -> None:
     # commits batches, so concurrent requests share it).
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+
+
+def create_tables(
+    engine: Engine, metadata: sa.MetaData, timeout_s: float, error: Callable[[SQLAlchemyError], Exception]
+) -> None:
+    """Create `metadata`'s tables unless they exist. Processes opening a new database at once: one creates them, the
+    others may read that they already exist (or, on SQLite, that the file is locked for a moment: retried until
+    `timeout_s`). Any other failure raises `error(the SQLAlchemy error)`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            metadata.create_all(engine)
+            return
+        except SQLAlchemyError as failure:
+            text = str(failure).lower()
+            if "already exists" in text or "duplicate key" in text:
+                return
+            if "locked" not in text or time.monotonic() >= deadline:
+                raise error(failure) from None
+        time.sleep(0.05)
