@@ -88,16 +88,11 @@ def start_rollout(
     change = registry.rollouts.start(task, version, mode, share, actor=actor, reason=reason)
     push_rollout(registry, change)
     rollout = change.rollout
-    send_alert(
-        Alert(
-            kind="rollout_started",
-            task=task,
-            title=f"{task}: {rollout.mode} rollout of v{rollout.challenger_version} at {rollout.share:g}% "
-            f"beside champion v{rollout.champion_version}",
-            details=rollout.summary(),
-        ),
-        settings=registry.settings,
+    title = (
+        f"{task}: {rollout.mode} rollout of v{rollout.challenger_version} at {rollout.share:g}% "
+        f"beside champion v{rollout.champion_version}"
     )
+    _alert(registry, "rollout_started", task, title, rollout.summary())
     return change
 
 
@@ -105,19 +100,12 @@ def stop_rollout(
     registry: PrefixRegistry, task: str, reason: str | None = None, actor: str | None = None
 ) -> RolloutChange:
     """End the task's rollout by hand: all traffic back on the champion."""
-    change = registry.rollouts.end(task, RolloutAction.STOP, reason or "stopped by hand", actor=actor)
-    push_rollout(registry, change)
-    record_rollout_end(registry, change)
-    send_alert(
-        Alert(
-            kind="rollout_stopped",
-            task=task,
-            title=f"{task}: rollout of v{change.rollout.challenger_version} stopped; champion "
-            f"v{change.rollout.champion_version} serves all traffic",
-            details=change.summary(),
-        ),
-        settings=registry.settings,
+    change = _end(registry, task, RolloutAction.STOP, reason or "stopped by hand", actor)
+    title = (
+        f"{task}: rollout of v{change.rollout.challenger_version} stopped; champion "
+        f"v{change.rollout.champion_version} serves all traffic"
     )
+    _alert(registry, "rollout_stopped", task, title, change.summary())
     return change
 
 
@@ -133,26 +121,29 @@ def judge_rollout(
     if not act or decision.verdict is Verdict.CONTINUE:
         return RolloutJudgement(stats, decision, None)
     if decision.verdict is Verdict.PROMOTE:
-        change = registry.rollouts.end(task, RolloutAction.PROMOTE, decision.reason, actor=JUDGE_ACTOR)
-        push_rollout(registry, change)
-        record_rollout_end(registry, change)
-        return RolloutJudgement(stats, decision, change)
-    change = registry.rollouts.end(task, RolloutAction.ROLLBACK, decision.reason, actor=JUDGE_ACTOR)
+        # The promotion alert comes from the alias move itself.
+        return RolloutJudgement(stats, decision, _end(registry, task, RolloutAction.PROMOTE, decision.reason))
+    change = _end(registry, task, RolloutAction.ROLLBACK, decision.reason)
+    title = (
+        f"{task}: challenger v{rollout.challenger_version} rolled back automatically; champion "
+        f"v{rollout.champion_version} serves all traffic"
+    )
+    details = {**change.summary(), "challenger": stats.challenger.summary(), "champion": stats.champion.summary()}
+    _alert(registry, "rollout_rollback", task, title, details, severity="warning")
+    return RolloutJudgement(stats, decision, change)
+
+
+def _end(
+    registry: PrefixRegistry, task: str, action: RolloutAction, reason: str, actor: str | None = JUDGE_ACTOR
+) -> RolloutChange:
+    """End the task's rollout, tell the servers, and record the end on a retrain's challenger."""
+    change = registry.rollouts.end(task, action, reason, actor=actor)
     push_rollout(registry, change)
     record_rollout_end(registry, change)
-    send_alert(
-        Alert(
-            kind="rollout_rollback",
-            task=task,
-            title=f"{task}: challenger v{rollout.challenger_version} rolled back automatically; champion "
-            f"v{rollout.champion_version} serves all traffic",
-            severity="warning",
-            details={
-                **change.summary(),
-                "challenger": stats.challenger.summary(),
-                "champion": stats.champion.summary(),
-            },
-        ),
-        settings=registry.settings,
-    )
-    return RolloutJudgement(stats, decision, change)
+    return change
+
+
+def _alert(
+    registry: PrefixRegistry, kind: str, task: str, title: str, details: dict[str, Any], severity: str = "info"
+) -> None:
+    send_alert(Alert(kind=kind, task=task, title=title, severity=severity, details=details), settings=registry.settings)

@@ -10,20 +10,25 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PREFIXCTL = str(Path(sys.executable).with_name("prefixctl"))
-# Each mover imports prefixctl and MLflow first, then waits for a common start time and runs the command: the moves
-# then really overlap, instead of being spread out by how long each process took to import.
+# Each mover imports prefixctl and MLflow first, says it is ready (a file), then waits for the common go (another
+# file) and runs the command: the moves then really overlap, instead of being spread out by how long each process
+# took to import, and nobody waits longer than the slowest import.
 MOVER = """
 import sys, time
+from pathlib import Path
 import mlflow.tracking  # noqa: F401
 from prefix_registry.cli import main
-start_at = float(sys.argv[1])
-sys.argv = ["prefixctl", *sys.argv[2:]]
-time.sleep(max(0.0, start_at - time.time()))
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+sys.argv = ["prefixctl", *sys.argv[3:]]
+ready.touch()
+while not go.exists():
+    time.sleep(0.002)
 main()
 """
 # Promotions and rollbacks interleaved: most move the alias, some find nothing to do (a one-line refusal).
@@ -70,24 +75,40 @@ def seed_task(task: str, versions: int = 3) -> None:
 
 
 def run_movers(
-    task: str, moves: list[list[str]] | None = None, timeout: float = 240, start_in: float = 45.0
+    task: str, moves: list[list[str]] | None = None, timeout: float = 240, ready_within: float = 180.0
 ) -> list[MoverResult]:
-    """Run every move as its own `prefixctl ... --json` process, all starting `start_in` seconds from now."""
+    """Run every move as its own `prefixctl ... --json` process, all released at once when every one has imported."""
     moves = moves or MOVES
-    start_at = str(time.time() + start_in)
-    processes = [
-        (
-            args,
-            subprocess.Popen(
-                [sys.executable, "-c", MOVER, start_at, args[0], task, *args[1:], "--json"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=dict(os.environ),
-            ),
-        )
-        for args in moves
-    ]
+    with tempfile.TemporaryDirectory(prefix="movers-") as folder:
+        go = Path(folder) / "go"
+        processes = [
+            (
+                args,
+                subprocess.Popen(
+                    [sys.executable, "-c", MOVER, str(Path(folder) / f"ready-{i}"), str(go), *_command(task, args)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=dict(os.environ),
+                ),
+            )
+            for i, args in enumerate(moves)
+        ]
+        deadline = time.monotonic() + ready_within
+        while len(list(Path(folder).glob("ready-*"))) < len(moves):
+            if time.monotonic() > deadline or any(process.poll() is not None for _, process in processes):
+                break  # a mover that died or hangs: release the rest, its result below says why
+            time.sleep(0.05)
+        go.touch()
+        return _collect(processes, timeout)
+
+
+def _command(task: str, args: list[str]) -> list[str]:
+    """`promote 2` -> `promote TASK 2 --json`."""
+    return [args[0], task, *args[1:], "--json"]
+
+
+def _collect(processes: list[tuple[list[str], subprocess.Popen[str]]], timeout: float) -> list[MoverResult]:
     results = []
     for args, process in processes:
         out, err = process.communicate(timeout=timeout)

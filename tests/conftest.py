@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from prefix_registry.training.quiet import quiet_libraries
+from tests.background_demo import DEMO_TEST_FILE, BackgroundDemo
 from tests.servers.prefect_server import pin_prefect_api_url
 
 quiet_libraries()
@@ -23,6 +24,34 @@ pin_prefect_api_url()
 # now, while the session collects, so that moment is never inside a test whose captured stderr closes when the test
 # ends (a later flow run's log line then fails, and Prefect's handler recurses until the flow dies).
 import prefect.main  # noqa: E402, F401
+
+_BACKGROUND_DEMO = pytest.StashKey[BackgroundDemo]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The demo's test runs last: its demo runs in the background meanwhile (tests/background_demo.py)."""
+    items.sort(key=lambda item: item.path.name == DEMO_TEST_FILE)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the quick demo now when its test is selected, so that it runs beside the rest of the suite."""
+    if not session.config.option.collectonly and any(item.path.name == DEMO_TEST_FILE for item in session.items):
+        session.config.stash[_BACKGROUND_DEMO] = BackgroundDemo().start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    demo = session.config.stash.get(_BACKGROUND_DEMO, None)
+    if demo is not None:
+        demo.stop()
+
+
+@pytest.fixture(scope="session")
+def background_demo(request: pytest.FixtureRequest) -> BackgroundDemo:
+    """The quick demo started when collection ended (or now, when the session did not know it would need it)."""
+    stash = request.config.stash
+    if _BACKGROUND_DEMO not in stash:
+        stash[_BACKGROUND_DEMO] = BackgroundDemo().start()
+    return stash[_BACKGROUND_DEMO]
 
 
 @pytest.fixture(scope="session")

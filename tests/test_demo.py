@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from prefix_registry.flows.loopback import stop_process
+from tests.background_demo import BackgroundDemo
 
-# The story's own limit (the subprocess timeout below) is the one that counts: about 5 minutes on a quiet 2-core
-# machine, and the suite-wide 900 s would cut it short on a busy one.
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1500)]
+# The demo runs in the background from the end of collection (tests/background_demo.py: its own limit counts); this
+# test runs last and waits for what it printed.
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(3900)]
 
 
-def test_quick_demo_tells_the_whole_story(tmp_path: Path, model_cache: Path) -> None:
-    prefixctl = Path(sys.executable).with_name("prefixctl")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "PREFIX_REGISTRY_"))}
-    env["PREFIX_REGISTRY_CACHE_DIR"] = str(model_cache)
-    demo = subprocess.Popen(
-        [str(prefixctl), "demo", "--quick", "--json", "--home", str(tmp_path / "demo")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = demo.communicate(timeout=1200)
-    except subprocess.TimeoutExpired:
-        # SIGTERM first: the demo then stops its Prefect server and runner (a SIGKILL would orphan them).
-        stop_process(demo, grace=60)
-        raise
-    assert demo.returncode == 0, stderr[-3000:]
+def test_quick_demo_tells_the_whole_story(background_demo: BackgroundDemo) -> None:
+    demo = background_demo.outcome()
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    stdout = demo.stdout
     summary = json.loads(stdout)
 
     windows = {w["name"]: w for w in summary["windows"]}
