@@ -63,9 +63,7 @@ def registry(module_home: Path) -> PrefixRegistry:
     registry = PrefixRegistry(Settings())
     frame = pd.DataFrame({"text": PAIRS, "label": [" ".join(text.split()[:3]) for text in PAIRS]})
     for task, method in (("first-words", "prefix"), ("first-words-pt", "prompt")):
-        train_and_register(
-            registry, task, LabelledTexts(frame, "pairs"), _config(method), promote=True, progress=False
-        )
+        train_and_register(registry, task, LabelledTexts(frame, "pairs"), _config(method), promote=True, progress=False)
     return registry
 
 
