@@ -218,3 +218,76 @@ def test_an_exported_generation_adapter_writes_with_plain_peft_what_the_server_w
         ]
         served = _generate(client, task, INPUTS, max_new_tokens=5)
         assert [g["text"] for g in served["generations"]] == plain
+
+
+def test_versions_compare_promote_and_rollback_work_on_a_generation_task_and_the_server_follows(
+    client: TestClient, registry: PrefixRegistry, cli
+) -> None:
+    frame = pd.DataFrame({"text": PAIRS, "label": [" ".join(text.split()[-2:]) for text in PAIRS]})
+    train_and_register(registry, "first-words", LabelledTexts(frame, "last-words"), _config("prefix"), progress=False)
+    listed = cli("versions", "first-words", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    rows = {str(row["version"]): row for row in listed.json()}
+    assert set(rows) == {"1", "2"}
+
+    compared = cli("compare", "first-words", "1", "2", "--json")
+    assert compared.exit_code == 0, compared.stderr
+    shown = json.dumps(compared.json())
+    assert "rougeL" in shown and "bleu" in shown
+
+    promoted = cli("promote", "first-words", "2", "--reason", "the second copy")
+    assert promoted.exit_code == 0, promoted.stderr
+    table = client.app.state.table  # type: ignore[attr-defined]
+    table.refresh()
+    assert _generate(client, "first-words", INPUTS[:1])["version"] == "2"
+
+    rolled = cli("rollback", "first-words", "--reason", "back to the first")
+    assert rolled.exit_code == 0, rolled.stderr
+    assert registry.resolve("first-words").version == "1"
+    table.refresh()
+    assert _generate(client, "first-words", INPUTS[:1])["version"] == "1"
+
+
+def test_inputs_of_another_kind_raise_input_and_output_drift_on_a_generation_task(
+    registry: PrefixRegistry, tmp_path: Path
+) -> None:
+    """Short English sentences answered with three words, then SQL queries answered with nothing: the monitor
+    flags the inputs (length, vocabulary, embedding) and the outputs (length, share of empty outputs)."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from prefix_registry.kinds import GENERATION
+    from prefix_registry.monitoring.drift_config import DriftConfig
+    from prefix_registry.monitoring.monitor import MonitorRequest, run_monitor
+    from prefix_registry.traffic.prediction_records import PredictionRecord
+
+    subjects = ["the cat", "a dog", "my friend", "the teacher", "our neighbour", "a child"]
+    actions = ["reads a book", "walks home", "cooks dinner", "sings a song", "plays outside"]
+    english = [f"{s} {a} {when}" for s in subjects for a in actions for when in ("today",)][:30]
+    queries = [f"SELECT id, total_{i} FROM orders_{i} WHERE amount > {i * 37} ORDER BY id DESC;" for i in range(30)]
+    started = datetime.now(UTC) - timedelta(hours=1)
+    records = []
+    for offset, (text, output) in enumerate(
+        [(text, " ".join(text.split()[:3])) for text in english] + [(query, "") for query in queries]
+    ):
+        scores = GENERATION.logged_prediction(np.asarray([output], dtype=object), []).scores
+        records.append(
+            PredictionRecord.new(
+                "first-words", "1", text, output, scores, created_at=started + timedelta(seconds=offset)
+            )
+        )
+    drift_log = PredictionLog(f"sqlite:///{tmp_path / 'drift.db'}")
+    try:
+        drift_log.commit(records)
+        request = MonitorRequest(task="first-words", current_last=30, reference_last=30, version="1")
+        outcome = run_monitor(
+            registry, drift_log, request, config=DriftConfig(min_window=20), send_alerts=False, record=False
+        )
+    finally:
+        drift_log.close()
+    verdict = outcome.verdict
+    assert verdict.drift_detected
+    drifted = set(verdict.drifted_signals)
+    assert {"text_length", "output_length", "empty_output"} <= drifted, verdict.to_dict()
+    assert drifted & {"oov_rate", "embedding"}, verdict.to_dict()
