@@ -291,3 +291,34 @@ def test_inputs_of_another_kind_raise_input_and_output_drift_on_a_generation_tas
     drifted = set(verdict.drifted_signals)
     assert {"text_length", "output_length", "empty_output"} <= drifted, verdict.to_dict()
     assert drifted & {"oov_rate", "embedding"}, verdict.to_dict()
+
+
+def test_a_retrain_of_a_generation_task_judges_its_challenger_against_the_champion_on_the_same_fresh_holdout(
+    registry: PrefixRegistry, tmp_path: Path
+) -> None:
+    """Fresh (input, reference) pairs from feedback retrain the prompt-tuned task; both versions are scored by ROUGE-L
+    on the same fresh hold-out (and the champion's reference test split), and the challenger is registered."""
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retraining import retrain
+    from prefix_registry.kinds import GENERATION
+    from prefix_registry.traffic.prediction_records import PredictionRecord
+
+    task = "first-words-pt"
+    fresh_log = PredictionLog(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        texts = [f"{text} again" for text in PAIRS] + [f"now {text}" for text in PAIRS[:4]]
+        records = [PredictionRecord.new(task, "1", text, "", {"output_length": 0.0}) for text in texts]
+        fresh_log.commit(records)
+        for record, text in zip(records, texts, strict=True):
+            fresh_log.attach_feedback(record.prediction_id, " ".join(text.split()[:3]))
+        policy = RetrainPolicy(min_fresh_labels=10, holdout_fraction=0.25, epochs=1, max_length=32)
+        decision = retrain(registry, fresh_log, task, policy)
+    finally:
+        fresh_log.close()
+    assert (decision.task, decision.champion_version, decision.challenger_version) == (task, "1", "2")
+    assert decision.data["fresh_holdout"] == 3
+    for scores in (decision.champion_scores, decision.challenger_scores):
+        assert set(scores) == {"fresh_holdout", "reference_test"}
+        assert scores["fresh_holdout"]["n"] == 3 and scores["reference_test"]["n"] == 1, scores
+        assert 0.0 <= scores["fresh_holdout"][GENERATION.decision_metric] <= 1.0, scores
+    assert registry.aliases(task)["challenger"] == "2"
