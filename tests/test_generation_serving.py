@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from prefix_registry.inference.engine import Row
 from prefix_registry.inference.generation import decode, generate_rows
 from prefix_registry.kinds.generation import rouge_scores
-from prefix_registry.registry.loading import load_generator
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.app import ServingLimits
@@ -83,12 +82,29 @@ def client(registry: PrefixRegistry, log: PredictionLog) -> Iterator[TestClient]
 
 
 @pytest.fixture(scope="module")
-def peft_alone(registry: PrefixRegistry) -> dict[str, list[str]]:
-    """What PEFT's `generate` writes for each input alone (greedy, the version's own budget), per task."""
+def peft_alone(registry: PrefixRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Per task, what `prefixctl export`'s adapter writes for each input alone, loaded with plain PEFT on the base
+    (`PeftModel.from_pretrained`) and decoded by its greedy `generate` with the exported instruction and budget."""
+    from peft import PeftModel
+
+    from prefix_registry.cli.predict import export
+    from prefix_registry.training.base_models import load_base_for_generation, resolve_base
+    from prefix_registry.training.generation import generate_texts
+
     written = {}
     for task in ("first-words", "first-words-pt"):
-        generator = load_generator(registry, registry.version(task, "1"))
-        written[task] = [generator.generate([text])[0] for text in INPUTS]
+        out = tmp_path_factory.mktemp("export") / task
+        export(task, version="1", out=out, as_json=True)
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        config = manifest["train_config"]
+        base = load_base_for_generation(resolve_base(manifest["base"], registry.settings.resolved_cache_dir))
+        model = PeftModel.from_pretrained(base.model, str(out)).eval()
+        written[task] = [
+            generate_texts(
+                model, base.tokenizer, [text], config["instruction"], config["max_length"], config["max_new_tokens"]
+            )[0]
+            for text in INPUTS
+        ]
     return written
 
 
@@ -98,7 +114,7 @@ def _generate(client: TestClient, task: str, inputs: list[str], **options: objec
     return response.json()
 
 
-def test_generate_writes_greedily_what_peft_writes_for_each_input_alone(
+def test_generate_writes_greedily_what_the_exported_adapter_writes_with_plain_peft_for_each_input_alone(
     client: TestClient, peft_alone: dict[str, list[str]]
 ) -> None:
     for task in ("first-words", "first-words-pt"):
@@ -194,30 +210,6 @@ def test_a_generation_task_is_not_classified_nor_a_generation_labelled(client: T
     response = client.post("/v1/predict", json={"task": "first-words", "texts": ["a dog"]})
     assert response.status_code == 422
     assert "is a generation task: expected a classifier, send it to /v1/generate" in response.json()["error"]
-
-
-def test_an_exported_generation_adapter_writes_with_plain_peft_what_the_server_writes(
-    client: TestClient, registry: PrefixRegistry, cli, tmp_path: Path
-) -> None:
-    from peft import PeftModel
-
-    from prefix_registry.training.base_models import load_base_for_generation, resolve_base
-    from prefix_registry.training.generation import generate_texts
-
-    for task in ("first-words", "first-words-pt"):
-        out = tmp_path / task
-        exported = cli("export", task, "--version", "1", "--out", str(out), "--json")
-        assert exported.exit_code == 0, exported.stderr
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        config = manifest["train_config"]
-        base = load_base_for_generation(resolve_base(manifest["base"], registry.settings.resolved_cache_dir))
-        model = PeftModel.from_pretrained(base.model, str(out)).eval()
-        plain = [
-            generate_texts(model, base.tokenizer, [text], config["instruction"], config["max_length"], 5)[0]
-            for text in INPUTS
-        ]
-        served = _generate(client, task, INPUTS, max_new_tokens=5)
-        assert [g["text"] for g in served["generations"]] == plain
 
 
 def test_versions_compare_promote_and_rollback_work_on_a_generation_task_and_the_server_follows(
