@@ -212,6 +212,37 @@ def test_a_generation_task_is_not_classified_nor_a_generation_labelled(client: T
     assert "is a generation task: expected a classifier, send it to /v1/generate" in response.json()["error"]
 
 
+def test_generate_takes_the_same_api_keys_scopes_and_tasks_as_predict(
+    registry: PrefixRegistry, log: PredictionLog, tmp_path: Path
+) -> None:
+    from prefix_registry.traffic.api_keys import ApiKeyStore
+
+    keys = ApiKeyStore(f"sqlite:///{tmp_path / 'api_keys.db'}")
+    try:
+        writer = keys.create("writer", ["predict"], ("first-words",)).key
+        other = keys.create("other", ["predict", "feedback"], ("first-words-pt",)).key
+        app = build_serving_app(registry, prediction_log=log, api_keys=keys, watch_interval=None)
+        body = {"task": "first-words", "inputs": ["a dog ran"], "max_new_tokens": 2}
+        with TestClient(app) as keyed:
+            assert keyed.post("/v1/generate", json=body).status_code == 401
+            wrong_task = keyed.post("/v1/generate", json=body, headers={"Authorization": f"Bearer {other}"})
+            assert wrong_task.status_code == 403 and "may not act on task 'first-words'" in wrong_task.json()["error"]
+            answer = keyed.post("/v1/generate", json=body, headers={"Authorization": f"Bearer {writer}"})
+            assert answer.status_code == 200, answer.text
+            prediction_id = answer.json()["generations"][0]["prediction_id"]
+            reference = {"prediction_id": prediction_id, "reference": "a dog ran"}
+            refused = keyed.post("/v1/generate/feedback", json=reference, headers={"Authorization": f"Bearer {writer}"})
+            assert refused.status_code == 403 and "lacks scope 'feedback'" in refused.json()["error"]
+            schema = keyed.get("/openapi.json", headers={"Authorization": f"Bearer {writer}"}).json()
+    finally:
+        keys.close()
+    record = log.get(prediction_id)
+    assert record is not None and record.key_name == "writer"
+    responses = schema["paths"]["/v1/generate"]["post"]["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/GenerateResponse")
+    assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+
+
 def test_versions_compare_promote_and_rollback_work_on_a_generation_task_and_the_server_follows(
     client: TestClient, registry: PrefixRegistry, cli
 ) -> None:
