@@ -42,7 +42,7 @@ from prefix_registry.inference.generation import generate_rows
 from prefix_registry.registry.rollouts import RolloutMode
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.batcher import Batcher, BatchFailed, BatchingConfig, BatchRejected
-from prefix_registry.serving.generate import GenerateRoutes, add_generate_routes
+from prefix_registry.serving.generate import TRUNCATED, GenerateRoutes, add_generate_routes
 from prefix_registry.serving.guards import BodySizeLimit, KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError, error_response
 from prefix_registry.serving.metrics import ServingMetrics, only_tasks
@@ -451,6 +451,11 @@ def create_app(
         if record is None:
             raise HTTPError(404, f"unknown prediction id {body.prediction_id!r}")
         keys.check(key, "feedback", record.task)
+        if TRUNCATED in record.probabilities:
+            reference_route = "/v1/generate/feedback"
+            raise HTTPError(
+                422, f"prediction {body.prediction_id!r} is a generation: send its reference text to {reference_route}"
+            )
         labels = list(record.probabilities)
         if body.label not in labels:
             raise HTTPError(422, f"label {body.label!r} is not a label of task {record.task!r}: {labels}")

@@ -174,6 +174,8 @@ def test_every_generation_is_logged_with_its_output_and_takes_a_reference_text(
     assert client.post("/v1/generate/feedback", json=again).status_code == 409
     missing = client.post("/v1/generate/feedback", json={"prediction_id": "nope", "reference": "x"})
     assert missing.status_code == 404
+    as_label = client.post("/v1/feedback", json={"prediction_id": generation["prediction_id"], "label": "x"})
+    assert as_label.status_code == 422 and "send its reference text to /v1/generate/feedback" in as_label.text
 
 
 def test_sampling_with_a_seed_is_reproducible(client: TestClient) -> None:
