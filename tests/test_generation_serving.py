@@ -214,12 +214,11 @@ def test_a_generation_task_is_not_classified_nor_a_generation_labelled(client: T
     assert "is a generation task: expected a classifier, send it to /v1/generate" in response.json()["error"]
 
 
-def test_generate_takes_the_same_api_keys_scopes_and_tasks_as_predict(
-    registry: PrefixRegistry, log: PredictionLog, tmp_path: Path
-) -> None:
+def test_generate_takes_the_same_api_keys_scopes_and_tasks_as_predict(registry: PrefixRegistry, tmp_path: Path) -> None:
     from prefix_registry.traffic.api_keys import ApiKeyStore
 
     keys = ApiKeyStore(f"sqlite:///{tmp_path / 'api_keys.db'}")
+    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}")  # its own: the app closes its log when it stops
     try:
         writer = keys.create("writer", ["predict"], ("first-words",)).key
         other = keys.create("other", ["predict", "feedback"], ("first-words-pt",)).key
@@ -236,9 +235,10 @@ def test_generate_takes_the_same_api_keys_scopes_and_tasks_as_predict(
             refused = keyed.post("/v1/generate/feedback", json=reference, headers={"Authorization": f"Bearer {writer}"})
             assert refused.status_code == 403 and "lacks scope 'feedback'" in refused.json()["error"]
             schema = keyed.get("/openapi.json", headers={"Authorization": f"Bearer {writer}"}).json()
+            record = log.get(prediction_id)
     finally:
         keys.close()
-    record = log.get(prediction_id)
+        log.close()
     assert record is not None and record.key_name == "writer"
     responses = schema["paths"]["/v1/generate"]["post"]["responses"]
     assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/GenerateResponse")
