@@ -42,6 +42,7 @@ from prefix_registry.registry.comparison_card import card_path, write_card
 from prefix_registry.registry.eval_sets import log_champion_scores
 from prefix_registry.registry.loading import (
     fetch_verified_adapter,
+    load_generator,
     load_training_splits,
     load_version,
     load_warm_start,
@@ -231,14 +232,16 @@ def assemble_data(
 ) -> RetrainData:
     """Split fresh labels into a held-out judge set and training rows, and add replay of the champion's data."""
     labels = champion.labels
-    unknown = sorted(set(fresh["label"]) - set(labels))
+    generates = champion.kind.generates  # labels are reference texts: none is unknown, and none repeats to stratify
+    unknown = [] if generates else sorted(set(fresh["label"]) - set(labels))
     if unknown:
         raise RetrainSkipped(
             f"feedback labels {unknown} are not labels of {champion.task}: {labels}", SkipReason.UNKNOWN_LABELS
         )
-    holdout = _stratified_take(fresh, policy.holdout_fraction, policy.seed)
+    take = _random_take if generates else _stratified_take
+    holdout = take(fresh, policy.holdout_fraction, policy.seed)
     rest = fresh.drop(index=holdout.index)
-    fresh_validation = _stratified_take(rest, 0.1, policy.seed + 1)
+    fresh_validation = take(rest, 0.1, policy.seed + 1)
     fresh_train = rest.drop(index=fresh_validation.index)
     reference = {name: frame[["text", "label"]] for name, frame in load_training_splits(registry, champion).items()}
     reference_train, reference_validation, reference_test = (reference[n] for n in ("train", "validation", "test"))
@@ -278,7 +281,14 @@ def challenger_config(champion: PrefixVersion, registry: PrefixRegistry, policy:
 
 def score(registry: PrefixRegistry, version: PrefixVersion, sets: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """Metrics of `version` on named labelled sets (the same sets for champion and challenger)."""
-    loaded, kind = load_version(registry, version), version.kind
+    kind = version.kind
+    if kind.generates:
+        generator = load_generator(registry, version)
+        return {
+            name: kind.metrics(frame["label"].tolist(), generator.generate(frame["text"].tolist()), [])
+            for name, frame in sets.items()
+        }
+    loaded = load_version(registry, version)
     return {
         name: kind.metrics(
             frame["label"].tolist(),
@@ -515,6 +525,13 @@ def _stratified_take(frame: pd.DataFrame, fraction: float, seed: int) -> pd.Data
         if len(group) > 1
     ]
     return pd.concat(parts) if parts else frame.iloc[:0]
+
+
+def _random_take(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A `fraction` of the rows (at least one when there are two or more), for labels that are texts."""
+    if len(frame) < 2:
+        return frame.iloc[:0]
+    return frame.sample(n=max(1, round(len(frame) * fraction)), random_state=seed)
 
 
 def _fmt(value: float | None) -> str:

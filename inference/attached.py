@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from prefix_registry.inference.resident import ResidentBase
 
 
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How a generating prefix decodes a row: at most `max_new_tokens` tokens, greedy unless `do_sample` (then
+    sampled from the softmax, reproducibly when `seed` is set: a row's draws depend on its seed alone)."""
+
+    max_new_tokens: int
+    do_sample: bool = False
+    seed: int | None = None
+
+
 # eq=False: two versions with equal fields are still two prefixes; the engine groups rows by identity.
 @dataclass(frozen=True, eq=False)
 class AttachedPrefix:
@@ -45,6 +55,9 @@ class AttachedPrefix:
             not beside it, so that a swap to a version of another kind stays one reference assignment).
         precision: what its rows' backbone runs at (fp32, bf16, int8); the prefix, pooler and head are float32
             whatever it is. Serving sets it once the version passed its check (registry/precision_check.py).
+        instruction: a kind that generates: the instruction template its inputs are read with (None otherwise).
+        generation: a kind that generates: how its rows are decoded (the version's defaults, or a request's own
+            options set with `with_options`); None for a kind that does not generate.
     """
 
     task: str
@@ -63,6 +76,12 @@ class AttachedPrefix:
     adapter_bytes: int = 0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_seconds: float = 0.0
+    instruction: str | None = None
+    generation: GenerationOptions | None = None
+
+    def with_options(self, options: GenerationOptions) -> AttachedPrefix:
+        """The same version decoding with `options` (a request's own; this value is unchanged)."""
+        return replace(self, generation=options)
 
     def at(self, precision: Precision) -> AttachedPrefix:
         """The same version with its backbone run at `precision` (a new value; this one is unchanged)."""

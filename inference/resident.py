@@ -44,6 +44,7 @@ from prefix_registry.training.base_models import (
     TASK_HEAD_PREFIXES,
     LoadedBase,
     load_base_for_classification,
+    load_base_for_generation,
     resolve_base,
 )
 from prefix_registry.training.evaluation import Predictions
@@ -188,6 +189,7 @@ class PrefixPool:
         self._bases: dict[str, ResidentBase] = {}
         self._lock = threading.Lock()  # guards loading only: two first requests must not load a base twice
         self.base_loads = 0
+        self._decoders: dict[str, ResidentBase] = {}  # causal LMs for generating prefixes (inference/generation.py)
 
     @property
     def bases(self) -> dict[str, ResidentBase]:
@@ -215,10 +217,31 @@ class PrefixPool:
         """Build the servable form of a verified adapter folder on its (resident) base; `kind` (the version's task
         kind, classification by default) stays with it and turns its head outputs into predictions."""
         started = time.perf_counter()
+        if kind.generates:
+            attached = self._attach_generator(task, version, adapter_dir, manifest, kind)
+            return dataclasses.replace(attached, load_seconds=time.perf_counter() - started)
         base = self.base_for(manifest.base, manifest.labels)
         attached = attach_adapter(base, task, version, adapter_dir, manifest, kind)
         # Reported attach time includes a first base load, as before the engine moved here.
         return dataclasses.replace(attached, load_seconds=time.perf_counter() - started)
+
+    def _attach_generator(
+        self, task: str, version: str, adapter_dir: Path, manifest: AdapterManifest, kind: TaskKind
+    ) -> AttachedPrefix:
+        """A generating version on the resident causal LM of its base (loaded on first use, beside any classifier
+        copy of the same base: the two have different heads)."""
+        # Imported here: generation.py builds on this module's ResidentBase.
+        from prefix_registry.inference.generation import ResidentDecoder, attach_generator
+
+        with self._lock:
+            decoder = self._decoders.get(manifest.base)
+            if decoder is None:
+                decoder = ResidentDecoder(load_base_for_generation(resolve_base(manifest.base, self.cache_dir)))
+                self._decoders[manifest.base] = decoder
+                self.base_loads += 1
+        if not isinstance(decoder, ResidentDecoder):
+            raise TypeError(f"expected a resident decoder for {manifest.base!r}, got {type(decoder).__name__}")
+        return attach_generator(decoder, task, version, adapter_dir, manifest, kind)
 
     def predict(self, attached: AttachedPrefix, texts: Sequence[str], batch_size: int = 32) -> Predictions:
         """Class probabilities of `attached` for `texts` (length-sorted batches through the engine)."""

@@ -3,7 +3,7 @@
 (input, target) pairs --causal LM + prefix, greedy decoding--> generated text
 judged by ROUGE-L F-measure (higher is better), also reported: ROUGE-1/2 (Google's `rouge-score`), corpus BLEU
 (`sacrebleu`, 0-100 as sacrebleu reports it), exact match (after collapsing whitespace)
-output drift: output length in words (Wasserstein)
+output drift: output length in words (Wasserstein), the share of empty outputs (Jensen-Shannon on empty/written)
 baseline: the untuned base with the same instruction template (zero-shot), scored on the same test split
 
 A generation task's "head outputs" are the generated texts themselves: `predicted`, `prediction_columns` and
@@ -36,7 +36,9 @@ ROUGE_2 = "rouge2"
 ROUGE_L = "rougeL"
 BLEU = "bleu"
 EXACT_MATCH = "exact_match"
-OUTPUT_LENGTH = "output_length"  # words of a generated text: the output drift signal
+OUTPUT_LENGTH = "output_length"  # words of a generated text: an output drift signal
+EMPTY_OUTPUT = "empty_output"  # "empty" or "written" per output: the share of empty outputs, an output drift signal
+EMPTY, WRITTEN = "empty", "written"
 # The reference file's column of generated texts (as classification's `predicted`).
 REFERENCE_GENERATED = "predicted"
 # The token label positions a causal LM's loss skips (prompt and padding): PyTorch's and transformers' convention.
@@ -140,7 +142,10 @@ class GenerationKind(TaskKind):
     baseline_label = "zero-shot base"
     metric_names = (ROUGE_L, BLEU, ROUGE_1, ROUGE_2, EXACT_MATCH)
     peft_task_type = "CAUSAL_LM"
-    output_signals = (OutputSignal(OUTPUT_LENGTH, categorical=False, method="wasserstein", threshold=0.3),)
+    output_signals = (
+        OutputSignal(OUTPUT_LENGTH, categorical=False, method="wasserstein", threshold=0.3),
+        OutputSignal(EMPTY_OUTPUT, categorical=True, method="jensenshannon", threshold=0.15),
+    )
     generates = True
 
     # --- training -------------------------------------------------------------------------------------------------
@@ -178,10 +183,10 @@ class GenerationKind(TaskKind):
 
     # --- drift windows --------------------------------------------------------------------------------------------
     def reference_outputs(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({OUTPUT_LENGTH: frame[OUTPUT_LENGTH]})
+        return _output_columns(frame[OUTPUT_LENGTH])
 
     def logged_outputs(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({OUTPUT_LENGTH: frame.get(OUTPUT_LENGTH, pd.Series(dtype=float))})
+        return _output_columns(frame.get(OUTPUT_LENGTH, pd.Series(dtype=float)))
 
     # --- judging --------------------------------------------------------------------------------------------------
     def metrics(self, true_values: Sequence[str], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
@@ -197,6 +202,13 @@ class GenerationKind(TaskKind):
     @property
     def baseline_metric(self) -> str:
         return f"baseline_zero_shot_test_{self.decision_metric}"
+
+
+def _output_columns(lengths: pd.Series) -> pd.DataFrame:
+    """The output signals of a window from its outputs' lengths in words (an empty output has none)."""
+    lengths = lengths.astype(float)
+    empty = np.where(lengths.to_numpy() == 0, EMPTY, WRITTEN)
+    return pd.DataFrame({OUTPUT_LENGTH: lengths.to_numpy(), EMPTY_OUTPUT: empty}, index=lengths.index)
 
 
 GENERATION = GenerationKind()

@@ -97,6 +97,7 @@ def current_window(log: PredictionLog, request: MonitorRequest, version: PrefixV
         last_n=request.current_last,
         since=request.since,
         version=None if request.all_versions else version.version,
+        kind=version.kind,
     )
     details: dict[str, Any] = {"versions": sorted(frame["version"].unique().tolist()) if len(frame) else []}
     if len(frame):
@@ -120,6 +121,7 @@ def reference_window(
         last_n=request.reference_last,
         until=until,
         version=None if request.all_versions else version.version,
+        kind=version.kind,
     )
     return DriftWindow.of_logged(
         frame, kind=f"{request.reference_last} logged predictions before the window", task_kind=version.kind

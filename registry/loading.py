@@ -119,7 +119,8 @@ class LoadedGenerator:
 def load_generator(registry: PrefixRegistry, version: PrefixVersion) -> LoadedGenerator:
     """Verify `version` (a kind that generates) and load it with plain PEFT onto its base, refusing another base.
 
-    Serving generation through the forward engine is not built yet (issue 23): this is the training path's model."""
+    This is PEFT's own model (what registration, `evaluate` and the retrain judge score); the server decodes the same
+    adapter through `inference/generation.py`, which writes the same text greedily (test_generation_serving.py)."""
     from peft import PeftModel
 
     adapter_dir, verified = fetch_and_verify(registry, version)

@@ -314,7 +314,8 @@ def train_in_run(
         )
         kind = trained.kind
         # Scored by the engine that will serve it, from the files just written: registered metrics are what serves.
-        # A kind that generates has no serving engine yet: greedy decoding of the trained adapter scores it.
+        # A kind that generates: greedy decoding of the trained PEFT adapter scores it (the generation engine that
+        # serves it writes the same text).
         served = (
             None
             if kind.generates

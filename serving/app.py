@@ -4,6 +4,7 @@ POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilitie
                    serving version's task kind reads its head outputs; classification: label and class probabilities);
                    the texts of concurrent requests share forward passes (serving/batcher.py)
 POST /v1/feedback  {"prediction_id": ID, "label": L, "correction": false}  -> the true label (fresh training data)
+POST /v1/generate, /v1/generate/feedback   generation tasks: text out, a reference text back (serving/generate.py)
 GET  /v1/tasks     serving version, alias and load time of each task
 GET  /healthz      liveness: status and which component is down (never needs a key, never waits on the registry)
 GET  /metrics      Prometheus text (a task-scoped key sees only its tasks' series)
@@ -37,9 +38,11 @@ from starlette.types import Receive
 
 from prefix_registry.errors import ConfigError, PrefixRegistryError, first_line
 from prefix_registry.inference.attached import AttachedPrefix
+from prefix_registry.inference.generation import generate_rows
 from prefix_registry.registry.rollouts import RolloutMode
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.batcher import Batcher, BatchFailed, BatchingConfig, BatchRejected
+from prefix_registry.serving.generate import TRUNCATED, GenerateRoutes, add_generate_routes
 from prefix_registry.serving.guards import BodySizeLimit, KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError, error_response
 from prefix_registry.serving.metrics import ServingMetrics, only_tasks
@@ -80,6 +83,8 @@ class ServingLimits:
     # None: no prediction rate limit; else requests per minute per API key (the anonymous client is one key).
     predict_per_minute: float | None = None
     predict_burst: int = 60
+    # The most new tokens one /v1/generate input may ask for (a request asking more gets a 422).
+    max_new_tokens: int = 256
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,7 @@ def create_app(
             f"({limits.max_texts}), got {batching.max_queue_rows}"
         )
     batcher = Batcher(batching, observer=metrics)
+    generation_batcher = Batcher(batching, run=generate_rows, observer=metrics)
     metrics.queue_rows.set_function(lambda: batcher.queued_rows)
     table.swap_listeners.append(lambda swap: metrics.swap_seconds.observe(swap.seconds))
     watcher = AliasWatcher(table, watch_interval) if watch_interval else None
@@ -186,6 +192,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        generation_batcher.start()
         if watcher is not None:
             watcher.start()
         try:
@@ -194,6 +201,7 @@ def create_app(
             if watcher is not None:
                 watcher.stop()
             await run_in_threadpool(batcher.stop)  # what is still queued gets 503; the running batch finishes
+            await run_in_threadpool(generation_batcher.stop)
             if prediction_log is not None:
                 prediction_log.close()  # nothing enqueued is lost on a clean stop
 
@@ -265,6 +273,10 @@ def create_app(
                 predict_rate.take(key.name if key is not None else None)
             _check_texts(body.texts, limits)
             attached = table.current(task)  # taken once: every row of this request runs on this version
+            if attached.generation is not None:
+                raise HTTPError(
+                    422, f"task {task!r} is a generation task: expected a classifier, send it to /v1/generate"
+                )
         except HTTPError as error:
             metrics.requests.labels("predict", task_label(task), str(error.status)).inc()
             raise
@@ -439,6 +451,11 @@ def create_app(
         if record is None:
             raise HTTPError(404, f"unknown prediction id {body.prediction_id!r}")
         keys.check(key, "feedback", record.task)
+        if TRUNCATED in record.probabilities:
+            reference_route = "/v1/generate/feedback"
+            raise HTTPError(
+                422, f"prediction {body.prediction_id!r} is a generation: send its reference text to {reference_route}"
+            )
         labels = list(record.probabilities)
         if body.label not in labels:
             raise HTTPError(422, f"label {body.label!r} is not a label of task {record.task!r}: {labels}")
@@ -500,6 +517,13 @@ def create_app(
             text = only_tasks(text, set(key.tasks))
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    add_generate_routes(
+        app,
+        GenerateRoutes(
+            table, generation_batcher, keys, limits, metrics, request_ids, REQUEST_ID, prediction_log, durable_log,
+            predict_rate, feedback_rate,
+        ),
+    )  # fmt: skip
     return app
 
 

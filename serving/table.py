@@ -245,7 +245,7 @@ class ServingTable:
 
     def _at_precision(self, state: TaskState, version: PrefixVersion, attached: AttachedPrefix) -> AttachedPrefix:
         """`attached` at the fastest precision from the requested one up that its check passes (fp32: no check)."""
-        if self.precision is Precision.FP32:
+        if self.precision is Precision.FP32 or attached.generation is not None:  # generation decodes at fp32
             state.precision_choice = PrecisionChoice(Precision.FP32, Precision.FP32)
             return attached
         choice = choose_precision(self.registry, version, attached, self.precision, self.tolerance_points)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from prefix_registry.kinds import CLASSIFICATION, TaskKind
 from prefix_registry.traffic.database import create_database_engine, error_reason, mask_url
 from prefix_registry.traffic.prediction_records import (
     FeedbackConflict,
@@ -379,6 +380,7 @@ class PredictionStore:
         until: datetime | None = None,
         version: str | None = None,
         labelled_only: bool = False,
+        kind: TaskKind = CLASSIFICATION,
     ) -> pd.DataFrame:
         """Predictions of `task`, oldest first, as a DataFrame.
 
@@ -387,11 +389,12 @@ class PredictionStore:
             since, until: tz-aware bounds on created_at; `since` inclusive, `until` exclusive.
             version: only predictions made by this version.
             labelled_only: only predictions that received feedback.
+            kind: the task's kind, which names the score columns (generation: `output_length`, ...).
 
         Returns:
-            BASE_COLUMNS (created_at and feedback_at as UTC datetimes) plus a float column `prob_<label>`
-            per label found in the selected rows (NaN where a row lacks that label). When nothing matches:
-            no rows and BASE_COLUMNS only.
+            BASE_COLUMNS (created_at and feedback_at as UTC datetimes) plus a float column per score name (the
+            kind's name for it; classification: `prob_<label>`) found in the selected rows (NaN where a row lacks
+            it). When nothing matches: no rows and BASE_COLUMNS only.
         """
         if last_n is not None and last_n < 1:
             raise PredictionLogError(f"last_n must be a positive number of predictions, got {last_n}")
@@ -413,7 +416,7 @@ class PredictionStore:
             records = [from_row(row) for row in connection.execute(statement)]
         if newest_first:
             records.reverse()
-        return records_frame(records)
+        return records_frame(records, kind)
 
     def count(self, task: str, since: datetime | None = None) -> int:
         """How many predictions of `task` are stored (made at or after `since`, when given)."""
