@@ -44,6 +44,7 @@ from prefix_registry.registry.gateway import (
     RunDataset,
 )
 from prefix_registry.registry.promotion_check import check_promotable
+from prefix_registry.registry.regimes import refresh_on_alias_move
 from prefix_registry.registry.rollouts import Rollouts
 from prefix_registry.registry.versions import PrefixVersion, has_metric_tags
 from prefix_registry.settings import Settings
@@ -87,6 +88,8 @@ class PrefixRegistry:
         self.alias_mover.promotion_check = lambda version, alias: check_promotable(self, version, alias)
         # Comparison cards say where aliases point and what was rolled back: rewritten after each move.
         self.alias_mover.describe_cards = self._refresh_comparison_cards
+        # A regime's champion move rewrites its task's readable `regimes` tag (regimes.py).
+        self.alias_observers.append(lambda change: refresh_on_alias_move(self, change))
         self._rollouts: Rollouts | None = None
 
     def _refresh_comparison_cards(self, change: AliasChange) -> None:

@@ -46,6 +46,7 @@ from prefix_registry.serving.generate import TRUNCATED, GenerateRoutes, add_gene
 from prefix_registry.serving.guards import BodySizeLimit, KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError, error_response
 from prefix_registry.serving.metrics import ServingMetrics, only_tasks
+from prefix_registry.serving.regime_routing import RegimeRouting, RoutedRow, routed_records, routed_response
 from prefix_registry.serving.routing import in_shadow_sample, takes_challenger
 from prefix_registry.serving.schemas import (
     ERRORS,
@@ -188,6 +189,8 @@ def create_app(
     metrics.queue_rows.set_function(lambda: batcher.queued_rows)
     table.swap_listeners.append(lambda swap: metrics.swap_seconds.observe(swap.seconds))
     watcher = AliasWatcher(table, watch_interval) if watch_interval else None
+    regimes = RegimeRouting(table)  # tasks with regimes: each text routed to one regime's champion
+    regimes.refresh()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -272,7 +275,11 @@ def create_app(
             if predict_rate is not None:
                 predict_rate.take(key.name if key is not None else None)
             _check_texts(body.texts, limits)
-            attached = table.current(task)  # taken once: every row of this request runs on this version
+            regime_route = regimes.route(task)
+            if body.regime is not None and regime_route is None:
+                raise HTTPError(422, f'task {task!r} has no regimes; expected no "regime", got {body.regime!r}')
+            # taken once: every row of this request runs on this version (with regimes: on each regime's)
+            attached = table.current(task) if regime_route is None else regimes.any_prefix(regime_route)
             if attached.generation is not None:
                 raise HTTPError(
                     422, f"task {task!r} is a generation task: expected a classifier, send it to /v1/generate"
@@ -290,6 +297,8 @@ def create_app(
             if REQUEST_ID.fullmatch(client_id) and request_ids.claim(client_id, key_name)
             else uuid.uuid4().hex
         )
+        if regime_route is not None:
+            return Admitted(attached, key_name, request_id)
         return route(Admitted(attached, key_name, request_id), body)
 
     def route(admitted: Admitted, body: PredictRequest) -> Admitted:
@@ -341,6 +350,30 @@ def create_app(
             )
         ]
 
+    def store(task: str, records: list[PredictionRecord]) -> None:
+        """Log the rows (committed before the answer when `durable_log`) and count the request as answered."""
+        if prediction_log is not None:
+            try:
+                if durable_log:
+                    prediction_log.commit(records)  # the 200 that follows promises the rows are stored
+                else:
+                    prediction_log.enqueue(records)
+            except PredictionLogError as error:
+                metrics.requests.labels("predict", task, "503").inc()
+                raise HTTPError(503, f"prediction not logged, so not answered; retry: {error}") from None
+            metrics.log_pending.set(prediction_log.pending)
+        metrics.requests.labels("predict", task, "200").inc()
+
+    def answer_routed(
+        body: PredictRequest, admitted: Admitted, rows: list[RoutedRow], latency_ms: float
+    ) -> dict[str, Any]:
+        """A task with regimes: each row logged under its regime's model and version (serving/regime_routing.py)."""
+        records = routed_records(body.texts, rows, admitted.request_id, admitted.key_name, latency_ms)
+        store(body.task, records)
+        for row in rows:
+            metrics.predictions.labels(body.task, f"{row.choice.regime}:{row.attached.version}").inc()
+        return routed_response(body.task, admitted.request_id, rows, records)
+
     def answer(
         body: PredictRequest, admitted: Admitted, outputs: list[torch.Tensor], scored: Scored | None = None
     ) -> dict[str, Any]:
@@ -355,17 +388,7 @@ def create_app(
             if admitted.shadow is not None and scored.shadow is not None
             else []
         )
-        if prediction_log is not None:
-            try:
-                if durable_log:
-                    prediction_log.commit(records + shadow_records)  # the 200 below promises the rows are stored
-                else:
-                    prediction_log.enqueue(records + shadow_records)
-            except PredictionLogError as error:
-                metrics.requests.labels("predict", task, "503").inc()
-                raise HTTPError(503, f"prediction not logged, so not answered; retry: {error}") from None
-            metrics.log_pending.set(prediction_log.pending)
-        metrics.requests.labels("predict", task, "200").inc()
+        store(task, records + shadow_records)
         metrics.predictions.labels(task, attached.version).inc(len(records))
         return {
             "task": task,
@@ -402,10 +425,28 @@ def create_app(
             return Scored(0.0)
         return Scored(0.0, outputs, seconds_ms)
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
+    # exclude_none: a task without regimes answers exactly the fields it always has (no null regime).
+    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS, response_model_exclude_none=True)
     async def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
         admitted = await run_in_threadpool(admit, body, request)
         started = time.perf_counter()
+        regime_route = regimes.route(body.task)
+        if regime_route is not None:
+            try:
+                rows = await unless_disconnected(
+                    regimes.run(regime_route, body.texts, body.regime, batcher), request.receive
+                )
+            except BatchRejected as error:
+                metrics.requests.labels("predict", body.task, "503").inc()
+                raise HTTPError(503, str(error), {"Retry-After": str(error.retry_after)}) from None
+            except BatchFailed as error:
+                metrics.requests.labels("predict", body.task, "500").inc()
+                raise HTTPError(500, str(error)) from None
+            except ClientGone:
+                metrics.requests.labels("predict", body.task, "499").inc()
+                raise HTTPError(499, "the client disconnected before its texts ran") from None
+            latency_ms = (time.perf_counter() - started) * 1000
+            return await run_in_threadpool(answer_routed, body, admitted, rows, latency_ms)
         # Queued at the same moment as the answering rows, so the batcher runs both in one forward pass.
         shadow = asyncio.ensure_future(run_shadow(admitted.shadow, body.texts)) if admitted.shadow is not None else None
         try:

@@ -32,7 +32,13 @@ class PredictRequest(BaseModel):
         "gets the same version. Default: the API key's name.",
     )
 
-    _check_task = field_validator("task", "routing_key")(_unicode)
+    regime: str | None = Field(
+        default=None,
+        max_length=64,
+        description="For a task with regimes: the regime whose champion reads every text (overrides the router).",
+    )
+
+    _check_task = field_validator("task", "routing_key", "regime")(_unicode)
 
     @field_validator("texts")
     @classmethod
@@ -61,6 +67,12 @@ class Prediction(BaseModel):
     confidence: float = Field(description="Probability of the predicted label.")
     probabilities: dict[str, float] = Field(description="Probability of every label of the task.")
     version: str = Field(description="The version that answered.")
+    regime: str | None = Field(default=None, description="For a task with regimes: the regime that answered.")
+    router_confidence: float | None = Field(
+        default=None,
+        description="For a task with regimes: the router's probability of its pick (none when the request named the "
+        "regime); below the router's threshold the fallback regime answered.",
+    )
 
 
 class PredictResponse(BaseModel):

@@ -118,6 +118,8 @@ class ServingTable:
         self.registry_ok = True
         self.last_error: str | None = None
         self.swap_listeners: list[Callable[[Swap], None]] = []
+        # Called after each refresh, outside its lock (serving/regime_routing.py follows tasks' regimes there).
+        self.refresh_listeners: list[Callable[[], None]] = []
 
     def current(self, task: str) -> AttachedPrefix:
         """The version serving `task` right now, from memory only.
@@ -182,6 +184,8 @@ class ServingTable:
                     swaps.append(swap)
                     for listener in self.swap_listeners:
                         listener(swap)
+        for refreshed in self.refresh_listeners:
+            refreshed()
         return swaps
 
     def _refresh_one(self, state: TaskState) -> Swap | None:

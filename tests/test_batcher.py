@@ -419,8 +419,15 @@ def test_serve_refuses_a_batch_size_out_of_range(cli, home: Path) -> None:
     assert "batching max_batch: expected an integer from 1 to 1024, got 0" in result.stderr
 
 
-# Optional request and response fields added since the snapshot (issue 21: canary routing, a task's rollout).
-ADDED_OPTIONAL_FIELDS = {("PredictRequest", "routing_key"), ("TaskSummary", "rollout")}
+# Optional request and response fields added since the snapshot (issue 21: canary routing, a task's rollout; issue
+# 22: a request's regime, and each prediction's regime and router confidence, for tasks with regimes).
+ADDED_OPTIONAL_FIELDS = {
+    ("PredictRequest", "routing_key"),
+    ("TaskSummary", "rollout"),
+    ("PredictRequest", "regime"),
+    ("Prediction", "regime"),
+    ("Prediction", "router_confidence"),
+}
 # Paths and their schemas added since the snapshot (issue 23: generation tasks); no old path or schema changes.
 ADDED_PATHS = {"/v1/generate", "/v1/generate/feedback"}
 ADDED_SCHEMAS = {

@@ -56,6 +56,10 @@ class InvalidTaskName(RegistryError):
     pass
 
 
+class InvalidRegime(RegistryError):
+    """A regime name that is not valid, or not a regime of the task."""
+
+
 class TaskNotFound(RegistryError):
     pass
 

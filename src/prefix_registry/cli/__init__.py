@@ -20,6 +20,7 @@ from prefix_registry.cli import (
     monitor,
     predict,
     rollout,
+    router,
     serve,
     sweep,
     train,
@@ -58,6 +59,7 @@ COMMAND_GROUPS = {
     "flows": flows.flows_app,
     "alerts": alerts.alerts_app,
     "rollout": rollout.rollout_app,
+    "router": router.router_app,
 }
 for _command in COMMANDS:
     app.command()(_command)

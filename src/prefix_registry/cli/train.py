@@ -28,6 +28,10 @@ from prefix_registry.training.config import config_default
 def train(
     task: Annotated[str, typer.Option("--task", "-t", help="Task name; the registered model is named after it.")],
     data: LabelledDataOption,
+    regime: Annotated[
+        str | None,
+        typer.Option(help="Register the version in this regime of the task (its own versions, champion, lineage)."),
+    ] = None,
     text_column: TextColumnOption = "text",
     label_column: LabelColumnOption = "label",
     kind: Annotated[str, train_setting("kind")] = config_default("kind"),
@@ -69,15 +73,18 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Train an adapter on labelled text and register it as a new version of TASK."""
+    """Train an adapter on labelled text and register it as a new version of TASK (or of its --regime)."""
     from prefix_registry.errors import ConfigError
     from prefix_registry.registry.loading import load_warm_start
+    from prefix_registry.registry.regimes import ensure_regime, validate_regime_name
     from prefix_registry.registry.store import validate_task_name
     from prefix_registry.registry.training_runs import train_and_register
     from prefix_registry.training.config import TrainConfig
     from prefix_registry.training.data import load_labelled_texts, load_pairs
 
     validate_task_name(task)
+    if regime is not None:
+        validate_regime_name(regime)
     if force and not promote:
         raise ConfigError(f"--force applies to --promote; got --force without --promote for task {task!r}")
     # from_dict: options arrive as typed strings (a method, an initialisation...); TrainConfig turns each into its
@@ -116,13 +123,15 @@ def train(
     else:
         labelled = load_labelled_texts(data, text_column, label_column, limit=limit, seed=config.seed)
     registry = open_registry()
+    # A regime is a task of its own in the registry (registry/regimes.py): TASK.REGIME, tagged with its task.
+    target = task if regime is None else ensure_regime(registry, task, regime)
     parent_version, warm_start = None, None
     if parent is not None:
-        parent_version = registry.version(task, parent)
+        parent_version = registry.version(target, parent)
         warm_start = load_warm_start(registry, parent_version)
     outcome = train_and_register(
         registry,
-        task,
+        target,
         labelled,
         config,
         promote=promote,
@@ -133,9 +142,11 @@ def train(
         warm_start=warm_start,
         progress=progress and sys.stderr.isatty(),
     )
-    if as_json:
-        print_json(outcome.summary())
-        return
     summary = outcome.summary()
+    if regime is not None:
+        summary = {**summary, "task": task, "regime": regime, "model": target}
+    if as_json:
+        print_json(summary)
+        return
     summary["metrics"] = {k: round(v, 4) for k, v in outcome.metrics.items()}
-    print_pairs(f"{task} v{outcome.version}", summary)
+    print_pairs(f"{task} regime {regime} v{outcome.version}" if regime else f"{task} v{outcome.version}", summary)

@@ -22,11 +22,43 @@ def tasks(as_json: JsonOption = False) -> None:
 
 
 def versions(task: Annotated[str, typer.Argument(help="Task name.")], as_json: JsonOption = False) -> None:
-    """List a task's versions: aliases, metrics, method, base, trigger, parent, creation time."""
-    found = open_registry().versions(task)
+    """List a task's versions: aliases, metrics, method, base, trigger, parent, creation time; and its regimes with
+    their champions, and its router, when it has regimes."""
+    from prefix_registry.registry.regimes import regime_slots
+    from prefix_registry.registry.routers import router_versions
+
+    registry = open_registry()
+    found = registry.versions(task)
+    slots = regime_slots(registry, task)
+    routers = router_versions(registry, task) if slots else []
     if as_json:
-        print_json([v.summary() for v in found])
+        if not slots:  # a task without regimes prints what it always has
+            print_json([v.summary() for v in found])
+            return
+        print_json(
+            {
+                "task": task,
+                "versions": [v.summary() for v in found],
+                "regimes": [slot.summary() for slot in slots],
+                "router_versions": [v.summary() for v in routers],
+            }
+        )
         return
+    if slots:
+        print_table(
+            f"{task}: {len(slots)} regime(s)",
+            ["regime", "model", "champion", "versions"],
+            [(s.regime, s.model, f"v{s.champion}" if s.champion else "-", str(s.versions)) for s in slots],
+        )
+        router_champion = next((v for v in routers if "champion" in v.aliases), None)
+        print_pairs(
+            f"{task}: router",
+            {
+                "versions": len(routers),
+                "champion": f"v{router_champion.version}" if router_champion else None,
+                "held-out accuracy": fmt_metric(router_champion.accuracy) if router_champion else None,
+            },
+        )
     # Columns named by the task's kind (classification: macro-F1 against the linear probe, then accuracy).
     kind = found[0].kind if found else None
     decision = kind.label if kind else "macro-F1"

