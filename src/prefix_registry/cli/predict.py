@@ -65,6 +65,13 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="Evaluate a stratified sample of at most this many rows.")] = None,
     version: VersionOption = None,
     alias: AliasOption = None,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(
+            help="Score the mean of the probabilities of the task's top K versions (by own test score), in one "
+            "mixed forward pass, against the best of them alone."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores; a generation
@@ -75,6 +82,27 @@ def evaluate(
     from prefix_registry.training.data import load_labelled_texts, load_pairs
 
     registry = open_registry()
+    if ensemble is not None:
+        from prefix_registry.registry.ensembles import evaluate_ensemble
+
+        if version is not None or alias is not None:
+            raise DataError("--ensemble picks its versions itself; expected no --version/--alias with it")
+        labelled = load_labelled_texts(data, text_column, label_column, limit=limit, require_classes=1)
+        report = evaluate_ensemble(registry, task, labelled.frame, ensemble)
+        summary = {**report.summary(), "data": labelled.origin}
+        if as_json:
+            print_json(summary)
+            return
+        decision = report.decision_metric
+        print_table(
+            f"{task}: ensemble of v{', v'.join(report.versions)} on {data}",
+            ["", decision],
+            [
+                ("ensemble", fmt_metric(report.metrics[decision])),
+                *((f"v{v} alone", fmt_metric(m[decision])) for v, m in report.members.items()),
+            ],
+        )
+        return
     resolved = registry.resolve(task, version, alias)
     kind = resolved.kind
     if kind.generates:  # (input, target) pairs, judged by the kind's ROUGE, BLEU and exact match
