@@ -190,7 +190,8 @@ def create_app(
     table.swap_listeners.append(lambda swap: metrics.swap_seconds.observe(swap.seconds))
     watcher = AliasWatcher(table, watch_interval) if watch_interval else None
     regimes = RegimeRouting(table)  # tasks with regimes: each text routed to one regime's champion
-    regimes.refresh()
+    if table.registry_ok:  # the table was refreshed before this listener existed
+        regimes.refresh()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

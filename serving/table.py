@@ -187,8 +187,9 @@ class ServingTable:
                     swaps.append(swap)
                     for listener in self.swap_listeners:
                         listener(swap)
-        for refreshed in self.refresh_listeners:
-            refreshed()
+        if self.registry_ok:  # an unreachable registry is not asked again by each listener
+            for refreshed in self.refresh_listeners:
+                refreshed()
         return swaps
 
     def _refresh_one(self, state: TaskState) -> Swap | None:

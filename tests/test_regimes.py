@@ -292,3 +292,47 @@ def test_evaluate_reports_an_ensemble_against_its_best_member(world: World, cli)
     assert report["best_single"] == {"version": best, "macro_f1": alone[best]}
     assert report["ensemble_minus_best"] == pytest.approx(report["ensemble"]["metrics"]["macro_f1"] - alone[best])
     assert report["ensemble"]["metrics"]["n"] == 40
+
+
+# -- the regime mix -----------------------------------------------------------------------------------------------
+def test_a_shift_of_the_regime_mix_is_reported_as_a_mix_shift_not_drift(world: World, cli) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
+
+    now = datetime.now(UTC)
+    windows = {now - timedelta(hours=30): {"rt": 40, "imdb": 40}, now - timedelta(hours=1): {"rt": 10, "imdb": 70}}
+    with PredictionLog.from_settings(world.registry.settings) as log:
+        for created_at, counts in windows.items():
+            log.write(
+                [
+                    PredictionRecord.new(
+                        regime_model_name(TASK, regime),
+                        "1",
+                        f"text {i}",
+                        "positive",
+                        {"negative": 0.3, "positive": 0.7},
+                        created_at=created_at,
+                    )
+                    for regime, count in counts.items()
+                    for i in range(count)
+                ]
+            )
+    result = cli("router", "mix", TASK, "--hours", "24", "--json")
+    assert result.exit_code == 0, result.stderr
+    verdict = result.json()
+    assert verdict["status"] == "mix_shift"
+    assert (verdict["reference_counts"], verdict["current_counts"]) == ({"imdb": 40, "rt": 40}, {"imdb": 70, "rt": 10})
+    assert verdict["total_variation"] == pytest.approx(0.375)
+    assert verdict["summary"] == (
+        "reviews: regime mix shifted (imdb 50% -> 88%, rt 50% -> 12%; total variation 0.38, limit 0.20); "
+        "a mix shift is not drift within a regime"
+    )
+
+
+def test_a_stable_or_thin_regime_mix_is_not_a_shift() -> None:
+    from prefix_registry.monitoring.regime_mix import MixStatus, judge_regime_mix
+
+    assert judge_regime_mix("t", {"a": 40, "b": 40}, {"a": 37, "b": 43}).status is MixStatus.STABLE
+    assert judge_regime_mix("t", {"a": 5, "b": 5}, {"a": 0, "b": 10}).status is MixStatus.INSUFFICIENT_DATA

@@ -106,3 +106,38 @@ def router_versions_command(task: TaskArgument, as_json: JsonOption = False) -> 
             for v in found
         ],
     )
+
+
+@router_app.command("mix")
+def router_mix(
+    task: TaskArgument,
+    hours: Annotated[float, typer.Option(help="Window length: the last HOURS against the HOURS before them.")] = 24.0,
+    max_distance: Annotated[
+        float, typer.Option(help="Total variation between the two mixes above which the mix has shifted.")
+    ] = 0.2,
+    as_json: JsonOption = False,
+) -> None:
+    """Judge the regime mix of TASK's traffic: the regimes' shares now against before (a shift is not drift)."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefix_registry.errors import ConfigError
+    from prefix_registry.monitoring.regime_mix import judge_regime_mix, regime_counts
+    from prefix_registry.registry.regimes import regimes_of
+    from prefix_registry.traffic.prediction_log import PredictionLog
+
+    registry = open_registry()
+    regimes = regimes_of(registry, task)
+    if not regimes:
+        raise ConfigError(f"task {task!r} has no regimes; expected a task trained with --regime")
+    if hours <= 0:
+        raise ConfigError(f"--hours must be positive, got {hours}")
+    now = datetime.now(UTC)
+    window = timedelta(hours=hours)
+    with PredictionLog.from_settings(registry.settings) as log:
+        reference = regime_counts(log, task, regimes, now - 2 * window, now - window)
+        current = regime_counts(log, task, regimes, now - window, now)
+    verdict = judge_regime_mix(task, reference, current, max_distance=max_distance)
+    if as_json:
+        print_json(verdict.summary())
+    else:
+        print_pairs(f"{task}: regime mix", {"status": verdict.status.value, "summary": verdict.describe()})
