@@ -22,6 +22,7 @@ from prefix_registry.inference.embedding import frozen_embedder, sentence_embedd
 from prefix_registry.inference.engine import Row, forward
 from prefix_registry.inference.ensemble import ensemble_probabilities
 from prefix_registry.inference.resident import PrefixPool
+from prefix_registry.inference.router import RegimeChoice
 from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.regimes import (
     TAG_REGIMES_TEXT,
@@ -41,6 +42,7 @@ from prefix_registry.registry.routers import (
 from prefix_registry.registry.store import PrefixRegistry
 from prefix_registry.registry.training_runs import train_and_register
 from prefix_registry.serving.app import create_app
+from prefix_registry.serving.batcher import BatchingConfig
 from prefix_registry.serving.table import ServingTable
 from prefix_registry.settings import Settings
 from tests.conftest import TINY_TRAIN, tiny_config, tiny_data
@@ -166,7 +168,8 @@ class Served:
 def served(world: World) -> Iterator[Served]:
     table = ServingTable(world.registry, PrefixPool(world.registry.settings.resolved_cache_dir))
     table.refresh(strict=True)
-    app = create_app(table, watch_interval=None)
+    # A batch waits up to 100 ms for more rows: the regimes' rows, queued together, always meet in one batch.
+    app = create_app(table, watch_interval=None, batching=BatchingConfig(max_wait_ms=100))
     batches: list[list[tuple[str, str]]] = []
     run = app.state.batcher.run
 
@@ -183,8 +186,18 @@ def expected_probabilities(table: ServingTable, model: str, texts: list[str]) ->
     return classify(table.current(model), texts).probabilities
 
 
+def router_choices(world: World, served: Served, texts: list[str]) -> list[RegimeChoice]:
+    """What the router's champion picks for `texts`, computed here from its weights and the engine's embeddings."""
+    champion = router_champion(world.registry, TASK)
+    assert champion is not None
+    router = champion[1]
+    embedder = frozen_embedder(served.table.current("reviews.rt").base, "router", "1", router.max_length)
+    return router.choose(router.probabilities(sentence_embeddings(embedder, texts)))
+
+
 def test_a_forced_regime_overrides_the_router(world: World, served: Served) -> None:
     texts = [RT_TEXTS[0], world.imdb_texts[0]]
+    assert [c.regime for c in router_choices(world, served, texts)] == ["rt", "imdb"]  # left alone, it would mix
     response = served.client.post("/v1/predict", json={"task": TASK, "texts": texts, "regime": "rt"})
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -205,12 +218,7 @@ def test_an_unknown_regime_is_a_clear_error(served: Served) -> None:
 
 def test_the_router_sends_each_text_to_its_regime_in_one_mixed_batch(world: World, served: Served) -> None:
     texts = [RT_TEXTS[0], world.imdb_texts[0], RT_TEXTS[1], world.imdb_texts[1]]
-    champion = router_champion(world.registry, TASK)
-    assert champion is not None
-    router = champion[1]
-    embedder = frozen_embedder(served.table.current("reviews.rt").base, "router", "1", router.max_length)
-    probabilities = router.probabilities(sentence_embeddings(embedder, texts))
-    choices = router.choose(probabilities)
+    choices = router_choices(world, served, texts)
     served.batches.clear()
     response = served.client.post("/v1/predict", json={"task": TASK, "texts": texts})
     assert response.status_code == 200, response.text

@@ -236,7 +236,18 @@ def test_openapi_schema_describes_every_response(client: TestClient) -> None:
     assert response_ref("/healthz", "get", "200").endswith("/HealthResponse")
     assert response_ref("/v1/predict", "post", "413").endswith("/ErrorResponse")
     prediction = schema["components"]["schemas"]["Prediction"]["properties"]
-    assert set(prediction) == {"prediction_id", "label", "confidence", "probabilities", "version"}
+    # regime and router_confidence (issue 22): optional, answered only by tasks with regimes (tests/test_regimes.py).
+    assert set(prediction) == {"prediction_id", "label", "confidence", "probabilities", "version"} | {
+        "regime",
+        "router_confidence",
+    }
+    assert set(schema["components"]["schemas"]["Prediction"]["required"]) == {
+        "prediction_id",
+        "label",
+        "confidence",
+        "probabilities",
+        "version",
+    }
     # The served answers match their declared models field for field.
     served = client.get("/v1/tasks").json()
     assert set(served) == set(schema["components"]["schemas"]["TasksResponse"]["properties"])
