@@ -344,3 +344,24 @@ def test_a_stable_or_thin_regime_mix_is_not_a_shift() -> None:
 
     assert judge_regime_mix("t", {"a": 40, "b": 40}, {"a": 37, "b": 43}).status is MixStatus.STABLE
     assert judge_regime_mix("t", {"a": 5, "b": 5}, {"a": 0, "b": 10}).status is MixStatus.INSUFFICIENT_DATA
+
+
+def test_evaluate_routes_each_row_as_served(world: World, served: Served, cli, tmp_path: Path) -> None:
+    from prefix_registry.kinds.classification import CLASSIFICATION
+
+    # Runs after the fallback test: the router's champion is the one whose threshold sends every row to the fallback.
+    rt = tiny_data(limit=20).frame.assign(regime="rt")
+    imdb = tiny_data(limit=20, source="imdb").frame.assign(regime="imdb")
+    frame = pd.concat([rt, imdb], ignore_index=True)
+    frame.to_csv(tmp_path / "mixed.csv", index=False)
+    result = cli("evaluate", TASK, "--data", str(tmp_path / "mixed.csv"), "--regime-column", "regime", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    fallback = router_champion(world.registry, TASK)[1].fallback  # type: ignore[index]
+    other = ({"rt", "imdb"} - {fallback}).pop()
+    assert report["routed_counts"] == {fallback: 40, other: 0} and report["fallbacks"] == 40
+    assert report["router_accuracy"] == 0.5  # half the rows are of the fallback regime
+    expected = classify(served.table.current(regime_model_name(TASK, fallback)), frame["text"].tolist())
+    metrics = CLASSIFICATION.metrics(frame["label"].tolist(), expected.predicted, expected.labels)
+    assert report["metrics"]["macro_f1"] == pytest.approx(metrics["macro_f1"], abs=1e-9)
+    assert list(report["per_regime"]) == [fallback]

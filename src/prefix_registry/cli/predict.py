@@ -72,16 +72,57 @@ def evaluate(
             "mixed forward pass, against the best of them alone."
         ),
     ] = None,
+    regime_column: Annotated[
+        str | None,
+        typer.Option(help="A task with regimes: the column of each row's true regime (reports the router's accuracy)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score a version (default: the champion) on labelled data: accuracy, macro-F1, per-class scores; a generation
     task on (input, target) pairs (--text-column: the input, --label-column: the target): ROUGE-L/1/2, BLEU, exact
-    match of its greedy outputs."""
+    match of its greedy outputs. A task with regimes (and no --version/--alias) is scored as served: each row routed
+    to a regime's champion, macro-F1 overall and per regime."""
     from prefix_registry.errors import DataError
     from prefix_registry.registry.loading import load_generator, load_version
     from prefix_registry.training.data import load_labelled_texts, load_pairs
 
     registry = open_registry()
+    if version is None and alias is None and ensemble is None:
+        from prefix_registry.registry.regimes import regimes_of
+
+        if regimes_of(registry, task):
+            from prefix_registry.registry.regime_evaluation import evaluate_routed
+
+            if regime_column is None:
+                frame = load_labelled_texts(data, text_column, label_column, limit=limit, require_classes=1).frame
+            else:  # the regime column rides beside text and label: read the file itself
+                from prefix_registry.training.data import read_table, stratified_sample
+
+                table = read_table(Path(data))
+                missing = [c for c in (text_column, label_column, regime_column) if c not in table.columns]
+                if missing:
+                    raise DataError(f"expected columns {missing} in {data}, got {list(table.columns)}")
+                frame = table[[text_column, label_column, regime_column]].rename(
+                    columns={text_column: "text", label_column: "label"}
+                )
+                frame = frame.astype({"label": str})
+                frame = stratified_sample(frame, limit, 42) if limit else frame
+            routed = evaluate_routed(registry, task, frame, regime_column)
+            if as_json:
+                print_json({**routed.summary(), "data": data})
+                return
+            print_pairs(
+                f"{task}: routed over regimes on {data}",
+                {
+                    "n": routed.metrics["n"],
+                    "macro_f1": fmt_metric(routed.metrics["macro_f1"]),
+                    "router_accuracy": fmt_metric(routed.router_accuracy),
+                    **{f"macro_f1 {r}": fmt_metric(m["macro_f1"]) for r, m in routed.per_regime.items()},
+                },
+            )
+            return
+    elif regime_column is not None:
+        raise DataError("--regime-column applies to a task with regimes evaluated as served (no --version/--alias)")
     if ensemble is not None:
         from prefix_registry.registry.ensembles import evaluate_ensemble
 
