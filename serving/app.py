@@ -2,7 +2,8 @@
 
 POST /v1/predict   {"task": T, "texts": [...]}  -> per text: label, probabilities, version, prediction id (as the
                    serving version's task kind reads its head outputs; classification: label and class probabilities);
-                   the texts of concurrent requests share forward passes (serving/batcher.py)
+                   the texts of concurrent requests share forward passes (serving/batcher.py); a task with regimes
+                   reads each text with one regime's champion, chosen per text (serving/regime_routing.py)
 POST /v1/feedback  {"prediction_id": ID, "label": L, "correction": false}  -> the true label (fresh training data)
 POST /v1/generate, /v1/generate/feedback   generation tasks: text out, a reference text back (serving/generate.py)
 GET  /v1/tasks     serving version, alias and load time of each task
