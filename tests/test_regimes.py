@@ -365,3 +365,37 @@ def test_evaluate_routes_each_row_as_served(world: World, served: Served, cli, t
     metrics = CLASSIFICATION.metrics(frame["label"].tolist(), expected.predicted, expected.labels)
     assert report["metrics"]["macro_f1"] == pytest.approx(metrics["macro_f1"], abs=1e-9)
     assert list(report["per_regime"]) == [fallback]
+
+
+# -- healing per regime -------------------------------------------------------------------------------------------
+def test_a_retrain_of_one_regime_trains_that_regime_only(world: World, tmp_path: Path) -> None:
+    from prefix_registry.healing.retrain_policy import RetrainPolicy
+    from prefix_registry.healing.retraining import retrain
+    from prefix_registry.traffic.prediction_log import PredictionLog
+    from prefix_registry.traffic.prediction_records import PredictionRecord
+
+    registry = world.registry
+    imdb_before = [v.version for v in registry.versions("reviews.imdb")]
+    routers_before = [v.version for v in router_versions(registry, TASK)]
+    frame = tiny_data(limit=40, source="rt").frame
+    # Traffic as serving logs it for a task with regimes: under the regime's own model, with feedback labels.
+    fresh_log = PredictionLog(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        records = [
+            PredictionRecord.new("reviews.rt", "1", text, "positive", {"negative": 0.4, "positive": 0.6})
+            for text in frame["text"]
+        ]
+        fresh_log.commit(records)
+        for record, label in zip(records, frame["label"], strict=True):
+            fresh_log.attach_feedback(record.prediction_id, label)
+        policy = RetrainPolicy(min_fresh_labels=20, holdout_fraction=0.25, epochs=1, max_length=32)
+        decision = retrain(registry, fresh_log, "reviews.rt", policy)
+    finally:
+        fresh_log.close()
+    assert (decision.task, decision.champion_version, decision.challenger_version) == ("reviews.rt", "1", "2")
+    assert registry.version("reviews.rt", "2").parent_version == "1"
+    assert registry.aliases("reviews.rt") == {"champion": "1", "challenger": "2"}
+    # The other regime, the router and the task itself are untouched.
+    assert [v.version for v in registry.versions("reviews.imdb")] == imdb_before
+    assert [v.version for v in router_versions(registry, TASK)] == routers_before
+    assert registry.versions(TASK) == []
