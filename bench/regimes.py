@@ -24,7 +24,9 @@ monitoring windows (reference, current). Then, in one run:
     quality     the mixed test stream (test rows of every regime; neither the prefixes nor the router saw them):
                 the router's accuracy; macro-F1 overall and per true regime of routed (each row through the
                 router's champion to its regime's champion, as serving does), union (the union prefix reads every
-                row) and oracle (each row to its true regime's prefix); routed >= union, yes or no
+                row) and oracle (each row to its true regime's prefix); routed >= union, yes or no; and the same
+                stream through `evaluate_routed` (`prefixctl evaluate reviews --regime-column regime`), whose
+                overall macro-F1 must equal routed
     throughput  one real `prefixctl serve`; 8 clients send 8-text and 1-text requests of the mixed stream back to
                 back, to task `reviews` (routed: the router's embedding rows, then the regimes' rows in one mixed
                 batch) and to the union task (one prefix), alternating union, routed, routed, union; answered
@@ -217,6 +219,7 @@ def measure_quality(registry: Any, table: Any, data: dict[str, RegimeData]) -> d
     """Router accuracy and routed / union / oracle macro-F1 on the mixed test stream, overall and per regime."""
     from prefix_registry.inference.classification import classify
     from prefix_registry.inference.embedding import frozen_embedder, sentence_embeddings
+    from prefix_registry.registry.regime_evaluation import evaluate_routed
     from prefix_registry.registry.regimes import regime_model_name
     from prefix_registry.registry.routers import router_champion, router_model_name
 
@@ -259,11 +262,19 @@ def measure_quality(registry: Any, table: Any, data: dict[str, RegimeData]) -> d
 
     overall = scores(list(range(len(texts))))
     per_regime = {regime: scores([i for i, r in enumerate(true_regimes) if r == regime]) for regime in data}
+    # The product's own scoring of the same stream (`prefixctl evaluate reviews --regime-column regime`): its
+    # per-regime figures are by routed regime, the table's by true regime; its overall macro-F1 must match routed.
+    log("the same stream through evaluate_routed (prefixctl evaluate on a task with regimes)")
+    product = evaluate_routed(registry, TASK, stream, regime_column="regime").summary()
+    product_f1 = product["metrics"].get("macro_f1")
     return {
         "router_version": router_version,
         "fell_back": int(sum(choice.fell_back for choice in choices)),
         "overall": overall,
         "per_regime": per_regime,
+        "product_evaluate": product,
+        "product_evaluate_matches_routed": product_f1 is not None
+        and abs(product_f1 - overall["routed_macro_f1"]) < 1e-9,
         "routed_minus_union": overall["routed_macro_f1"] - overall["union_macro_f1"],
         "routed_at_least_union": overall["routed_macro_f1"] >= overall["union_macro_f1"],
     }
@@ -467,7 +478,12 @@ def render(results: dict[str, Any], console: Console) -> None:
         )
     console.print(table)
     verdict = "yes" if quality["routed_at_least_union"] else "no"
-    console.print(f"routed >= union on the whole stream: {verdict}", highlight=False)
+    same = "yes" if quality["product_evaluate_matches_routed"] else "NO"
+    console.print(
+        f"routed >= union on the whole stream: {verdict}; prefixctl evaluate's routed macro-F1 "
+        f"{quality['product_evaluate']['metrics'].get('macro_f1', float('nan')):.3f} (same as routed: {same})",
+        highlight=False,
+    )
     speed = Table(title="Throughput: answered texts/s, routed vs one prefix (same server)")
     for column in ("load", "one prefix", "routed", "ratio", f"target >= {results['throughput']['target_ratio']}"):
         speed.add_column(column, justify="right")
