@@ -534,8 +534,14 @@ def main(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke run: small samples, few steps, short loads.")] = False,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = DEFAULT_OUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results JSON instead of the table.")] = False,
+    train_rows: Annotated[
+        int | None, typer.Option(help="Training rows per regime (default: the mode's; the union trains on all).")
+    ] = None,
+    test_rows: Annotated[int | None, typer.Option(help="Test rows per regime in the mixed stream.")] = None,
 ) -> None:
     settings = QUICK if quick else RegimeBenchSettings()
+    sizes = {"train_rows": train_rows, "test_rows": test_rows}
+    settings = dataclasses.replace(settings, **{name: value for name, value in sizes.items() if value is not None})
     with tempfile.TemporaryDirectory(prefix="regimes-bench-") as folder, bench_home(Path(folder) / "home"):
         results = measure(settings, Path(folder))
     results["mode"] = "quick" if quick else "full"

@@ -182,11 +182,15 @@ class ClassificationKind(TaskKind):
         return {ACCURACY: metrics[ACCURACY], MACRO_F1: metrics[MACRO_F1], "n": metrics["n"]}
 
     def live_quality(self, reference: pd.DataFrame, current: pd.DataFrame, min_labelled: int) -> dict[str, Any] | None:
-        """Accuracy and macro-F1 of the current window's labelled rows, and the drop from the reference accuracy."""
+        """Accuracy and macro-F1 of the current window's labelled rows, and the drop from the reference accuracy.
+
+        Each side needs `min_labelled` labels: a reference window of logged predictions with a handful of labels
+        gives no reference accuracy (and so no `accuracy_drop`), rather than a noisy one.
+        """
         labelled = current[current[TRUE_VALUE].notna()]
         ref_labelled = reference[reference[TRUE_VALUE].notna()]
-        quality: dict[str, Any] = {"labelled": len(labelled)}
-        if len(ref_labelled):
+        quality: dict[str, Any] = {"labelled": len(labelled), "reference_labelled": len(ref_labelled)}
+        if len(ref_labelled) >= min_labelled:
             quality["reference_accuracy"] = float(
                 accuracy_score(ref_labelled[TRUE_VALUE].astype(str), ref_labelled[PREDICTED_LABEL].astype(str))
             )

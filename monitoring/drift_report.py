@@ -121,7 +121,7 @@ class LiveMacroF1Calculation(SingleValueCalculation[LiveMacroF1]):
             truth, predicted = _labelled(data.as_dataframe())
             return self.result(float(f1_score(truth, predicted, average="macro", zero_division=0)))
 
-        return value(current_data), value(reference_data) if reference_data is not None else None
+        return value(current_data), value(reference_data) if _has_labels(reference_data) else None
 
     def display_name(self) -> str:
         return "Live macro-F1 (feedback-labelled rows, macro average)"
@@ -136,7 +136,7 @@ class LiveAccuracy(SingleValueMetric):
 class LiveAccuracyCalculation(SingleValueCalculation[LiveAccuracy]):
     def calculate(self, context: Any, current_data: Any, reference_data: Any) -> tuple[SingleValue, SingleValue | None]:
         current = self.result(float(accuracy_score(*_labelled(current_data.as_dataframe()))))
-        if reference_data is None:
+        if not _has_labels(reference_data):  # a logged reference window nobody labelled: no drop to show
             return current, None
         reference = self.result(float(accuracy_score(*_labelled(reference_data.as_dataframe()))))
         drop = float(reference.value) - float(current.value)
@@ -155,6 +155,11 @@ class LiveAccuracyCalculation(SingleValueCalculation[LiveAccuracy]):
 
     def display_name(self) -> str:
         return "Live accuracy (feedback-labelled rows)"
+
+
+def _has_labels(data: Any) -> bool:
+    """Whether a window (None: none given) has rows with a true label."""
+    return data is not None and bool(data.as_dataframe()[TRUE_LABEL].notna().any())
 
 
 def _labelled(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:

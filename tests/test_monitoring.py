@@ -103,6 +103,7 @@ def test_prediction_and_confidence_drift_on_the_same_inputs(windows, text_models
     assert not verdict.signals["embedding"].drifted and not verdict.signals["text_length"].drifted
     assert verdict.quality == {
         "labelled": 0,
+        "reference_labelled": 400,
         "reference_accuracy": 1.0,
         "message": "0 feedback label(s); 100 needed to judge accuracy",
     }
@@ -116,6 +117,17 @@ def test_live_accuracy_drop_from_feedback_labels(windows, text_models) -> None:
     assert verdict.quality["accuracy"] == pytest.approx(0.5) and verdict.quality["labelled"] == 300
     assert verdict.quality["reference_accuracy"] == 1.0
     assert verdict.signals["accuracy_drop"].drifted and verdict.signals["accuracy_drop"].score == pytest.approx(0.5)
+
+
+def test_a_labelled_window_against_an_unlabelled_logged_reference_judges_accuracy_without_a_drop(
+    windows, text_models
+) -> None:
+    # Labels arrived for recent traffic only (`--reference-last N` over logged predictions): the live accuracy is
+    # judged, and with no labelled reference there is no drop to alarm on (this crashed in Evidently before).
+    verdict = _check(_window(windows["rt"], labelled=False), _window(windows["rt2"]), text_models)
+    assert verdict.quality["accuracy"] == pytest.approx(1.0) and verdict.quality["labelled"] == 300
+    assert verdict.quality["reference_labelled"] == 0 and "reference_accuracy" not in verdict.quality
+    assert "accuracy_drop" not in verdict.signals and verdict.status == "ok", verdict.drifted_signals
 
 
 def test_too_small_a_window_is_insufficient_data_not_an_alarm(windows, text_models) -> None:
