@@ -218,7 +218,7 @@ def _trained(outcome: Any, rows: int) -> dict[str, Any]:
 def measure_quality(registry: Any, table: Any, data: dict[str, RegimeData]) -> dict[str, Any]:
     """Router accuracy and routed / union / oracle macro-F1 on the mixed test stream, overall and per regime."""
     from prefix_registry.inference.classification import classify
-    from prefix_registry.inference.embedding import frozen_embedder, sentence_embeddings
+    from prefix_registry.inference.embedding import router_inputs
     from prefix_registry.registry.regime_evaluation import evaluate_routed
     from prefix_registry.registry.regimes import regime_model_name
     from prefix_registry.registry.routers import router_champion, router_model_name
@@ -232,9 +232,9 @@ def measure_quality(registry: Any, table: Any, data: dict[str, RegimeData]) -> d
         raise PrefixRegistryError(f"expected a router champion of {TASK!r}, found none")
     router_version, router = champion
     base = table.pool.base_for(router.base, list(router.regimes))
-    embedder = frozen_embedder(base, router_model_name(TASK), router_version, router.max_length)
-    log(f"routing the mixed test stream ({len(texts)} rows)")
-    choices = router.choose(router.probabilities(sentence_embeddings(embedder, texts)))
+    log(f"routing the mixed test stream ({len(texts)} rows, {router.features} router v{router_version})")
+    inputs = router_inputs(router.features, base, texts, router.max_length, router_model_name(TASK))
+    choices = router.choose(router.probabilities(inputs))
     routed_regimes = [choice.regime for choice in choices]
 
     def through(regime_of_row: list[str]) -> list[str]:

@@ -10,13 +10,22 @@ stored as plain JSON (`to_json` / `from_json`), so a router loads without unpick
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 ROUTER_FILE = "router.json"
+
+
+class RouterFeatures(StrEnum):
+    """What a router reads of a text."""
+
+    CONTEXTUAL = "contextual"  # the base's mean-pooled last states: one forward pass per text
+    STATIC = "static"  # the mean of the base's input token embeddings: no forward pass
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class RouterModel:
     base: str
     max_length: int
     accuracy: float | None = None
+    features: RouterFeatures = RouterFeatures.CONTEXTUAL
 
     def __post_init__(self) -> None:
         if len(self.regimes) < 2:
@@ -70,6 +80,7 @@ class RouterModel:
         fallback: str | None = None,
         threshold: float = 0.5,
         seed: int = 0,
+        features: RouterFeatures = RouterFeatures.CONTEXTUAL,
     ) -> RouterModel:
         """Fit on embeddings and each one's regime; `fallback` defaults to the most frequent regime."""
         from sklearn.linear_model import LogisticRegression
@@ -87,6 +98,7 @@ class RouterModel:
             threshold=threshold,
             base=base,
             max_length=max_length,
+            features=features,
         )
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
@@ -113,14 +125,10 @@ class RouterModel:
 
     def with_threshold(self, threshold: float) -> RouterModel:
         """The same weights with another fallback threshold."""
-        return RouterModel(
-            self.regimes, self.coef, self.intercept, self.fallback, threshold, self.base, self.max_length, self.accuracy
-        )
+        return dataclasses.replace(self, threshold=threshold)
 
     def with_accuracy(self, accuracy: float) -> RouterModel:
-        return RouterModel(
-            self.regimes, self.coef, self.intercept, self.fallback, self.threshold, self.base, self.max_length, accuracy
-        )
+        return dataclasses.replace(self, accuracy=accuracy)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -133,6 +141,7 @@ class RouterModel:
                 "base": self.base,
                 "max_length": self.max_length,
                 "accuracy": self.accuracy,
+                "features": self.features.value,
             },
             indent=1,
         )
@@ -149,4 +158,7 @@ class RouterModel:
             base=str(data["base"]),
             max_length=int(data["max_length"]),
             accuracy=None if data.get("accuracy") is None else float(data["accuracy"]),
+            features=RouterFeatures(
+                data.get("features", RouterFeatures.CONTEXTUAL)
+            ),  # routers stored before: contextual
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prefix_registry.errors import AliasNotSet, DataError, InvalidRegime
-from prefix_registry.inference.embedding import frozen_embedder, sentence_embeddings
+from prefix_registry.inference.embedding import router_inputs
 from prefix_registry.inference.resident import PrefixPool
 from prefix_registry.registry.loading import load_version
 from prefix_registry.registry.regimes import regime_model_name, regimes_of
@@ -69,8 +69,8 @@ def evaluate_routed(
     if unknown:
         raise DataError(f"labels {unknown} are not labels of {task}'s regimes: {labels}")
     base = champions[router.fallback].attached.base
-    embedder = frozen_embedder(base, router_model_name(task), router_version, router.max_length)
-    choices = router.choose(router.probabilities(sentence_embeddings(embedder, texts)))
+    inputs = router_inputs(router.features, base, texts, router.max_length, router_model_name(task))
+    choices = router.choose(router.probabilities(inputs))
     predicted: list[str] = [""] * len(texts)
     per_regime: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}

@@ -13,16 +13,16 @@ task's regimes (serving/regime_routing.py).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from prefix_registry.errors import AliasNotSet, DataError, InvalidRegime, VersionNotFound
-from prefix_registry.inference.embedding import frozen_embedder, sentence_embeddings
+from prefix_registry.inference.embedding import router_inputs
 from prefix_registry.inference.resident import PrefixPool
-from prefix_registry.inference.router import ROUTER_FILE, RouterModel
+from prefix_registry.inference.router import ROUTER_FILE, RouterFeatures, RouterModel
 from prefix_registry.registry.aliases import CHAMPION
 from prefix_registry.registry.regimes import ROUTER_SLOT, regime_model_name, regimes_of
 from prefix_registry.registry.runs import RecordedRun
@@ -139,13 +139,19 @@ def register_router(
                 "threshold": router.threshold,
                 "base": router.base,
                 "max_length": router.max_length,
+                "features": router.features.value,
             }
         )
         run.log_metrics(metrics)
         registry.gateway.log_text(run.run_id, router.to_json(), f"{ROUTER_FOLDER}/{ROUTER_FILE}")
         artifact_uri = run.artifact_uri
         run_id = run.run_id
-    tags = {"regimes": ",".join(router.regimes), "fallback": router.fallback, "threshold": str(router.threshold)}
+    tags = {
+        "regimes": ",".join(router.regimes),
+        "fallback": router.fallback,
+        "threshold": str(router.threshold),
+        "features": router.features.value,
+    }
     if router.accuracy is not None:
         tags["holdout_accuracy"] = f"{router.accuracy:.4f}"
     if current is not None:
@@ -185,6 +191,7 @@ class RouterOutcome:
     router: RouterModel
     train_size: int
     holdout_size: int
+    accuracies: dict[str, float] = field(default_factory=dict)  # holdout_accuracy_<features> of each fitted
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -192,6 +199,8 @@ class RouterOutcome:
             "fallback": self.router.fallback,
             "threshold": self.router.threshold,
             "base": self.router.base,
+            "features": self.router.features.value,
+            **self.accuracies,
             "train_size": self.train_size,
             "holdout_size": self.holdout_size,
             "promoted": CHAMPION in self.version.aliases,
@@ -213,9 +222,14 @@ def train_router(
     seed: int = 0,
     promote: bool = False,
     pool: PrefixPool | None = None,
+    features: RouterFeatures | None = None,
 ) -> RouterOutcome:
     """Fit the task's router on `frame` (a text and its regime per row), measure it on a stratified held-out split,
-    and register it. The embeddings come from the engine (inference/embedding.py), as serving computes them."""
+    and register it. The embeddings come from the engine (inference/embedding.py), as serving computes them.
+
+    `features` None (auto) fits a router on static and one on contextual embeddings of the same split and keeps
+    the static one unless it loses more than STATIC_ACCURACY_TOLERANCE of held-out accuracy (`choose_features`);
+    both accuracies are logged with the version."""
     from sklearn.model_selection import train_test_split
 
     known = regimes_of(registry, task)
@@ -237,25 +251,53 @@ def train_router(
     resident = pool.base_for(base, given)
     texts = frame[text_column].astype(str).tolist()
     labels = frame[regime_column].astype(str).tolist()
-    embeddings = sentence_embeddings(frozen_embedder(resident, router_model_name(task), "training", max_length), texts)
     train_idx, test_idx = train_test_split(np.arange(len(texts)), test_size=holdout, random_state=seed, stratify=labels)
-    router = RouterModel.fit(
-        embeddings[train_idx],
-        [labels[i] for i in train_idx],
-        base=base,
-        max_length=max_length,
-        fallback=fallback,
-        threshold=threshold,
-        seed=seed,
-    )
-    picked = router.probabilities(embeddings[test_idx]).argmax(axis=1)
-    accuracy = float(np.mean([router.regimes[p] == labels[i] for p, i in zip(picked, test_idx, strict=True)]))
-    router = router.with_accuracy(accuracy)
+    fitted: dict[RouterFeatures, RouterModel] = {}
+    for kind in [features] if features is not None else list(AUTO_ORDER):
+        embeddings = router_inputs(kind, resident, texts, max_length, router_model_name(task))
+        router = RouterModel.fit(
+            embeddings[train_idx],
+            [labels[i] for i in train_idx],
+            base=base,
+            max_length=max_length,
+            fallback=fallback,
+            threshold=threshold,
+            seed=seed,
+            features=kind,
+        )
+        picked = router.probabilities(embeddings[test_idx]).argmax(axis=1)
+        accuracy = float(np.mean([router.regimes[p] == labels[i] for p, i in zip(picked, test_idx, strict=True)]))
+        fitted[kind] = router.with_accuracy(accuracy)
+    router = choose_features(fitted)
+    accuracy = router.accuracy if router.accuracy is not None else 0.0
+    measured = {f"holdout_accuracy_{kind.value}": float(r.accuracy or 0.0) for kind, r in fitted.items()}
     version = register_router(
         registry,
         task,
         router,
-        {"holdout_accuracy": accuracy, "train_size": float(len(train_idx)), "holdout_size": float(len(test_idx))},
+        {
+            "holdout_accuracy": accuracy,
+            **measured,
+            "train_size": float(len(train_idx)),
+            "holdout_size": float(len(test_idx)),
+        },
         promote=promote,
     )
-    return RouterOutcome(version, router, len(train_idx), len(test_idx))
+    return RouterOutcome(version, router, len(train_idx), len(test_idx), measured)
+
+
+# Auto: static features unless they lose more than this much held-out accuracy against contextual ones.
+STATIC_ACCURACY_TOLERANCE = 0.01
+AUTO_ORDER = (RouterFeatures.STATIC, RouterFeatures.CONTEXTUAL)
+
+
+def choose_features(fitted: dict[RouterFeatures, RouterModel]) -> RouterModel:
+    """The router to keep: the only one fitted, or the static one when its held-out accuracy is within
+    STATIC_ACCURACY_TOLERANCE of the contextual one's (it spares every routed text a forward pass), else the
+    contextual one."""
+    if len(fitted) == 1:
+        return next(iter(fitted.values()))
+    static, contextual = fitted[RouterFeatures.STATIC], fitted[RouterFeatures.CONTEXTUAL]
+    if (static.accuracy or 0.0) >= (contextual.accuracy or 0.0) - STATIC_ACCURACY_TOLERANCE:
+        return static
+    return contextual

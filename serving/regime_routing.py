@@ -1,9 +1,10 @@
 """Serving a task with regimes: each text is read by one regime's champion, chosen per text.
 
     forced  the request names `"regime"`: every text goes to that regime (the router is not asked)
-    routed  the router's champion reads the frozen base's embedding of each text (rows of an embedder with no
-            virtual tokens, through the batcher like any row) and picks the most probable regime; below its
-            threshold the fallback regime answers
+    routed  the router's champion reads the frozen base's embedding of each text and picks the most probable
+            regime; below its threshold the fallback regime answers. A contextual router's embeddings are rows of
+            an embedder with no virtual tokens, through the batcher like any row (a second forward pass per text);
+            a static router's are a lookup of the input token embeddings, no forward pass
 
 Then each regime's texts are submitted to the batcher at the same moment, so rows of every regime share one mixed
 forward pass (the engine batches rows of different prefixes). Each answer carries its regime, the regime version that
@@ -25,11 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from starlette.concurrency import run_in_threadpool
 
 from prefix_registry.errors import first_line
 from prefix_registry.inference.attached import AttachedPrefix
-from prefix_registry.inference.embedding import frozen_embedder
-from prefix_registry.inference.router import RegimeChoice, RouterModel
+from prefix_registry.inference.embedding import frozen_embedder, static_embeddings
+from prefix_registry.inference.router import RegimeChoice, RouterFeatures, RouterModel
 from prefix_registry.registry.regimes import TAG_REGIMES, regime_model_name
 from prefix_registry.registry.routers import load_router, router_champion_version, router_model_name
 from prefix_registry.serving.batcher import Batcher
@@ -145,9 +147,13 @@ class RegimeRouting:
                 f"task {route.task!r} has regimes {sorted(route.regimes)} and no router champion yet: name one with "
                 '"regime" in the request',
             )
-        embeddings = await batcher.submit(route.embedder, texts)
-        probabilities = route.router.probabilities(np.stack([row.numpy() for row in embeddings]))
-        return route.router.choose(probabilities)
+        router, embedder = route.router, route.embedder
+        if router.features is RouterFeatures.STATIC:
+            # A table lookup, no forward pass: off the event loop, not through the batcher.
+            found = await run_in_threadpool(static_embeddings, embedder.base, texts, router.max_length)
+        else:
+            found = np.stack([row.numpy() for row in await batcher.submit(embedder, texts)])
+        return router.choose(router.probabilities(found))
 
     async def run(self, route: RegimeRoute, texts: list[str], forced: str | None, batcher: Batcher) -> list[RoutedRow]:
         """Every text read by its regime's champion; the regimes' rows queued together (one mixed forward pass)."""

@@ -18,11 +18,11 @@ import torch
 from fastapi.testclient import TestClient
 
 from prefix_registry.inference.classification import classify
-from prefix_registry.inference.embedding import frozen_embedder, sentence_embeddings
+from prefix_registry.inference.embedding import router_inputs, static_embeddings
 from prefix_registry.inference.engine import Row, forward
 from prefix_registry.inference.ensemble import ensemble_probabilities
 from prefix_registry.inference.resident import PrefixPool
-from prefix_registry.inference.router import RegimeChoice
+from prefix_registry.inference.router import RegimeChoice, RouterFeatures, RouterModel
 from prefix_registry.registry.loading import fetch_verified_adapter
 from prefix_registry.registry.regimes import (
     TAG_REGIMES_TEXT,
@@ -32,7 +32,9 @@ from prefix_registry.registry.regimes import (
     validate_regime_name,
 )
 from prefix_registry.registry.routers import (
+    STATIC_ACCURACY_TOLERANCE,
     RouterOutcome,
+    choose_features,
     promote_router,
     register_router,
     router_champion,
@@ -70,7 +72,11 @@ def world(module_home: Path) -> World:
     rt_frame = tiny_data(limit=60).frame.assign(regime="rt")
     imdb_frame = tiny_data(limit=60, source="imdb").frame.assign(regime="imdb")
     frame = pd.concat([rt_frame, imdb_frame], ignore_index=True)
-    router = train_router(registry, TASK, frame, "text", "regime", max_length=32, promote=True)
+    # Contextual: the serving tests below follow the router's rows through the batcher (the static router has a
+    # test of its own, last).
+    router = train_router(
+        registry, TASK, frame, "text", "regime", max_length=32, promote=True, features=RouterFeatures.CONTEXTUAL
+    )
     imdb_texts = [text[:400] for text in tiny_data(limit=20, source="imdb").frame["text"].tolist()[-3:]]
     return World(registry, router, imdb_texts)
 
@@ -191,8 +197,8 @@ def router_choices(world: World, served: Served, texts: list[str]) -> list[Regim
     champion = router_champion(world.registry, TASK)
     assert champion is not None
     router = champion[1]
-    embedder = frozen_embedder(served.table.current("reviews.rt").base, "router", "1", router.max_length)
-    return router.choose(router.probabilities(sentence_embeddings(embedder, texts)))
+    inputs = router_inputs(router.features, served.table.current("reviews.rt").base, texts, router.max_length)
+    return router.choose(router.probabilities(inputs))
 
 
 def test_a_forced_regime_overrides_the_router(world: World, served: Served) -> None:
@@ -399,3 +405,64 @@ def test_a_retrain_of_one_regime_trains_that_regime_only(world: World, tmp_path:
     assert [v.version for v in registry.versions("reviews.imdb")] == imdb_before
     assert [v.version for v in router_versions(registry, TASK)] == routers_before
     assert registry.versions(TASK) == []
+
+
+# -- the static router: no forward pass for routing -------------------------------------------------------------
+def test_auto_keeps_the_static_router_unless_it_loses_accuracy() -> None:
+    def fitted(features: RouterFeatures, accuracy: float) -> RouterModel:
+        weights = np.zeros((1, 4))
+        return RouterModel(("a", "b"), weights, np.zeros(1), "a", 0.5, "minilm", 32, accuracy, features)
+
+    contextual = fitted(RouterFeatures.CONTEXTUAL, 0.90)
+    close = fitted(RouterFeatures.STATIC, 0.90 - STATIC_ACCURACY_TOLERANCE)
+    worse = fitted(RouterFeatures.STATIC, 0.90 - 2 * STATIC_ACCURACY_TOLERANCE)
+    assert choose_features({RouterFeatures.STATIC: close, RouterFeatures.CONTEXTUAL: contextual}) is close
+    assert choose_features({RouterFeatures.STATIC: worse, RouterFeatures.CONTEXTUAL: contextual}) is contextual
+    assert choose_features({RouterFeatures.CONTEXTUAL: contextual}) is contextual
+    stored = RouterModel.from_json(close.to_json())
+    assert stored.features is RouterFeatures.STATIC and stored.accuracy == close.accuracy
+
+
+def test_static_embeddings_are_the_normed_mean_of_the_input_token_embeddings(served: Served) -> None:
+    base = served.table.current("reviews.rt").base
+    text = RT_TEXTS[1]
+    ids = base.tokenizer(text, truncation=True, max_length=32, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        mean = base.word_embeddings(ids)[0].float().mean(dim=0)
+    expected = (mean / mean.norm()).numpy()
+    # In a batch with a longer text (its padding masked out) as alone.
+    found = static_embeddings(base, [text, RT_TEXTS[0] * 3], max_length=32)
+    assert found.shape == (2, expected.shape[0])
+    np.testing.assert_allclose(found[0], expected, atol=1e-5)
+
+
+def test_a_static_router_routes_without_a_forward_pass_of_its_own(world: World, served: Served) -> None:
+    frame = pd.concat(
+        [
+            tiny_data(limit=60).frame.assign(regime="rt"),
+            tiny_data(limit=60, source="imdb").frame.assign(regime="imdb"),
+        ],
+        ignore_index=True,
+    )
+    # Auto (not promoted) fits both on the same split, logs both accuracies and keeps one of them.
+    auto = train_router(world.registry, TASK, frame, "text", "regime", max_length=32)
+    assert set(auto.accuracies) == {"holdout_accuracy_static", "holdout_accuracy_contextual"}
+    assert auto.router.accuracy == auto.accuracies[f"holdout_accuracy_{auto.router.features}"]
+    outcome = train_router(
+        world.registry, TASK, frame, "text", "regime", max_length=32, promote=True, features=RouterFeatures.STATIC
+    )
+    assert outcome.summary()["features"] == "static" and set(outcome.accuracies) == {"holdout_accuracy_static"}
+    served.table.refresh()
+    texts = [RT_TEXTS[0], world.imdb_texts[0]]
+    choices = router_choices(world, served, texts)
+    assert [c.regime for c in choices] == ["rt", "imdb"]
+    served.batches.clear()
+    response = served.client.post("/v1/predict", json={"task": TASK, "texts": texts})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["regime"] for p in predictions] == ["rt", "imdb"]
+    np.testing.assert_allclose(
+        [p["router_confidence"] for p in predictions], [c.confidence for c in choices], atol=1e-5
+    )
+    # No router rows in any batch: the regimes' rows alone, in one pass.
+    assert [sorted({task for task, _ in batch}) for batch in served.batches] == [["reviews.imdb", "reviews.rt"]]

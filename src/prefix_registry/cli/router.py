@@ -37,11 +37,20 @@ def router_train(
     ] = None,
     holdout: Annotated[float, typer.Option(help="Share of rows held out to measure its accuracy.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed of the split and the fit.")] = 0,
+    features: Annotated[
+        str,
+        typer.Option(
+            help="What it reads of a text: 'static' (the mean of the base's input token embeddings: no forward "
+            "pass), 'contextual' (the base's mean-pooled states: one forward pass per routed text), or 'auto' (fit "
+            "both on the same split, keep static unless it loses more than 1 point of held-out accuracy)."
+        ),
+    ] = "auto",
     promote: Annotated[bool, typer.Option("--promote", help="Make the new router version the champion.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Fit TASK's router on labelled regimes, report its held-out accuracy, and register it as a new version."""
     from prefix_registry.errors import ConfigError
+    from prefix_registry.inference.router import RouterFeatures
     from prefix_registry.registry.routers import train_router
     from prefix_registry.registry.store import validate_task_name
     from prefix_registry.training.data import read_table
@@ -51,6 +60,9 @@ def router_train(
         raise ConfigError(f"--holdout must be between 0 and 1 (exclusive), got {holdout}")
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold must be within [0, 1], got {threshold}")
+    choices = ["auto", *(kind.value for kind in RouterFeatures)]
+    if features not in choices:
+        raise ConfigError(f"--features must be one of {', '.join(choices)}, got {features!r}")
     frame = read_table(Path(data))
     outcome = train_router(
         open_registry(),
@@ -65,6 +77,7 @@ def router_train(
         holdout=holdout,
         seed=seed,
         promote=promote,
+        features=None if features == "auto" else RouterFeatures(features),
     )
     if as_json:
         print_json(outcome.summary())
