@@ -18,7 +18,6 @@ which would put NaNs in the cache that the next steps read.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,16 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from transformers import DynamicCache
 
-from prefix_registry.errors import AdapterError
 from prefix_registry.inference.attached import AttachedPrefix, GenerationOptions
 from prefix_registry.inference.engine import Row
-from prefix_registry.inference.methods import Placement, PrefixShape, strategy_for
-from prefix_registry.inference.resident import PROMPT_TABLE, ResidentBase
+from prefix_registry.inference.methods import Placement
+from prefix_registry.inference.resident import PROMPT_TABLE, ResidentBase, read_adapter
 from prefix_registry.kinds.base import TaskKind
-from prefix_registry.training.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterManifest, check_base_matches
+from prefix_registry.training.adapter_files import ADAPTER_WEIGHTS, AdapterManifest
 from prefix_registry.training.base_models import LoadedBase
 from prefix_registry.training.config import TrainConfig
 from prefix_registry.training.generation import prompt_text
@@ -71,20 +68,7 @@ def attach_generator(
     Raises AdapterError when the adapter was trained on another base, is of an unsupported method or lacks its table.
     """
     started = time.perf_counter()
-    check_base_matches(manifest, base.loaded)
-    config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    weights = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
-    peft_type = str(config.get("peft_type"))
-    try:
-        strategy = strategy_for(peft_type)
-    except AdapterError as error:
-        raise AdapterError(f"{task} v{version}: {error}") from None
-    if PROMPT_TABLE not in weights:
-        raise AdapterError(f"{task} v{version}: adapter has no {PROMPT_TABLE} tensor")
-    shape = None
-    if strategy.placement is Placement.CACHE:
-        heads = int(config["num_attention_heads"])
-        shape = PrefixShape(int(config["num_layers"]), heads, int(config["token_dim"]) // heads)
+    peft_type, weights, shape = read_adapter(base, task, version, adapter_dir, manifest)
     trained = TrainConfig.from_stored(manifest.train_config)
     return AttachedPrefix(
         task=task,

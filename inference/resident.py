@@ -133,20 +133,13 @@ class ResidentBase:
         return _loaded(plain_copy(template), weights, f"trained pooler does not fit base {self.name!r}").to(self.device)
 
 
-def attach_adapter(
-    base: ResidentBase,
-    task: str,
-    version: str,
-    adapter_dir: Path,
-    manifest: AdapterManifest,
-    kind: TaskKind = CLASSIFICATION,
-) -> AttachedPrefix:
-    """Build the runnable form of a verified adapter folder (PEFT's files) on `base`, as a version of `kind`.
+def read_adapter(
+    base: ResidentBase, task: str, version: str, adapter_dir: Path, manifest: AdapterManifest
+) -> tuple[str, dict[str, torch.Tensor], PrefixShape | None]:
+    """A verified adapter folder's PEFT type, weights and (prefix tuning) key/value shape, checked against `base`.
 
-    Raises AdapterError when the adapter was trained on another base, is of an unsupported method, or lacks its
-    prompt table or head weights.
+    Raises AdapterError when it was trained on another base, is of an unsupported method or lacks its prompt table.
     """
-    started = time.perf_counter()
     check_base_matches(manifest, base.loaded)
     config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     weights = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
@@ -161,6 +154,24 @@ def attach_adapter(
     if strategy.placement is Placement.CACHE:
         heads = int(config["num_attention_heads"])
         shape = PrefixShape(int(config["num_layers"]), heads, int(config["token_dim"]) // heads)
+    return peft_type, weights, shape
+
+
+def attach_adapter(
+    base: ResidentBase,
+    task: str,
+    version: str,
+    adapter_dir: Path,
+    manifest: AdapterManifest,
+    kind: TaskKind = CLASSIFICATION,
+) -> AttachedPrefix:
+    """Build the runnable form of a verified adapter folder (PEFT's files) on `base`, as a version of `kind`.
+
+    Raises AdapterError when the adapter was trained on another base, is of an unsupported method, or lacks its
+    prompt table or head weights.
+    """
+    started = time.perf_counter()
+    peft_type, weights, shape = read_adapter(base, task, version, adapter_dir, manifest)
     backbone_name = str(base.model.base_model_prefix)
     pooler_weights = _module_weights(weights, f"{backbone_name}.{POOLER}")
     return AttachedPrefix(

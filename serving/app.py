@@ -43,6 +43,7 @@ from prefix_registry.inference.generation import generate_rows
 from prefix_registry.registry.rollouts import RolloutMode
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.batcher import Batcher, BatchFailed, BatchingConfig, BatchRejected
+from prefix_registry.serving.feedback import attach, find_prediction
 from prefix_registry.serving.generate import TRUNCATED, GenerateRoutes, add_generate_routes
 from prefix_registry.serving.guards import BodySizeLimit, KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError, error_response
@@ -61,8 +62,6 @@ from prefix_registry.serving.schemas import (
 from prefix_registry.serving.table import AliasWatcher, ServingTable, UnknownTask
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.traffic.prediction_records import (
-    FeedbackConflict,
-    FeedbackForbidden,
     PredictionLogError,
     PredictionRecord,
     PredictionSource,
@@ -481,19 +480,9 @@ def create_app(
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
     def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
-        key = keys.require(request.headers.get("authorization"), "feedback")
-        key_name = key.name if key is not None else None
-        if feedback_rate is not None:
-            feedback_rate.take(key_name)  # before any database work: a flood costs the server nothing
-        if prediction_log is None:
-            raise HTTPError(409, "this server keeps no prediction log, so it cannot take feedback")
-        record = prediction_log.get(body.prediction_id)
-        if record is None:
-            prediction_log.flush(timeout=5)
-            record = prediction_log.get(body.prediction_id)
-        if record is None:
-            raise HTTPError(404, f"unknown prediction id {body.prediction_id!r}")
-        keys.check(key, "feedback", record.task)
+        authorization = request.headers.get("authorization")
+        found = find_prediction(keys, feedback_rate, prediction_log, authorization, body.prediction_id)
+        record = found.record
         if TRUNCATED in record.probabilities:
             reference_route = "/v1/generate/feedback"
             raise HTTPError(
@@ -502,19 +491,7 @@ def create_app(
         labels = list(record.probabilities)
         if body.label not in labels:
             raise HTTPError(422, f"label {body.label!r} is not a label of task {record.task!r}: {labels}")
-        try:
-            prediction_log.attach_feedback(
-                body.prediction_id,
-                body.label,
-                key_name=key_name,
-                correction=body.correction,
-                # A correction of another key's label needs the admin scope (the local writer, key None, may).
-                replace_others=key is None or key.allows("admin"),
-            )
-        except FeedbackForbidden as error:
-            raise HTTPError(403, str(error)) from None
-        except FeedbackConflict as error:
-            raise HTTPError(409, str(error)) from None
+        attach(found, body.label, body.correction)
         metrics.feedback.labels(task_label(record.task)).inc()
         return {
             "prediction_id": body.prediction_id,

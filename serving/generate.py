@@ -32,6 +32,7 @@ from prefix_registry.inference.generation import decode, truncated
 from prefix_registry.kinds.generation import ROUGE_L, rouge_scores
 from prefix_registry.serving.auth import KeyGate
 from prefix_registry.serving.batcher import Batcher, BatchFailed, BatchRejected
+from prefix_registry.serving.feedback import attach, find_prediction
 from prefix_registry.serving.guards import KeyRateLimit, RequestIdOwners
 from prefix_registry.serving.http import HTTPError
 from prefix_registry.serving.metrics import ServingMetrics
@@ -39,8 +40,6 @@ from prefix_registry.serving.schemas import ERRORS
 from prefix_registry.serving.table import ServingTable, UnknownTask
 from prefix_registry.traffic.prediction_log import PredictionLog
 from prefix_registry.traffic.prediction_records import (
-    FeedbackConflict,
-    FeedbackForbidden,
     PredictionLogError,
     PredictionRecord,
 )
@@ -246,37 +245,15 @@ def add_generate_routes(app: FastAPI, routes: GenerateRoutes) -> None:
 
     @app.post("/v1/generate/feedback", response_model=GenerateFeedbackResponse, responses=ERRORS)
     def generate_feedback(body: GenerateFeedbackRequest, request: Request) -> dict[str, Any]:
-        key = keys.require(request.headers.get("authorization"), "feedback")
-        key_name = key.name if key is not None else None
-        if routes.feedback_rate is not None:
-            routes.feedback_rate.take(key_name)
-        log = routes.prediction_log
-        if log is None:
-            raise HTTPError(409, "this server keeps no prediction log, so it cannot take feedback")
-        record = log.get(body.prediction_id)
-        if record is None:
-            log.flush(timeout=5)
-            record = log.get(body.prediction_id)
-        if record is None:
-            raise HTTPError(404, f"unknown prediction id {body.prediction_id!r}")
-        keys.check(key, "feedback", record.task)
+        authorization = request.headers.get("authorization")
+        found = find_prediction(keys, routes.feedback_rate, routes.prediction_log, authorization, body.prediction_id)
+        record = found.record
         if TRUNCATED not in record.probabilities:
             raise HTTPError(
                 422, f"prediction {body.prediction_id!r} is a label of task {record.task!r}, not a generation: "
                 "send its label to /v1/feedback",
             )  # fmt: skip
-        try:
-            log.attach_feedback(
-                body.prediction_id,
-                body.reference,
-                key_name=key_name,
-                correction=body.correction,
-                replace_others=key is None or key.allows("admin"),
-            )
-        except FeedbackForbidden as error:
-            raise HTTPError(403, str(error)) from None
-        except FeedbackConflict as error:
-            raise HTTPError(409, str(error)) from None
+        attach(found, body.reference, body.correction)
         metrics.feedback.labels(task_label(record.task)).inc()
         return {
             "prediction_id": body.prediction_id,
