@@ -34,6 +34,7 @@ class RoutedEvaluation:
     routed_counts: dict[str, int]
     router_accuracy: float | None
     fallbacks: int
+    decision_metric: str  # the regimes' kind's (what `metrics` and each `per_regime` are judged by)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -102,4 +103,5 @@ def evaluate_routed(
         routed_counts=counts,
         router_accuracy=router_accuracy,
         fallbacks=sum(c.fell_back for c in choices),
+        decision_metric=kind.decision_metric,
     )

@@ -111,13 +111,14 @@ def evaluate(
             if as_json:
                 print_json({**routed.summary(), "data": data})
                 return
+            metric = routed.decision_metric
             print_pairs(
                 f"{task}: routed over regimes on {data}",
                 {
                     "n": routed.metrics["n"],
-                    "macro_f1": fmt_metric(routed.metrics["macro_f1"]),
+                    metric: fmt_metric(routed.metrics[metric]),
                     "router_accuracy": fmt_metric(routed.router_accuracy),
-                    **{f"macro_f1 {r}": fmt_metric(m["macro_f1"]) for r, m in routed.per_regime.items()},
+                    **{f"{metric} {r}": fmt_metric(m[metric]) for r, m in routed.per_regime.items()},
                 },
             )
             return
